@@ -1,0 +1,1 @@
+"""cocaine-cgroups: see README.md."""

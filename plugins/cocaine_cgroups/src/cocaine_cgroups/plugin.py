@@ -1,0 +1,1 @@
+"""The cocaine-cgroups plugin module (resource limits land with the cgroups work)."""

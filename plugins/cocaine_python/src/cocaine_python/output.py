@@ -1,0 +1,58 @@
+"""Routing what an app prints to the node's log, without ever blocking the handler."""
+
+from __future__ import annotations
+
+import io
+import logging
+import sys
+from typing import Any
+
+MAX_LINE = 65536
+
+
+class LineWriter(io.TextIOBase):
+    """A text stream that hands each complete line to ``channel.log(stream, line)``."""
+
+    def __init__(self, channel: Any, stream: str) -> None:
+        super().__init__()
+        self._channel = channel
+        self._stream = stream
+        self._partial = ""
+
+    def writable(self) -> bool:
+        """Always writable."""
+        return True
+
+    def write(self, text: str) -> int:
+        """Buffer ``text``; pass on every complete line (and over-long partial lines)."""
+        if not isinstance(text, str):
+            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        data = self._partial + text
+        lines = data.split("\n")
+        self._partial = lines.pop()
+        for line in lines:
+            self._channel.log(self._stream, line)
+        while len(self._partial) > MAX_LINE:
+            self._channel.log(self._stream, self._partial[:MAX_LINE])
+            self._partial = self._partial[MAX_LINE:]
+        return len(text)
+
+    def flush(self) -> None:
+        """Pass on a partial line."""
+        if self._partial:
+            self._channel.log(self._stream, self._partial)
+            self._partial = ""
+
+    def isatty(self) -> bool:
+        """Never a terminal."""
+        return False
+
+
+def capture_output(channel: Any) -> None:
+    """Send ``print`` and ``logging`` output of this process to the node's log."""
+    old_out, old_err = sys.stdout, sys.stderr
+    sys.stdout = LineWriter(channel, "stdout")
+    sys.stderr = LineWriter(channel, "stderr")
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.StreamHandler) and handler.stream in (old_out, old_err):
+            handler.setStream(sys.stderr)

@@ -1,0 +1,182 @@
+"""The slave runtime of the ``python`` language: answers invocations with the app's handlers.
+
+``load`` runs once in the template process; ``serve`` runs in every slave forked from it.
+With ``engine.concurrency`` 1 the slave is a plain blocking loop (async handlers run to
+completion one at a time). Above 1, and if the app has async handlers, it runs an asyncio loop
+where async jobs run together and sync handlers run in turn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import sys
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import zmq
+
+from cocaine_core.protocol import Code, Status, encode_value
+from cocaine_core.slave_channel import SlaveChannel
+from cocaine_python.loader import LoadedApp, load
+from cocaine_python.output import capture_output
+from cocaine_python.request import Request
+
+__all__ = ["load", "serve"]
+
+
+def serve(app: LoadedApp, channel: SlaveChannel) -> int:
+    """Run the slave until the engine says terminate; return the exit code."""
+    settings = channel.handshake()
+    capture_output(channel)
+    runner = Runner(app, channel)
+    channel.ready()
+    concurrency = int(settings.get("concurrency", 1))
+    has_async = any(_is_async(h) for h in app.handlers.values())
+    try:
+        if concurrency > 1 and has_async:
+            asyncio.run(runner.serve_async())
+        else:
+            runner.serve_blocking()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        channel.close()
+    return 0
+
+
+def _is_async(handler: Any) -> bool:
+    function = getattr(handler, "__call__", handler)  # noqa: B004 - callable objects too
+    return (inspect.iscoroutinefunction(handler) or inspect.isasyncgenfunction(handler)
+            or inspect.iscoroutinefunction(function) or inspect.isasyncgenfunction(function))
+
+
+class Runner:
+    """Calls handlers and sends their answers as chunks, choke or error."""
+
+    def __init__(self, app: LoadedApp, channel: SlaveChannel) -> None:
+        self.app = app
+        self.channel = channel
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.after_send: Callable[[], None] = lambda: None
+
+    # -- the blocking loop --------------------------------------------------------------------
+
+    def serve_blocking(self) -> None:
+        """Handle one message at a time until terminate."""
+        while True:
+            fields, body = self.channel.recv()
+            if fields[0] == Code.INVOKE:
+                self.run_sync(fields, body or b"")
+            elif fields[0] == Code.TERMINATE:
+                return
+
+    def run_sync(self, fields: list[Any], body: bytes) -> None:
+        """Run one job to completion in this thread."""
+        job_id, event, meta = fields[1], fields[2], fields[3] if len(fields) > 3 else {}
+        handler = self.app.handlers.get(event)
+        if handler is None:
+            self._unknown(job_id, event)
+            return
+        try:
+            result = handler(Request(body, event, meta))
+            if inspect.isawaitable(result):
+                result = self._event_loop().run_until_complete(result)
+            if inspect.isasyncgen(result):
+                self._event_loop().run_until_complete(self._drain_async(job_id, result))
+            elif inspect.isgenerator(result):
+                for item in result:
+                    self._chunk(job_id, item)
+            else:
+                self._chunk(job_id, result)
+        except BaseException as exc:
+            if isinstance(exc, KeyboardInterrupt | SystemExit):
+                raise
+            self._fail(job_id, exc)
+            return
+        self.channel.choke(job_id)
+
+    def _event_loop(self) -> asyncio.AbstractEventLoop:
+        if self.loop is None:
+            self.loop = asyncio.new_event_loop()
+        return self.loop
+
+    # -- the asyncio loop ---------------------------------------------------------------------
+
+    async def serve_async(self) -> None:
+        """Handle messages as they come; async handlers run concurrently."""
+        loop = asyncio.get_running_loop()
+        socket = self.channel.socket
+        wake = asyncio.Event()
+        self.after_send = wake.set
+        loop.add_reader(socket.getsockopt(zmq.FD), wake.set)
+        tasks: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                while socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                    fields, body = self.channel.recv()
+                    if fields[0] == Code.TERMINATE:
+                        if tasks:
+                            await asyncio.wait(tasks, timeout=5)
+                        return
+                    if fields[0] != Code.INVOKE:
+                        continue
+                    handler = self.app.handlers.get(fields[2])
+                    if handler is not None and _is_async(handler):
+                        task = loop.create_task(self.run_async(fields, body or b""))
+                        tasks.add(task)
+                        task.add_done_callback(tasks.discard)
+                    else:
+                        self.run_sync(fields, body or b"")
+                wake.clear()
+                if not socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                    await wake.wait()
+        finally:
+            loop.remove_reader(socket.getsockopt(zmq.FD))
+
+    async def run_async(self, fields: list[Any], body: bytes) -> None:
+        """Run one async job on the running loop."""
+        job_id, event, meta = fields[1], fields[2], fields[3] if len(fields) > 3 else {}
+        handler = self.app.handlers[event]
+        try:
+            result = handler(Request(body, event, meta))
+            if inspect.isawaitable(result):
+                result = await result
+            if inspect.isasyncgen(result):
+                await self._drain_async(job_id, result)
+            elif inspect.isgenerator(result):
+                for item in result:
+                    self._chunk(job_id, item)
+            else:
+                self._chunk(job_id, result)
+        except Exception as exc:
+            self._fail(job_id, exc)
+            return
+        self.channel.choke(job_id)
+        self.after_send()
+
+    # -- answers --------------------------------------------------------------------------------
+
+    async def _drain_async(self, job_id: int, agen: Any) -> None:
+        async for item in agen:
+            self._chunk(job_id, item)
+
+    def _chunk(self, job_id: int, value: Any) -> None:
+        try:
+            data = encode_value(value)
+        except Exception as exc:
+            raise TypeError(f"the handler returned a {type(value).__name__}, which is not bytes, "
+                            f"str, None or msgpack-able: {exc}") from None
+        if data is not None:
+            self.channel.chunk(job_id, data)
+            self.after_send()
+
+    def _fail(self, job_id: int, exc: BaseException) -> None:
+        message = f"{type(exc).__name__}: {exc}"
+        self.channel.error(job_id, Status.APP_ERROR, message, traceback.format_exc())
+        self.after_send()
+
+    def _unknown(self, job_id: int, event: str) -> None:
+        self.channel.error(job_id, Status.NOT_FOUND, f"this app has no handler for '{event}'")
+        self.after_send()

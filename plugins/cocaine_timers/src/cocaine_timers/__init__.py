@@ -1,0 +1,1 @@
+"""cocaine-timers: see README.md."""

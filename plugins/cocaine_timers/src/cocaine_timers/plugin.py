@@ -1,0 +1,1 @@
+"""The cocaine-timers plugin module (its drivers land with the event-sources work)."""

@@ -1,0 +1,1 @@
+"""cocaine-zmq: see README.md."""

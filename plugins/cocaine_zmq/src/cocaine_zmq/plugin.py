@@ -1,0 +1,1 @@
+"""The cocaine-zmq plugin module (its drivers land with the ZeroMQ drivers work)."""

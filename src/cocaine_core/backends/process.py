@@ -1,0 +1,206 @@
+"""The ``process`` slave backend: slaves forked from a per-app template process.
+
+Why not plain ``fork`` from the node: the node runs ZeroMQ I/O threads, and a forked copy of a
+threaded process inherits locks held by threads that do not exist in the child. So the node
+starts one *template* per app as a fresh interpreter (what multiprocessing calls the ``spawn``
+start method; we exec it with ``subprocess`` so the node's ``__main__`` is not imported again)
+and talks to it over a ``multiprocessing.connection`` pipe. The template has no threads and no
+ZeroMQ context; it imports the app once, then ``fork()``s each slave, which starts with the
+app already imported (a few milliseconds instead of an interpreter start plus imports) and
+shares the template's memory pages until it writes to them.
+
+Slaves never outlive the node: the template and each slave ask the kernel for SIGKILL when
+their parent dies (``PR_SET_PDEATHSIG``), and the slave's heartbeat thread also exits when its
+parent changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+from multiprocessing.connection import Connection
+from typing import Any
+
+from cocaine_core.errors import AppLoadError
+from cocaine_core.plugins import get_host
+from cocaine_core.slaves import AppInfo, OnExited, OnSpawned, SlaveInfo
+
+log = logging.getLogger("cocaine.backend")
+
+
+class ProcessBackend:
+    """Starts an app's template process and forks slaves from it on request."""
+
+    def __init__(self, app: AppInfo, endpoint: str, runtime: str, on_spawned: OnSpawned,
+                 on_exited: OnExited, *, startup_timeout: float = 10.0) -> None:
+        self.app = app
+        self.endpoint = endpoint
+        self.runtime = runtime
+        self.on_spawned = on_spawned
+        self.on_exited = on_exited
+        self.startup_timeout = startup_timeout
+        self.template: subprocess.Popen[bytes] | None = None
+        self.template_info: SlaveInfo | None = None
+        self._conn: Connection | None = None
+        self._pids: dict[str, int] = {}
+        self._ids: dict[int, str] = {}
+        self._loaded: asyncio.Future[Any] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping = False
+        #: Called when the template dies unexpectedly (after every slave was reported exited).
+        self.on_template_lost: Any = None
+
+    @property
+    def pids(self) -> dict[str, int]:
+        """Live slaves' pids by slave id."""
+        return dict(self._pids)
+
+    async def start(self) -> None:
+        """Start the template and wait until it has imported the app (or failed to)."""
+        self._loop = asyncio.get_running_loop()
+        ours, theirs = socket.socketpair()
+        try:
+            self.template = subprocess.Popen(
+                [sys.executable, "-m", "cocaine_core.backends.template_entry",
+                 str(theirs.fileno()), str(os.getpid())],
+                pass_fds=[theirs.fileno()],
+                cwd=str(self.app.root or self.app.manifest.root),
+            )
+        finally:
+            theirs.close()
+        self._conn = Connection(ours.detach())
+        self.template_info = SlaveInfo(id=f"{self.app.name}/template", pid=self.template.pid,
+                                       template=True)
+        self._loaded = self._loop.create_future()
+        self._loop.add_reader(self._conn.fileno(), self._on_readable)
+        try:
+            get_host().call_each("cocaine_slave_spawned", raise_errors=True, app=self.app,
+                                 slave=self.template_info)
+        except Exception as exc:
+            await self.stop()
+            raise AppLoadError(f"could not confine the template process: {exc}") from exc
+        self._conn.send(("configure", self._config()))
+        try:
+            result = await asyncio.wait_for(self._loaded, self.startup_timeout)
+        except TimeoutError:
+            await self.stop()
+            raise AppLoadError(f"the app did not finish importing within "
+                               f"{self.startup_timeout:g} s (engine.startup-timeout)") from None
+        if result[0] == "failed":
+            await self.stop()
+            raise AppLoadError(result[1])
+
+    def _config(self) -> dict[str, Any]:
+        manifest = self.app.manifest
+        return {
+            "app": self.app.name,
+            "runtime": self.runtime,
+            "endpoint": self.endpoint,
+            "args": manifest.args,
+            "root": str(self.app.root or manifest.root),
+            "events": manifest.events,
+        }
+
+    def spawn(self, slave_id: str) -> None:
+        """Ask the template to fork a slave named ``slave_id``."""
+        if self._conn is None or self._stopping:
+            raise AppLoadError("the template process is not running")
+        self._conn.send(("fork", slave_id))
+
+    def signal(self, slave_id: str, signum: int) -> None:
+        """Send ``signum`` to a live slave."""
+        pid = self._pids.get(slave_id)
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+
+    def _on_readable(self) -> None:
+        assert self._conn is not None
+        try:
+            while self._conn.poll():
+                self._handle(self._conn.recv())
+        except (EOFError, OSError):
+            self._on_template_exit()
+
+    def _handle(self, message: tuple[Any, ...]) -> None:
+        kind = message[0]
+        if kind in ("loaded", "failed"):
+            if self._loaded is not None and not self._loaded.done():
+                self._loaded.set_result(message)
+        elif kind == "forked":
+            _, slave_id, pid = message
+            self._pids[slave_id] = pid
+            self._ids[pid] = slave_id
+            self.on_spawned(slave_id, pid)
+        elif kind == "exited":
+            _, pid, status = message
+            slave_id = self._ids.pop(pid, None)
+            if slave_id is not None:
+                self._pids.pop(slave_id, None)
+                self.on_exited(slave_id, status)
+
+    def _on_template_exit(self) -> None:
+        if self._conn is None:
+            return
+        assert self._loop is not None
+        self._loop.remove_reader(self._conn.fileno())
+        self._conn.close()
+        self._conn = None
+        status = self._reap_template()
+        if self._loaded is not None and not self._loaded.done():
+            self._loaded.set_result(("failed", f"the template process exited with status "
+                                               f"{status} before loading the app"))
+        # Its slaves die with it (PR_SET_PDEATHSIG); nobody will report them: we do.
+        for slave_id in list(self._pids):
+            pid = self._pids.pop(slave_id)
+            self._ids.pop(pid, None)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            self.on_exited(slave_id, -signal.SIGKILL)
+        self._notify_template_exit(status)
+        if not self._stopping:
+            log.error("app %s: the template process died (status %s)", self.app.name, status)
+            if self.on_template_lost is not None:
+                self.on_template_lost(status)
+
+    def _reap_template(self) -> int:
+        assert self.template is not None
+        try:
+            code = self.template.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            self.template.kill()
+            code = self.template.wait()
+        return code
+
+    def _notify_template_exit(self, status: int) -> None:
+        if self.template_info is not None:
+            get_host().call_each("cocaine_slave_exited", app=self.app, slave=self.template_info,
+                                 status=status)
+            self.template_info = None
+
+    async def stop(self) -> None:
+        """Kill every slave and the template; wait until the template is reaped."""
+        self._stopping = True
+        for slave_id in list(self._pids):
+            self.signal(slave_id, signal.SIGKILL)
+        if self._conn is not None:
+            with contextlib.suppress(OSError):
+                self._conn.send(("exit",))
+        if self.template is not None:
+            for _ in range(100):
+                if self.template.poll() is not None:
+                    break
+                await asyncio.sleep(0.02)
+            else:
+                self.template.kill()
+        if self._conn is not None:
+            self._on_template_exit()
+        elif self.template is not None:
+            self._reap_template()
+            self._notify_template_exit(self.template.returncode or 0)

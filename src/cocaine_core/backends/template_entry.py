@@ -1,0 +1,11 @@
+"""``python -m cocaine_core.backends.template_entry FD NODE_PID``: start a template process."""
+
+import socket
+import sys
+from multiprocessing.connection import Connection
+
+from cocaine_core.backends.template import template_main
+
+if __name__ == "__main__":
+    fd, node_pid = int(sys.argv[1]), int(sys.argv[2])
+    template_main(Connection(socket.socket(fileno=fd).detach()), node_pid)

@@ -1,0 +1,22 @@
+"""The built-in plugin: cocaine-core's own types, registered like any third party's."""
+
+from __future__ import annotations
+
+from cocaine_core import hookimpl
+from cocaine_core.plugins import BoundRegistry
+
+
+@hookimpl
+def cocaine_register_drivers(registry: BoundRegistry) -> None:
+    """Register ``native-server``."""
+    from cocaine_core.drivers.native import NativeServer
+
+    registry.add("native-server", NativeServer)
+
+
+@hookimpl
+def cocaine_register_slave_backends(registry: BoundRegistry) -> None:
+    """Register the ``process`` backend."""
+    from cocaine_core.backends.process import ProcessBackend
+
+    registry.add("process", ProcessBackend)

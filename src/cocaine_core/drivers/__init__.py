@@ -1,0 +1,54 @@
+"""Drivers: what turns something happening outside into jobs for an app.
+
+A driver class is registered with ``registry.add(type_name, DriverClass)`` in
+``cocaine_register_drivers``. The core checks a task's keys against the class's ``keys`` before
+the driver ever sees them, then calls ``validate`` for checks that need more than a type.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from cocaine_core.engine.job import Job, JobSink, NullSink
+from cocaine_core.errors import Problem
+from cocaine_core.schema import Key
+
+if TYPE_CHECKING:
+    from cocaine_core.engine import Engine
+    from cocaine_core.manifest import TaskConfig
+
+
+class Driver:
+    """Base of drivers: one instance per task of a running app."""
+
+    #: The task keys this driver owns (beyond ``type``, ``emit`` and ``timeout``).
+    keys: ClassVar[tuple[Key, ...]] = ()
+
+    @classmethod
+    def validate(cls, options: dict[str, Any], root: Path) -> list[Problem]:
+        """Check the task's options beyond their types; paths are relative to the task."""
+        return []
+
+    def __init__(self, task: TaskConfig, engine: Engine) -> None:
+        self.task = task
+        self.engine = engine
+        self.options = task.options
+
+    def make_job(self, body: bytes = b"", meta: dict[str, Any] | None = None,
+                 sink: JobSink | None = None, **policy: Any) -> Job:
+        """A job for this task's event with the task's timeout (or the engine's default)."""
+        timeout = policy.pop("timeout", None) or self.task.timeout or \
+            self.engine.config.job_timeout
+        return Job(self.task.event, body, meta or {}, sink or NullSink(), timeout=timeout,
+                   **policy)
+
+    async def start(self) -> None:
+        """Begin producing events (bind sockets, arm timers)."""
+
+    async def stop(self) -> None:
+        """Stop producing events and release what ``start`` took."""
+
+    def info(self) -> dict[str, Any]:
+        """This task's state for ``cocaine info``."""
+        return {"type": self.task.type, "event": self.task.event}

@@ -1,0 +1,95 @@
+"""A job: one event to be handled, where its answer goes, and the policy it runs under."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from typing import Any, Protocol
+
+import attrs
+
+from cocaine_core.protocol import Status
+
+
+class JobSink(Protocol):
+    """Where a job's answer goes: a client, a timer, a socket. Exactly one of ``choke`` or
+    ``error`` is called, once, after any number of ``chunk`` calls."""
+
+    def chunk(self, data: bytes) -> None:
+        """One chunk of the answer."""
+
+    def choke(self) -> None:
+        """The answer is complete."""
+
+    def error(self, code: int, message: str) -> None:
+        """The job failed with ``code`` (see ``protocol.Status``) and a message."""
+
+
+class NullSink:
+    """A sink that drops everything (jobs nobody waits for)."""
+
+    def chunk(self, data: bytes) -> None:
+        """Drop the chunk."""
+
+    def choke(self) -> None:
+        """Nothing to do."""
+
+    def error(self, code: int, message: str) -> None:
+        """Nothing to do."""
+
+
+_ids = itertools.count(1)
+
+
+@attrs.define(eq=False, slots=True)
+class Job:
+    """One event to run: ``event``, ``body``, ``meta``; its policy; its sink."""
+
+    event: str
+    body: bytes = b""
+    meta: dict[str, Any] = attrs.field(factory=dict)
+    sink: JobSink = attrs.field(factory=NullSink)
+    urgent: bool = False
+    #: Most seconds the job may run once started (None: no limit).
+    timeout: float | None = None
+    #: Monotonic time by which the job must have started (None: no deadline).
+    deadline: float | None = None
+    id: int = attrs.field(factory=lambda: next(_ids))
+    created: float = attrs.field(factory=time.monotonic)
+    started: float | None = None
+    attempts: int = 0
+    sent_any: bool = False
+    finished: bool = False
+
+    def expired(self, now: float) -> bool:
+        """Whether the deadline passed before the job started."""
+        return self.deadline is not None and now >= self.deadline
+
+    def overtime(self, now: float) -> bool:
+        """Whether the job has run past its timeout."""
+        return (self.timeout is not None and self.started is not None
+                and now - self.started >= self.timeout)
+
+    # The three ways a job ends; each reaches the sink at most once.
+
+    def chunk(self, data: bytes) -> None:
+        """Pass one chunk of the answer to the sink."""
+        if not self.finished:
+            self.sent_any = True
+            self.sink.chunk(data)
+
+    def complete(self) -> None:
+        """Finish the job successfully."""
+        if not self.finished:
+            self.finished = True
+            self.sink.choke()
+
+    def fail(self, code: int, message: str) -> None:
+        """Finish the job with an error."""
+        if not self.finished:
+            self.finished = True
+            self.sink.error(int(code), message)
+
+    def refuse(self, message: str) -> None:
+        """Finish the job with 503 (no capacity)."""
+        self.fail(Status.UNAVAILABLE, message)

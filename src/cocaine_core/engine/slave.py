@@ -1,0 +1,55 @@
+"""The engine's handle on one slave process: its state, its jobs, when it was last heard."""
+
+from __future__ import annotations
+
+import enum
+import time
+
+import attrs
+
+from cocaine_core.engine.job import Job
+
+
+class SlaveState(enum.Enum):
+    """Where a slave is in its life."""
+
+    SPAWNING = "spawning"  # asked for; no handshake yet
+    CONFIGURING = "configuring"  # handshake done, configure sent; not ready yet
+    READY = "ready"  # takes jobs
+    RETIRING = "retiring"  # told to terminate; takes no more jobs
+    KILLED = "killed"  # signalled; waiting to be reaped
+
+
+@attrs.define(eq=False)
+class SlaveHandle:
+    """One slave as the engine sees it."""
+
+    id: str
+    pid: int | None = None
+    state: SlaveState = SlaveState.SPAWNING
+    jobs: dict[int, Job] = attrs.field(factory=dict)
+    spawned_at: float = attrs.field(factory=time.monotonic)
+    last_seen: float = attrs.field(factory=time.monotonic)
+    idle_since: float = attrs.field(factory=time.monotonic)
+    handshaken: bool = False
+    hooked: bool = False
+    #: When a SIGKILL follows, if the slave has not exited by then.
+    kill_at: float | None = None
+    #: Why the engine ended this slave (for logs and for its jobs' errors).
+    reason: str = ""
+    served: int = 0
+
+    @property
+    def busy(self) -> bool:
+        """Whether the slave has a job in flight."""
+        return bool(self.jobs)
+
+    def free_capacity(self, concurrency: int) -> int:
+        """How many more jobs this slave takes now."""
+        if self.state is not SlaveState.READY:
+            return 0
+        return concurrency - len(self.jobs)
+
+    def label(self) -> str:
+        """A short name for logs: the pid, or the id before the pid is known."""
+        return str(self.pid) if self.pid else self.id

@@ -1,0 +1,83 @@
+"""Every error cocaine raises on purpose, in one hierarchy.
+
+Each message is written for the person who will read it: it names what is wrong and says
+what to do. The CLI prints ``str(error)`` and exits 1; the traceback only with ``--debug``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import attrs
+
+
+class CocaineError(Exception):
+    """Base of every error cocaine raises on purpose."""
+
+
+class PluginError(CocaineError):
+    """A plugin could not be loaded or misbehaved while registering."""
+
+
+class DuplicateNameError(PluginError):
+    """Two plugins registered the same name for the same kind of type."""
+
+
+class UnknownTypeError(CocaineError):
+    """A manifest or a setting named a type that no installed plugin provides."""
+
+
+@attrs.frozen
+class Problem:
+    """One thing wrong with a manifest: where (a key path) and what."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path else self.message
+
+
+class ManifestError(CocaineError):
+    """A manifest has one or more problems; all of them are listed at once."""
+
+    def __init__(self, problems: Iterable[Problem], source: str | None = None) -> None:
+        self.problems: list[Problem] = list(problems)
+        self.source = source
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        where = f" in {self.source}" if self.source else ""
+        count = len(self.problems)
+        head = f"{count} problem{'s' if count != 1 else ''} with the manifest{where}:"
+        return "\n".join([head, *(f"  - {p}" for p in self.problems)])
+
+
+class ProtocolError(CocaineError):
+    """A frame or message did not follow the protocol."""
+
+
+class ServiceError(CocaineError):
+    """A request failed on the node; ``code`` is the protocol's error code."""
+
+    def __init__(self, code: int, message: str) -> None:
+        self.code = code
+        self.message = message
+        super().__init__(f"{code}: {message}")
+
+
+class AppLoadError(CocaineError):
+    """An app's code could not be loaded in a slave (bad source, missing handler)."""
+
+
+class StorageError(CocaineError):
+    """A storage could not read or write what it was asked to."""
+
+
+class NodeError(CocaineError):
+    """The node could not do what it was asked (bind, deploy, start an app)."""
+
+
+def join_names(names: Sequence[str]) -> str:
+    """Render a list of names for a message: ``'a', 'b'`` or ``(none)``."""
+    return ", ".join(f"'{n}'" for n in sorted(names)) if names else "(none)"

@@ -1,0 +1,193 @@
+"""The hooks a cocaine plugin may implement, grouped by the stage at which they are called.
+
+Every hook is called with keyword arguments; an implementation may accept any subset of them.
+Hooks only ever gain arguments: none is renamed or removed once released.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    import typer
+
+    from cocaine_core.errors import Problem
+    from cocaine_core.manifest import Manifest
+    from cocaine_core.plugins import Registry
+    from cocaine_core.slaves import AppInfo, SlaveInfo
+
+hookspec = pluggy.HookspecMarker("cocaine")
+
+
+# ---------------------------------------------------------------------------------------------
+# Registration: called once, when the plugin host first loads its plugins.
+# ---------------------------------------------------------------------------------------------
+
+
+@hookspec
+def cocaine_register_languages(registry: Registry) -> None:
+    """Register languages: the ``type`` at the top of a manifest.
+
+    Called once per plugin when plugins load. Call ``registry.add(name, language)`` for each
+    language; ``language`` is an object following ``cocaine_core.languages.Language``.
+    A name another plugin already registered fails loudly, naming both distributions.
+
+    :param registry: the language registry; its ``add(name, implementation)`` is all you need.
+    :returns: nothing.
+    """
+
+
+@hookspec
+def cocaine_register_drivers(registry: Registry) -> None:
+    """Register drivers: the ``type`` of a task in a manifest.
+
+    Called once per plugin when plugins load. Call ``registry.add(name, driver_class)``;
+    ``driver_class`` follows ``cocaine_core.drivers.Driver`` (its ``keys`` declare and check
+    the task keys it owns).
+
+    :param registry: the driver registry.
+    :returns: nothing.
+    """
+
+
+@hookspec
+def cocaine_register_storages(registry: Registry) -> None:
+    """Register storages: the scheme of the node's ``--storage`` URI (``files://...``).
+
+    Called once per plugin when plugins load. Call ``registry.add(scheme, factory)``; the
+    factory is called with the parsed URI and returns a ``cocaine_core.storages.Storage``.
+
+    :param registry: the storage registry.
+    :returns: nothing.
+    """
+
+
+@hookspec
+def cocaine_register_slave_backends(registry: Registry) -> None:
+    """Register slave backends: the manifest's ``engine.backend`` (``"process"`` built in).
+
+    Called once per plugin when plugins load. Call ``registry.add(name, backend_class)``;
+    the class follows ``cocaine_core.slaves.SlaveBackend``.
+
+    :param registry: the slave backend registry.
+    :returns: nothing.
+    """
+
+
+@hookspec
+def cocaine_register_engine_keys(registry: Registry) -> None:
+    """Register extra ``engine`` keys a plugin owns, such as ``resource-limits``.
+
+    Called once per plugin when plugins load. Call ``registry.add(key, spec)`` with a
+    ``cocaine_core.schema.Key``; the core then accepts the key in manifests, fills its default
+    and checks its type, and leaves the meaning to the plugin.
+
+    :param registry: the engine-key registry.
+    :returns: nothing.
+    """
+
+
+# ---------------------------------------------------------------------------------------------
+# Manifest: called when a manifest is checked (cocaine manifest check, deploy, run).
+# ---------------------------------------------------------------------------------------------
+
+
+@hookspec
+def cocaine_validate_manifest(manifest: Manifest) -> list[Problem | str] | None:
+    """Check the parts of a manifest a plugin owns, after the core's own checks passed.
+
+    Called for every installed plugin, every time a manifest is checked. Return the problems
+    found (``cocaine_core.errors.Problem`` with a key path, or a plain string), or ``None`` /
+    an empty list. The core gathers every plugin's problems and reports them all at once. An
+    exception raised here is reported as a problem naming the plugin, not as a crash.
+
+    :param manifest: the parsed manifest, every default filled in.
+    :returns: a list of problems, or None.
+    """
+
+
+# ---------------------------------------------------------------------------------------------
+# Slave lifecycle: called by the engine around every slave (and template) process.
+# ---------------------------------------------------------------------------------------------
+
+
+@hookspec
+def cocaine_app_starting(app: AppInfo) -> None:
+    """Prepare for an app about to start (before its first slave or template exists).
+
+    Called in the node process. Raising fails the app's start with the plugin's message.
+
+    :param app: the app: its name, manifest and run folder.
+    :returns: nothing.
+    """
+
+
+@hookspec
+def cocaine_slave_spawned(app: AppInfo, slave: SlaveInfo) -> None:
+    """Confine or observe a slave process that now exists but has not been configured.
+
+    Called in the node process, after the process exists and before it is configured, so
+    isolation applied here (cgroups) is in force before any app code runs. A template process
+    (one that imports the app and forks slaves) passes through this hook too, before it imports
+    the app, with ``slave.template`` set. Raising fails that spawn with the plugin's message
+    (``str(exception)``), and the engine kills the process.
+
+    :param app: the app the slave belongs to.
+    :param slave: the slave: ``id``, ``pid``, ``template``.
+    :returns: nothing.
+    """
+
+
+@hookspec
+def cocaine_slave_exited(app: AppInfo, slave: SlaveInfo, status: int) -> None:
+    """Observe the end of a slave process (or template).
+
+    Called in the node process once the process has been reaped.
+
+    :param app: the app the slave belonged to.
+    :param slave: the slave that ended.
+    :param status: its exit code, or minus the signal number that ended it.
+    :returns: nothing.
+    """
+
+
+@hookspec
+def cocaine_app_stopped(app: AppInfo) -> None:
+    """Clean up after an app whose every process has ended.
+
+    Called in the node process when an app stops (removed, redeployed or the node exits).
+
+    :param app: the app that stopped.
+    :returns: nothing.
+    """
+
+
+@hookspec
+def cocaine_app_info(app: AppInfo) -> dict[str, Any] | None:
+    """Add a plugin's section to ``cocaine info`` for one app.
+
+    Called in the node process each time info is asked for. Return a small JSON-able dict,
+    which appears under the plugin's name, or None.
+
+    :param app: the app being described.
+    :returns: a dict, or None.
+    """
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI: called when the ``cocaine`` command starts.
+# ---------------------------------------------------------------------------------------------
+
+
+@hookspec
+def cocaine_register_commands(cli: typer.Typer) -> None:
+    """Add sub-commands to the ``cocaine`` command line.
+
+    Called once when the CLI starts. Add commands with ``@cli.command()`` or groups with
+    ``cli.add_typer(...)``.
+
+    :param cli: the root ``typer.Typer`` application.
+    :returns: nothing.
+    """

@@ -1,0 +1,75 @@
+"""Message codes and framing of both protocols (see docs/protocol.md, frame by frame).
+
+Every message is one ZeroMQ multipart message: a header frame, a msgpack array whose first
+element is the message code, and, for messages that carry a payload, exactly one more frame
+holding the payload's raw bytes.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+from typing import Any
+
+import msgpack
+
+from cocaine_core.errors import ProtocolError
+
+
+class Code(IntEnum):
+    """Message codes, shared by the slave and the client protocol where they mean the same."""
+
+    HANDSHAKE = 1  # slave → engine: [1, slave_id, pid]
+    CONFIGURE = 2  # engine → slave: [2, {settings}]
+    HEARTBEAT = 3  # slave → engine: [3, slave_id]
+    INVOKE = 4  # engine → slave: [4, job_id, event, meta] + body
+    CHUNK = 5  # slave → engine, node → client: [5, id] + data
+    CHOKE = 6  # slave → engine, node → client: [6, id]
+    ERROR = 7  # slave → engine: [7, id, code, message, traceback]; node → client: no traceback
+    TERMINATE = 8  # engine → slave: [8, reason]
+    LOG = 9  # slave → engine: [9, slave_id, stream, text]
+    REQUEST = 10  # client → node: [10, request_id, app, event, policy] + body
+
+
+class Status(IntEnum):
+    """Error codes carried by ERROR messages (as the original's)."""
+
+    BAD_REQUEST = 400  # the request could not be understood
+    NOT_FOUND = 404  # no such app or event
+    SERVER_ERROR = 500  # engine or slave failure
+    APP_ERROR = 502  # the handler raised
+    UNAVAILABLE = 503  # no capacity: queue full, app stopping or broken
+    TIMEOUT = 504  # the job ran past its timeout
+    DEADLINE = 520  # the deadline passed before the job started
+
+
+_packer_options = {"use_bin_type": True}
+
+
+def pack(*fields: Any) -> bytes:
+    """Pack a header: ``pack(Code.CHOKE, job_id)``."""
+    return msgpack.packb(fields, **_packer_options)
+
+
+def unpack(frame: bytes) -> list[Any]:
+    """Unpack a header frame into a list whose first element is a ``Code``; or ProtocolError."""
+    try:
+        fields = msgpack.unpackb(frame, raw=False, strict_map_key=False)
+    except Exception as exc:
+        raise ProtocolError(f"header frame is not msgpack: {exc}") from None
+    if not isinstance(fields, list) or not fields or not isinstance(fields[0], int):
+        raise ProtocolError("header frame must be a msgpack array starting with a message code")
+    return fields
+
+
+def encode_value(value: Any) -> bytes | None:
+    """Turn a handler's answer into chunk bytes: bytes as is, str as UTF-8, None as no chunk,
+    anything else msgpack-packed."""
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, bytearray | memoryview):
+        return bytes(value)
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    return msgpack.packb(value, use_bin_type=True)

@@ -1,0 +1,198 @@
+"""Declared keys: how the core, drivers and plugins describe and check the keys they own.
+
+A ``Key`` names a key, how to check and convert its value, and its default. ``check_keys``
+applies a tuple of them to a JSON object and returns the converted values and every problem,
+each with its key path, so a manifest's problems are all reported at once.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import attrs
+
+from cocaine_core.errors import Problem
+
+
+class Invalid(ValueError):
+    """A value a ``Kind`` refuses; its message says what would be accepted."""
+
+
+#: A check: takes the raw JSON value, returns the converted value or raises ``Invalid``.
+Kind = Callable[[Any], Any]
+
+REQUIRED: Any = object()
+
+
+def show(value: Any) -> str:
+    """Render a JSON value for an error message, shortened if long."""
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def positive_int(value: Any) -> int:
+    """An integer above zero (``3``; ``3.0`` is accepted too)."""
+    if _is_number(value) and float(value).is_integer() and value > 0:
+        return int(value)
+    raise Invalid(f"must be a positive integer, got {show(value)}")
+
+
+def non_negative_int(value: Any) -> int:
+    """An integer of zero or more."""
+    if _is_number(value) and float(value).is_integer() and value >= 0:
+        return int(value)
+    raise Invalid(f"must be an integer of 0 or more, got {show(value)}")
+
+
+def positive_number(value: Any) -> float:
+    """A number of seconds (or units) above zero."""
+    if _is_number(value) and value > 0:
+        return float(value)
+    raise Invalid(f"must be a number above 0, got {show(value)}")
+
+
+def non_negative_number(value: Any) -> float:
+    """A number of zero or more."""
+    if _is_number(value) and value >= 0:
+        return float(value)
+    raise Invalid(f"must be a number of 0 or more, got {show(value)}")
+
+
+def optional_positive_number(value: Any) -> float | None:
+    """A number above zero, or null for none."""
+    if value is None:
+        return None
+    if _is_number(value) and value > 0:
+        return float(value)
+    raise Invalid(f"must be a number of seconds above 0, or null for none, got {show(value)}")
+
+
+def string(value: Any) -> str:
+    """A non-empty string."""
+    if isinstance(value, str) and value:
+        return value
+    raise Invalid(f"must be a non-empty string, got {show(value)}")
+
+
+def boolean(value: Any) -> bool:
+    """true or false."""
+    if isinstance(value, bool):
+        return value
+    raise Invalid(f"must be true or false, got {show(value)}")
+
+
+def mapping(value: Any) -> dict[str, Any]:
+    """A JSON object."""
+    if isinstance(value, dict):
+        return dict(value)
+    raise Invalid(f"must be an object ({{...}}), got {show(value)}")
+
+
+def strings(value: Any) -> list[str]:
+    """A string or a list of strings; always returned as a list."""
+    if isinstance(value, str) and value:
+        return [value]
+    if isinstance(value, list) and value and all(isinstance(v, str) and v for v in value):
+        return list(value)
+    raise Invalid(f"must be a string or a list of strings, got {show(value)}")
+
+
+def one_of(*choices: str) -> Kind:
+    """A kind accepting exactly one of ``choices``."""
+
+    def check(value: Any) -> str:
+        if isinstance(value, str) and value in choices:
+            return value
+        raise Invalid(f"must be one of {', '.join(map(show, choices))}, got {show(value)}")
+
+    check.__doc__ = f"one of {', '.join(choices)}"
+    return check
+
+
+@attrs.frozen
+class Key:
+    """One key of a JSON object: its name, its check, its default and what it means."""
+
+    name: str
+    kind: Kind
+    default: Any = REQUIRED
+    help: str = ""
+    aliases: tuple[str, ...] = ()
+
+    @property
+    def required(self) -> bool:
+        """Whether a manifest must give this key."""
+        return self.default is REQUIRED
+
+
+def join_path(path: str, key: str) -> str:
+    """Join a key path and a key: ``engine`` + ``pool-limit`` → ``engine.pool-limit``."""
+    return f"{path}.{key}" if path else key
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """A ``did you mean 'x'?`` suffix when a known name is close to ``name``, else ''."""
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
+def check_keys(
+    data: Mapping[str, Any],
+    keys: Iterable[Key],
+    path: str,
+    *,
+    ignore: Iterable[str] = (),
+) -> tuple[dict[str, Any], list[Problem]]:
+    """Check ``data`` against ``keys``; return converted values (defaults filled) and problems.
+
+    Unknown keys are problems with a "did you mean" where a known key is close; keys named in
+    ``ignore`` are left for someone else to check.
+    """
+    keys = tuple(keys)
+    by_name: dict[str, Key] = {}
+    for key in keys:
+        by_name[key.name] = key
+        for alias in key.aliases:
+            by_name[alias] = key
+    values: dict[str, Any] = {}
+    problems: list[Problem] = []
+    ignored = set(ignore)
+    for name, raw in data.items():
+        key = by_name.get(name)
+        if key is None:
+            if name not in ignored:
+                known = sorted(k.name for k in keys)
+                hint = did_you_mean(name, [*known, *ignored]) or (
+                    f"; accepted keys: {', '.join(known)}" if known else ""
+                )
+                problems.append(Problem(join_path(path, name), f"unknown key{hint}"))
+            continue
+        if key.name in values:
+            problems.append(
+                Problem(join_path(path, name), f"is the same key as '{key.name}'; give only one")
+            )
+            continue
+        try:
+            values[key.name] = key.kind(raw)
+        except Invalid as exc:
+            problems.append(Problem(join_path(path, name), str(exc)))
+    for key in keys:
+        if key.name in values or any(p.path == join_path(path, key.name) for p in problems):
+            continue
+        if key.required:
+            what = f" ({key.help})" if key.help else ""
+            problems.append(Problem(join_path(path, key.name), f"is required{what}"))
+        else:
+            values[key.name] = key.default
+    return values, problems

@@ -1,0 +1,161 @@
+"""Test helpers for cocaine and for plugin authors: a node on a free port, apps in temp folders.
+
+Use it from a ``conftest.py``::
+
+    pytest_plugins = ["cocaine_core.testing"]
+
+    def test_echo(cocaine_node, make_app):
+        manifest = make_app("def echo(request):\\n    return request.data\\n",
+                            tasks={"echo": {"type": "native-server"}})
+        cocaine_node.add_app("hello", manifest)
+        with cocaine_node.client() as client:
+            assert client.call("hello", "echo", b"hi") == b"hi"
+
+``cocaine_node`` runs a real ``Node`` (real slave processes, real sockets) on an asyncio loop
+in a background thread, and stops it, with every process it started, after the test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import textwrap
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from cocaine_core.client import Client
+from cocaine_core.engine import Engine
+from cocaine_core.manifest import Manifest, load_manifest
+from cocaine_core.node import Node
+
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02,
+               message: str = "condition") -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail the test after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {message}")
+        time.sleep(interval)
+
+
+class RunningNode:
+    """A ``Node`` on its own asyncio loop in a background thread."""
+
+    def __init__(self, listen: str | None = None, run_dir: Path | None = None) -> None:
+        self.endpoint = listen or f"tcp://127.0.0.1:{free_port()}"
+        self.loop = asyncio.new_event_loop()
+        self.node = Node(listen=self.endpoint, run_dir=run_dir)
+        self._thread = threading.Thread(target=self.loop.run_forever, name="cocaine-node",
+                                        daemon=True)
+
+    def start(self) -> RunningNode:
+        """Start the loop thread and bind the node."""
+        self._thread.start()
+        self.run(self.node.start)
+        return self
+
+    def run(self, function: Callable[..., Awaitable[T]], *args: Any,
+            timeout: float = 60.0) -> T:
+        """Run ``await function(*args)`` on the node's loop and return its result."""
+        future: Future[T] = asyncio.run_coroutine_threadsafe(function(*args), self.loop)
+        return future.result(timeout)
+
+    def call_soon(self, function: Callable[[], T], timeout: float = 10.0) -> T:
+        """Run a plain function on the node's loop (to read engine state safely)."""
+        async def wrapper() -> T:
+            return function()
+        return self.run(wrapper, timeout=timeout)
+
+    def add_app(self, name: str, manifest: Manifest | str | Path) -> Engine:
+        """Start an app from a manifest (a path or a checked ``Manifest``)."""
+        if not isinstance(manifest, Manifest):
+            manifest = load_manifest(manifest)
+        return self.run(self.node.add_app, name, manifest)
+
+    def remove_app(self, name: str) -> None:
+        """Stop an app, draining it."""
+        self.run(self.node.remove_app, name)
+
+    def engine(self, name: str) -> Engine:
+        """The engine of a running app."""
+        return self.node.apps[name]
+
+    def info(self, name: str | None = None) -> dict[str, Any]:
+        """The node's info, or one app's."""
+        info = self.call_soon(self.node.info)
+        return info["apps"][name] if name else info
+
+    def client(self, wait: float | None = 30.0) -> Client:
+        """A blocking client of this node (close it, or use it in ``with``)."""
+        return Client(self.endpoint, wait=wait)
+
+    def stop(self) -> None:
+        """Drain every app, close the node, stop the loop thread."""
+        try:
+            if self._thread.is_alive():
+                self.run(self.node.stop, timeout=120)
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(timeout=10)
+            self.loop.close()
+
+
+def write_app(folder: Path, code: str, tasks: dict[str, Any], engine: dict[str, Any] | None = None,
+              filename: str = "app.py", extra: dict[str, Any] | None = None) -> Path:
+    """Write ``code`` and a manifest serving ``tasks`` into ``folder``; return the manifest."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / filename).write_text(textwrap.dedent(code))
+    manifest = {"type": "python", "args": {"source": filename}, "engine": engine or {},
+                "tasks": tasks, **(extra or {})}
+    path = folder / "manifest.json"
+    path.write_text(json.dumps(manifest, indent=2))
+    return path
+
+
+@pytest.fixture
+def cocaine_node(tmp_path: Path) -> Iterator[RunningNode]:
+    """A running node on a free port; stopped (every app drained) after the test."""
+    run_dir = Path("/tmp") / f"cocaine-test-{free_port()}"  # short: ipc paths have a limit
+    node = RunningNode(run_dir=run_dir).start()
+    try:
+        yield node
+    finally:
+        node.stop()
+        import shutil
+
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def make_app(tmp_path: Path) -> Callable[..., Path]:
+    """A factory: ``make_app(code, tasks=..., engine=...)`` writes an app, returns its manifest."""
+    counter = iter(range(1_000_000))
+
+    def factory(code: str, tasks: dict[str, Any] | None = None,
+                engine: dict[str, Any] | None = None, name: str | None = None,
+                **kwargs: Any) -> Path:
+        folder = tmp_path / (name or f"app{next(counter)}")
+        return write_app(folder, code, tasks or {"echo": {"type": "native-server"}}, engine,
+                         **kwargs)
+
+    return factory

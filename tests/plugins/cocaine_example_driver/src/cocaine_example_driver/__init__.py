@@ -1,0 +1,1 @@
+"""A third-party cocaine plugin: the ``oneshot`` driver."""

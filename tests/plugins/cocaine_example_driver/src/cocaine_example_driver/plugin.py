@@ -1,0 +1,47 @@
+"""The ``oneshot`` driver: submits its event ``times`` times when the app starts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from cocaine_core import hookimpl
+from cocaine_core.drivers import Driver
+from cocaine_core.errors import Problem
+from cocaine_core.schema import Key, positive_int, string
+
+
+class OneShot(Driver):
+    """Fires ``times`` jobs with ``payload`` as their body when the app starts."""
+
+    keys = (
+        Key("payload", string, "", "the body of each job"),
+        Key("times", positive_int, 1, "how many jobs to fire"),
+    )
+
+    @classmethod
+    def validate(cls, options: dict[str, Any], root: Path) -> list[Problem]:
+        """Refuse more than 1000 shots."""
+        if options["times"] > 1000:
+            return [Problem("times", "must be at most 1000")]
+        return []
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fired = 0
+
+    async def start(self) -> None:
+        """Submit the jobs."""
+        for _ in range(self.options["times"]):
+            self.engine.submit(self.make_job(self.options["payload"].encode()))
+            self.fired += 1
+
+    def info(self) -> dict[str, Any]:
+        """How many jobs were fired."""
+        return {**super().info(), "fired": self.fired}
+
+
+@hookimpl
+def cocaine_register_drivers(registry: Any) -> None:
+    """Register ``oneshot``."""
+    registry.add("oneshot", OneShot)
