@@ -141,15 +141,18 @@ def cocaine_slave_spawned(app: AppInfo, slave: SlaveInfo) -> None:
 
 
 @hookspec
-def cocaine_slave_exited(app: AppInfo, slave: SlaveInfo, status: int) -> None:
-    """Observe the end of a slave process (or template).
+def cocaine_slave_exited(app: AppInfo, slave: SlaveInfo, status: int) -> str | None:
+    """Observe the end of a slave process (or template), and optionally explain it.
 
-    Called in the node process once the process has been reaped.
+    Called in the node process once the process has been reaped. A plugin that knows why the
+    process ended (the cgroups plugin knows when the kernel killed it for memory) returns a
+    short explanation, which the engine adds to the log and to the errors of the slave's jobs
+    (``"out of memory: the app's cgroup limit is 64 MiB"``); otherwise it returns None.
 
     :param app: the app the slave belonged to.
     :param slave: the slave that ended.
     :param status: its exit code, or minus the signal number that ended it.
-    :returns: nothing.
+    :returns: an explanation, or None.
     """
 
 

@@ -27,6 +27,7 @@ from cocaine_core.drivers.native import NativeServer
 from cocaine_core.engine import Engine
 from cocaine_core.errors import CocaineError, NodeError, ProtocolError
 from cocaine_core.manifest import Manifest
+from cocaine_core.ports import PortAllocator
 from cocaine_core.protocol import Code, Status
 from cocaine_core.slaves import AppInfo
 from cocaine_core.zmqloop import SocketReader
@@ -86,8 +87,9 @@ class Node:
     """Hosts apps and serves their native events and the control service on ``listen``."""
 
     def __init__(self, *, listen: str = DEFAULT_ENDPOINT, run_dir: str | Path | None = None,
-                 name: str | None = None) -> None:
+                 name: str | None = None, ports: PortAllocator | None = None) -> None:
         self.listen = listen
+        self.ports = ports or PortAllocator()
         self.name = name or socket.gethostname()
         self._own_run_dir = run_dir is None
         self.run_dir = Path(run_dir or tempfile.mkdtemp(prefix="cocaine-run-"))
@@ -140,7 +142,7 @@ class Node:
         if name in self.apps:
             raise NodeError(f"app '{name}' is already running; remove it first")
         app = AppInfo(name=name, manifest=manifest, run_dir=self.run_dir, node=self.name,
-                      root=root)
+                      root=root, ports=self.ports)
         engine = Engine(app)
         self.apps[name] = engine
         try:

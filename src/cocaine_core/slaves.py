@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 
+from cocaine_core.ports import PortAllocator
+
 if TYPE_CHECKING:
     from cocaine_core.manifest import Manifest
 
@@ -24,6 +26,8 @@ class AppInfo:
     root: Path | None = None
     #: Free-form state plugins may keep per app (the cgroups plugin keeps its group here).
     extra: dict[str, Any] = attrs.field(factory=dict)
+    #: The node's port range, for drivers that bind a port when no endpoint is given.
+    ports: PortAllocator = attrs.field(factory=PortAllocator)
 
 
 @attrs.define(eq=False)

@@ -450,11 +450,14 @@ class Engine:
         slave = self.slaves.pop(slave_id, None)
         if slave is None:
             return
-        get_host().call_each("cocaine_slave_exited", app=self.app,
-                             slave=SlaveInfo(id=slave_id, pid=slave.pid or 0), status=status)
+        explanations = [str(result) for _record, result in get_host().call_each(
+            "cocaine_slave_exited", app=self.app, slave=SlaveInfo(id=slave_id, pid=slave.pid or 0),
+            status=status) if isinstance(result, str) and result]
         expected = slave.state in (SlaveState.KILLED, SlaveState.RETIRING)
         if not expected:
             how = f"was killed by signal {-status}" if status < 0 else f"exited with {status}"
+            if explanations:
+                how += f" ({'; '.join(explanations)})"
             log.warning("app %s: slave %s %s", self.name, slave.label(), how)
             if slave.state in (SlaveState.SPAWNING, SlaveState.CONFIGURING):
                 self._record_start_failure(f"a new slave {how} before it was ready")
