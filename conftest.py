@@ -1,3 +1,16 @@
-"""Shared fixtures: the node and app factories come from ``cocaine_core.testing``."""
+"""Shared fixtures: the node and app factories come from ``cocaine_core.testing``; every test
+is checked for slave processes left behind."""
+
+import pytest
 
 pytest_plugins = ["cocaine_core.testing"]
+
+
+@pytest.fixture(autouse=True)
+def _no_slave_left_behind():
+    """Fail a test that leaves a template or slave process of this test run alive."""
+    from cocaine_core.testing import leftover_slaves, wait_until
+
+    yield
+    wait_until(lambda: not leftover_slaves(), timeout=10,
+               message="every template and slave process to exit")

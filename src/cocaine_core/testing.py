@@ -45,6 +45,38 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def leftover_slaves(node_pid: int | None = None) -> list[int]:
+    """Pids of template and slave processes started by the node in process ``node_pid``
+    (default: this process) that are still alive (zombies excluded)."""
+    import os
+
+    node_pid = node_pid or os.getpid()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                args = f.read().split(b"\0")
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                state = f.read().rsplit(b")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if (b"cocaine_core.backends.template_entry" in args and args[-2:-1] == [
+                str(node_pid).encode()] and state != b"Z"):
+            found.append(int(entry))
+    return found
+
+
+def process_gone(pid: int) -> bool:
+    """Whether process ``pid`` no longer runs (gone, or a zombie awaiting its parent)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] == b"Z"
+    except OSError:
+        return True
+
+
 def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02,
                message: str = "condition") -> Any:
     """Poll ``predicate`` until it returns something truthy; fail the test after ``timeout``."""

@@ -82,7 +82,12 @@ class Engine:
         self._ticker: asyncio.Task[None] | None = None
         self._restarting: asyncio.Task[None] | None = None
         self.backend: Any = None
-        self.drivers: list[Any] = []
+        drivers = host.registry("drivers")
+        #: One driver per task, made now (so requests can find their event while the app
+        #: starts) and started once the app's code has loaded.
+        self.drivers: list[Any] = [drivers.get(task.type)(task, self)
+                                   for task in app.manifest.tasks.values()]
+        self._started_drivers: list[Any] = []
         self.endpoint = f"ipc://{Path(app.run_dir) / f'{self.name}.{uuid.uuid4().hex[:8]}'}"
         self._heartbeat_interval = max(0.05, min(5.0, self.config.heartbeat_timeout / 5))
 
@@ -202,12 +207,9 @@ class Engine:
         await backend.stop()
 
     async def _start_drivers(self) -> None:
-        host = get_host()
-        for task in self.app.manifest.tasks.values():
-            driver_class = host.registry("drivers").get(task.type)
-            driver = driver_class(task, self)
+        for driver in self.drivers:
             await driver.start()
-            self.drivers.append(driver)
+            self._started_drivers.append(driver)
 
     async def stop(self) -> None:
         """Drain: no new jobs, queued jobs 503, running jobs get ``termination-timeout`` to
@@ -215,12 +217,7 @@ class Engine:
         if self.state in (AppState.STOPPING, AppState.STOPPED):
             return
         self.state = AppState.STOPPING
-        for driver in reversed(self.drivers):
-            try:
-                await driver.stop()
-            except Exception:
-                log.exception("app %s: driver for task '%s' failed to stop", self.name,
-                              getattr(driver, "task", None) and driver.task.name)
+        await self._stop_drivers()
         for job in self.queue.drain():
             self.stats.refused += 1
             job.refuse(f"app '{self.name}' is stopping")
@@ -240,7 +237,17 @@ class Engine:
         await self._teardown()
         self.state = AppState.STOPPED
 
+    async def _stop_drivers(self) -> None:
+        while self._started_drivers:
+            driver = self._started_drivers.pop()
+            try:
+                await driver.stop()
+            except Exception:
+                log.exception("app %s: the driver of task '%s' failed to stop", self.name,
+                              driver.task.name)
+
     async def _teardown(self) -> None:
+        await self._stop_drivers()
         if self._ticker is not None:
             self._ticker.cancel()
             self._ticker = None
