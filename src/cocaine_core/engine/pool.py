@@ -418,6 +418,7 @@ class Engine:
     def _on_ready(self, slave: SlaveHandle) -> None:
         slave.state = SlaveState.READY
         slave.idle_since = time.monotonic()
+        slave.startup = slave.idle_since - slave.spawned_at
         self._start_failures = 0
         if self.state is AppState.STOPPING:
             self._terminate(slave, "app stopping")
@@ -632,7 +633,8 @@ def _slave_info(slave: SlaveHandle) -> dict[str, Any]:
     return {"id": slave.id, "pid": slave.pid, "state": slave.state.value,
             "jobs": len(slave.jobs), "served": slave.served,
             "rss-bytes": _rss(slave.pid) if slave.pid else None,
-            "age": round(time.monotonic() - slave.spawned_at, 3)}
+            "age": round(time.monotonic() - slave.spawned_at, 3),
+            "startup-ms": None if slave.startup is None else round(slave.startup * 1000, 3)}
 
 
 def _rss(pid: int) -> int | None:

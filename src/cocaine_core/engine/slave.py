@@ -33,6 +33,8 @@ class SlaveHandle:
     idle_since: float = attrs.field(factory=time.monotonic)
     handshaken: bool = False
     hooked: bool = False
+    #: Seconds from the spawn request to the slave's first heartbeat (ready), once known.
+    startup: float | None = None
     #: When a SIGKILL follows, if the slave has not exited by then.
     kill_at: float | None = None
     #: Why the engine ended this slave (for logs and for its jobs' errors).
