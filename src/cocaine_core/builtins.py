@@ -8,10 +8,12 @@ from cocaine_core.plugins import BoundRegistry
 
 @hookimpl
 def cocaine_register_drivers(registry: BoundRegistry) -> None:
-    """Register ``native-server``."""
+    """Register ``native-server`` and ``filesystem-monitor``."""
+    from cocaine_core.drivers.fs import FilesystemMonitor
     from cocaine_core.drivers.native import NativeServer
 
     registry.add("native-server", NativeServer)
+    registry.add("filesystem-monitor", FilesystemMonitor)
 
 
 @hookimpl
@@ -20,3 +22,11 @@ def cocaine_register_slave_backends(registry: BoundRegistry) -> None:
     from cocaine_core.backends.process import ProcessBackend
 
     registry.add("process", ProcessBackend)
+
+
+@hookimpl
+def cocaine_register_storages(registry: BoundRegistry) -> None:
+    """Register the ``files`` storage."""
+    from cocaine_core.storages.files import FileStorage
+
+    registry.add("files", FileStorage)

@@ -15,27 +15,30 @@ import shutil
 import socket
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
-import msgpack
 import zmq
 
 from cocaine_core import __version__, protocol
+from cocaine_core.appstore import AppRecord, AppStore
+from cocaine_core.control import ControlService
 from cocaine_core.drivers.native import NativeServer
-from cocaine_core.engine import Engine
+from cocaine_core.engine import AppState, Engine
 from cocaine_core.errors import CocaineError, NodeError, ProtocolError
-from cocaine_core.manifest import Manifest
+from cocaine_core.manifest import Manifest, parse_manifest
 from cocaine_core.ports import PortAllocator
 from cocaine_core.protocol import Code, Status
 from cocaine_core.slaves import AppInfo
+from cocaine_core.storages import Storage
 from cocaine_core.zmqloop import SocketReader
 
 log = logging.getLogger("cocaine.node")
 
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:10053"
 CONTROL_APP = "@node"
+DEFAULT_MAX_UPLOAD = 100 * 2**20
 APP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -80,16 +83,17 @@ class RequestError(Exception):
         self.message = message
 
 
-ControlMethod = Callable[[Any], Awaitable[Any]]
-
-
 class Node:
     """Hosts apps and serves their native events and the control service on ``listen``."""
 
     def __init__(self, *, listen: str = DEFAULT_ENDPOINT, run_dir: str | Path | None = None,
-                 name: str | None = None, ports: PortAllocator | None = None) -> None:
+                 name: str | None = None, ports: PortAllocator | None = None,
+                 storage: Storage | None = None,
+                 max_upload: int = DEFAULT_MAX_UPLOAD) -> None:
         self.listen = listen
         self.ports = ports or PortAllocator()
+        self.storage = storage
+        self.max_upload = max_upload
         self.name = name or socket.gethostname()
         self._own_run_dir = run_dir is None
         self.run_dir = Path(run_dir or tempfile.mkdtemp(prefix="cocaine-run-"))
@@ -98,8 +102,10 @@ class Node:
         self.requests = 0
         self._socket: zmq.Socket | None = None
         self._reader: SocketReader | None = None
-        self.control: dict[str, ControlMethod] = {"info": self._control_info,
-                                                  "list": self._control_list}
+        self.store = AppStore(storage, self.run_dir / "code") if storage else None
+        self.control = ControlService(self)
+        #: Names with a deploy, removal or restart under way (one operation per name).
+        self.busy: dict[str, str] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
 
     # -- life -------------------------------------------------------------------------------------
@@ -122,6 +128,8 @@ class Node:
         self.listen = sock.getsockopt_string(zmq.LAST_ENDPOINT) or self.listen
         self._reader = SocketReader(sock, self._on_request)
         log.info("node %s listening on %s", self.name, self.listen)
+        if self.store is not None:
+            await self.load_from_storage()
 
     async def stop(self) -> None:
         """Drain every app (see ``Engine.stop``), then close the endpoint."""
@@ -136,21 +144,83 @@ class Node:
             shutil.rmtree(self.run_dir, ignore_errors=True)
 
     async def add_app(self, name: str, manifest: Manifest, root: Path | None = None) -> Engine:
-        """Start an app from a checked manifest; its code is read from ``root`` (or the
-        manifest's folder)."""
-        check_app_name(name)
+        """Start an app (not stored) from a checked manifest; its code is read from ``root``
+        (or the manifest's folder). ``cocaine run`` hosts its app this way."""
         if name in self.apps:
             raise NodeError(f"app '{name}' is already running; remove it first")
+        return await self.run_app(name, manifest, root)
+
+    # -- apps in storage -----------------------------------------------------------------------
+
+    async def load_from_storage(self) -> None:
+        """Make the running apps match storage: start new, replace changed, stop removed.
+
+        Called at start and on SIGHUP. An app that fails to start is logged; the others run.
+        """
+        assert self.store is not None
+        store = self.store
+        records = await asyncio.to_thread(store.records)
+        await asyncio.to_thread(store.collect_garbage)
+        for name in [n for n in self.apps if n not in records and n not in self.busy]:
+            await self.remove_app(name)
+        for name, record in records.items():
+            if name in self.busy:
+                continue
+            running = self.apps.get(name)
+            if running is not None and getattr(running, "record", None) == record:
+                continue
+            try:
+                await self.start_record(record)
+            except CocaineError as exc:
+                log.error("app %s from storage did not start: %s", name, exc)
+
+    async def start_record(self, record: AppRecord) -> Engine:
+        """Start (or replace) an app from a stored record."""
+        assert self.store is not None
+        root = await asyncio.to_thread(self.store.unpack, record)
+        manifest = parse_manifest(record.manifest, root=root, source=f"app '{record.name}'")
+        engine = await self.run_app(record.name, manifest, root)
+        engine.record = record  # type: ignore[attr-defined]
+        self.store.forget_unpacked(record.name, keep=root)
+        return engine
+
+    async def run_app(self, name: str, manifest: Manifest, root: Path | None = None,
+                      *, refuse_broken: bool = False) -> Engine:
+        """Start ``name``, or replace the running version without dropping a job.
+
+        With ``refuse_broken``, a new version whose code does not load is stopped and
+        refused (NodeError) and the running version, if any, keeps serving.
+        """
+        check_app_name(name)
+        old = self.apps.get(name)
         app = AppInfo(name=name, manifest=manifest, run_dir=self.run_dir, node=self.name,
                       root=root, ports=self.ports)
         engine = Engine(app)
+        first = old is None and name not in self.busy
+        if first:
+            self.busy[name] = "start"
+        try:
+            await engine.start(drivers=False)
+        finally:
+            if first:
+                self.busy.pop(name, None)
+        if refuse_broken and engine.state is AppState.BROKEN:
+            reason = engine.broken_reason
+            await engine.stop()
+            kept = " ; the running version keeps serving" if old else ""
+            raise NodeError(f"app '{name}': its code failed to load: {reason}{kept}")
         self.apps[name] = engine
         try:
-            await engine.start()
+            if old is None:
+                await engine.start_drivers()
+            else:
+                await old.hand_over(engine)
         except BaseException:
             self.apps.pop(name, None)
+            await engine.stop()
             raise
-        log.info("app %s: %s with %d task(s)", name, engine.state.value, len(manifest.tasks))
+        log.info("app %s: %s with %d task(s)%s", name, engine.state.value,
+                 len(manifest.tasks), " (new version)" if old else "")
         return engine
 
     async def remove_app(self, name: str) -> None:
@@ -198,9 +268,12 @@ class Node:
             raise RequestError(Status.BAD_REQUEST, "app and event must be strings")
         urgent, timeout, deadline = _parse_policy(policy)
         if app == CONTROL_APP:
-            self._spawn(self._run_control(sink, event, body))
+            self._spawn(self.control.handle(sink, event, body))
             return
         engine = self.apps.get(app)
+        if engine is None and self.busy.get(app) == "start":
+            raise RequestError(Status.UNAVAILABLE, f"app '{app}' is starting; retry in a "
+                                                   f"moment")
         if engine is None:
             names = ", ".join(sorted(self.apps)) or "(none)"
             raise RequestError(Status.NOT_FOUND, f"no app named '{app}' on this node; "
@@ -223,35 +296,6 @@ class Node:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-    async def _run_control(self, sink: NativeSink, method: str, body: bytes) -> None:
-        handler = self.control.get(method)
-        if handler is None:
-            sink.error(Status.NOT_FOUND, f"the control service has no method '{method}'; "
-                                         f"methods: {', '.join(sorted(self.control))}")
-            return
-        try:
-            args = msgpack.unpackb(body, raw=False) if body else {}
-        except Exception:
-            sink.error(Status.BAD_REQUEST, f"'{method}' takes a msgpack map as its body")
-            return
-        try:
-            result = await handler(args)
-        except CocaineError as exc:
-            sink.error(Status.BAD_REQUEST, str(exc))
-            return
-        except Exception as exc:
-            log.exception("control method %s failed", method)
-            sink.error(Status.SERVER_ERROR, f"'{method}' failed: {type(exc).__name__}: {exc}")
-            return
-        sink.chunk(msgpack.packb(result, use_bin_type=True))
-        sink.choke()
-
-    async def _control_info(self, args: Any) -> dict[str, Any]:
-        return self.info()
-
-    async def _control_list(self, args: Any) -> list[str]:
-        return sorted(self.apps)
 
     def info(self) -> dict[str, Any]:
         """The node's state: its apps' pools, queues, jobs and tasks."""

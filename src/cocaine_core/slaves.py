@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -22,6 +23,9 @@ class AppInfo:
     manifest: Manifest
     run_dir: Path
     node: str = "node"
+    #: Unique to this run of the app: two versions of an app run side by side during a
+    #: redeploy, each with its own instance (name per-instance resources after it).
+    instance: str = attrs.field(factory=lambda: uuid.uuid4().hex[:12])
     #: Where the app's code lives on this node (``args.source`` resolved).
     root: Path | None = None
     #: Free-form state plugins may keep per app (the cgroups plugin keeps its group here).

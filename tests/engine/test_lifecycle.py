@@ -131,7 +131,7 @@ def run_node(manifest: Path, endpoint: str) -> subprocess.Popen[bytes]:
     with Client(endpoint, wait=1) as client:
         def up() -> bool:
             try:
-                return client.control("list") is not None
+                return manifest.parent.name in client.control("list")
             except ServiceError:
                 assert process.poll() is None, process.stdout.read().decode()
                 return False

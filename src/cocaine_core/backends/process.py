@@ -164,7 +164,9 @@ class ProcessBackend:
                 os.kill(pid, signal.SIGKILL)
             self.on_exited(slave_id, -signal.SIGKILL)
         self._notify_template_exit(status)
-        if not self._stopping:
+        was_loaded = (self._loaded is not None and self._loaded.done()
+                      and self._loaded.result()[0] == "loaded")
+        if was_loaded and not self._stopping:
             log.error("app %s: the template process died (status %s)", self.app.name, status)
             if self.on_template_lost is not None:
                 self.on_template_lost(status)

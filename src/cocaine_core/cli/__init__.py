@@ -37,9 +37,11 @@ def debug_enabled() -> bool:
 
 
 def _build() -> typer.Typer:
-    from cocaine_core.cli import calls, manifest_cmd, plugins_cmd, run_cmd
+    from cocaine_core.cli import app_cmd, calls, manifest_cmd, node_cmd, plugins_cmd, run_cmd
 
     run_cmd.register(app)
+    node_cmd.register(app)
+    app_cmd.register(app)
     calls.register(app)
     plugins_cmd.register(app)
     manifest_cmd.register(app)

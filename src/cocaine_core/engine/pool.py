@@ -93,11 +93,13 @@ class Engine:
 
     # -- life of the app ------------------------------------------------------------------------
 
-    async def start(self) -> None:
+    async def start(self, drivers: bool = True) -> None:
         """Bind the slave endpoint, load the app's code, start the drivers.
 
         A problem with the app's code does not raise: the app is then ``broken`` and says
-        why. Problems of the node (an endpoint in use, a plugin refusing) raise.
+        why. Problems of the node (an endpoint in use, a plugin refusing) raise. With
+        ``drivers`` false the drivers wait for ``start_drivers`` (a redeploy starts the new
+        version's drivers only once the old version's have stopped).
         """
         self._socket = zmq.Context.instance().socket(zmq.ROUTER)
         self._socket.setsockopt(zmq.LINGER, 0)
@@ -109,7 +111,8 @@ class Engine:
             get_host().call_each("cocaine_app_starting", raise_errors=True, app=self.app)
             await self._load()
             self._ticker = asyncio.get_running_loop().create_task(self._supervise())
-            await self._start_drivers()
+            if drivers:
+                await self.start_drivers()
         except BaseException:
             await self._teardown()
             raise
@@ -206,10 +209,25 @@ class Engine:
             await asyncio.sleep(0.05)
         await backend.stop()
 
-    async def _start_drivers(self) -> None:
+    async def start_drivers(self) -> None:
+        """Start every task's driver (raises what a driver raises, e.g. an endpoint in use)."""
         for driver in self.drivers:
             await driver.start()
             self._started_drivers.append(driver)
+
+    async def hand_over(self, successor: Engine) -> None:
+        """Give way to a new version of this app without dropping a job.
+
+        The drivers stop, queued jobs move to ``successor`` (in order), the successor's
+        drivers start, and this engine drains: jobs in flight finish here, then it stops.
+        """
+        await self._stop_drivers()
+        try:
+            await successor.start_drivers()
+        finally:
+            for job in self.queue.drain():
+                successor.submit(job)
+        await self.stop()
 
     async def stop(self) -> None:
         """Drain: no new jobs, queued jobs 503, running jobs get ``termination-timeout`` to

@@ -1,0 +1,140 @@
+"""``cocaine app deploy|list|info|remove|restart``: manage the apps of a running node."""
+
+from __future__ import annotations
+
+import copy
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from cocaine_core import archive
+from cocaine_core.cli.calls import NodeOption
+from cocaine_core.errors import ManifestError, Problem
+from cocaine_core.jsontext import loads_lenient
+from cocaine_core.manifest import app_name_for
+from cocaine_core.node import DEFAULT_ENDPOINT
+
+app_app = typer.Typer(help="Deploy and manage the apps of a node.", no_args_is_help=True)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``app`` group to the CLI."""
+    app.add_typer(app_app, name="app")
+
+
+def _client(node: str, wait: float = 120.0) -> Any:
+    from cocaine_core.client import Client
+
+    return Client(node, wait=wait)
+
+
+def pack_app(manifest_path: Path) -> tuple[dict[str, Any], bytes]:
+    """Read a manifest and pack its ``args.source``; the manifest's source becomes the packed
+    name (the node unpacks the code into the app's own folder)."""
+    try:
+        text = manifest_path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ManifestError([Problem("", f"cannot read {manifest_path}: {exc.strerror}")],
+                            source=str(manifest_path)) from None
+    data = loads_lenient(text, source=str(manifest_path))
+    args = data.get("args") if isinstance(data, dict) else None
+    source = args.get("source") if isinstance(args, dict) else None
+    if not isinstance(source, str) or not source:
+        raise ManifestError([Problem("args.source", "is required to deploy: the app's code "
+                                                    "to pack")], source=str(manifest_path))
+    path = Path(source).expanduser()
+    if not path.is_absolute():
+        path = (manifest_path.resolve().parent / path).resolve()
+    if not path.exists():
+        raise ManifestError([Problem("args.source", f"{path} does not exist")],
+                            source=str(manifest_path))
+    manifest = copy.deepcopy(data)
+    manifest["args"]["source"] = path.name
+    return manifest, archive.pack_source(path)
+
+
+@app_app.command("deploy")
+def deploy(
+    manifest: Annotated[Path, typer.Argument(help="The app's manifest.")],
+    name: Annotated[str | None, typer.Option(help="App name (default: from the file).")] = None,
+    node: NodeOption = DEFAULT_ENDPOINT,
+) -> None:
+    """Pack the app's code, upload it with its manifest, and start it on the node."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
+
+    app_name = name or app_name_for(manifest)
+    data, code = pack_app(manifest)
+    with _client(node) as client, Progress(
+            TextColumn(f"uploading {app_name}"), BarColumn(), DownloadColumn(),
+            transient=True, disable=not sys.stderr.isatty()) as progress:
+        task = progress.add_task("upload", total=len(code))
+        begun = client.control("upload-begin", size=len(code))
+        step = int(begun["chunk-size"])
+        for offset in range(0, len(code), step):
+            client.control("upload-chunk", upload=begun["upload"], offset=offset,
+                           data=code[offset:offset + step])
+            progress.update(task, completed=min(len(code), offset + step))
+        result = client.control("deploy", name=app_name, manifest=data,
+                                upload=begun["upload"], sha256=archive.sha256(code))
+    typer.echo(f"deployed {result['name']} version {result['version']} "
+               f"({len(code)} bytes, sha256 {result['sha256'][:12]}): {result['state']}")
+
+
+@app_app.command("list")
+def list_apps(
+    node: NodeOption = DEFAULT_ENDPOINT,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List the node's apps: state, pool, queue, jobs."""
+    with _client(node, wait=30) as client:
+        apps = client.control("info")["apps"]
+    if as_json:
+        typer.echo(json.dumps(apps, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("app", "state", "slaves", "queue", "done", "failed", "tasks")
+    for app_name, info in apps.items():
+        table.add_row(app_name, info["state"], str(info["pool"]["total"]),
+                      str(info["queue"]["depth"]), str(info["jobs"]["done"]),
+                      str(info["jobs"]["failed"]), ", ".join(info.get("tasks", {})))
+    Console().print(table)
+
+
+@app_app.command("info")
+def app_info(
+    name: Annotated[str, typer.Argument(help="The app.")],
+    node: NodeOption = DEFAULT_ENDPOINT,
+) -> None:
+    """Show one app: state, pool, jobs, slaves, tasks, and what is deployed."""
+    with _client(node, wait=30) as client:
+        typer.echo(json.dumps(client.control("app-info", name=name), indent=2))
+
+
+@app_app.command("remove")
+def remove(
+    name: Annotated[str, typer.Argument(help="The app.")],
+    node: NodeOption = DEFAULT_ENDPOINT,
+) -> None:
+    """Stop an app (draining it) and remove it from the node's storage."""
+    with _client(node) as client:
+        client.control("remove", name=name)
+    typer.echo(f"removed {name}")
+
+
+@app_app.command("restart")
+def restart(
+    name: Annotated[str, typer.Argument(help="The app.")],
+    node: NodeOption = DEFAULT_ENDPOINT,
+) -> None:
+    """Start an app again from storage, on fresh slaves, without dropping a request."""
+    with _client(node) as client:
+        result = client.control("restart", name=name)
+    typer.echo(f"restarted {name}: {result['state']}")
+
+
+

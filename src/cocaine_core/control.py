@@ -1,0 +1,295 @@
+"""The node's control service, the reserved app ``@node``: list, info, deploy, remove, restart.
+
+Requests reach it through the same endpoint and framing as any app's (``protocol.md``): the
+method is the event, the arguments a msgpack map in the body, the answer one msgpack chunk.
+Large code archives are uploaded in pieces (``upload-begin``, ``upload-chunk``…) and then
+named in ``deploy``, so a client can show progress and the node never holds one huge message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import msgpack
+
+from cocaine_core import archive
+from cocaine_core.appstore import AppRecord
+from cocaine_core.errors import CocaineError, ManifestError, NodeError
+from cocaine_core.manifest import parse_manifest
+from cocaine_core.protocol import Status
+
+if TYPE_CHECKING:
+    from cocaine_core.node import NativeSink, Node
+
+log = logging.getLogger("cocaine.control")
+
+UPLOAD_CHUNK = 1 << 20
+UPLOAD_IDLE = 300.0  # an upload untouched this long is dropped
+
+
+@attrs.define
+class Upload:
+    """A code archive being received in pieces."""
+
+    id: str
+    size: int
+    path: Path
+    received: int = 0
+    touched: float = attrs.field(factory=time.monotonic)
+
+
+class ControlService:
+    """The methods of ``@node``."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.uploads: dict[str, Upload] = {}
+        self.methods: dict[str, Callable[[dict[str, Any]], Awaitable[Any]]] = {
+            "list": self.list,
+            "info": self.info,
+            "app-info": self.app_info,
+            "upload-begin": self.upload_begin,
+            "upload-chunk": self.upload_chunk,
+            "deploy": self.deploy,
+            "remove": self.remove,
+            "restart": self.restart,
+        }
+
+    async def handle(self, sink: NativeSink, method: str, body: bytes) -> None:
+        """Run ``method`` with the msgpack map in ``body``; answer on ``sink``."""
+        handler = self.methods.get(method)
+        if handler is None:
+            sink.error(Status.NOT_FOUND, f"the control service has no method '{method}'; "
+                                         f"methods: {', '.join(sorted(self.methods))}")
+            return
+        try:
+            args = msgpack.unpackb(body, raw=False) if body else {}
+            if not isinstance(args, dict):
+                raise ValueError
+        except Exception:
+            sink.error(Status.BAD_REQUEST, f"'{method}' takes a msgpack map as its body")
+            return
+        try:
+            result = await handler(args)
+        except ManifestError as exc:
+            sink.error(Status.BAD_REQUEST, str(exc))
+            return
+        except CocaineError as exc:
+            sink.error(getattr(exc, "status", Status.BAD_REQUEST), str(exc))
+            return
+        except Exception as exc:
+            log.exception("control method %s failed", method)
+            sink.error(Status.SERVER_ERROR, f"'{method}' failed: {type(exc).__name__}: {exc}")
+            return
+        sink.chunk(msgpack.packb(result, use_bin_type=True))
+        sink.choke()
+
+    # -- reading ----------------------------------------------------------------------------
+
+    async def list(self, args: dict[str, Any]) -> list[str]:
+        """The running apps' names."""
+        return sorted(self.node.apps)
+
+    async def info(self, args: dict[str, Any]) -> dict[str, Any]:
+        """The node's state (see ``Node.info``)."""
+        return self.node.info()
+
+    async def app_info(self, args: dict[str, Any]) -> dict[str, Any]:
+        """One app: its engine's state, and its stored record."""
+        name = _name(args)
+        engine = self.node.apps.get(name)
+        record = self.node.store.get(name) if self.node.store else None
+        if engine is None and record is None:
+            raise _not_found(name, self.node)
+        out: dict[str, Any] = engine.info() if engine else {"state": "stopped"}
+        if record is not None:
+            out["deployed"] = {"version": record.version, "sha256": record.sha256,
+                               "at": record.deployed_at, "manifest": record.manifest}
+        return out
+
+    # -- uploads ------------------------------------------------------------------------------
+
+    async def upload_begin(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Start receiving an archive of ``size`` bytes; returns its id and the chunk size."""
+        self._drop_stale_uploads()
+        size = args.get("size")
+        if not isinstance(size, int) or size <= 0:
+            raise NodeError("upload-begin needs 'size', the archive's length in bytes")
+        if size > self.node.max_upload:
+            raise NodeError(f"the code archive is {size} bytes, over this node's upload limit "
+                            f"of {self.node.max_upload} bytes (cocaine node --max-upload)")
+        folder = self.node.run_dir / "uploads"
+        folder.mkdir(parents=True, exist_ok=True)
+        upload_id = uuid.uuid4().hex
+        fd, path = tempfile.mkstemp(prefix=f"{upload_id}.", dir=folder)
+        os.close(fd)
+        self.uploads[upload_id] = Upload(upload_id, size, Path(path))
+        return {"upload": upload_id, "chunk-size": UPLOAD_CHUNK}
+
+    async def upload_chunk(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Append ``data`` at ``offset`` to an upload; returns the bytes received so far."""
+        upload = self._upload(args.get("upload"))
+        data, offset = args.get("data"), args.get("offset")
+        if not isinstance(data, bytes) or offset != upload.received:
+            raise NodeError(f"upload-chunk needs 'data' (bytes) at 'offset' {upload.received}")
+        if upload.received + len(data) > upload.size:
+            self._forget(upload)
+            raise NodeError("the upload is longer than the size it announced; start again")
+        with open(upload.path, "ab") as f:
+            f.write(data)
+        upload.received += len(data)
+        upload.touched = time.monotonic()
+        return {"received": upload.received}
+
+    def _upload(self, upload_id: Any) -> Upload:
+        upload = self.uploads.get(upload_id) if isinstance(upload_id, str) else None
+        if upload is None:
+            raise NodeError("no such upload (it finished, or was idle for too long); start "
+                            "again with upload-begin")
+        return upload
+
+    def _forget(self, upload: Upload) -> None:
+        self.uploads.pop(upload.id, None)
+        upload.path.unlink(missing_ok=True)
+
+    def _drop_stale_uploads(self) -> None:
+        now = time.monotonic()
+        for upload in list(self.uploads.values()):
+            if now - upload.touched > UPLOAD_IDLE:
+                self._forget(upload)
+
+    # -- changing apps ----------------------------------------------------------------------
+
+    async def deploy(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Check, store and start (or replace) an app.
+
+        Arguments: ``name``; ``manifest`` (a map); the code as ``upload`` (an id) or
+        ``archive`` (bytes); ``sha256`` of the archive. Nothing is stored unless the archive
+        is safe, the manifest passes every check of this node's plugins, and the code loads.
+        """
+        name = _name(args)
+        store = self._store()
+        manifest_data = args.get("manifest")
+        if not isinstance(manifest_data, dict):
+            raise NodeError("deploy needs 'manifest', the app's manifest as a map")
+        code = await self._archive(args)
+        if args.get("sha256") != archive.sha256(code):
+            raise NodeError("the code archive's sha256 does not match: it was damaged on the "
+                            "way; deploy again")
+        with self._claim(name, "deploy"):
+            await asyncio.to_thread(archive.check_archive, code)
+            previous = store.get(name)
+            record = AppRecord(name=name, manifest=manifest_data, sha256=archive.sha256(code),
+                               version=(previous.version + 1) if previous else 1)
+            running = self.node.apps.get(name)
+            running_root = running.app.root if running else None
+            root = await asyncio.to_thread(store.unpack, record, code)
+            try:
+                manifest = parse_manifest(manifest_data, root=root,
+                                          source=f"the manifest of app '{name}'")
+                engine = await self.node.run_app(name, manifest, root, refuse_broken=True)
+            except BaseException:
+                if root != running_root:
+                    await asyncio.to_thread(_rmtree, root)
+                raise
+            engine.record = record  # type: ignore[attr-defined]
+            await asyncio.to_thread(store.save, record, code)
+            store.forget_unpacked(name, keep=root)
+        log.info("app %s deployed (version %d, sha256 %s)", name, record.version,
+                 record.sha256[:12])
+        return {"name": name, "version": record.version, "sha256": record.sha256,
+                "state": engine.state.value}
+
+    async def _archive(self, args: dict[str, Any]) -> bytes:
+        if isinstance(args.get("archive"), bytes):
+            code: bytes = args["archive"]
+            if len(code) > self.node.max_upload:
+                raise NodeError(f"the code archive is over this node's upload limit of "
+                                f"{self.node.max_upload} bytes")
+            return code
+        upload = self._upload(args.get("upload"))
+        try:
+            if upload.received != upload.size:
+                raise NodeError(f"the upload is incomplete ({upload.received} of {upload.size} "
+                                f"bytes)")
+            return await asyncio.to_thread(upload.path.read_bytes)
+        finally:
+            self._forget(upload)
+
+    async def remove(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Stop an app (draining it) and remove it from storage."""
+        name = _name(args)
+        if name not in self.node.apps and not (self.node.store and self.node.store.get(name)):
+            raise _not_found(name, self.node)
+        with self._claim(name, "removal"):
+            if self.node.store is not None:
+                await asyncio.to_thread(self.node.store.remove, name)
+            if name in self.node.apps:
+                await self.node.remove_app(name)
+            if self.node.store is not None:
+                self.node.store.forget_unpacked(name)
+        return {"name": name, "removed": True}
+
+    async def restart(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Start an app again from storage (fresh slaves on freshly loaded code)."""
+        name = _name(args)
+        store = self._store()
+        record = store.get(name)
+        if record is None:
+            raise _not_found(name, self.node)
+        with self._claim(name, "restart"):
+            engine = await self.node.start_record(record)
+        return {"name": name, "state": engine.state.value}
+
+    def _store(self) -> Any:
+        if self.node.store is None:
+            raise NodeError("this node has no storage (cocaine run hosts one app); deploy to "
+                            "a node started with cocaine node")
+        return self.node.store
+
+    def _claim(self, name: str, what: str) -> _Claim:
+        return _Claim(self.node.busy, name, what)
+
+
+class _Claim:
+    """One operation per app name at a time; a second one is refused with a clear message."""
+
+    def __init__(self, busy: dict[str, str], name: str, what: str) -> None:
+        self.busy, self.name, self.what = busy, name, what
+
+    def __enter__(self) -> None:
+        if self.name in self.busy:
+            raise NodeError(f"app '{self.name}' is busy with a {self.busy[self.name]} right "
+                            f"now; try again when it is done")
+        self.busy[self.name] = self.what
+
+    def __exit__(self, *exc: object) -> None:
+        self.busy.pop(self.name, None)
+
+
+def _name(args: dict[str, Any]) -> str:
+    from cocaine_core.node import check_app_name
+
+    return check_app_name(args.get("name"))  # type: ignore[arg-type]
+
+
+def _not_found(name: str, node: Node) -> NodeError:
+    error = NodeError(f"no app named '{name}' on this node; apps: "
+                      f"{', '.join(sorted(node.apps)) or '(none)'}")
+    error.status = Status.NOT_FOUND  # type: ignore[attr-defined]
+    return error
+
+
+def _rmtree(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
