@@ -163,16 +163,22 @@ class Node:
         await asyncio.to_thread(store.collect_garbage)
         for name in [n for n in self.apps if n not in records and n not in self.busy]:
             await self.remove_app(name)
-        for name, record in records.items():
-            if name in self.busy:
-                continue
-            running = self.apps.get(name)
-            if running is not None and getattr(running, "record", None) == record:
-                continue
-            try:
-                await self.start_record(record)
-            except CocaineError as exc:
-                log.error("app %s from storage did not start: %s", name, exc)
+        todo = [record for name, record in records.items() if name not in self.busy
+                and getattr(self.apps.get(name), "record", None) != record]
+        for record in todo:
+            self.busy[record.name] = "start"
+        gate = asyncio.Semaphore(4)  # a few at once: each start is a process and an import
+
+        async def start(record: AppRecord) -> None:
+            async with gate:
+                try:
+                    await self.start_record(record)
+                except CocaineError as exc:
+                    log.error("app %s from storage did not start: %s", record.name, exc)
+                finally:
+                    self.busy.pop(record.name, None)
+
+        await asyncio.gather(*(start(record) for record in todo))
 
     async def start_record(self, record: AppRecord) -> Engine:
         """Start (or replace) an app from a stored record."""
@@ -307,6 +313,7 @@ class Node:
             "uptime": round(time.time() - self.started_at, 3),
             "requests": self.requests,
             "rss-bytes": _own_rss(),
+            "busy": dict(self.busy),
             "apps": {name: engine.info() for name, engine in sorted(self.apps.items())},
         }
 

@@ -152,6 +152,79 @@ class RunningNode:
             self.loop.close()
 
 
+class NodeProcess:
+    """A real ``cocaine node`` process on a free port, with its own storage and run folder."""
+
+    def __init__(self, folder: Path, *extra: str, listen: str | None = None) -> None:
+        self.folder = folder
+        self.endpoint = listen or f"tcp://127.0.0.1:{free_port()}"
+        self.storage = folder / "storage"
+        self.run_dir = Path("/tmp") / f"cocaine-node-{free_port()}"
+        self.extra = extra
+        self.log = folder / "node.log"
+        self.process: Any = None
+
+    def start(self, timeout: float = 30.0) -> NodeProcess:
+        """Start the node and wait until it answers."""
+        import subprocess
+        import sys
+
+        cocaine = str(Path(sys.executable).with_name("cocaine"))
+        self.folder.mkdir(parents=True, exist_ok=True)
+        log = open(self.log, "ab")  # noqa: SIM115 - the child keeps it
+        self.process = subprocess.Popen(
+            [cocaine, "node", "--listen", self.endpoint, "--storage",
+             f"files://{self.storage}", "--run-dir", str(self.run_dir), "--log-format", "plain",
+             *self.extra], stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+
+        def answers() -> bool:
+            assert self.process.poll() is None, f"the node exited:\n{self.log.read_text()}"
+            with Client(self.endpoint, wait=0.5) as client:
+                try:
+                    return not client.control("info")["busy"]  # apps from storage started
+                except Exception:
+                    return False
+
+        wait_until(answers, timeout=timeout, message="the node to answer")
+        return self
+
+    def client(self, wait: float | None = 60.0) -> Client:
+        """A blocking client of this node."""
+        return Client(self.endpoint, wait=wait)
+
+    def cli(self, *args: str, check: bool = True, cwd: Path | None = None,
+            input: bytes | None = None) -> Any:
+        """Run ``cocaine ARGS --node ENDPOINT``; returns the CompletedProcess."""
+        import subprocess
+        import sys
+
+        cocaine = str(Path(sys.executable).with_name("cocaine"))
+        result = subprocess.run([cocaine, *args, "--node", self.endpoint], cwd=cwd,
+                                capture_output=True, input=input, timeout=120)
+        if check and result.returncode != 0:
+            raise AssertionError(f"cocaine {' '.join(args)} failed ({result.returncode}):\n"
+                                 f"{result.stdout.decode()}{result.stderr.decode()}")
+        return result
+
+    def stop(self, timeout: float = 60.0) -> int:
+        """SIGTERM the node and wait for it; return its exit code."""
+        if self.process is None or self.process.poll() is not None:
+            return self.process.returncode if self.process else 0
+        self.process.terminate()
+        try:
+            return self.process.wait(timeout)
+        except Exception:
+            self.process.kill()
+            return self.process.wait()
+
+    def kill(self) -> None:
+        """SIGKILL the node."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
 def write_app(folder: Path, code: str, tasks: dict[str, Any], engine: dict[str, Any] | None = None,
               filename: str = "app.py", extra: dict[str, Any] | None = None) -> Path:
     """Write ``code`` and a manifest serving ``tasks`` into ``folder``; return the manifest."""
@@ -176,6 +249,25 @@ def cocaine_node(tmp_path: Path) -> Iterator[RunningNode]:
         import shutil
 
         shutil.rmtree(run_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def node_process(tmp_path: Path) -> Iterator[Callable[..., NodeProcess]]:
+    """A factory of real ``cocaine node`` processes, each killed after the test."""
+    import shutil
+
+    started: list[NodeProcess] = []
+
+    def factory(*extra: str, folder: Path | None = None, listen: str | None = None,
+                start: bool = True) -> NodeProcess:
+        node = NodeProcess(folder or tmp_path / f"node{len(started)}", *extra, listen=listen)
+        started.append(node)
+        return node.start() if start else node
+
+    yield factory
+    for node in started:
+        node.kill()
+        shutil.rmtree(node.run_dir, ignore_errors=True)
 
 
 @pytest.fixture

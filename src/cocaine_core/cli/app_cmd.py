@@ -17,6 +17,8 @@ from cocaine_core.jsontext import loads_lenient
 from cocaine_core.manifest import app_name_for
 from cocaine_core.node import DEFAULT_ENDPOINT
 
+WaitOption = Annotated[float, typer.Option(help="Most seconds to wait for the node's answer.")]
+
 app_app = typer.Typer(help="Deploy and manage the apps of a node.", no_args_is_help=True)
 
 
@@ -61,13 +63,14 @@ def deploy(
     manifest: Annotated[Path, typer.Argument(help="The app's manifest.")],
     name: Annotated[str | None, typer.Option(help="App name (default: from the file).")] = None,
     node: NodeOption = DEFAULT_ENDPOINT,
+    wait: WaitOption = 120.0,
 ) -> None:
     """Pack the app's code, upload it with its manifest, and start it on the node."""
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
 
     app_name = name or app_name_for(manifest)
     data, code = pack_app(manifest)
-    with _client(node) as client, Progress(
+    with _client(node, wait) as client, Progress(
             TextColumn(f"uploading {app_name}"), BarColumn(), DownloadColumn(),
             transient=True, disable=not sys.stderr.isatty()) as progress:
         task = progress.add_task("upload", total=len(code))
@@ -87,9 +90,10 @@ def deploy(
 def list_apps(
     node: NodeOption = DEFAULT_ENDPOINT,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    wait: WaitOption = 30.0,
 ) -> None:
     """List the node's apps: state, pool, queue, jobs."""
-    with _client(node, wait=30) as client:
+    with _client(node, wait) as client:
         apps = client.control("info")["apps"]
     if as_json:
         typer.echo(json.dumps(apps, indent=2))
@@ -109,9 +113,10 @@ def list_apps(
 def app_info(
     name: Annotated[str, typer.Argument(help="The app.")],
     node: NodeOption = DEFAULT_ENDPOINT,
+    wait: WaitOption = 120.0,
 ) -> None:
     """Show one app: state, pool, jobs, slaves, tasks, and what is deployed."""
-    with _client(node, wait=30) as client:
+    with _client(node, wait) as client:
         typer.echo(json.dumps(client.control("app-info", name=name), indent=2))
 
 
@@ -119,9 +124,10 @@ def app_info(
 def remove(
     name: Annotated[str, typer.Argument(help="The app.")],
     node: NodeOption = DEFAULT_ENDPOINT,
+    wait: WaitOption = 120.0,
 ) -> None:
     """Stop an app (draining it) and remove it from the node's storage."""
-    with _client(node) as client:
+    with _client(node, wait) as client:
         client.control("remove", name=name)
     typer.echo(f"removed {name}")
 
@@ -130,9 +136,10 @@ def remove(
 def restart(
     name: Annotated[str, typer.Argument(help="The app.")],
     node: NodeOption = DEFAULT_ENDPOINT,
+    wait: WaitOption = 120.0,
 ) -> None:
     """Start an app again from storage, on fresh slaves, without dropping a request."""
-    with _client(node) as client:
+    with _client(node, wait) as client:
         result = client.control("restart", name=name)
     typer.echo(f"restarted {name}: {result['state']}")
 
