@@ -46,6 +46,8 @@ class SocketReader:
         socket = self.socket
         recv = socket.recv_multipart
         for _ in range(self.BATCH):
+            if self._closed:
+                return
             try:
                 frames = recv(zmq.NOBLOCK)
             except zmq.Again:

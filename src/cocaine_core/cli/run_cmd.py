@@ -48,11 +48,13 @@ async def _run(manifest: Manifest, name: str, listen: str, reload: bool) -> None
     watcher: asyncio.Task[None] | None = None
     try:
         engine = await node.add_app(name, manifest)
-        events = ", ".join(sorted(d.task.event for d in engine.drivers
-                                  if d.task.type == "native-server"))
-        log.info("serving app '%s' on %s (events: %s); try: cocaine call %s %s ...; "
-                 "Ctrl-C stops", name, node.listen, events or "none", name,
-                 events.split(", ")[0] if events else "EVENT")
+        native = sorted(d.task.event for d in engine.drivers if d.task.type == "native-server")
+        if native:
+            log.info("serving app '%s' on %s (events: %s); try: cocaine call %s %s; "
+                     "Ctrl-C stops", name, node.listen, ", ".join(native), name, native[0])
+        else:
+            log.info("running app '%s' (tasks: %s); Ctrl-C stops", name,
+                     ", ".join(f"{d.task.name} ({d.task.type})" for d in engine.drivers))
         if reload:
             watcher = loop.create_task(_watch(manifest, engine))
         await stop.wait()

@@ -47,7 +47,11 @@ class Driver:
         """Begin producing events (bind sockets, arm timers)."""
 
     async def stop(self) -> None:
-        """Stop producing events and release what ``start`` took."""
+        """Stop producing events (called first when the app stops; jobs may still run)."""
+
+    async def close(self) -> None:
+        """Release what is left once every job of the app has ended (e.g. a socket that had
+        answers to send). Called once, when the app has stopped, even if ``start`` failed."""
 
     def info(self) -> dict[str, Any]:
         """This task's state for ``cocaine info``."""

@@ -274,6 +274,12 @@ class Engine:
         if self.backend is not None:
             await self.backend.stop()
         self.slaves.clear()
+        for driver in self.drivers:
+            try:
+                await driver.close()
+            except Exception:
+                log.exception("app %s: the driver of task '%s' failed to close", self.name,
+                              driver.task.name)
         if self._reader is not None:
             self._reader.close()
         if self._socket is not None:
@@ -313,6 +319,13 @@ class Engine:
         self.queue.push(job)
         self._maybe_grow()
         self._dispatch()
+
+    def has_room(self) -> bool:
+        """Whether ``submit`` would take a job now rather than refuse it (for drivers that
+        can hold back their input instead of refusing it)."""
+        if self.state is not AppState.RUNNING and self.state is not AppState.STARTING:
+            return False
+        return len(self.queue) < self.config.queue_limit or self._free_slave() is not None
 
     def _free_slave(self) -> SlaveHandle | None:
         concurrency = self.config.concurrency

@@ -1,0 +1,103 @@
+"""What the three ZeroMQ drivers share: their common keys and the life of their sockets.
+
+A driver's sockets are closed by ``close()``, which runs once every job the driver started has
+ended (so late answers still go out), or at the latest when the app's engine is torn down: the
+plugin's ``cocaine_app_stopped`` hook closes whatever is left, which also covers an app whose
+start failed after some of its drivers had bound their endpoints.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import zmq
+
+from cocaine_core.drivers import Driver
+from cocaine_core.schema import Key, positive_int
+from cocaine_zmq.endpoints import close_quietly
+from cocaine_zmq.ratelog import RateLimitedLog
+
+if TYPE_CHECKING:
+    from cocaine_core.engine import Engine
+    from cocaine_core.manifest import TaskConfig
+
+log = logging.getLogger("cocaine.zmq.drivers")
+
+#: Where a running app keeps its ZeroMQ drivers (``AppInfo.extra``), for the final clean-up.
+EXTRA_KEY = "cocaine-zmq"
+DEFAULT_BACKLOG = 1000
+DEFAULT_MAX_MESSAGE_SIZE = 16 * 2**20
+#: ZeroMQ itself drops a connection that sends a frame this many times ``max-message-size``
+#: (ZMQ_MAXMSGSIZE), so no client can make the node buffer an unbounded frame. Messages between
+#: the two limits reach the driver, which refuses them with an error reply or a log line.
+HARD_LIMIT_FACTOR = 2
+
+COMMON_KEYS = (
+    Key("backlog", positive_int, DEFAULT_BACKLOG,
+        "ZeroMQ high-water mark: messages queued per peer in each direction"),
+    Key("max-message-size", positive_int, DEFAULT_MAX_MESSAGE_SIZE,
+        "largest message accepted, in bytes (all frames together)"),
+)
+
+
+class ZeroMQDriver(Driver):
+    """Base of the ZeroMQ drivers: options, sockets, ports, counters' logging, clean-up."""
+
+    keys = COMMON_KEYS
+
+    def __init__(self, task: TaskConfig, engine: Engine) -> None:
+        super().__init__(task, engine)
+        self.backlog: int = self.options["backlog"]
+        self.max_size: int = self.options["max-message-size"]
+        #: How messages name this task: ``task 'work' (zeromq-sink)``.
+        self.owner = f"task '{task.name}' ({task.type})"
+        self.log = RateLimitedLog(log, f"app {engine.name}: {self.owner}: ")
+        self.closed = False
+        self._sockets: list[zmq.Socket] = []
+        self._ports: list[int] = []
+
+    # -- sockets ----------------------------------------------------------------------------
+
+    def open_socket(self, kind: int, *, inbound: bool) -> zmq.Socket:
+        """A socket of ``kind`` on the node's context with this task's limits, closed by
+        ``close()``. ``inbound`` sockets get ZMQ_MAXMSGSIZE and drop what is unread at close;
+        the others keep a second to deliver what is queued."""
+        sock = zmq.Context.instance().socket(kind)
+        self._sockets.append(sock)
+        sock.setsockopt(zmq.LINGER, 0 if inbound else 1000)
+        sock.setsockopt(zmq.SNDHWM, self.backlog)
+        sock.setsockopt(zmq.RCVHWM, self.backlog)
+        if inbound:
+            sock.setsockopt(zmq.MAXMSGSIZE, min(HARD_LIMIT_FACTOR * self.max_size, 2**63 - 1))
+        return sock
+
+    def keep_port(self, port: int) -> None:
+        """Remember a port taken from the node's range, to give it back on ``close()``."""
+        self._ports.append(port)
+
+    def track(self) -> None:
+        """Register with the app, so its clean-up closes this driver whatever happens."""
+        self.engine.app.extra.setdefault(EXTRA_KEY, []).append(self)
+
+    def close(self) -> None:
+        """Close every socket and give back every port; safe to call more than once."""
+        if self.closed:
+            return
+        self.closed = True
+        for sock in self._sockets:
+            close_quietly(sock)
+        self._sockets.clear()
+        for port in self._ports:
+            self.engine.app.ports.release(port)
+        self._ports.clear()
+        drivers = self.engine.app.extra.get(EXTRA_KEY, [])
+        if self in drivers:
+            drivers.remove(self)
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def too_large(self, size: int) -> str:
+        """What to say about a message of ``size`` bytes over ``max-message-size``."""
+        return (f"the message is {size} bytes, over this task's max-message-size of "
+                f"{self.max_size} bytes; send less, or raise max-message-size in the manifest")
