@@ -1,1 +1,143 @@
-"""The cocaine-cgroups plugin module (resource limits land with the cgroups work)."""
+"""The cocaine-cgroups plugin: ``engine.resource-limits`` through Linux cgroups (v1 and v2).
+
+The hooks, in the order an app meets them:
+
+- ``cocaine_register_engine_keys``: the manifest key ``engine.resource-limits``.
+- ``cocaine_validate_manifest``: unknown controllers and parameters, bad values, and values
+  this machine cannot honour (CPUs or memory nodes it lacks, v1-only parameters on v2…).
+- ``cocaine_app_starting``: removes groups a crashed run of this node left (see
+  ``ownership``), then makes the app's group and applies its limits; a missing controller or
+  permission fails the start.
+- ``cocaine_slave_spawned``: moves the template (before it imports the app) and each slave
+  into the group.
+- ``cocaine_slave_exited``: explains a process the kernel killed for memory.
+- ``cocaine_app_info``: the group, its folders and its usage, for ``cocaine info``.
+- ``cocaine_app_stopped``: kills what is left in the group and removes it.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cocaine_cgroups import ownership
+from cocaine_cgroups.errors import CgroupError
+from cocaine_cgroups.groups import AppGroup, sweep_stale
+from cocaine_cgroups.hierarchy import Layout, detect
+from cocaine_cgroups.parameters import Limits, check_machine, parse_limits
+from cocaine_core import hookimpl, schema
+
+if TYPE_CHECKING:
+    from cocaine_core.errors import Problem
+    from cocaine_core.manifest import Manifest
+    from cocaine_core.plugins import BoundRegistry
+    from cocaine_core.slaves import AppInfo, SlaveInfo
+
+#: The engine key this plugin owns.
+KEY = "resource-limits"
+#: Where an app's group is kept in ``AppInfo.extra``.
+STATE = "cgroups"
+
+_lock = threading.Lock()
+_layout: Layout | None = None
+#: Group folders owned by running apps of this process (never swept as stale).
+_active: set[Path] = set()
+
+
+def machine_layout() -> Layout:
+    """The cgroup layout of this machine, read once per process.
+
+    Read once because the node's own group must stay the one it started in: on cgroup v2 the
+    node may move itself into a leaf below it (see ``groups.move_node_out_of``).
+    """
+    global _layout
+    with _lock:
+        if _layout is None:
+            _layout = detect()
+        return _layout
+
+
+def use_layout(layout: Layout | None) -> None:
+    """Use ``layout`` instead of the detected one (tests); None detects again on next use."""
+    global _layout
+    with _lock:
+        _layout = layout
+
+
+def app_limits(app: AppInfo) -> Limits:
+    """The app's checked ``engine.resource-limits`` (empty when it gives none)."""
+    limits, problems = parse_limits(app.manifest.engine.extra.get(KEY) or {})
+    if problems:
+        raise CgroupError("; ".join(map(str, problems)))
+    return limits
+
+
+@hookimpl
+def cocaine_register_engine_keys(registry: BoundRegistry) -> None:
+    """Declare ``engine.resource-limits``: an object, ``{}`` by default."""
+    registry.add(KEY, schema.Key(KEY, schema.mapping, {},
+                                 "cgroup limits: {controller: {parameter: value}}"))
+
+
+@hookimpl
+def cocaine_validate_manifest(manifest: Manifest) -> list[Problem]:
+    """Check ``engine.resource-limits``: names, values, and what this machine can honour."""
+    limits, problems = parse_limits(manifest.engine.extra.get(KEY) or {})
+    if limits:
+        problems += check_machine(limits, machine_layout())
+    return problems
+
+
+@hookimpl
+def cocaine_app_starting(app: AppInfo) -> None:
+    """Make the app's group (after sweeping this node's stale ones) and apply its limits."""
+    limits = app_limits(app)
+    if not limits:
+        return
+    layout = machine_layout()
+    owner = ownership.owns_name(app.node)
+    with _lock:
+        keep = set(_active)
+    group = AppGroup(ownership.prefix(app.node, owner=owner), app.name, limits, layout,
+                     taken={path.name for path in keep})
+    sweep_stale(layout, lambda name: ownership.is_leftover(name, app.node, owner=owner), keep)
+    group.create()
+    app.extra[STATE] = group
+    with _lock:
+        _active.update(part.path for part in group.parts)
+
+
+@hookimpl
+def cocaine_slave_spawned(app: AppInfo, slave: SlaveInfo) -> None:
+    """Move the new process (template or slave) into the app's group before it is configured."""
+    group: AppGroup | None = app.extra.get(STATE)
+    if group is not None:
+        group.join(slave.pid)
+
+
+@hookimpl
+def cocaine_slave_exited(app: AppInfo, slave: SlaveInfo, status: int) -> str | None:
+    """Say "out of memory" when the kernel killed the process at the app's memory limit."""
+    group: AppGroup | None = app.extra.get(STATE)
+    return group.explain_exit(status) if group is not None else None
+
+
+@hookimpl
+def cocaine_app_info(app: AppInfo) -> dict[str, Any] | None:
+    """The app's group, its folders, limits and current usage."""
+    group: AppGroup | None = app.extra.get(STATE)
+    if group is None:
+        return None
+    return {**group.describe(), "limits": app.manifest.engine.extra.get(KEY) or {}}
+
+
+@hookimpl
+def cocaine_app_stopped(app: AppInfo) -> None:
+    """Kill whatever is left in the app's group and remove it."""
+    group: AppGroup | None = app.extra.pop(STATE, None)
+    if group is None:
+        return
+    with _lock:
+        _active.difference_update(part.path for part in group.parts)
+    group.remove()
