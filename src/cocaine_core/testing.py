@@ -93,10 +93,11 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: fl
 class RunningNode:
     """A ``Node`` on its own asyncio loop in a background thread."""
 
-    def __init__(self, listen: str | None = None, run_dir: Path | None = None) -> None:
+    def __init__(self, listen: str | None = None, run_dir: Path | None = None,
+                 name: str | None = None) -> None:
         self.endpoint = listen or f"tcp://127.0.0.1:{free_port()}"
         self.loop = asyncio.new_event_loop()
-        self.node = Node(listen=self.endpoint, run_dir=run_dir)
+        self.node = Node(listen=self.endpoint, run_dir=run_dir, name=name)
         self._thread = threading.Thread(target=self.loop.run_forever, name="cocaine-node",
                                         daemon=True)
 

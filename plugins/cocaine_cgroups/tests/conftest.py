@@ -65,8 +65,7 @@ def _no_cgroup_left_behind(layout: Layout) -> Iterator[None]:
 def cg_node() -> Iterator[RunningNode]:
     """A running node named ``NODE_NAME``; stopped, with every app, after the test."""
     run_dir = Path("/tmp") / f"cocaine-cgtest-{free_port()}"
-    node = RunningNode(run_dir=run_dir)
-    node.node.name = NODE_NAME  # RunningNode takes no name (see the report)
+    node = RunningNode(run_dir=run_dir, name=NODE_NAME)
     node.start()
     try:
         yield node

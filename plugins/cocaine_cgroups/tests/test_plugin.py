@@ -158,6 +158,18 @@ def test_a_pids_limit_contains_a_fork_bomb(cg_node: RunningNode, make_app: Calla
     assert json.loads(call(cg_node, "bomber", "bomb", b"3"))["children"] == 3
 
 
+def test_a_template_that_cannot_fork_refuses_jobs_and_keeps_running(
+        cg_node: RunningNode, make_app: Callable[..., Path], layout: Layout) -> None:
+    require(layout, "pids")
+    start(cg_node, make_app, "crowded", {"pids": {"pids.max": 1}}, **{"pool-limit": 1})
+    with pytest.raises(ServiceError) as caught:
+        call(cg_node, "crowded", "where")
+    assert caught.value.code == 503
+    assert "could not start one: fork failed" in caught.value.message
+    assert cg_node.info("crowded")["state"] == "running"  # a limit, not the app's code
+    assert cg_node.engine("crowded").backend.template.poll() is None
+
+
 def test_cpuset_cpus_is_the_handlers_affinity(cg_node: RunningNode,
                                               make_app: Callable[..., Path], layout: Layout,
                                               group_dir: Callable[[str, str], Path]) -> None:

@@ -55,6 +55,8 @@ class ProcessBackend:
         self._stopping = False
         #: Called when the template dies unexpectedly (after every slave was reported exited).
         self.on_template_lost: Any = None
+        #: Called with ``(slave_id, reason)`` when the template could not fork a slave.
+        self.on_spawn_failed: Any = None
 
     @property
     def pids(self) -> dict[str, int]:
@@ -82,9 +84,9 @@ class ProcessBackend:
         try:
             get_host().call_each("cocaine_slave_spawned", raise_errors=True, app=self.app,
                                  slave=self.template_info)
-        except Exception as exc:
+        except Exception:
             await self.stop()
-            raise AppLoadError(f"could not confine the template process: {exc}") from exc
+            raise  # a plugin's refusal fails the start with its message; it is not the code
         self._conn.send(("configure", self._config()))
         try:
             result = await asyncio.wait_for(self._loaded, self.startup_timeout)
@@ -138,6 +140,10 @@ class ProcessBackend:
             self._pids[slave_id] = pid
             self._ids[pid] = slave_id
             self.on_spawned(slave_id, pid)
+        elif kind == "fork-failed":
+            _, slave_id, reason = message
+            if self.on_spawn_failed is not None:
+                self.on_spawn_failed(slave_id, reason)
         elif kind == "exited":
             _, pid, status = message
             slave_id = self._ids.pop(pid, None)

@@ -7,7 +7,7 @@ to the node over a multiprocessing pipe:
 
 node → template: ``("configure", config)``, ``("fork", slave_id)``, ``("exit",)``
 template → node: ``("loaded",)`` or ``("failed", reason)``, ``("forked", slave_id, pid)``,
-``("exited", pid, status)``
+``("fork-failed", slave_id, reason)``, ``("exited", pid, status)``
 """
 
 from __future__ import annotations
@@ -91,7 +91,11 @@ def _serve_forks(conn: Connection, config: dict[str, Any], runtime: Any, app: An
             except (EOFError, OSError):
                 message = ("exit",)
             if message[0] == "fork":
-                pid = os.fork()
+                try:
+                    pid = os.fork()
+                except OSError as exc:  # e.g. a pids limit: report it, keep serving
+                    conn.send(("fork-failed", message[1], f"fork failed: {exc.strerror}"))
+                    continue
                 if pid == 0:
                     os.close(wake_r)
                     os.close(wake_w)

@@ -103,3 +103,24 @@ def render_info(data: dict[str, Any]) -> None:
             tasks.add_row(name, task_name, task["type"], task["event"], details)
     if tasks.row_count:
         console.print(tasks)
+    plugins = Table("app", "plugin", "details")
+    for name, app in data["apps"].items():
+        for key, section in app.items():
+            if key not in CORE_APP_KEYS and isinstance(section, dict):
+                plugins.add_row(name, key, ", ".join(f"{k}={v}" for k, v in _flat(section)))
+    if plugins.row_count:
+        console.print(plugins)
+
+
+CORE_APP_KEYS = {"state", "pool", "queue", "jobs", "slaves", "spawns", "uptime", "tasks",
+                 "broken", "deployed"}
+
+
+def _flat(section: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    items: list[tuple[str, Any]] = []
+    for key, value in section.items():
+        if isinstance(value, dict) and not prefix:
+            items.extend(_flat(value, f"{key}."))
+        else:
+            items.append((f"{prefix}{key}", value))
+    return items

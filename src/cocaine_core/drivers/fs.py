@@ -70,6 +70,14 @@ def _nearest_folder(path: Path) -> Path:
     return Path(path.anchor or "/")
 
 
+def _walk(folder: str) -> list[str]:
+    """Every folder and file below ``folder`` (not ``folder`` itself)."""
+    found = []
+    for parent, dirs, files in os.walk(folder):
+        found.extend(os.path.join(parent, name) for name in (*dirs, *files))
+    return found
+
+
 def _force_polling() -> bool:
     value = os.environ.get("WATCHFILES_FORCE_POLLING", "")
     return bool(value) and value.lower() not in {"false", "disable", "disabled"}
@@ -251,7 +259,7 @@ class FilesystemMonitor(Driver):
                 self._emit([("added", path) for path in self._contents()])
             try:
                 for batch in self._batches(notifier):
-                    self._emit(batch)
+                    self._emit(batch + self._inside_new_folders(batch))
                     if _identity(self.target) != identity:
                         return
             except Exception:
@@ -277,15 +285,20 @@ class FilesystemMonitor(Driver):
                         or _identity(folder) != identity):
                     return
 
+    def _inside_new_folders(self, batch: list[Change]) -> list[Change]:
+        """What new sub-folders already hold: files made in one before the notifier added its
+        watch on it (``mkdir -p a/b && cp f a/b``) would otherwise go unseen."""
+        if not self.recursive:
+            return []
+        return [("added", path) for kind, folder in batch
+                if kind == "added" and os.path.isdir(folder) for path in _walk(folder)]
+
     def _contents(self) -> list[str]:
         if not self.recursive:
             with contextlib.suppress(OSError):
                 return [entry.path for entry in os.scandir(self.target)]
             return []
-        found = []
-        for folder, dirs, files in os.walk(self.target):
-            found.extend(os.path.join(folder, name) for name in (*dirs, *files))
-        return found
+        return _walk(str(self.target))
 
     # -- reporting -----------------------------------------------------------------------------
 

@@ -49,6 +49,8 @@ class AppState(enum.Enum):
 
 #: How many times in a row the app's code may fail to start before the app is broken.
 START_ATTEMPTS = 3
+#: Wait after a slave could not be forked (a resource limit) before trying again.
+SPAWN_RETRY = 1.0
 #: Back-off before the n-th retry of a failed start: BACKOFF * 2 ** (n - 1) seconds.
 BACKOFF = 0.5
 
@@ -128,6 +130,7 @@ class Engine:
                 self.app, self.endpoint, self.language.runtime, self._on_spawned,
                 self._on_exited, startup_timeout=self.config.startup_timeout)
             self.backend.on_template_lost = self._on_template_lost
+            self.backend.on_spawn_failed = self._on_spawn_failed
             try:
                 await self.backend.start()
                 return
@@ -467,6 +470,17 @@ class Engine:
         except CocaineError as exc:
             del self.slaves[slave.id]
             log.error("app %s: could not spawn a slave: %s", self.name, exc)
+
+    def _on_spawn_failed(self, slave_id: str, reason: str) -> None:
+        """The backend could not start a slave (not the code's fault: a limit, a resource)."""
+        if self.slaves.pop(slave_id, None) is None:
+            return
+        log.error("app %s: could not start a slave: %s; retrying in %g s", self.name, reason,
+                  SPAWN_RETRY)
+        self._next_spawn_at = time.monotonic() + SPAWN_RETRY
+        for job in self.queue.drain() if not self._active() else []:
+            self.stats.refused += 1
+            job.refuse(f"app '{self.name}' has no slave and could not start one: {reason}")
 
     def _on_spawned(self, slave_id: str, pid: int) -> None:
         slave = self.slaves.get(slave_id)
