@@ -202,7 +202,7 @@ def _check_language(data: dict[str, Any], root: Path, host: PluginHost,
             args, arg_problems = language.check_args(raw_args, root)
         except Exception as exc:  # a plugin's bug must not look like the user's
             owner = host.registry("languages").owner(raw_type)
-            arg_problems = [Problem("args", f"language '{raw_type}' "
+            arg_problems = [Problem("", f"language '{raw_type}' "
                                             f"({owner.distribution if owner else '?'}) failed "
                                             f"to check args: {type(exc).__name__}: {exc}")]
         for problem in arg_problems:
@@ -228,6 +228,11 @@ def _check_engine(raw: Any, host: PluginHost, problems: list[Problem]) -> Engine
         registry = host.registry("slave_backends")
         if values["backend"] not in registry:
             problems.append(Problem("engine.backend", registry.unknown_message(values["backend"])))
+    if values.get("queue-limit") == 0 and values.get("pool-min") == 0:
+        problems.append(Problem("engine.queue-limit",
+                                "is 0 with engine.pool-min 0: the pool grows only when a job "
+                                "waits, so every job would be refused; raise queue-limit or "
+                                "keep warm slaves with pool-min"))
     pool_min, pool_limit = values.get("pool-min"), values.get("pool-limit")
     if isinstance(pool_min, int) and isinstance(pool_limit, int) and pool_min > pool_limit:
         problems.append(Problem("engine.pool-min",

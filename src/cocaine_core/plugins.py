@@ -213,6 +213,14 @@ class PluginHost:
         except Exception as exc:
             self._fail(record, exc, prefix="failed to load: ")
             return
+        unknown = sorted(caller.name for caller in self.pm.get_hookcallers(module) or []
+                         if caller.spec is None)
+        if unknown:
+            self.pm.unregister(module)
+            self._fail(record, PluginError(
+                f"{', '.join(unknown)} {'is not a hook' if len(unknown) == 1 else 'are not hooks'}"
+                f" of cocaine (misspelt?); the hooks are listed in docs/hooks.md"))
+            return
         record.loaded = True
         self._by_name[record.name] = record
 
@@ -239,8 +247,8 @@ class PluginHost:
                         exc, DuplicateNameError) else "")
 
     def _impls(self, hook_name: str) -> list[pluggy.HookImpl]:
-        # pluggy lists implementations last-registered first; we want load order.
-        return list(reversed(getattr(self.pm.hook, hook_name).get_hookimpls()))
+        # In registration order: the built-in plugin first, then entry points by name.
+        return list(getattr(self.pm.hook, hook_name).get_hookimpls())
 
     # -- lookups --------------------------------------------------------------------------------
 

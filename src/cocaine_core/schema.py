@@ -37,20 +37,32 @@ def show(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+#: Integers beyond 64 bits are no setting anyone means (and do not fit a C long or a float).
+MAX_INT = 2**63 - 1
+
+
 def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return abs(value) <= MAX_INT
+    return isinstance(value, float) and math.isfinite(value)
+
+
+def _is_whole(value: Any) -> bool:
+    return isinstance(value, int) or (_is_number(value) and float(value).is_integer())
 
 
 def positive_int(value: Any) -> int:
     """An integer above zero (``3``; ``3.0`` is accepted too)."""
-    if _is_number(value) and float(value).is_integer() and value > 0:
+    if _is_number(value) and _is_whole(value) and value > 0:
         return int(value)
     raise Invalid(f"must be a positive integer, got {show(value)}")
 
 
 def non_negative_int(value: Any) -> int:
     """An integer of zero or more."""
-    if _is_number(value) and float(value).is_integer() and value >= 0:
+    if _is_number(value) and _is_whole(value) and value >= 0:
         return int(value)
     raise Invalid(f"must be an integer of 0 or more, got {show(value)}")
 
@@ -138,6 +150,8 @@ class Key:
 
 def join_path(path: str, key: str) -> str:
     """Join a key path and a key: ``engine`` + ``pool-limit`` → ``engine.pool-limit``."""
+    if not key:
+        return path
     return f"{path}.{key}" if path else key
 
 
@@ -179,9 +193,13 @@ def check_keys(
                 problems.append(Problem(join_path(path, name), f"unknown key{hint}"))
             continue
         if key.name in values:
+            first = next(n for n in data if by_name.get(n) is key)
             problems.append(
-                Problem(join_path(path, name), f"is the same key as '{key.name}'; give only one")
+                Problem(join_path(path, name), f"is the same setting as '{first}'; give only one")
             )
+            continue
+        if raw is key.default or (raw == key.default and type(raw) is type(key.default)):
+            values[key.name] = raw  # a default always passes (a resolved manifest re-checks)
             continue
         try:
             values[key.name] = key.kind(raw)

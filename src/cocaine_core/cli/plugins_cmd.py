@@ -33,7 +33,7 @@ def plugins(
         errors = "\n".join(record.errors)
         table.add_row(record.name, record.distribution, record.version, record.module,
                       registers or "-", f"[red]{errors}[/]" if errors else "-")
-    Console().print(table)
+    Console(width=max(160, Console().width)).print(table)
     if any(r.errors for r in host.records):
         typer.echo("Some plugins failed; the others work. COCAINE_DISABLE_PLUGINS=name skips "
                    "one; COCAINE_LOAD_PLUGINS='' loads none.", err=True)

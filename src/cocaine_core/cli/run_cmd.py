@@ -44,9 +44,9 @@ async def _run(manifest: Manifest, name: str, listen: str, reload: bool) -> None
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     node = Node(listen=listen)
-    await node.start()
     watcher: asyncio.Task[None] | None = None
     try:
+        await node.start()
         engine = await node.add_app(name, manifest)
         native = sorted(d.task.event for d in engine.drivers if d.task.type == "native-server")
         if native:

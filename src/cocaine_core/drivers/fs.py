@@ -218,13 +218,16 @@ class FilesystemMonitor(Driver):
                 self._loop.call_soon_threadsafe(self._set_error, message)
 
     def _run(self) -> None:
-        first, failures = True, 0
+        first, failures, announced = True, 0, False
         while not self._stop.is_set():
             try:
                 if self.target.is_dir():
-                    self._watch_folder(walk=not first)
+                    # After the first round the folder is new: say so, unless the watcher
+                    # of the folder above already did.
+                    self._watch_folder(appeared=not first, announced=announced)
+                    announced = False
                 else:
-                    self._watch_from_outside()
+                    announced = self._watch_from_outside()
                 failures = 0
             except Exception as exc:
                 failures += 1
@@ -249,26 +252,38 @@ class FilesystemMonitor(Driver):
                 continue
             yield [(CHANGE_NAMES.get(code, "modified"), path) for code, path in result]
 
-    def _watch_folder(self, walk: bool) -> None:
-        """Watch the path, a folder, until it is removed or replaced, or the task stops."""
+    def _watch_folder(self, appeared: bool, announced: bool) -> None:
+        """Watch the path, a folder, until it is removed or replaced, or the task stops.
+
+        ``appeared``: the folder is new, so it and what it already holds are reported as
+        added (``announced``: the folder itself already was).
+        """
         identity = _identity(self.target)
+        gone = [("deleted", str(self.target))]
         with self._notifier(self.target, self.recursive) as notifier:
             self.watching = str(self.target)
             self._ready.set()
-            if walk:  # it just appeared: what it already holds was added unseen
-                self._emit([("added", path) for path in self._contents()])
+            if appeared:
+                added = [] if announced else [("added", str(self.target))]
+                self._emit(added + [("added", path) for path in self._contents()])
             try:
                 for batch in self._batches(notifier):
-                    self._emit(batch + self._inside_new_folders(batch))
                     if _identity(self.target) != identity:
+                        # Removed or replaced: its own removal may not be in the batch yet.
+                        self._emit(batch + [change for change in gone if change not in batch])
                         return
+                    self._emit(batch + self._inside_new_folders(batch))
             except Exception:
                 if _identity(self.target) != identity:
-                    return  # the folder went away under the notifier
+                    self._emit(gone)  # the folder went away under the notifier
+                    return
                 raise
 
-    def _watch_from_outside(self) -> None:
-        """Watch the nearest existing folder above the path until the path is a folder."""
+    def _watch_from_outside(self) -> bool:
+        """Watch the nearest existing folder above the path until the path is a folder.
+
+        Returns whether the path's appearance as a folder was reported from here.
+        """
         folder = _nearest_folder(self.target)
         identity = _identity(folder)
         own = folder == self.target.parent
@@ -277,13 +292,15 @@ class FilesystemMonitor(Driver):
             self.watching = str(folder)
             self._ready.set()
             if self.target.is_dir():
-                return  # appeared while the watch was being set up
+                return False  # appeared while the watch was being set up
             for batch in self._batches(notifier):
-                if own:
-                    self._emit([change for change in batch if change[1] == name])
-                if (self.target.is_dir() or _nearest_folder(self.target) != folder
-                        or _identity(folder) != identity):
-                    return
+                mine = [change for change in batch if change[1] == name] if own else []
+                self._emit(mine)
+                if self.target.is_dir():
+                    return ("added", name) in mine
+                if _nearest_folder(self.target) != folder or _identity(folder) != identity:
+                    return False
+        return False
 
     def _inside_new_folders(self, batch: list[Change]) -> list[Change]:
         """What new sub-folders already hold: files made in one before the notifier added its

@@ -42,7 +42,10 @@ class PythonLanguage:
 
 def resolve_source(source: str, root: Path | str) -> Path:
     """Where ``args.source`` points: absolute, or relative to ``root``."""
-    path = Path(source).expanduser()
+    try:
+        path = Path(source).expanduser()
+    except RuntimeError:  # ~unknownuser
+        path = Path(source)
     return path if path.is_absolute() else (Path(root) / path).resolve()
 
 
