@@ -81,6 +81,8 @@ class Client:
             if code == Code.CHUNK:
                 yield payload or b""
             elif code == Code.CHOKE:
+                if payload is not None:
+                    yield payload
                 return
             elif code == Code.ERROR:
                 raise ServiceError(int(fields[2]), str(fields[3]))
@@ -141,6 +143,8 @@ class AsyncClient:
                 if code == Code.CHUNK:
                     yield payload or b""
                 elif code == Code.CHOKE:
+                    if payload is not None:
+                        yield payload
                     return
                 elif code == Code.ERROR:
                     raise ServiceError(int(fields[2]), str(fields[3]))

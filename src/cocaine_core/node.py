@@ -68,6 +68,10 @@ class NativeSink:
         """Send the end of the answer."""
         self.reader.send([*self.envelope, protocol.pack(Code.CHOKE, self.request_id)])
 
+    def last(self, data: bytes) -> None:
+        """Send the last chunk with the end of the answer, in one message."""
+        self.reader.send([*self.envelope, protocol.pack(Code.CHOKE, self.request_id), data])
+
     def error(self, code: int, message: str) -> None:
         """Send an error (no choke follows)."""
         self.reader.send([*self.envelope,

@@ -77,9 +77,13 @@ class SlaveChannel:
         self.socket.send_multipart([protocol.pack(Code.CHUNK, job_id), data],
                                    copy=len(data) < 65536)
 
-    def choke(self, job_id: int) -> None:
-        """Say a job's answer is complete."""
-        self.socket.send(protocol.pack(Code.CHOKE, job_id))
+    def choke(self, job_id: int, last: bytes | None = None) -> None:
+        """Say a job's answer is complete; ``last`` is its final chunk, sent along."""
+        if last is None:
+            self.socket.send(protocol.pack(Code.CHOKE, job_id))
+        else:
+            self.socket.send_multipart([protocol.pack(Code.CHOKE, job_id), last],
+                                       copy=len(last) < 65536)
 
     def error(self, job_id: int | None, code: int, message: str, traceback: str = "") -> None:
         """Fail a job (or, with ``job_id`` None, the slave's start) with a code and message."""

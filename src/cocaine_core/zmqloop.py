@@ -16,6 +16,11 @@ import zmq
 
 log = logging.getLogger("cocaine.zmq")
 
+# Plain ints: pyzmq's enum members cost an enum operation on every call.
+_EVENTS = int(zmq.EVENTS)
+_POLLIN = int(zmq.POLLIN)
+_NOBLOCK = int(zmq.NOBLOCK)
+
 
 class SocketReader:
     """Feeds every message arriving on ``socket`` to ``on_message`` from the asyncio loop."""
@@ -34,39 +39,40 @@ class SocketReader:
         self.poke()
 
     def poke(self) -> None:
-        """Schedule a drain (after a send, or when more messages may be waiting)."""
+        """Schedule a drain (when more messages may be waiting)."""
         if not self._scheduled and not self._closed:
             self._scheduled = True
             self.loop.call_soon(self._drain)
 
     def _drain(self) -> None:
         self._scheduled = False
-        if self._closed:
-            return
         socket = self.socket
         recv = socket.recv_multipart
+        events = socket.getsockopt
+        handle = self.on_message
         for _ in range(self.BATCH):
-            if self._closed:
+            # Asking for EVENTS also re-arms the edge-triggered descriptor once it is empty.
+            if self._closed or not events(_EVENTS) & _POLLIN:
                 return
             try:
-                frames = recv(zmq.NOBLOCK)
+                frames = recv(_NOBLOCK)
             except zmq.Again:
                 return
             except zmq.ZMQError as exc:
-                if self._closed:
-                    return
-                log.error("receive failed: %s", exc)
+                if not self._closed:
+                    log.error("receive failed: %s", exc)
                 return
             try:
-                self.on_message(frames)
+                handle(frames)
             except Exception:
                 log.exception("error while handling a message")
         self.poke()  # more may be waiting; let other callbacks run first
 
     def send(self, frames: list[bytes]) -> bool:
         """Send without blocking; False if the peer's queue is full or it is gone."""
+        socket = self.socket
         try:
-            self.socket.send_multipart(frames, zmq.NOBLOCK)
+            socket.send_multipart(frames, _NOBLOCK)
         except zmq.Again:
             return False
         except zmq.ZMQError as exc:
@@ -74,7 +80,10 @@ class SocketReader:
                 return False
             raise
         finally:
-            self.poke()
+            # A send may consume the descriptor's edge while messages wait: look, and drain
+            # if so (outside a drain, where the loop's own check covers it).
+            if not self._closed and socket.getsockopt(_EVENTS) & _POLLIN:
+                self.poke()
         return True
 
     def close(self) -> None:

@@ -24,6 +24,9 @@ class JobSink(Protocol):
     def error(self, code: int, message: str) -> None:
         """The job failed with ``code`` (see ``protocol.Status``) and a message."""
 
+    # A sink may also define ``last(data)``: the final chunk and the end in one go (one
+    # message instead of two); sinks without it get ``chunk(data)`` then ``choke()``.
+
 
 class NullSink:
     """A sink that drops everything (jobs nobody waits for)."""
@@ -78,10 +81,20 @@ class Job:
             self.sent_any = True
             self.sink.chunk(data)
 
-    def complete(self) -> None:
-        """Finish the job successfully."""
-        if not self.finished:
-            self.finished = True
+    def complete(self, last: bytes | None = None) -> None:
+        """Finish the job successfully, ``last`` being its final chunk if it has one."""
+        if self.finished:
+            return
+        self.finished = True
+        if last is None:
+            self.sink.choke()
+            return
+        self.sent_any = True
+        finish = getattr(self.sink, "last", None)
+        if finish is not None:
+            finish(last)
+        else:
+            self.sink.chunk(last)
             self.sink.choke()
 
     def fail(self, code: int, message: str) -> None:

@@ -363,7 +363,7 @@ class Engine:
                                                             job.meta), job.body])
 
     def _finish(self, slave: SlaveHandle, job_id: int, code: int | None = None,
-                message: str = "") -> None:
+                message: str = "", last: bytes | None = None) -> None:
         job = slave.jobs.pop(job_id, None)
         if job is None:
             return
@@ -372,7 +372,7 @@ class Engine:
         if code is None:
             self.stats.done += 1
             self.stats.latencies.append(now - job.created)
-            job.complete()
+            job.complete(last)
         else:
             self.stats.failed += 1
             job.fail(code, message)
@@ -411,7 +411,7 @@ class Engine:
             if job is not None and len(frames) > 2:
                 job.chunk(frames[2])
         elif code == Code.CHOKE:
-            self._finish(slave, fields[1])
+            self._finish(slave, fields[1], last=frames[2] if len(frames) > 2 else None)
         elif code == Code.ERROR:
             self._on_error(slave, fields)
         elif code == Code.HANDSHAKE:

@@ -89,7 +89,8 @@ class Runner:
                 for item in result:
                     self._chunk(job_id, item)
             else:
-                self._chunk(job_id, result)
+                self.channel.choke(job_id, self._encode(result))  # answer and end: one message
+                return
         except BaseException as exc:
             if isinstance(exc, KeyboardInterrupt | SystemExit):
                 raise
@@ -143,17 +144,18 @@ class Runner:
             result = handler(Request(body, event, meta))
             if inspect.isawaitable(result):
                 result = await result
+            last = None
             if inspect.isasyncgen(result):
                 await self._drain_async(job_id, result)
             elif inspect.isgenerator(result):
                 for item in result:
                     self._chunk(job_id, item)
             else:
-                self._chunk(job_id, result)
+                last = self._encode(result)
         except Exception as exc:
             self._fail(job_id, exc)
             return
-        self.channel.choke(job_id)
+        self.channel.choke(job_id, last)
         self.after_send()
 
     # -- answers --------------------------------------------------------------------------------
@@ -162,12 +164,16 @@ class Runner:
         async for item in agen:
             self._chunk(job_id, item)
 
-    def _chunk(self, job_id: int, value: Any) -> None:
+    @staticmethod
+    def _encode(value: Any) -> bytes | None:
         try:
-            data = encode_value(value)
+            return encode_value(value)
         except Exception as exc:
             raise TypeError(f"the handler returned a {type(value).__name__}, which is not bytes, "
                             f"str, None or msgpack-able: {exc}") from None
+
+    def _chunk(self, job_id: int, value: Any) -> None:
+        data = self._encode(value)
         if data is not None:
             self.channel.chunk(job_id, data)
             self.after_send()
