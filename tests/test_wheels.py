@@ -87,3 +87,75 @@ def test_a_missing_language_names_its_distribution(fresh_venv: Path) -> None:
         "  - type: language 'python' is provided by cocaine-python, which is not installed or "
         "failed to load (see 'cocaine plugins'); pip install cocaine-python. installed "
         "languages: (none)\n")
+
+
+ZMQ_APP = '''
+def work(request):
+    return request.data.upper()
+
+
+def total(request):
+    return b"total:" + request.data
+'''
+
+ZMQ_CLIENT = '''
+import sys, time, zmq
+server, sink, published = sys.argv[1:4]
+ctx = zmq.Context()
+req = ctx.socket(zmq.REQ); req.setsockopt(zmq.LINGER, 0); req.connect(server)
+req.send(b"7"); assert req.poll(30000), "no reply from zeromq-server"
+print(req.recv_multipart())
+sub = ctx.socket(zmq.SUB); sub.setsockopt(zmq.SUBSCRIBE, b""); sub.connect(published)
+push = ctx.socket(zmq.PUSH); push.setsockopt(zmq.LINGER, 0); push.connect(sink)
+deadline = time.monotonic() + 30
+while time.monotonic() < deadline:  # PUB/SUB's slow joiner: send until one is seen
+    push.send(b"abc")
+    if sub.poll(200):
+        print(sub.recv_multipart())
+        break
+else:
+    raise SystemExit("nothing published")
+'''
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_a_manifest_with_the_three_zmq_drivers_runs_from_wheels(fresh_venv: Path,
+                                                              tmp_path: Path) -> None:
+    # Last in this module: it adds the python language to the venv.
+    from cocaine_core.testing import free_port
+
+    wheels = tmp_path / "wheels"
+    run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--wheel-dir", wheels,
+        ROOT / "plugins" / "cocaine_python")
+    run(fresh_venv / "bin" / "python", "-m", "pip", "install", *wheels.glob("*.whl"))
+    server, sink, pub = (f"tcp://127.0.0.1:{free_port()}" for _ in range(3))
+    (tmp_path / "app.py").write_text(ZMQ_APP)
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps({
+        "type": "python", "args": {"source": "app.py"},
+        "tasks": {
+            "total": {"type": "zeromq-server", "endpoint": server},
+            "work": {"type": "zeromq-sink", "endpoint": sink, "publish": pub},
+            "relay": {"type": "zeromq-subscriber", "endpoint": pub, "emit": "total"},
+        }}))
+    node = subprocess.Popen([fresh_venv / "bin" / "cocaine", "run", manifest, "--listen",
+                             f"tcp://127.0.0.1:{free_port()}"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        client = tmp_path / "client.py"
+        client.write_text(ZMQ_CLIENT)
+        result = None
+        for _ in range(60):  # until the node has bound its sockets
+            result = run(fresh_venv / "bin" / "python", client, server, sink, pub,
+                         check=False, timeout=120)
+            if result.returncode == 0 or node.poll() is not None:
+                break
+        assert result is not None and result.returncode == 0, (result, node.poll())
+        lines = result.stdout.splitlines()
+        assert lines[0] == "[b'ok', b'total:7']"
+        assert lines[1] == "[b'work', b'ABC']"
+    finally:
+        node.terminate()
+        output = node.communicate(timeout=60)[0]
+    assert node.returncode == 0, output
