@@ -128,6 +128,10 @@ class Registry:
                     f"pip install {provider}. {installed}")
         return f"{prefix}unknown {self.label} '{name}'; {installed}"
 
+    def discard(self, name: str) -> None:
+        """Forget ``name`` (when its plugin is unregistered)."""
+        self._entries.pop(name, None)
+
     def owner(self, name: str) -> PluginRecord | None:
         """The plugin that registered ``name``, if any."""
         entry = self._entries.get(name)
@@ -235,10 +239,34 @@ class PluginHost:
                 f"(COCAINE_STRICT_PLUGINS is set, so this is fatal)"
             ) from exc
 
-    def _run_registration(self) -> None:
+    def register_inline(self, plugin: Any, name: str,
+                        distribution: str = "(inline)") -> PluginRecord:
+        """Register an object or module as a plugin now, as if it had been installed (tests,
+        embedding). Its registration hooks run at once; failures are recorded like any
+        plugin's."""
+        record = PluginRecord(name, distribution, "0", getattr(plugin, "__name__", repr(plugin)))
+        self._register(record, lambda: plugin)
+        if record.loaded:
+            self._run_registration(only=name)
+        return record
+
+    def unregister_inline(self, name: str) -> None:
+        """Remove a plugin added with ``register_inline`` and every name it registered."""
+        record = self._by_name.pop(name, None)
+        if record is None:
+            return
+        self.pm.unregister(name=name)
+        self.records.remove(record)
+        for kind, names in record.types.items():
+            for type_name in names:
+                self.registries[kind].discard(type_name)
+
+    def _run_registration(self, only: str | None = None) -> None:
         for kind, (hook_name, _label) in KINDS.items():
             registry = self.registries[kind]
             for impl in self._impls(hook_name):
+                if only is not None and impl.plugin_name != only:
+                    continue
                 record = self._by_name[impl.plugin_name]
                 try:
                     impl.function(registry=BoundRegistry(registry, record))

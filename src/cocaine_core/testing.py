@@ -272,6 +272,29 @@ def node_process(tmp_path: Path) -> Iterator[Callable[..., NodeProcess]]:
 
 
 @pytest.fixture
+def inline_plugin() -> Iterator[Callable[..., Any]]:
+    """Register a plugin for one test: ``inline_plugin(obj_or_module, name="mine")``.
+
+    The object's hook implementations (``@hookimpl`` functions or methods) take effect at once,
+    in this process (the node of ``cocaine_node`` sees them); it is unregistered after the test.
+    """
+    from cocaine_core.plugins import get_host
+
+    names: list[str] = []
+
+    def register(plugin: Any, name: str = "inline", distribution: str = "(inline)") -> Any:
+        record = get_host().register_inline(plugin, name, distribution)
+        if record.errors:
+            raise AssertionError(f"plugin '{name}' failed: {'; '.join(record.errors)}")
+        names.append(name)
+        return record
+
+    yield register
+    for name in names:
+        get_host().unregister_inline(name)
+
+
+@pytest.fixture
 def make_app(tmp_path: Path) -> Callable[..., Path]:
     """A factory: ``make_app(code, tasks=..., engine=...)`` writes an app, returns its manifest."""
     counter = iter(range(1_000_000))
