@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import gc
 import importlib
 import os
 import select
@@ -59,6 +60,10 @@ def template_main(conn: Connection, node_pid: int) -> None:
         os._exit(EXIT_LOAD_FAILED)
     sys.stdout.flush()
     sys.stderr.flush()
+    # Keep the collector's hands off the imported objects: a collection in a forked slave
+    # would write to every object's header and copy the pages the slaves share.
+    gc.collect()
+    gc.freeze()
     conn.send(("loaded",))
     _serve_forks(conn, config, runtime, app)
 
