@@ -308,7 +308,7 @@ def test_fifty_apps_deployed_at_once(node_process, tmp_path):
 
     def deploy(index: int) -> None:
         try:
-            with node.client() as client:
+            with node.client(wait=600) as client:  # 50 interpreters on 2 busy cores
                 deploy_raw(client, f"app{index:02d}", manifest, code)
         except Exception as exc:
             errors.append(exc)

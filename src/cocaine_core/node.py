@@ -110,7 +110,12 @@ class Node:
         self.control = ControlService(self)
         #: Names with a deploy, removal or restart under way (one operation per name).
         self.busy: dict[str, str] = {}
+        #: True while the node starts the apps in its storage.
+        self.loading = False
         self._tasks: set[asyncio.Task[Any]] = set()
+        #: Apps loading their code at once: each is an interpreter starting and importing, and
+        #: fifty at once on two cores thrash; a few at a time finish sooner.
+        self._loading = asyncio.Semaphore(4)
 
     # -- life -------------------------------------------------------------------------------------
 
@@ -133,7 +138,11 @@ class Node:
         self._reader = SocketReader(sock, self._on_request)
         log.info("node %s listening on %s", self.name, self.listen)
         if self.store is not None:
-            await self.load_from_storage()
+            self.loading = True
+            try:
+                await self.load_from_storage()
+            finally:
+                self.loading = False
 
     async def stop(self) -> None:
         """Drain every app (see ``Engine.stop``), then close the endpoint."""
@@ -171,16 +180,13 @@ class Node:
                 and getattr(self.apps.get(name), "record", None) != record]
         for record in todo:
             self.busy[record.name] = "start"
-        gate = asyncio.Semaphore(4)  # a few at once: each start is a process and an import
-
         async def start(record: AppRecord) -> None:
-            async with gate:
-                try:
-                    await self.start_record(record)
-                except CocaineError as exc:
-                    log.error("app %s from storage did not start: %s", record.name, exc)
-                finally:
-                    self.busy.pop(record.name, None)
+            try:
+                await self.start_record(record)
+            except CocaineError as exc:
+                log.error("app %s from storage did not start: %s", record.name, exc)
+            finally:
+                self.busy.pop(record.name, None)
 
         await asyncio.gather(*(start(record) for record in todo))
 
@@ -210,7 +216,8 @@ class Node:
         if first:
             self.busy[name] = "start"
         try:
-            await engine.start(drivers=False)
+            async with self._loading:
+                await engine.start(drivers=False)
         finally:
             if first:
                 self.busy.pop(name, None)
@@ -281,8 +288,9 @@ class Node:
             self._spawn(self.control.handle(sink, event, body))
             return
         engine = self.apps.get(app)
-        if engine is None and self.busy.get(app) == "start":
-            raise RequestError(Status.UNAVAILABLE, f"app '{app}' is starting; retry in a "
+        if engine is None and (self.loading or self.busy.get(app) == "start"):
+            raise RequestError(Status.UNAVAILABLE, f"app '{app}' is not serving yet: the "
+                                                   f"node is starting its apps; retry in a "
                                                    f"moment")
         if engine is None:
             names = ", ".join(sorted(self.apps)) or "(none)"
@@ -318,6 +326,7 @@ class Node:
             "requests": self.requests,
             "rss-bytes": _own_rss(),
             "busy": dict(self.busy),
+            "loading": self.loading,
             "apps": {name: engine.info() for name, engine in sorted(self.apps.items())},
         }
 

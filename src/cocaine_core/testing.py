@@ -183,7 +183,8 @@ class NodeProcess:
             assert self.process.poll() is None, f"the node exited:\n{self.log.read_text()}"
             with Client(self.endpoint, wait=0.5) as client:
                 try:
-                    return not client.control("info")["busy"]  # apps from storage started
+                    info = client.control("info")  # apps from storage started:
+                    return not info["busy"] and not info["loading"]
                 except Exception:
                     return False
 
