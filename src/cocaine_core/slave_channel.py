@@ -57,13 +57,16 @@ class SlaveChannel:
         if fields[0] != Code.CONFIGURE:
             raise RuntimeError(f"expected configure, got message code {fields[0]}")
         self.settings = fields[1] if len(fields) > 1 and isinstance(fields[1], dict) else {}
-        self._thread = threading.Thread(target=self._beat, name="cocaine-heartbeat", daemon=True)
-        self._thread.start()
         return self.settings
 
     def ready(self) -> None:
-        """Tell the engine this slave is ready for jobs (its first heartbeat)."""
+        """Tell the engine this slave is ready for jobs (its first heartbeat), then start the
+        heartbeat thread (after: so the ready message does not wait for it)."""
         self.socket.send(protocol.pack(Code.HEARTBEAT, self.slave_id))
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._beat, name="cocaine-heartbeat",
+                                            daemon=True)
+            self._thread.start()
 
     # -- messages -------------------------------------------------------------------------------
 

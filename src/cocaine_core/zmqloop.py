@@ -20,6 +20,8 @@ log = logging.getLogger("cocaine.zmq")
 _EVENTS = int(zmq.EVENTS)
 _POLLIN = int(zmq.POLLIN)
 _NOBLOCK = int(zmq.NOBLOCK)
+_NOBLOCK_SNDMORE = int(zmq.NOBLOCK) | int(zmq.SNDMORE)
+_RCVMORE = int(zmq.RCVMORE)
 
 
 class SocketReader:
@@ -47,15 +49,17 @@ class SocketReader:
     def _drain(self) -> None:
         self._scheduled = False
         socket = self.socket
-        recv = socket.recv_multipart
-        events = socket.getsockopt
+        recv = socket.recv
+        option = socket.getsockopt
         handle = self.on_message
         for _ in range(self.BATCH):
             # Asking for EVENTS also re-arms the edge-triggered descriptor once it is empty.
-            if self._closed or not events(_EVENTS) & _POLLIN:
+            if self._closed or not option(_EVENTS) & _POLLIN:
                 return
             try:
-                frames = recv(_NOBLOCK)
+                frames = [recv(_NOBLOCK)]
+                while option(_RCVMORE):
+                    frames.append(recv(_NOBLOCK))
             except zmq.Again:
                 return
             except zmq.ZMQError as exc:
@@ -70,9 +74,13 @@ class SocketReader:
 
     def send(self, frames: list[bytes]) -> bool:
         """Send without blocking; False if the peer's queue is full or it is gone."""
-        socket = self.socket
+        send = self.socket.send
         try:
-            socket.send_multipart(frames, _NOBLOCK)
+            # pyzmq's send_multipart builds an enum for every frame's flags; plain ints don't.
+            # Once a message's first frame is taken, ZeroMQ takes the rest.
+            for frame in frames[:-1]:
+                send(frame, _NOBLOCK_SNDMORE)
+            send(frames[-1], _NOBLOCK)
         except zmq.Again:
             return False
         except zmq.ZMQError as exc:
@@ -80,10 +88,9 @@ class SocketReader:
                 return False
             raise
         finally:
-            # A send may consume the descriptor's edge while messages wait: look, and drain
-            # if so (outside a drain, where the loop's own check covers it).
-            if not self._closed and socket.getsockopt(_EVENTS) & _POLLIN:
-                self.poke()
+            # A send may consume the descriptor's edge while messages wait: drain once more
+            # soon (cheaper than asking the socket; a drain already scheduled covers it).
+            self.poke()
         return True
 
     def close(self) -> None:

@@ -41,7 +41,7 @@ log = logging.getLogger("cocaine.fs")
 #: watchfiles' change codes, by the names jobs carry.
 CHANGE_NAMES = {1: "added", 2: "modified", 3: "deleted"}
 #: How long (ms) a batch stays open without a new change before it is sent.
-STEP_MS = 50
+STEP_MS = 10
 #: Seconds ``start`` waits for the first watch to be in place before it goes on regardless.
 READY_TIMEOUT = 10.0
 #: Longest back-off (seconds) between attempts after the watcher itself failed.
@@ -108,7 +108,7 @@ class FilesystemMonitor(Driver):
 
     A job's meta is ``{"path": watched path, "changes": [[kind, path], ...]}``, kind one of
     ``added``, ``modified``, ``deleted``; a rename is a ``deleted`` and an ``added``. A batch
-    closes when no new change came for 50 ms (or ``debounce``, if shorter), or ``debounce``
+    closes when no new change came for 10 ms (or ``debounce``, if shorter), or ``debounce``
     after its first change, whichever is sooner. A batch the queue refuses is counted, logged
     and dropped.
     """
@@ -168,7 +168,7 @@ class FilesystemMonitor(Driver):
                         self.task.name, self.target, READY_TIMEOUT)
 
     async def stop(self) -> None:
-        """Stop the thread (it notices within 50 ms) and wait for it."""
+        """Stop the thread (it notices within a step) and wait for it."""
         self._stop.set()
         if self._thread is not None and self._loop is not None:
             await self._loop.run_in_executor(None, self._thread.join, 5.0)

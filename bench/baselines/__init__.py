@@ -1,0 +1,1 @@
+"""What cocaine is measured against: a plain ZeroMQ broker, process pools, Celery."""

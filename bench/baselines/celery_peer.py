@@ -1,0 +1,197 @@
+"""Celery with a Redis broker and result backend, as a peer (only with ``--peers``).
+
+Celery and the redis client are imported from the venv if they are there; if not, the bench
+installs them with pip into a private folder (``~/.cache/cocaine-bench/peers``, never into
+the venv). The Redis server must be on PATH (``apt-get install redis-server``). Whatever is
+missing, the Celery rows are skipped with the reason: the bench never fails for want of them.
+
+The worker runs ``--concurrency 2 --pool prefork`` (2 worker processes, like the others);
+messages are msgpack (bytes pass as they are; pickle is refused to a root worker). The load is
+the same closed loop, 100 tasks in flight: ``apply_async`` then ``AsyncResult.then``, with the
+bench thread draining the result backend's pub/sub and sending a new task per result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from array import array
+from pathlib import Path
+from typing import Any
+
+from bench.loadgen import LoadResult
+from bench.nodes import free_port
+from bench.processes import wait_for
+from bench.session import Bench
+
+PEERS = Path.home() / ".cache" / "cocaine-bench" / "peers"
+PACKAGES = ("celery", "redis")
+
+TASKS = """\
+import os
+
+from celery import Celery
+
+app = Celery("bench", broker=os.environ["BENCH_REDIS"], backend=os.environ["BENCH_REDIS"])
+app.conf.update(task_serializer="msgpack", result_serializer="msgpack",
+                accept_content=["msgpack"], worker_prefetch_multiplier=16,
+                worker_hijack_root_logger=False, broker_connection_retry_on_startup=True)
+
+
+@app.task(name="echo")
+def echo(data):
+    return data
+"""
+
+
+def _importable() -> bool:
+    try:
+        for name in PACKAGES:
+            importlib.import_module(name)
+    except ImportError:
+        return False
+    return True
+
+
+def unavailable(bench: Bench) -> str | None:
+    """Why Celery cannot run here (None: it can); installs the packages if it may."""
+    if shutil.which("redis-server") is None:
+        return "redis-server is not on PATH (apt-get install redis-server)"
+    if str(PEERS) not in sys.path and PEERS.is_dir():
+        sys.path.append(str(PEERS))  # after the venv's own packages, which win
+    if _importable():
+        return None
+    bench.say(f"  installing celery and redis into {PEERS} (not into the venv)")
+    try:
+        done = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--target",
+                               str(PEERS), *PACKAGES], capture_output=True, timeout=600)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"could not install celery and redis: {exc}"
+    if done.returncode != 0:
+        return f"could not install celery and redis: {done.stderr.decode()[-300:].strip()}"
+    if str(PEERS) not in sys.path:
+        sys.path.append(str(PEERS))
+    importlib.invalidate_caches()
+    return None if _importable() else "celery or redis still cannot be imported"
+
+
+def _children(pid: int) -> list[int]:
+    """Direct children of ``pid`` (Celery's pool processes)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", "rb") as f:
+                    if int(f.read().rsplit(b")", 1)[1].split()[1]) == pid:
+                        found.append(int(entry))
+            except (OSError, ValueError, IndexError):
+                continue
+    return found
+
+
+class CeleryBaseline:
+    """A Redis server and a Celery worker (prefork, 2 processes), and the closed-loop load."""
+
+    label = "Celery (Redis)"
+
+    def __init__(self, bench: Bench) -> None:
+        self.bench = bench
+        self.folder = bench.subfolder("celery")
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.redis: Any = None
+        self.worker: Any = None
+        self.tasks: Any = None
+
+    def start(self) -> CeleryBaseline:
+        """Start Redis and the worker; return once a task has made the round trip."""
+        group, log = self.bench.group, self.folder / "celery.log"
+        self.redis = group.start(["redis-server", "--port", str(self.port), "--bind",
+                                  "127.0.0.1", "--save", "", "--appendonly", "no"], log=log)
+        (self.folder / "bench_celery_tasks.py").write_text(textwrap.dedent(TASKS))
+        os.environ["BENCH_REDIS"] = self.url
+        path = os.pathsep.join([str(self.folder), *(p for p in sys.path if p)])
+        env = {**os.environ, "PYTHONPATH": path}
+        self.worker = group.start([self.bench.python, "-m", "celery", "-A", "bench_celery_tasks",
+                                   "worker", "--concurrency", "2", "--pool", "prefork",
+                                   "--loglevel", "warning", "--without-gossip",
+                                   "--without-mingle", "--without-heartbeat"],
+                                  log=log, env=env, cwd=self.folder)
+        sys.path.insert(0, str(self.folder))
+        try:
+            self.tasks = importlib.import_module("bench_celery_tasks")
+        finally:
+            sys.path.remove(str(self.folder))
+        wait_for(lambda: len(_children(self.worker.pid)) >= 2, 60, "Celery's pool processes")
+        self.tasks.echo.delay(b"warm").get(timeout=60)
+        return self
+
+    def cpu_pids(self) -> list[int]:
+        """The worker's main process (the consumer), its pool processes, and Redis."""
+        return [self.worker.pid, *_children(self.worker.pid), self.redis.pid]
+
+    def run(self, payload: bytes, inflight: int, seconds: float, warmup: float) -> LoadResult:
+        """One measurement: ``inflight`` tasks out at all times."""
+        echo = self.tasks.echo
+        consumer = self.tasks.app.backend.result_consumer
+        finished: queue.SimpleQueue[tuple[float, Any]] = queue.SimpleQueue()
+        clock = time.perf_counter
+        latencies: array[float] = array("d")
+        outstanding: dict[str, Any] = {}
+        done = wrong = answered = 0
+        start = clock()
+        window_start, end = start + warmup, start + warmup + seconds
+
+        def send() -> None:
+            result = echo.apply_async((payload,))
+            t0 = clock()
+            outstanding[result.id] = result
+            result.then(lambda r, t0=t0: finished.put((t0, r)))
+
+        for _ in range(inflight):
+            send()
+        deadline = end + 60
+        while outstanding:
+            if clock() > deadline:
+                raise TimeoutError(f"Celery left {len(outstanding)} tasks unanswered")
+            with contextlib.suppress(TimeoutError, OSError):
+                consumer.drain_events(timeout=0.05)
+            while True:
+                try:
+                    t0, result = finished.get_nowait()
+                except queue.Empty:
+                    break
+                outstanding.pop(result.id, None)
+                answered += 1
+                now = clock()
+                if window_start <= now <= end:
+                    if result.successful() and result.result == payload:
+                        done += 1
+                        latencies.append(now - t0)
+                    else:
+                        wrong += 1
+                if now < end:
+                    send()
+        return LoadResult(done=done, seconds=seconds, latencies=latencies, wrong=wrong,
+                          answered=answered)
+
+    def stop(self) -> None:
+        """SIGKILL the pool processes and the worker (a warm shutdown waits for the
+        prefetched tasks), then stop Redis."""
+        if self.worker is not None and self.worker.poll() is None:
+            for pid in _children(self.worker.pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.worker.pid, signal.SIGKILL)
+            self.bench.group.stop(self.worker, timeout=5)
+        if self.redis is not None:
+            self.bench.group.stop(self.redis, timeout=5)
