@@ -46,11 +46,16 @@ class SlaveChannel:
 
     # -- start-up -------------------------------------------------------------------------------
 
-    def handshake(self, timeout: float = 10.0) -> dict[str, Any]:
-        """Introduce this slave and wait for CONFIGURE; return its settings."""
+    def handshake(self) -> dict[str, Any]:
+        """Introduce this slave and wait for CONFIGURE; return its settings.
+
+        A spare slave may wait long (until the pool grows): it waits as long as its parent
+        lives, and exits when it is told to terminate.
+        """
         self.socket.send(protocol.pack(Code.HANDSHAKE, self.slave_id, os.getpid()))
-        if not self.socket.poll(int(timeout * 1000)):
-            raise TimeoutError(f"no configure from the engine within {timeout} s")
+        while not self.socket.poll(1000):
+            if self.parent_pid is not None and os.getppid() != self.parent_pid:
+                os._exit(70)
         fields = protocol.unpack(self.socket.recv_multipart()[0])
         if fields[0] == Code.TERMINATE:
             raise SystemExit(0)

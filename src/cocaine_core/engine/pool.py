@@ -49,6 +49,9 @@ class AppState(enum.Enum):
 
 #: How many times in a row the app's code may fail to start before the app is broken.
 START_ATTEMPTS = 3
+#: Slaves kept forked and waiting, while the pool is in use and below pool-limit, so that it
+#: grows by a message instead of a fork (uWSGI's "spare" idea, per app).
+SPARES = 1
 #: Wait after a slave could not be forked (a resource limit) before trying again.
 SPAWN_RETRY = 1.0
 #: Back-off before the n-th retry of a failed start: BACKOFF * 2 ** (n - 1) seconds.
@@ -190,7 +193,7 @@ class Engine:
         old_backend, old_slaves = self.backend, list(self.slaves.values())
         self.backend = None
         for slave in old_slaves:
-            if slave.state is SlaveState.READY and not slave.busy:
+            if slave.state in (SlaveState.READY, SlaveState.SPARE) and not slave.busy:
                 self._terminate(slave, "code reloaded")
             elif slave.state is not SlaveState.KILLED:
                 slave.state = SlaveState.RETIRING
@@ -418,8 +421,7 @@ class Engine:
             slave.handshaken = True
             if slave.pid is None and len(fields) > 2:
                 slave.pid = fields[2]
-            if slave.hooked:
-                self._configure(slave)
+            self._configure_when_able(slave)
 
     def _on_error(self, slave: SlaveHandle, fields: list[Any]) -> None:
         _, job_id, code, message, *rest = [*fields, "", ""][:5]
@@ -427,8 +429,7 @@ class Engine:
             reason = str(message)
             log.error("app %s: slave %s could not start: %s", self.name, slave.label(), reason)
             self._kill(slave, reason, signal.SIGKILL)
-            if self._record_start_failure(reason):
-                return
+            self._record_start_failure(reason)
             return
         traceback = rest[0] if rest else ""
         if traceback:
@@ -441,6 +442,16 @@ class Engine:
         text = fields[3] if len(fields) > 3 else ""
         level = logging.WARNING if stream == "stderr" else logging.INFO
         app_log.log(level, "[%s/%s] %s", self.name, slave.label(), text)
+
+    def _configure_when_able(self, slave: SlaveHandle) -> None:
+        """Configure a slave once it has both shaken hands and passed the spawn hooks; a
+        spare waits instead, until the pool grows."""
+        if not (slave.handshaken and slave.hooked) or slave.state is not SlaveState.SPAWNING:
+            return
+        if slave.spare:
+            slave.state = SlaveState.SPARE
+        else:
+            self._configure(slave)
 
     def _configure(self, slave: SlaveHandle) -> None:
         slave.state = SlaveState.CONFIGURING
@@ -461,10 +472,12 @@ class Engine:
 
     # -- processes --------------------------------------------------------------------------------
 
-    def _spawn(self) -> None:
-        slave = SlaveHandle(id=f"{self.name}.{next(self._ids)}.{uuid.uuid4().hex[:6]}")
+    def _spawn(self, spare: bool = False) -> None:
+        slave = SlaveHandle(id=f"{self.name}.{next(self._ids)}.{uuid.uuid4().hex[:6]}",
+                            spare=spare)
         self.slaves[slave.id] = slave
-        self.spawns += 1
+        if not spare:
+            self.spawns += 1
         try:
             self.backend.spawn(slave.id)
         except CocaineError as exc:
@@ -496,8 +509,7 @@ class Engine:
             self._record_start_failure(str(exc))
             return
         slave.hooked = True
-        if slave.handshaken:
-            self._configure(slave)
+        self._configure_when_able(slave)
 
     def _on_exited(self, slave_id: str, status: int) -> None:
         slave = self.slaves.pop(slave_id, None)
@@ -564,6 +576,7 @@ class Engine:
                 self._ensure_minimum()
                 self._maybe_grow()
                 self._dispatch()
+                self._keep_spare()
             except Exception:
                 log.exception("app %s: supervisor step failed", self.name)
 
@@ -626,8 +639,44 @@ class Engine:
                 surplus -= 1
 
     def _active(self) -> int:
-        return sum(1 for s in self.slaves.values()
-                   if s.state in (SlaveState.SPAWNING, SlaveState.CONFIGURING, SlaveState.READY))
+        return sum(1 for s in self.slaves.values() if not s.spare and s.state in (
+            SlaveState.SPAWNING, SlaveState.CONFIGURING, SlaveState.READY))
+
+    def _spares(self) -> list[SlaveHandle]:
+        return [s for s in self.slaves.values()
+                if s.spare and s.state in (SlaveState.SPAWNING, SlaveState.SPARE)]
+
+    def _keep_spare(self) -> None:
+        """Keep up to ``SPARES`` slaves forked, connected and waiting while the pool is in use
+        and may still grow, so growing is a configure message, not a fork and a handshake.
+
+        Run from the supervisor's tick only: a spare is forked a moment after the pool comes
+        into use, not in the middle of the first job's start."""
+        spares = self._spares()
+        active = self._active()
+        wanted = 0
+        if self.state is AppState.RUNNING and active > 0:
+            wanted = max(0, min(SPARES, self.config.pool_limit - active))
+        while len(spares) < wanted and self._can_spawn():
+            self._spawn(spare=True)
+            spares.append(self.slaves[next(reversed(self.slaves))])
+        for spare in spares[wanted:]:
+            if spare.state is SlaveState.SPARE:
+                self._terminate(spare, "no spare needed")
+
+    def _promote_spare(self) -> bool:
+        """Let a spare join the pool (the readiest first); False if there is none."""
+        spares = self._spares()
+        if not spares:
+            return False
+        spare = max(spares, key=lambda s: s.state is SlaveState.SPARE)
+        spare.spare = False
+        spare.spawned_at = time.monotonic()  # its start-up counts from when it was needed
+        self.spawns += 1
+        if spare.state is SlaveState.SPARE:
+            spare.state = SlaveState.SPAWNING
+            self._configure_when_able(spare)
+        return True
 
     def _can_spawn(self) -> bool:
         return (self.state in (AppState.RUNNING, AppState.STARTING) and self.backend is not None
@@ -643,7 +692,8 @@ class Engine:
         active = self._active()
         if active >= self.config.pool_limit:
             return
-        if active == 0 or len(self.queue) > active * self.config.grow_threshold:
+        grow = active == 0 or len(self.queue) > active * self.config.grow_threshold
+        if grow and not self._promote_spare():
             self._spawn()
 
     # -- introspection ----------------------------------------------------------------------------
@@ -651,14 +701,16 @@ class Engine:
     def info(self) -> dict[str, Any]:
         """The app's state for ``cocaine info``: pool, queue, jobs, latencies, slaves."""
         slaves = list(self.slaves.values())
-        busy = sum(1 for s in slaves if s.busy)
-        ready = sum(1 for s in slaves if s.state is SlaveState.READY)
+        pool = [s for s in slaves if not s.spare]
+        busy = sum(1 for s in pool if s.busy)
+        ready = sum(1 for s in pool if s.state is SlaveState.READY)
         info: dict[str, Any] = {
             "state": self.state.value,
-            "pool": {"total": len(slaves), "busy": busy, "idle": ready - busy if ready > busy
-                     else 0, "starting": sum(1 for s in slaves if s.state in (
+            "pool": {"total": len(pool), "busy": busy, "idle": ready - busy if ready > busy
+                     else 0, "starting": sum(1 for s in pool if s.state in (
                          SlaveState.SPAWNING, SlaveState.CONFIGURING)),
-                     "limit": self.config.pool_limit, "min": self.config.pool_min},
+                     "limit": self.config.pool_limit, "min": self.config.pool_min,
+                     "spare": len(slaves) - len(pool)},
             "queue": {"depth": len(self.queue), "limit": self.config.queue_limit},
             "jobs": self.stats.as_dict(),
             "slaves": [_slave_info(s) for s in slaves],
@@ -675,7 +727,8 @@ class Engine:
 
 
 def _slave_info(slave: SlaveHandle) -> dict[str, Any]:
-    return {"id": slave.id, "pid": slave.pid, "state": slave.state.value,
+    state = "spare" if slave.spare else slave.state.value
+    return {"id": slave.id, "pid": slave.pid, "state": state,
             "jobs": len(slave.jobs), "served": slave.served,
             "rss-bytes": _rss(slave.pid) if slave.pid else None,
             "age": round(time.monotonic() - slave.spawned_at, 3),

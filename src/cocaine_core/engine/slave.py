@@ -14,6 +14,7 @@ class SlaveState(enum.Enum):
     """Where a slave is in its life."""
 
     SPAWNING = "spawning"  # asked for; no handshake yet
+    SPARE = "spare"  # handshake done; waits, unconfigured, until the pool grows
     CONFIGURING = "configuring"  # handshake done, configure sent; not ready yet
     READY = "ready"  # takes jobs
     RETIRING = "retiring"  # told to terminate; takes no more jobs
@@ -32,6 +33,8 @@ class SlaveHandle:
     last_seen: float = attrs.field(factory=time.monotonic)
     idle_since: float = attrs.field(factory=time.monotonic)
     handshaken: bool = False
+    #: Forked ahead of need: joins the pool (is configured) only when the pool grows.
+    spare: bool = False
     hooked: bool = False
     #: Seconds from the spawn request to the slave's first heartbeat (ready), once known.
     startup: float | None = None
