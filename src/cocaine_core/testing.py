@@ -32,6 +32,7 @@ import pytest
 
 from cocaine_core.client import Client
 from cocaine_core.engine import Engine
+from cocaine_core.errors import ServiceError
 from cocaine_core.manifest import Manifest, load_manifest
 from cocaine_core.node import Node
 
@@ -66,6 +67,17 @@ def leftover_slaves(node_pid: int | None = None) -> list[int]:
                 str(node_pid).encode()] and state != b"Z"):
             found.append(int(entry))
     return found
+
+
+def call_or_error(endpoint: str, app: str, event: str, data: Any = None,
+                  **policy: Any) -> bytes | ServiceError:
+    """Call ``app``'s ``event`` with a client of its own (safe from any thread); return the
+    answer, or the ``ServiceError`` instead of raising it."""
+    with Client(endpoint, wait=60) as client:
+        try:
+            return client.call(app, event, data, **policy)
+        except ServiceError as exc:
+            return exc
 
 
 def process_gone(pid: int) -> bool:

@@ -12,6 +12,7 @@ import pytest
 
 from cocaine_core.client import Client
 from cocaine_core.errors import ServiceError
+from cocaine_core.testing import call_or_error as call
 from cocaine_core.testing import process_gone, wait_until
 
 APP = '''
@@ -44,14 +45,6 @@ def chunk_then_sleep(request):
 
 TASKS = {name: {"type": "native-server"} for name in
          ("pid", "slow", "mark_then_sleep", "chunk_then_sleep")}
-
-
-def call(endpoint: str, *args: object, **kwargs: object) -> bytes | ServiceError:
-    with Client(endpoint, wait=60) as client:
-        try:
-            return client.call(*args, **kwargs)
-        except ServiceError as exc:
-            return exc
 
 
 def busy_slave_pid(node, app: str) -> int:

@@ -15,6 +15,7 @@ import zmq
 
 from cocaine_core.client import Client
 from cocaine_core.errors import ServiceError
+from cocaine_core.testing import call_or_error as call
 from cocaine_core.testing import free_port, leftover_slaves, process_gone, wait_until
 
 APP = '''
@@ -42,14 +43,6 @@ def noisy(request):
 
 TASKS = {name: {"type": "native-server"} for name in ("slow", "echo", "noisy")}
 COCAINE = str(Path(sys.executable).with_name("cocaine"))
-
-
-def call(endpoint: str, *args: object, **kwargs: object) -> bytes | ServiceError:
-    with Client(endpoint, wait=60) as client:
-        try:
-            return client.call(*args, **kwargs)
-        except ServiceError as exc:
-            return exc
 
 
 def test_graceful_stop_under_load(cocaine_node, make_app):

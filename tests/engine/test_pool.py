@@ -7,8 +7,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from cocaine_core.client import Client
 from cocaine_core.errors import ServiceError
+from cocaine_core.testing import call_or_error as call_in_thread
 from cocaine_core.testing import wait_until
 
 APP = '''
@@ -34,14 +34,6 @@ def record(request):
 
 TASKS = {"slow": {"type": "native-server"}, "echo": {"type": "native-server"},
          "record": {"type": "native-server"}}
-
-
-def call_in_thread(endpoint: str, *args: object, **kwargs: object) -> bytes | ServiceError:
-    with Client(endpoint, wait=60) as client:
-        try:
-            return client.call(*args, **kwargs)
-        except ServiceError as exc:
-            return exc
 
 
 def test_queue_limit_refuses_at_once_with_503(cocaine_node, make_app):
