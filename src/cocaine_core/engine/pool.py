@@ -491,7 +491,9 @@ class Engine:
         log.error("app %s: could not start a slave: %s; retrying in %g s", self.name, reason,
                   SPAWN_RETRY)
         self._next_spawn_at = time.monotonic() + SPAWN_RETRY
-        for job in self.queue.drain() if not self._active() else []:
+        if self._active():
+            return  # the slaves there are serve the queue
+        for job in self.queue.drain():
             self.stats.refused += 1
             job.refuse(f"app '{self.name}' has no slave and could not start one: {reason}")
 
@@ -657,9 +659,8 @@ class Engine:
         wanted = 0
         if self.state is AppState.RUNNING and active > 0:
             wanted = max(0, min(SPARES, self.config.pool_limit - active))
-        while len(spares) < wanted and self._can_spawn():
-            self._spawn(spare=True)
-            spares.append(self.slaves[next(reversed(self.slaves))])
+        if len(spares) < wanted and self._can_spawn():
+            self._spawn(spare=True)  # one per tick: the next tick adds another if wanted
         for spare in spares[wanted:]:
             if spare.state is SlaveState.SPARE:
                 self._terminate(spare, "no spare needed")
