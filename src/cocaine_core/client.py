@@ -21,8 +21,7 @@ import zmq.asyncio
 
 from cocaine_core import protocol
 from cocaine_core.errors import ProtocolError, ServiceError
-from cocaine_core.node import CONTROL_APP, DEFAULT_ENDPOINT
-from cocaine_core.protocol import Code, Status
+from cocaine_core.protocol import CONTROL_APP, DEFAULT_ENDPOINT, Code, Status
 
 Body = bytes | str | None
 

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from cocaine_core.errors import Problem
     from cocaine_core.manifest import Manifest
     from cocaine_core.plugins import Registry
-    from cocaine_core.slaves import AppInfo, SlaveInfo
+    from cocaine_core.appinfo import AppInfo, SlaveInfo
 
 hookspec = pluggy.HookspecMarker("cocaine")
 

@@ -29,15 +29,13 @@ from cocaine_core.engine import AppState, Engine
 from cocaine_core.errors import CocaineError, NodeError, ProtocolError
 from cocaine_core.manifest import Manifest, parse_manifest
 from cocaine_core.ports import PortAllocator
-from cocaine_core.protocol import Code, Status
-from cocaine_core.slaves import AppInfo
+from cocaine_core.protocol import CONTROL_APP, DEFAULT_ENDPOINT, Code, Status
+from cocaine_core.appinfo import AppInfo
 from cocaine_core.storages import Storage
 from cocaine_core.zmqloop import SocketReader
 
 log = logging.getLogger("cocaine.node")
 
-DEFAULT_ENDPOINT = "tcp://127.0.0.1:10053"
-CONTROL_APP = "@node"
 DEFAULT_MAX_UPLOAD = 100 * 2**20
 APP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 

@@ -14,6 +14,11 @@ import msgpack
 
 from cocaine_core.errors import ProtocolError
 
+#: Where ``cocaine run`` listens and every client and command looks by default.
+DEFAULT_ENDPOINT = "tcp://127.0.0.1:10053"
+#: The reserved app name of the node's control service.
+CONTROL_APP = "@node"
+
 
 class Code(IntEnum):
     """Message codes, shared by the slave and the client protocol where they mean the same."""

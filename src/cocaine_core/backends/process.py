@@ -27,9 +27,10 @@ import sys
 from multiprocessing.connection import Connection
 from typing import Any
 
+from cocaine_core.appinfo import AppInfo, SlaveInfo
+from cocaine_core.backends import BackendEvents
 from cocaine_core.errors import AppLoadError
 from cocaine_core.plugins import get_host
-from cocaine_core.slaves import AppInfo, OnExited, OnSpawned, SlaveInfo
 
 log = logging.getLogger("cocaine.backend")
 
@@ -37,13 +38,12 @@ log = logging.getLogger("cocaine.backend")
 class ProcessBackend:
     """Starts an app's template process and forks slaves from it on request."""
 
-    def __init__(self, app: AppInfo, endpoint: str, runtime: str, on_spawned: OnSpawned,
-                 on_exited: OnExited, *, startup_timeout: float = 10.0) -> None:
+    def __init__(self, app: AppInfo, endpoint: str, runtime: str, events: BackendEvents, *,
+                 startup_timeout: float = 10.0) -> None:
         self.app = app
         self.endpoint = endpoint
         self.runtime = runtime
-        self.on_spawned = on_spawned
-        self.on_exited = on_exited
+        self.events = events
         self.startup_timeout = startup_timeout
         self.template: subprocess.Popen[bytes] | None = None
         self.template_info: SlaveInfo | None = None
@@ -53,10 +53,6 @@ class ProcessBackend:
         self._loaded: asyncio.Future[Any] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = False
-        #: Called when the template dies unexpectedly (after every slave was reported exited).
-        self.on_template_lost: Any = None
-        #: Called with ``(slave_id, reason)`` when the template could not fork a slave.
-        self.on_spawn_failed: Any = None
 
     @property
     def pids(self) -> dict[str, int]:
@@ -139,17 +135,16 @@ class ProcessBackend:
             _, slave_id, pid = message
             self._pids[slave_id] = pid
             self._ids[pid] = slave_id
-            self.on_spawned(slave_id, pid)
+            self.events.slave_spawned(slave_id, pid)
         elif kind == "fork-failed":
             _, slave_id, reason = message
-            if self.on_spawn_failed is not None:
-                self.on_spawn_failed(slave_id, reason)
+            self.events.spawn_failed(slave_id, reason)
         elif kind == "exited":
             _, pid, status = message
             slave_id = self._ids.pop(pid, None)
             if slave_id is not None:
                 self._pids.pop(slave_id, None)
-                self.on_exited(slave_id, status)
+                self.events.slave_exited(slave_id, status)
 
     def _on_template_exit(self) -> None:
         if self._conn is None:
@@ -168,14 +163,13 @@ class ProcessBackend:
             self._ids.pop(pid, None)
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            self.on_exited(slave_id, -signal.SIGKILL)
+            self.events.slave_exited(slave_id, -signal.SIGKILL)
         self._notify_template_exit(status)
         was_loaded = (self._loaded is not None and self._loaded.done()
                       and self._loaded.result()[0] == "loaded")
         if was_loaded and not self._stopping:
             log.error("app %s: the template process died (status %s)", self.app.name, status)
-            if self.on_template_lost is not None:
-                self.on_template_lost(status)
+            self.events.backend_lost(status)
 
     def _reap_template(self) -> int:
         assert self.template is not None

@@ -15,7 +15,7 @@ from cocaine_core.cli.calls import NodeOption
 from cocaine_core.errors import ManifestError, Problem
 from cocaine_core.jsontext import loads_lenient
 from cocaine_core.manifest import app_name_for
-from cocaine_core.node import DEFAULT_ENDPOINT
+from cocaine_core.protocol import DEFAULT_ENDPOINT
 
 WaitOption = Annotated[float, typer.Option(help="Most seconds to wait for the node's answer.")]
 

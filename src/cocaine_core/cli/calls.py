@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from cocaine_core.errors import ServiceError
-from cocaine_core.node import DEFAULT_ENDPOINT
+from cocaine_core.protocol import DEFAULT_ENDPOINT
 
 NodeOption = Annotated[str, typer.Option("--node", help="The node's endpoint.")]
 

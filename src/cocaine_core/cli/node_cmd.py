@@ -17,8 +17,9 @@ from typing import Annotated, Any
 import typer
 
 from cocaine_core.errors import NodeError
-from cocaine_core.node import DEFAULT_ENDPOINT, DEFAULT_MAX_UPLOAD, Node
+from cocaine_core.node import DEFAULT_MAX_UPLOAD, Node
 from cocaine_core.ports import DEFAULT_PORT_RANGE, PortAllocator
+from cocaine_core.protocol import DEFAULT_ENDPOINT
 
 log = logging.getLogger("cocaine.node")
 

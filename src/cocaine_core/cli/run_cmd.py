@@ -11,7 +11,8 @@ from typing import Annotated
 import typer
 
 from cocaine_core.manifest import Manifest, app_name_for, load_manifest
-from cocaine_core.node import DEFAULT_ENDPOINT, Node
+from cocaine_core.node import Node
+from cocaine_core.protocol import DEFAULT_ENDPOINT
 
 log = logging.getLogger("cocaine.run")
 

@@ -8,15 +8,47 @@ the driver ever sees them, then calls ``validate`` for checks that need more tha
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from cocaine_core.engine.job import Job, JobSink, NullSink
 from cocaine_core.errors import Problem
 from cocaine_core.schema import Key
 
 if TYPE_CHECKING:
-    from cocaine_core.engine import Engine
-    from cocaine_core.manifest import TaskConfig
+    from cocaine_core.appinfo import AppInfo
+    from cocaine_core.manifest import EngineConfig, TaskConfig
+
+
+class EngineHandle(Protocol):
+    """All a driver may use of its app's engine: the app, its settings, and the job intake.
+
+    A driver holds no other reference into the engine; a static type checker holds every
+    driver to this (``.ci/run`` runs mypy over the core and the plugins).
+    """
+
+    @property
+    def name(self) -> str:
+        """The app's name (for log lines and messages)."""
+        ...
+
+    @property
+    def app(self) -> AppInfo:
+        """The app: its manifest, run folder, port range and per-app ``extra`` state."""
+        ...
+
+    @property
+    def config(self) -> EngineConfig:
+        """The manifest's ``engine`` section, every default filled in."""
+        ...
+
+    def submit(self, job: Job) -> None:
+        """Run ``job`` now, queue it, or refuse it at once (its sink hears which)."""
+        ...
+
+    def has_room(self) -> bool:
+        """Whether ``submit`` would take a job now rather than refuse it: a driver that can
+        hold its input back (stop reading a socket) asks this first."""
+        ...
 
 
 class Driver:
@@ -30,7 +62,7 @@ class Driver:
         """Check the task's options beyond their types; paths are relative to the task."""
         return []
 
-    def __init__(self, task: TaskConfig, engine: Engine) -> None:
+    def __init__(self, task: TaskConfig, engine: EngineHandle) -> None:
         self.task = task
         self.engine = engine
         self.options = task.options

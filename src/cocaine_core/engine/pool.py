@@ -25,12 +25,12 @@ import zmq
 from cocaine_core import protocol
 from cocaine_core.engine.job import Job
 from cocaine_core.engine.queue import JobQueue
-from cocaine_core.engine.slave import SlaveHandle, SlaveState
+from cocaine_core.engine.slave_handle import SlaveHandle, SlaveState
 from cocaine_core.engine.stats import JobStats
 from cocaine_core.errors import AppLoadError, CocaineError, ProtocolError
 from cocaine_core.plugins import get_host
 from cocaine_core.protocol import Code, Status
-from cocaine_core.slaves import AppInfo, SlaveInfo
+from cocaine_core.appinfo import AppInfo, SlaveInfo
 from cocaine_core.zmqloop import SocketReader
 
 log = logging.getLogger("cocaine.engine")
@@ -130,10 +130,8 @@ class Engine:
         while True:
             self.load_attempts += 1
             self.backend = self.backend_class(
-                self.app, self.endpoint, self.language.runtime, self._on_spawned,
-                self._on_exited, startup_timeout=self.config.startup_timeout)
-            self.backend.on_template_lost = self._on_template_lost
-            self.backend.on_spawn_failed = self._on_spawn_failed
+                self.app, self.endpoint, self.language.runtime, self,
+                startup_timeout=self.config.startup_timeout)
             try:
                 await self.backend.start()
                 return
@@ -167,7 +165,7 @@ class Engine:
         return (f"app '{self.name}' is broken: {self.broken_reason}; "
                 f"fix its code, then redeploy or restart it")
 
-    def _on_template_lost(self, status: int) -> None:
+    def backend_lost(self, status: int) -> None:
         if self.state in (AppState.STOPPING, AppState.STOPPED) or self._restarting:
             return
         self._restarting = asyncio.get_running_loop().create_task(self._reload_backend())
@@ -484,7 +482,7 @@ class Engine:
             del self.slaves[slave.id]
             log.error("app %s: could not spawn a slave: %s", self.name, exc)
 
-    def _on_spawn_failed(self, slave_id: str, reason: str) -> None:
+    def spawn_failed(self, slave_id: str, reason: str) -> None:
         """The backend could not start a slave (not the code's fault: a limit, a resource)."""
         if self.slaves.pop(slave_id, None) is None:
             return
@@ -497,7 +495,7 @@ class Engine:
             self.stats.refused += 1
             job.refuse(f"app '{self.name}' has no slave and could not start one: {reason}")
 
-    def _on_spawned(self, slave_id: str, pid: int) -> None:
+    def slave_spawned(self, slave_id: str, pid: int) -> None:
         slave = self.slaves.get(slave_id)
         if slave is None:
             return
@@ -513,7 +511,7 @@ class Engine:
         slave.hooked = True
         self._configure_when_able(slave)
 
-    def _on_exited(self, slave_id: str, status: int) -> None:
+    def slave_exited(self, slave_id: str, status: int) -> None:
         slave = self.slaves.pop(slave_id, None)
         if slave is None:
             return

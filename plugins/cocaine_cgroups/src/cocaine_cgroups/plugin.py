@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from cocaine_core.errors import Problem
     from cocaine_core.manifest import Manifest
     from cocaine_core.plugins import BoundRegistry
-    from cocaine_core.slaves import AppInfo, SlaveInfo
+    from cocaine_core.appinfo import AppInfo, SlaveInfo
 
 #: The engine key this plugin owns.
 KEY = "resource-limits"
