@@ -13,10 +13,10 @@ import pluggy
 if TYPE_CHECKING:
     import typer
 
+    from cocaine_core.appinfo import AppInfo, SlaveInfo
     from cocaine_core.errors import Problem
     from cocaine_core.manifest import Manifest
     from cocaine_core.plugins import Registry
-    from cocaine_core.appinfo import AppInfo, SlaveInfo
 
 hookspec = pluggy.HookspecMarker("cocaine")
 

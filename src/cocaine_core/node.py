@@ -22,6 +22,7 @@ from typing import Any
 import zmq
 
 from cocaine_core import __version__, protocol
+from cocaine_core.appinfo import AppInfo
 from cocaine_core.appstore import AppRecord, AppStore
 from cocaine_core.control import ControlService
 from cocaine_core.drivers.native import NativeServer
@@ -30,7 +31,6 @@ from cocaine_core.errors import CocaineError, NodeError, ProtocolError
 from cocaine_core.manifest import Manifest, parse_manifest
 from cocaine_core.ports import PortAllocator
 from cocaine_core.protocol import CONTROL_APP, DEFAULT_ENDPOINT, Code, Status
-from cocaine_core.appinfo import AppInfo
 from cocaine_core.storages import Storage
 from cocaine_core.zmqloop import SocketReader
 

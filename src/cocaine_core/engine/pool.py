@@ -23,6 +23,7 @@ from typing import Any
 import zmq
 
 from cocaine_core import protocol
+from cocaine_core.appinfo import AppInfo, SlaveInfo
 from cocaine_core.engine.job import Job
 from cocaine_core.engine.queue import JobQueue
 from cocaine_core.engine.slave_handle import SlaveHandle, SlaveState
@@ -30,7 +31,6 @@ from cocaine_core.engine.stats import JobStats
 from cocaine_core.errors import AppLoadError, CocaineError, ProtocolError
 from cocaine_core.plugins import get_host
 from cocaine_core.protocol import Code, Status
-from cocaine_core.appinfo import AppInfo, SlaveInfo
 from cocaine_core.zmqloop import SocketReader
 
 log = logging.getLogger("cocaine.engine")

@@ -29,10 +29,10 @@ from cocaine_cgroups.parameters import Limits, check_machine, parse_limits
 from cocaine_core import hookimpl, schema
 
 if TYPE_CHECKING:
+    from cocaine_core.appinfo import AppInfo, SlaveInfo
     from cocaine_core.errors import Problem
     from cocaine_core.manifest import Manifest
     from cocaine_core.plugins import BoundRegistry
-    from cocaine_core.appinfo import AppInfo, SlaveInfo
 
 #: The engine key this plugin owns.
 KEY = "resource-limits"
