@@ -1,15 +1,16 @@
 """What the three ZeroMQ drivers share: their common keys and the life of their sockets.
 
-A driver's sockets are closed by ``close()``, which runs once every job the driver started has
-ended (so late answers still go out), or at the latest when the app's engine is torn down: the
-plugin's ``cocaine_app_stopped`` hook closes whatever is left, which also covers an app whose
-start failed after some of its drivers had bound their endpoints.
+A driver closes its sockets itself (``close_now()``) once every job it started has ended, so
+late answers still go out. Whatever is still open is closed when the app has stopped: by
+``close()``, which the engine awaits (the ``Driver`` contract), and by the plugin's
+``cocaine_app_stopped`` hook, which also covers an app whose start failed after some of its
+drivers had bound their endpoints. Closing twice does nothing.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import zmq
 
@@ -19,7 +20,7 @@ from cocaine_zmq.endpoints import close_quietly
 from cocaine_zmq.ratelog import RateLimitedLog
 
 if TYPE_CHECKING:
-    from cocaine_core.engine import Engine
+    from cocaine_core.drivers import EngineHandle
     from cocaine_core.manifest import TaskConfig
 
 log = logging.getLogger("cocaine.zmq.drivers")
@@ -44,9 +45,9 @@ COMMON_KEYS = (
 class ZeroMQDriver(Driver):
     """Base of the ZeroMQ drivers: options, sockets, ports, counters' logging, clean-up."""
 
-    keys = COMMON_KEYS
+    keys: ClassVar[tuple[Key, ...]] = COMMON_KEYS
 
-    def __init__(self, task: TaskConfig, engine: Engine) -> None:
+    def __init__(self, task: TaskConfig, engine: EngineHandle) -> None:
         super().__init__(task, engine)
         self.backlog: int = self.options["backlog"]
         self.max_size: int = self.options["max-message-size"]
@@ -61,9 +62,9 @@ class ZeroMQDriver(Driver):
 
     def open_socket(self, kind: int, *, inbound: bool) -> zmq.Socket:
         """A socket of ``kind`` on the node's context with this task's limits, closed by
-        ``close()``. ``inbound`` sockets get ZMQ_MAXMSGSIZE and drop what is unread at close;
+        ``close_now()``. ``inbound`` sockets get ZMQ_MAXMSGSIZE and drop what is unread at close;
         the others keep a second to deliver what is queued."""
-        sock = zmq.Context.instance().socket(kind)
+        sock: zmq.Socket = zmq.Context.instance().socket(kind)
         self._sockets.append(sock)
         sock.setsockopt(zmq.LINGER, 0 if inbound else 1000)
         sock.setsockopt(zmq.SNDHWM, self.backlog)
@@ -73,14 +74,18 @@ class ZeroMQDriver(Driver):
         return sock
 
     def keep_port(self, port: int) -> None:
-        """Remember a port taken from the node's range, to give it back on ``close()``."""
+        """Remember a port taken from the node's range, to give it back on ``close_now()``."""
         self._ports.append(port)
 
     def track(self) -> None:
         """Register with the app, so its clean-up closes this driver whatever happens."""
         self.engine.app.extra.setdefault(EXTRA_KEY, []).append(self)
 
-    def close(self) -> None:
+    async def close(self) -> None:
+        """Close whatever is still open (the engine awaits this once the app has stopped)."""
+        self.close_now()
+
+    def close_now(self) -> None:
         """Close every socket and give back every port; safe to call more than once."""
         if self.closed:
             return

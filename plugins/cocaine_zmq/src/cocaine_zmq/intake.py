@@ -1,9 +1,10 @@
 """Drivers whose messages become jobs nobody waits for: the base of sink and subscriber.
 
-Flow control: a message is submitted only while the app's queue has room. When it is full
-(``engine.queue-limit``), the driver stops reading its socket, so messages wait in ZeroMQ (up
-to ``backlog``, then at the senders: a PUSH blocks or turns to another peer, a PUB drops), and
-none is refused for lack of room. Reading resumes as soon as the queue has room again.
+Flow control: a message is submitted only while the app's engine has room for it
+(``engine.has_room()``: its queue is below ``engine.queue-limit`` and the app is running). When
+it has none, the driver stops reading its socket, so messages wait in ZeroMQ (up to
+``backlog``, then at the senders: a PUSH blocks or turns to another peer, a PUB drops), and none
+is refused for lack of room. Reading resumes as soon as the engine has room again.
 
 Results: dropped, or, with ``publish``, every chunk is sent on a PUB socket as
 ``[topic = event name][chunk]`` the moment it is produced.
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import zmq
 
@@ -25,7 +26,7 @@ from cocaine_zmq.endpoints import bind, close_quietly, optional_endpoint
 from cocaine_zmq.frames import pack_frames
 
 if TYPE_CHECKING:
-    from cocaine_core.engine import Engine
+    from cocaine_core.drivers import EngineHandle
     from cocaine_core.manifest import TaskConfig
 
 PUBLISH_KEY = Key("publish", optional_endpoint, None,
@@ -56,11 +57,11 @@ class ResultSink:
 class MessageIntake(ZeroMQDriver):
     """Base of ``zeromq-sink`` and ``zeromq-subscriber``: reads, submits, publishes."""
 
-    keys = (*COMMON_KEYS, PUBLISH_KEY)
+    keys: ClassVar[tuple[Key, ...]] = (*COMMON_KEYS, PUBLISH_KEY)
     #: Seconds between checks for room in the app's queue while reading is paused.
     RESUME_CHECK = 0.05
 
-    def __init__(self, task: TaskConfig, engine: Engine) -> None:
+    def __init__(self, task: TaskConfig, engine: EngineHandle) -> None:
         super().__init__(task, engine)
         self.publish_endpoint: str | None = self.options.get("publish")
         self.received = self.done = self.failed = self.refused = self.too_large_count = 0
@@ -97,7 +98,7 @@ class MessageIntake(ZeroMQDriver):
             self._inbound = self.open_inbound()
             self._reader = SocketReader(self._inbound, self._on_message)
         except BaseException:
-            self.close()
+            self.close_now()
             raise
 
     async def stop(self) -> None:
@@ -111,13 +112,13 @@ class MessageIntake(ZeroMQDriver):
                                      f"but not yet given to the app")
             self._held.clear()
         if self.inflight == 0:
-            self.close()
+            self.close_now()
 
-    def close(self) -> None:
+    def close_now(self) -> None:
         """Stop reading and close every socket."""
         self._stop_reading()
         self._held.clear()
-        super().close()
+        super().close_now()
 
     def _stop_reading(self) -> None:
         if self._reader is not None:
@@ -138,14 +139,14 @@ class MessageIntake(ZeroMQDriver):
             self._pause()
 
     def _take(self, frames: list[bytes]) -> bool:
-        """Submit a job for the message, or drop it if too large; False if the app's queue
-        is full (the message must wait)."""
+        """Submit a job for the message, or drop it if too large; False if the engine has no
+        room for it (the message must wait)."""
         size = sum(map(len, frames))
         if size > self.max_size:
             self.too_large_count += 1
             self.log.warning("too-large", f"dropped a message: {self.too_large(size)}")
             return True
-        if len(self.engine.queue) >= self.engine.config.queue_limit:
+        if not self.engine.has_room():
             return False
         body, meta = self.job_input(frames)
         self.inflight += 1
@@ -160,9 +161,10 @@ class MessageIntake(ZeroMQDriver):
         self._paused = True
         self.pauses += 1
         self._stop_reading()
-        self.log.info("paused", f"the app's queue is full (engine.queue-limit "
-                                f"{self.engine.config.queue_limit}): reading paused; messages "
-                                f"wait in ZeroMQ until it has room")
+        self.log.info("paused", f"the app takes no more jobs for now (its queue is at "
+                                f"engine.queue-limit {self.engine.config.queue_limit}, or it "
+                                f"is not running): reading paused; messages wait in ZeroMQ "
+                                f"until it has room")
         self._schedule_resume(self.RESUME_CHECK)
 
     def _schedule_resume(self, delay: float) -> None:
@@ -210,7 +212,7 @@ class MessageIntake(ZeroMQDriver):
             if code != Status.APP_ERROR:  # the engine logs a handler's error with its traceback
                 self.log.warning(f"failed-{code}", f"a job failed with {code}: {message}")
         if self._stopping and self.inflight == 0:
-            self.close()
+            self.close_now()
         elif self._paused and self._resume_timer is not None:
             self._schedule_resume(0)
 

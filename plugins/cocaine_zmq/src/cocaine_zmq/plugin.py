@@ -28,4 +28,4 @@ def cocaine_app_stopped(app: Any) -> None:
     """
     drivers = app.extra.get("cocaine-zmq")
     for driver in list(drivers or ()):
-        driver.close()
+        driver.close_now()  # a hook is not awaited: the driver's own synchronous close

@@ -14,7 +14,7 @@ See docs/zeromq.md for the whole contract.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import zmq
 
@@ -26,7 +26,7 @@ from cocaine_zmq.endpoints import bind, bind_free_port, optional_endpoint
 from cocaine_zmq.frames import pack_frames
 
 if TYPE_CHECKING:
-    from cocaine_core.engine import Engine
+    from cocaine_core.drivers import EngineHandle
     from cocaine_core.manifest import TaskConfig
 
 OK = b"ok"
@@ -88,13 +88,13 @@ class ReplySink:
 class ZeroMQServer(ZeroMQDriver):
     """Serves the task's event to ZeroMQ REQ and DEALER clients on a ROUTER socket."""
 
-    keys = (
+    keys: ClassVar[tuple[Key, ...]] = (
         Key("endpoint", optional_endpoint, None,
             "where to bind; omitted: a free port from the node's port range"),
         *COMMON_KEYS,
     )
 
-    def __init__(self, task: TaskConfig, engine: Engine) -> None:
+    def __init__(self, task: TaskConfig, engine: EngineHandle) -> None:
         super().__init__(task, engine)
         self.endpoint: str | None = self.options.get("endpoint")
         self.requests = self.answered = self.errors = self.dropped = self.too_large_count = 0
@@ -117,7 +117,7 @@ class ZeroMQServer(ZeroMQDriver):
                 self.endpoint = bind(sock, self.endpoint, self.owner)
             self._reader = SocketReader(sock, self._on_request)
         except BaseException:
-            self.close()
+            self.close_now()
             raise
         self.log.info("listening", f"serving on {self.endpoint}")
 
@@ -125,14 +125,14 @@ class ZeroMQServer(ZeroMQDriver):
         """Refuse new requests (503); close once every request in flight has its reply."""
         self._stopping = True
         if self.inflight == 0:
-            self.close()
+            self.close_now()
 
-    def close(self) -> None:
+    def close_now(self) -> None:
         """Stop reading and close the socket."""
         if self._reader is not None:
             self._reader.close()
             self._reader = None
-        super().close()
+        super().close_now()
 
     def _on_request(self, frames: list[bytes]) -> None:
         self.requests += 1
@@ -166,7 +166,7 @@ class ZeroMQServer(ZeroMQDriver):
             self.errors += 1
         self._send(envelope, frames)
         if self._stopping and self.inflight == 0:
-            self.close()
+            self.close_now()
 
     def _send(self, envelope: list[bytes], frames: list[bytes]) -> None:
         sent = False

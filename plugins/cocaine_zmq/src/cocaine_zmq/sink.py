@@ -6,7 +6,7 @@ Results are dropped, or published with ``publish`` (see ``cocaine_zmq.intake``).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import zmq
 
@@ -17,14 +17,14 @@ from cocaine_zmq.endpoints import bind, bind_free_port, optional_endpoint
 from cocaine_zmq.intake import PUBLISH_KEY, MessageIntake
 
 if TYPE_CHECKING:
-    from cocaine_core.engine import Engine
+    from cocaine_core.drivers import EngineHandle
     from cocaine_core.manifest import TaskConfig
 
 
 class ZeroMQSink(MessageIntake):
     """Takes work from PUSH peers on a PULL socket bound at ``endpoint``."""
 
-    keys = (
+    keys: ClassVar[tuple[Key, ...]] = (
         Key("endpoint", optional_endpoint, None,
             "where to bind the PULL socket; omitted: a free port from the node's range"),
         PUBLISH_KEY,
@@ -40,7 +40,7 @@ class ZeroMQSink(MessageIntake):
                                        "both the PULL and the PUB socket")]
         return []
 
-    def __init__(self, task: TaskConfig, engine: Engine) -> None:
+    def __init__(self, task: TaskConfig, engine: EngineHandle) -> None:
         super().__init__(task, engine)
         self.endpoint: str | None = self.options.get("endpoint")
 

@@ -8,7 +8,7 @@ one frame is the body as is, and ``meta["topic"]`` is None.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import zmq
 
@@ -20,7 +20,7 @@ from cocaine_zmq.frames import pack_frames
 from cocaine_zmq.intake import PUBLISH_KEY, MessageIntake
 
 if TYPE_CHECKING:
-    from cocaine_core.engine import Engine
+    from cocaine_core.drivers import EngineHandle
     from cocaine_core.manifest import TaskConfig
 
 
@@ -35,7 +35,7 @@ def topic_text(frame: bytes) -> str | bytes:
 class ZeroMQSubscriber(MessageIntake):
     """Subscribes to PUB peers at ``endpoint`` (one or a list) with ``subscribe`` prefixes."""
 
-    keys = (
+    keys: ClassVar[tuple[Key, ...]] = (
         Key("endpoint", endpoints, help="the PUB endpoint(s) to connect to"),
         Key("subscribe", prefixes, ("",),
             "topic prefix, or list of prefixes, of the messages wanted; \"\" is all"),
@@ -51,7 +51,7 @@ class ZeroMQSubscriber(MessageIntake):
                                        "would come back to it as new messages")]
         return []
 
-    def __init__(self, task: TaskConfig, engine: Engine) -> None:
+    def __init__(self, task: TaskConfig, engine: EngineHandle) -> None:
         super().__init__(task, engine)
         self.endpoints: list[str] = list(self.options["endpoint"])
         self.prefixes: list[str] = list(self.options["subscribe"])
