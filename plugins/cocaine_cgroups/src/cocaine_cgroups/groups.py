@@ -446,9 +446,9 @@ class AppGroup:
                 stat = read_keyed(part.path / "cpu.stat")
                 if "usage_usec" in stat:
                     return round(stat["usage_usec"] / 1e6, 3)
-        part = self.part_for("cpuacct")
-        if part is not None:
-            nanoseconds = _int(read(part.path / "cpuacct.usage"))
+        cpuacct = self.part_for("cpuacct")
+        if cpuacct is not None:
+            nanoseconds = _int(read(cpuacct.path / "cpuacct.usage"))
             if nanoseconds is not None:
                 return round(nanoseconds / 1e9, 3)
         return None

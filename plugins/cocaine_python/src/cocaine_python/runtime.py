@@ -13,7 +13,7 @@ import inspect
 import sys
 import traceback
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import zmq
 
@@ -44,6 +44,11 @@ def serve(app: LoadedApp, channel: SlaveChannel) -> int:
         sys.stderr.flush()
         channel.close()
     return 0
+
+
+def _readable(socket: zmq.Socket) -> bool:
+    """Whether a message waits on ``socket`` (its FD only signals edges, so ask ZMQ_EVENTS)."""
+    return bool(cast(int, socket.getsockopt(zmq.EVENTS)) & zmq.POLLIN)
 
 
 def _is_async(handler: Any) -> bool:
@@ -109,13 +114,14 @@ class Runner:
         """Handle messages as they come; async handlers run concurrently."""
         loop = asyncio.get_running_loop()
         socket = self.channel.socket
+        fd = cast(int, socket.getsockopt(zmq.FD))
         wake = asyncio.Event()
         self.after_send = wake.set
-        loop.add_reader(socket.getsockopt(zmq.FD), wake.set)
+        loop.add_reader(fd, wake.set)
         tasks: set[asyncio.Task[None]] = set()
         try:
             while True:
-                while socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                while _readable(socket):
                     fields, body = self.channel.recv()
                     if fields[0] == Code.TERMINATE:
                         if tasks:
@@ -131,10 +137,10 @@ class Runner:
                     else:
                         self.run_sync(fields, body or b"")
                 wake.clear()
-                if not socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                if not _readable(socket):
                     await wake.wait()
         finally:
-            loop.remove_reader(socket.getsockopt(zmq.FD))
+            loop.remove_reader(fd)
 
     async def run_async(self, fields: list[Any], body: bytes) -> None:
         """Run one async job on the running loop."""

@@ -13,7 +13,7 @@ import contextlib
 import os
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from cronsim import CronSim, CronSimError
@@ -22,6 +22,11 @@ from cocaine_core import schema
 from cocaine_core.errors import Problem
 from cocaine_core.schema import Key
 from cocaine_timers.timer import TimerDriver, format_time, log
+
+if TYPE_CHECKING:
+    from cocaine_core.drivers import EngineHandle
+    from cocaine_core.manifest import TaskConfig
+    from cocaine_timers.clock import Clock
 
 #: The usual macros, as the five fields they stand for. ``@reboot`` is handled apart.
 MACROS = {
@@ -196,8 +201,9 @@ class Cron(TimerDriver):
                                                 f"cron expression: {exc}"))
         return problems
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, task: TaskConfig, engine: EngineHandle,
+                 clock: Clock | None = None) -> None:
+        super().__init__(task, engine, clock)
         self.zone, self.zone_name = zone_for(self.options.get("timezone"))
         self.schedule = CronSchedule(self.options["schedule"], self.zone)
         self.target: datetime | None = None

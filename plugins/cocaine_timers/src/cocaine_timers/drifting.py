@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import TYPE_CHECKING
 
 from cocaine_timers.recurring import INTERVAL
 from cocaine_timers.timer import Outcome, TimerDriver
+
+if TYPE_CHECKING:
+    from cocaine_core.drivers import EngineHandle
+    from cocaine_core.manifest import TaskConfig
+    from cocaine_timers.clock import Clock
 
 
 class DriftingTimer(TimerDriver):
@@ -19,8 +24,9 @@ class DriftingTimer(TimerDriver):
 
     keys = (INTERVAL,)
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, task: TaskConfig, engine: EngineHandle,
+                 clock: Clock | None = None) -> None:
+        super().__init__(task, engine, clock)
         self.interval = self.options["interval"] / 1000.0
 
     def begin(self) -> None:

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgpack
 
 from cocaine_core import schema
 from cocaine_core.schema import Key
 from cocaine_timers.timer import Outcome, TimerDriver, log
+
+if TYPE_CHECKING:
+    from cocaine_core.drivers import EngineHandle
+    from cocaine_core.manifest import TaskConfig
+    from cocaine_timers.clock import Clock
 
 
 class AnswerError(ValueError):
@@ -63,8 +68,9 @@ class ManualScheduler(TimerDriver):
     keys = (Key("retry", schema.positive_number, 60.0,
                 "seconds to wait after a run that failed before running again"),)
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, task: TaskConfig, engine: EngineHandle,
+                 clock: Clock | None = None) -> None:
+        super().__init__(task, engine, clock)
         self.retry = self.options["retry"]
         self.finished = False
         self.last_answer: float | None = None

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cocaine_core import schema
 from cocaine_core.schema import Key
 from cocaine_timers.timer import TimerDriver, log
+
+if TYPE_CHECKING:
+    from cocaine_core.drivers import EngineHandle
+    from cocaine_core.manifest import TaskConfig
+    from cocaine_timers.clock import Clock
 
 INTERVAL = Key("interval", schema.positive_number, help="milliseconds between runs")
 
@@ -24,8 +29,9 @@ class RecurringTimer(TimerDriver):
 
     keys = (INTERVAL,)
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, task: TaskConfig, engine: EngineHandle,
+                 clock: Clock | None = None) -> None:
+        super().__init__(task, engine, clock)
         self.interval = self.options["interval"] / 1000.0
         self.origin = 0.0
         self.origin_wall = 0.0

@@ -20,7 +20,7 @@ from cocaine_core.protocol import Status
 from cocaine_timers.clock import Clock, LoopClock, TimerHandle
 
 if TYPE_CHECKING:
-    from cocaine_core.engine import Engine
+    from cocaine_core.drivers import EngineHandle
     from cocaine_core.manifest import TaskConfig
 
 log = logging.getLogger("cocaine.timers")
@@ -76,7 +76,8 @@ class TimerDriver(Driver):
     ``clock`` may be given to drive the timer by hand (tests); by default it is the loop's.
     """
 
-    def __init__(self, task: TaskConfig, engine: Engine, clock: Clock | None = None) -> None:
+    def __init__(self, task: TaskConfig, engine: EngineHandle,
+                 clock: Clock | None = None) -> None:
         super().__init__(task, engine)
         self._given_clock = clock
         self.clock: Clock = clock  # type: ignore[assignment]  # set for real in start()

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from cocaine_core import hookimpl
 from cocaine_core.drivers import Driver
 from cocaine_core.errors import Problem
 from cocaine_core.schema import Key, positive_int, string
 
+if TYPE_CHECKING:
+    from cocaine_core.drivers import EngineHandle
+    from cocaine_core.manifest import TaskConfig
+
 
 class OneShot(Driver):
     """Fires ``times`` jobs with ``payload`` as their body when the app starts."""
 
-    keys = (
+    keys: ClassVar[tuple[Key, ...]] = (
         Key("payload", string, "", "the body of each job"),
         Key("times", positive_int, 1, "how many jobs to fire"),
     )
@@ -26,8 +30,8 @@ class OneShot(Driver):
             return [Problem("times", "must be at most 1000")]
         return []
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, task: TaskConfig, engine: EngineHandle) -> None:
+        super().__init__(task, engine)
         self.fired = 0
 
     async def start(self) -> None:
