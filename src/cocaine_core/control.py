@@ -23,12 +23,13 @@ import msgpack
 
 from cocaine_core import archive
 from cocaine_core.appstore import AppRecord
-from cocaine_core.errors import CocaineError, ManifestError, NodeError
-from cocaine_core.manifest import parse_manifest
+from cocaine_core.errors import BusyError, CocaineError, NodeError, NotFoundError
+from cocaine_core.manifest import check_app_name, parse_manifest
 from cocaine_core.protocol import Status
 
 if TYPE_CHECKING:
-    from cocaine_core.node import NativeSink, Node
+    from cocaine_core.engine.job import JobSink
+    from cocaine_core.node import Node
 
 log = logging.getLogger("cocaine.control")
 
@@ -53,6 +54,8 @@ class ControlService:
     def __init__(self, node: Node) -> None:
         self.node = node
         self.uploads: dict[str, Upload] = {}
+        #: Methods under way (each runs as a task of its own: a deploy takes seconds).
+        self._running: set[asyncio.Task[None]] = set()
         self.methods: dict[str, Callable[[dict[str, Any]], Awaitable[Any]]] = {
             "list": self.list,
             "info": self.info,
@@ -64,13 +67,28 @@ class ControlService:
             "restart": self.restart,
         }
 
-    async def handle(self, sink: NativeSink, method: str, body: bytes) -> None:
-        """Run ``method`` with the msgpack map in ``body``; answer on ``sink``."""
+    def submit(self, sink: JobSink, method: str, body: bytes) -> None:
+        """Start ``method`` with the msgpack map in ``body``; its answer goes to ``sink``."""
         handler = self.methods.get(method)
         if handler is None:
             sink.error(Status.NOT_FOUND, f"the control service has no method '{method}'; "
                                          f"methods: {', '.join(sorted(self.methods))}")
             return
+        task = asyncio.get_running_loop().create_task(self.handle(sink, method, body))
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+
+    async def close(self) -> None:
+        """Cancel the methods under way (the node is stopping) and drop partial uploads."""
+        for task in list(self._running):
+            task.cancel()
+        await asyncio.gather(*self._running, return_exceptions=True)
+        for upload in list(self.uploads.values()):
+            self._forget(upload)
+
+    async def handle(self, sink: JobSink, method: str, body: bytes) -> None:
+        """Run ``method`` with the msgpack map in ``body``; answer on ``sink``."""
+        handler = self.methods[method]
         try:
             args = msgpack.unpackb(body, raw=False) if body else {}
             if not isinstance(args, dict):
@@ -80,11 +98,8 @@ class ControlService:
             return
         try:
             result = await handler(args)
-        except ManifestError as exc:
-            sink.error(Status.BAD_REQUEST, str(exc))
-            return
         except CocaineError as exc:
-            sink.error(getattr(exc, "status", Status.BAD_REQUEST), str(exc))
+            sink.error(exc.code, str(exc))
             return
         except Exception as exc:
             log.exception("control method %s failed", method)
@@ -153,7 +168,7 @@ class ControlService:
     def _upload(self, upload_id: Any) -> Upload:
         upload = self.uploads.get(upload_id) if isinstance(upload_id, str) else None
         if upload is None:
-            raise NodeError("no such upload (it finished, or was idle for too long); start "
+            raise NotFoundError("no such upload (it finished, or was idle for too long); start "
                             "again with upload-begin")
         return upload
 
@@ -201,7 +216,7 @@ class ControlService:
                 if root != running_root:
                     await asyncio.to_thread(_rmtree, root)
                 raise
-            engine.record = record  # type: ignore[attr-defined]
+            engine.record = record
             await asyncio.to_thread(store.save, record, code)
             store.forget_unpacked(name, keep=root)
         log.info("app %s deployed (version %d, sha256 %s)", name, record.version,
@@ -268,7 +283,7 @@ class _Claim:
 
     def __enter__(self) -> None:
         if self.name in self.busy:
-            raise NodeError(f"app '{self.name}' is busy with a {self.busy[self.name]} right "
+            raise BusyError(f"app '{self.name}' is busy with a {self.busy[self.name]} right "
                             f"now; try again when it is done")
         self.busy[self.name] = self.what
 
@@ -277,16 +292,12 @@ class _Claim:
 
 
 def _name(args: dict[str, Any]) -> str:
-    from cocaine_core.node import check_app_name
-
-    return check_app_name(args.get("name"))  # type: ignore[arg-type]
+    return check_app_name(args.get("name"))
 
 
-def _not_found(name: str, node: Node) -> NodeError:
-    error = NodeError(f"no app named '{name}' on this node; apps: "
-                      f"{', '.join(sorted(node.apps)) or '(none)'}")
-    error.status = Status.NOT_FOUND  # type: ignore[attr-defined]
-    return error
+def _not_found(name: str, node: Node) -> NotFoundError:
+    return NotFoundError(f"no app named '{name}' on this node; apps: "
+                         f"{', '.join(sorted(node.apps)) or '(none)'}")
 
 
 def _rmtree(path: Path) -> None:

@@ -2,6 +2,9 @@
 
 Each message is written for the person who will read it: it names what is wrong and says
 what to do. The CLI prints ``str(error)`` and exits 1; the traceback only with ``--debug``.
+Each error carries ``code``, the protocol status a node answers with when the error ends a
+request (``cocaine_core.protocol.Status``; plain numbers here, so this module imports nothing
+of cocaine's).
 """
 
 from __future__ import annotations
@@ -14,6 +17,9 @@ import attrs
 class CocaineError(Exception):
     """Base of every error cocaine raises on purpose."""
 
+    #: The status a request that ends in this error is answered with.
+    code: int = 500
+
 
 class PluginError(CocaineError):
     """A plugin could not be loaded or misbehaved while registering."""
@@ -25,6 +31,8 @@ class DuplicateNameError(PluginError):
 
 class UnknownTypeError(CocaineError):
     """A manifest or a setting named a type that no installed plugin provides."""
+
+    code = 400
 
 
 @attrs.frozen
@@ -41,6 +49,8 @@ class Problem:
 class ManifestError(CocaineError):
     """A manifest has one or more problems; all of them are listed at once."""
 
+    code = 400
+
     def __init__(self, problems: Iterable[Problem], source: str | None = None) -> None:
         self.problems: list[Problem] = list(problems)
         self.source = source
@@ -56,9 +66,12 @@ class ManifestError(CocaineError):
 class ProtocolError(CocaineError):
     """A frame or message did not follow the protocol."""
 
+    code = 400
+
 
 class ServiceError(CocaineError):
-    """A request failed on the node; ``code`` is the protocol's error code."""
+    """A request failed with ``code`` and ``message``: raised by clients for an error answer,
+    and by the node to answer a request with that error at once."""
 
     def __init__(self, code: int, message: str) -> None:
         self.code = code
@@ -76,6 +89,20 @@ class StorageError(CocaineError):
 
 class NodeError(CocaineError):
     """The node could not do what it was asked (bind, deploy, start an app)."""
+
+    code = 400
+
+
+class NotFoundError(NodeError):
+    """What a request named (an app, an event, a method, an upload) does not exist."""
+
+    code = 404
+
+
+class BusyError(NodeError):
+    """The app is busy with another deploy, removal or restart, or not serving yet."""
+
+    code = 503
 
 
 def join_names(names: Sequence[str]) -> str:

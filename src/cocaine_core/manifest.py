@@ -14,7 +14,7 @@ from typing import Any
 import attrs
 
 from cocaine_core import schema
-from cocaine_core.errors import ManifestError, Problem, UnknownTypeError
+from cocaine_core.errors import ManifestError, NodeError, Problem, UnknownTypeError
 from cocaine_core.jsontext import loads_lenient
 from cocaine_core.plugins import SHIPPED, PluginHost, get_host
 from cocaine_core.schema import Key
@@ -38,6 +38,11 @@ ENGINE_KEYS: tuple[Key, ...] = (
         "grace in seconds between terminate and SIGKILL"),
     Key("job-timeout", schema.optional_positive_number, None,
         "default run-time limit in seconds of every job; null for none"),
+    Key("max-requests", schema.non_negative_int, 0,
+        "jobs a slave serves before it is replaced, gracefully; 0: never"),
+    Key("max-rss", schema.optional_size, None,
+        "resident memory (\"512M\") past which a slave is replaced once its jobs end; "
+        "null: never"),
     Key("backend", schema.string, "process", "the slave backend"),
 )
 
@@ -68,6 +73,8 @@ class EngineConfig:
     idle_timeout: float = 600.0
     termination_timeout: float = 5.0
     job_timeout: float | None = None
+    max_requests: int = 0
+    max_rss: int | None = None
     backend: str = "process"
     #: Keys owned by plugins (``resource-limits``), by their manifest name.
     extra: dict[str, Any] = attrs.field(factory=dict)
@@ -125,6 +132,18 @@ class Manifest:
             "engine": self.engine.to_dict(),
             "tasks": {name: task.to_dict() for name, task in self.tasks.items()},
         }
+
+
+#: What an app may be called: it names folders, sockets and cgroups, so nothing else.
+APP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def check_app_name(name: object) -> str:
+    """Return ``name`` if it is a plain app name, else ``NodeError`` saying what is allowed."""
+    if not isinstance(name, str) or not APP_NAME.match(name) or ".." in name:
+        raise NodeError(f"app name {name!r} is not allowed: use 1 to 64 letters, digits, "
+                        f"'.', '_' or '-', starting with a letter or digit")
+    return name
 
 
 def app_name_for(path: Path) -> str:

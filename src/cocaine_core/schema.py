@@ -90,6 +90,31 @@ def optional_positive_number(value: Any) -> float | None:
     raise Invalid(f"must be a number of seconds above 0, or null for none, got {show(value)}")
 
 
+_SIZE_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+
+
+def optional_size(value: Any) -> int | None:
+    """A size in bytes: a whole number, or a string with a unit (``"512M"``, ``"2G"``; K, M,
+    G and T are powers of 1024); null for none. At least 1 MiB: smaller is no process."""
+    if value is None:
+        return None
+    size: float | None = None
+    if _is_number(value) and _is_whole(value):
+        size = float(value)
+    elif isinstance(value, str):
+        text = value.strip().upper().removesuffix("IB").removesuffix("B")
+        unit = text[-1:] if text[-1:] in _SIZE_UNITS else ""
+        number = text[:-1] if unit else text
+        try:
+            size = float(number) * _SIZE_UNITS[unit]
+        except ValueError:
+            size = None
+    if size is not None and math.isfinite(size) and 2**20 <= size <= 2**50:
+        return int(size)
+    raise Invalid(f"must be a size of at least 1 MiB, in bytes or with a unit such as \"512M\" "
+                  f"or \"2G\", or null for none, got {show(value)}")
+
+
 def string(value: Any) -> str:
     """A non-empty string."""
     if isinstance(value, str) and value:
@@ -175,15 +200,15 @@ def check_keys(
     """
     keys = tuple(keys)
     by_name: dict[str, Key] = {}
-    for key in keys:
-        by_name[key.name] = key
-        for alias in key.aliases:
-            by_name[alias] = key
+    for spec in keys:
+        by_name[spec.name] = spec
+        for alias in spec.aliases:
+            by_name[alias] = spec
     values: dict[str, Any] = {}
     problems: list[Problem] = []
     ignored = set(ignore)
     for name, raw in data.items():
-        key = by_name.get(name)
+        key: Key | None = by_name.get(name)
         if key is None:
             if name not in ignored:
                 known = sorted(k.name for k in keys)
@@ -205,12 +230,12 @@ def check_keys(
             values[key.name] = key.kind(raw)
         except Invalid as exc:
             problems.append(Problem(join_path(path, name), str(exc)))
-    for key in keys:
-        if key.name in values or any(p.path == join_path(path, key.name) for p in problems):
+    for spec in keys:
+        if spec.name in values or any(p.path == join_path(path, spec.name) for p in problems):
             continue
-        if key.required:
-            what = f" ({key.help})" if key.help else ""
-            problems.append(Problem(join_path(path, key.name), f"is required{what}"))
+        if spec.required:
+            what = f" ({spec.help})" if spec.help else ""
+            problems.append(Problem(join_path(path, spec.name), f"is required{what}"))
         else:
-            values[key.name] = key.default
+            values[spec.name] = spec.default
     return values, problems

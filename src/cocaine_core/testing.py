@@ -23,7 +23,7 @@ import socket
 import textwrap
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, TypeVar
@@ -119,7 +119,7 @@ class RunningNode:
         self.run(self.node.start)
         return self
 
-    def run(self, function: Callable[..., Awaitable[T]], *args: Any,
+    def run(self, function: Callable[..., Coroutine[Any, Any, T]], *args: Any,
             timeout: float = 60.0) -> T:
         """Run ``await function(*args)`` on the node's loop and return its result."""
         future: Future[T] = asyncio.run_coroutine_threadsafe(function(*args), self.loop)

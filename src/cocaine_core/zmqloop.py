@@ -37,7 +37,8 @@ class SocketReader:
         self.loop = loop or asyncio.get_running_loop()
         self._scheduled = False
         self._closed = False
-        self.loop.add_reader(socket.getsockopt(zmq.FD), self._drain)
+        self._fd = int(socket.getsockopt(zmq.FD))
+        self.loop.add_reader(self._fd, self._drain)
         self.poke()
 
     def poke(self) -> None:
@@ -55,7 +56,7 @@ class SocketReader:
         # One look first (a poke after a send usually finds nothing: 3 us, where a failed
         # receive costs an exception); then receive until the socket says Again, which also
         # re-arms the edge-triggered descriptor.
-        if self._closed or not option(_EVENTS) & _POLLIN:
+        if self._closed or not int(option(_EVENTS)) & _POLLIN:
             return
         for _ in range(self.BATCH):
             if self._closed:
@@ -102,4 +103,4 @@ class SocketReader:
         if not self._closed:
             self._closed = True
             with contextlib.suppress(zmq.ZMQError, ValueError, OSError):
-                self.loop.remove_reader(self.socket.getsockopt(zmq.FD))
+                self.loop.remove_reader(self._fd)

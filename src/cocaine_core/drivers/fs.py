@@ -72,7 +72,7 @@ def _nearest_folder(path: Path) -> Path:
 
 def _walk(folder: str) -> list[str]:
     """Every folder and file below ``folder`` (not ``folder`` itself)."""
-    found = []
+    found: list[str] = []
     for parent, dirs, files in os.walk(folder):
         found.extend(os.path.join(parent, name) for name in (*dirs, *files))
     return found

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import enum
+import os
 import time
+from typing import Any
 
 import attrs
 
@@ -17,7 +19,7 @@ class SlaveState(enum.Enum):
     SPARE = "spare"  # handshake done; waits, unconfigured, until the pool grows
     CONFIGURING = "configuring"  # handshake done, configure sent; not ready yet
     READY = "ready"  # takes jobs
-    RETIRING = "retiring"  # told to terminate; takes no more jobs
+    RETIRING = "retiring"  # takes no more jobs; told to terminate once its jobs end
     KILLED = "killed"  # signalled; waiting to be reaped
 
 
@@ -35,6 +37,7 @@ class SlaveHandle:
     handshaken: bool = False
     #: Forked ahead of need: joins the pool (is configured) only when the pool grows.
     spare: bool = False
+    #: The ``cocaine_slave_spawned`` hooks have passed (confinement is in force).
     hooked: bool = False
     #: Seconds from the spawn request to the slave's first heartbeat (ready), once known.
     startup: float | None = None
@@ -49,12 +52,24 @@ class SlaveHandle:
         """Whether the slave has a job in flight."""
         return bool(self.jobs)
 
-    def free_capacity(self, concurrency: int) -> int:
-        """How many more jobs this slave takes now."""
-        if self.state is not SlaveState.READY:
-            return 0
-        return concurrency - len(self.jobs)
-
     def label(self) -> str:
         """A short name for logs: the pid, or the id before the pid is known."""
         return str(self.pid) if self.pid else self.id
+
+    def info(self, now: float) -> dict[str, Any]:
+        """This slave for ``cocaine info``."""
+        return {"id": self.id, "pid": self.pid,
+                "state": "spare" if self.spare else self.state.value,
+                "jobs": len(self.jobs), "served": self.served,
+                "rss-bytes": rss_of(self.pid) if self.pid else None,
+                "age": round(now - self.spawned_at, 3),
+                "startup-ms": None if self.startup is None else round(self.startup * 1000, 3)}
+
+
+def rss_of(pid: int) -> int | None:
+    """Resident memory of process ``pid`` in bytes, or None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None

@@ -1,10 +1,15 @@
-"""Counters and latency percentiles of an app's jobs, for ``cocaine info``."""
+"""How an app's jobs end, each counted once: counters and latency percentiles for
+``cocaine info``, and the one place a job is finished with each outcome."""
 
 from __future__ import annotations
 
 import collections
+import time
 
 import attrs
+
+from cocaine_core.engine.job import Job
+from cocaine_core.protocol import Status
 
 
 @attrs.define
@@ -19,6 +24,35 @@ class JobStats:
     retried: int = 0
     latencies: collections.deque[float] = attrs.field(
         factory=lambda: collections.deque(maxlen=2048))
+
+    # The ways a job ends: each finishes the job and counts it.
+
+    def refuse(self, job: Job, message: str) -> None:
+        """Refuse ``job`` with 503 (no capacity)."""
+        self.refused += 1
+        job.refuse(message)
+
+    def expire(self, job: Job) -> None:
+        """Fail ``job`` with 520: its deadline passed before it could start."""
+        self.expired += 1
+        job.fail(Status.DEADLINE, "the job's deadline passed before it could start")
+
+    def succeed(self, job: Job, last: bytes | None = None) -> None:
+        """Complete ``job``; ``last`` is its final chunk, if any."""
+        self.done += 1
+        self.latencies.append(time.monotonic() - job.created)
+        job.complete(last)
+
+    def fail(self, job: Job, code: int, message: str) -> None:
+        """Fail ``job`` with ``code``."""
+        self.failed += 1
+        job.fail(code, message)
+
+    def time_out(self, job: Job) -> None:
+        """Fail ``job`` with 504: it ran past its timeout."""
+        self.timed_out += 1
+        job.fail(Status.TIMEOUT, f"the job ran past its timeout of {job.timeout:g} s and its "
+                                 f"slave was stopped")
 
     def percentile(self, fraction: float) -> float | None:
         """The latency (seconds) below which ``fraction`` of recent jobs finished."""

@@ -1,0 +1,203 @@
+"""The node's native endpoint: one ROUTER socket for every app's native events and ``@node``.
+
+Every request (``[REQUEST, id, app, event, policy] + body``, docs/protocol.md) arrives here,
+is checked, and is routed: requests for the reserved app ``@node`` go to the control service;
+the others become jobs of the named app's engine, if a ``native-server`` task serves that
+event. Answers go back through a ``NativeSink``. A client can never make the node fail: a bad
+request gets a 400 naming what is wrong, and anything unexpected a 500.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import zmq
+
+from cocaine_core import protocol
+from cocaine_core.drivers.native import NativeServer
+from cocaine_core.errors import CocaineError, NodeError, ProtocolError, ServiceError
+from cocaine_core.protocol import CONTROL_APP, Code, Status
+from cocaine_core.zmqloop import SocketReader
+
+if TYPE_CHECKING:
+    from cocaine_core.engine import Engine
+    from cocaine_core.node import Node
+
+log = logging.getLogger("cocaine.endpoint")
+
+#: Messages queued per client in each direction before ZeroMQ pushes back.
+HIGH_WATER_MARK = 100_000
+
+
+class NativeSink:
+    """Sends a job's answer back to the client that asked, over the node's ROUTER."""
+
+    __slots__ = ("envelope", "reader", "request_id")
+
+    def __init__(self, reader: SocketReader, envelope: list[bytes], request_id: Any) -> None:
+        self.reader = reader
+        self.envelope = envelope
+        self.request_id = request_id
+
+    def chunk(self, data: bytes) -> None:
+        """Send one chunk."""
+        self.reader.send([*self.envelope, protocol.pack(Code.CHUNK, self.request_id), data])
+
+    def choke(self) -> None:
+        """Send the end of the answer."""
+        self.reader.send([*self.envelope, protocol.pack(Code.CHOKE, self.request_id)])
+
+    def last(self, data: bytes) -> None:
+        """Send the last chunk with the end of the answer, in one message."""
+        self.reader.send([*self.envelope, protocol.pack(Code.CHOKE, self.request_id), data])
+
+    def error(self, code: int, message: str) -> None:
+        """Send an error (no choke follows)."""
+        self.reader.send([*self.envelope,
+                          protocol.pack(Code.ERROR, self.request_id, code, message)])
+
+
+@attrs.define(slots=True)
+class Policy:
+    """How a request wants to be run: ``urgent`` jumps the queue; ``timeout`` (seconds the
+    job may run) and ``deadline`` (seconds from now by which it must start) may be None."""
+
+    urgent: bool = False
+    timeout: float | None = None
+    deadline: float | None = None
+
+    @classmethod
+    def parse(cls, policy: Any) -> Policy:
+        """Check a request's policy map; ``ServiceError`` 400 naming the bad key."""
+        if policy is None:
+            return cls()
+        if not isinstance(policy, dict):
+            raise _bad("policy must be a map with urgent, timeout and deadline")
+        urgent = policy.get("urgent", False)
+        if not isinstance(urgent, bool):
+            raise _bad("policy.urgent must be true or false")
+        times = []
+        for key in ("timeout", "deadline"):
+            value = policy.get(key)
+            if value is not None and (isinstance(value, bool) or not isinstance(
+                    value, int | float) or not 0 < value < 10**9):
+                raise _bad(f"policy.{key} must be a number of seconds above 0, or nil")
+            times.append(value)
+        return cls(urgent, times[0], times[1])
+
+
+class NativeEndpoint:
+    """The node's ROUTER: receives requests, routes them, sends answers back."""
+
+    def __init__(self, node: Node, listen: str) -> None:
+        self.node = node
+        self.listen = listen
+        #: Requests received, good or bad.
+        self.requests = 0
+        self._socket: zmq.Socket[bytes] | None = None
+        self._reader: SocketReader | None = None
+
+    def bind(self) -> str:
+        """Bind the endpoint and start serving; return the address bound (a ``:0`` port
+        resolved). ``NodeError`` naming the endpoint if it is taken."""
+        sock: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.ROUTER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.SNDHWM, HIGH_WATER_MARK)
+        sock.setsockopt(zmq.RCVHWM, HIGH_WATER_MARK)
+        try:
+            sock.bind(self.listen)
+        except zmq.ZMQError as exc:
+            sock.close()
+            raise NodeError(f"cannot listen on {self.listen}: {exc.strerror}; is another node "
+                            f"running there? Choose another endpoint with --listen") from None
+        self._socket = sock
+        self.listen = sock.getsockopt_string(zmq.LAST_ENDPOINT) or self.listen
+        self._reader = SocketReader(sock, self._on_request)
+        return self.listen
+
+    def close(self) -> None:
+        """Stop serving and close the socket."""
+        if self._reader is not None:
+            self._reader.close()
+        if self._socket is not None:
+            self._socket.close(linger=100)
+            self._socket = None
+
+    # -- a request ------------------------------------------------------------------------------
+
+    def _on_request(self, frames: list[bytes]) -> None:
+        self.requests += 1
+        assert self._reader is not None
+        envelope, request_id = frames[:1], None
+        try:
+            if len(frames) < 2:
+                raise _bad("empty request: expected a header frame")
+            try:
+                fields = protocol.unpack(frames[1])
+            except ProtocolError as exc:
+                raise _bad(str(exc)) from None
+            if len(fields) >= 2:
+                request_id = _safe_id(fields[1])
+            if fields[0] != Code.REQUEST or len(fields) < 4:
+                raise _bad("expected [10, request_id, app, event, policy] in the header frame")
+            app, event = fields[2], fields[3]
+            if not isinstance(app, str) or not isinstance(event, str):
+                raise _bad("app and event must be strings")
+            policy = Policy.parse(fields[4] if len(fields) > 4 else None)
+            body = frames[2] if len(frames) > 2 else b""
+            self.route(NativeSink(self._reader, envelope, request_id), app, event, policy, body)
+        except CocaineError as exc:
+            message = exc.message if isinstance(exc, ServiceError) else str(exc)
+            NativeSink(self._reader, envelope, request_id).error(exc.code, message)
+        except Exception as exc:  # the node never dies of what a client sends
+            log.exception("request failed")
+            NativeSink(self._reader, envelope, request_id).error(
+                Status.SERVER_ERROR, f"the node failed to handle the request: {exc}")
+
+    def route(self, sink: NativeSink, app: str, event: str, policy: Policy,
+              body: bytes) -> None:
+        """Hand a checked request to the control service or to its app's engine."""
+        if app == CONTROL_APP:
+            self.node.control.submit(sink, event, body)
+            return
+        engine = self._engine(app)
+        driver = _native_driver(engine, event)
+        if driver is None:
+            served = ", ".join(sorted(d.task.event for d in engine.drivers
+                                      if isinstance(d, NativeServer))) or "(none)"
+            raise ServiceError(Status.NOT_FOUND, f"app '{app}' has no event '{event}' served "
+                                                 f"natively; events: {served}")
+        driver.requests += 1
+        deadline = None if policy.deadline is None else time.monotonic() + policy.deadline
+        engine.submit(driver.make_job(body, {}, sink, urgent=policy.urgent, deadline=deadline,
+                                      timeout=policy.timeout))
+
+    def _engine(self, app: str) -> Engine:
+        node = self.node
+        engine = node.apps.get(app)
+        if engine is not None:
+            return engine
+        if node.loading or node.busy.get(app) == "start":
+            raise ServiceError(Status.UNAVAILABLE, f"app '{app}' is not serving yet: the node "
+                                                   f"is starting its apps; retry in a moment")
+        names = ", ".join(sorted(node.apps)) or "(none)"
+        raise ServiceError(Status.NOT_FOUND, f"no app named '{app}' on this node; apps: "
+                                             f"{names}")
+
+
+def _native_driver(engine: Engine, event: str) -> NativeServer | None:
+    for driver in engine.drivers:
+        if isinstance(driver, NativeServer) and driver.task.event == event:
+            return driver
+    return None
+
+
+def _bad(message: str) -> ServiceError:
+    return ServiceError(Status.BAD_REQUEST, message)
+
+
+def _safe_id(request_id: Any) -> Any:
+    return request_id if isinstance(request_id, int | str | bytes) else None

@@ -1,0 +1,138 @@
+"""The engine's side of the engine ↔ slave protocol: its ROUTER socket and message decoding.
+
+The twin of ``cocaine_core.slave_channel`` (the slave's side). ``EngineChannel`` binds the
+app's ``ipc://`` endpoint, decodes every message from a slave into one call on its
+``SlaveListener`` (the pool and the engine), and encodes what the engine sends: configure,
+invoke, terminate. Frames are documented in docs/protocol.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from typing import Any, Protocol
+
+import zmq
+
+from cocaine_core import protocol
+from cocaine_core.engine.job import Job
+from cocaine_core.errors import ProtocolError
+from cocaine_core.protocol import Code
+from cocaine_core.zmqloop import SocketReader
+
+log = logging.getLogger("cocaine.engine")
+
+
+class SlaveListener(Protocol):
+    """What the channel calls for each message a slave sends, by slave id."""
+
+    def slave_handshake(self, slave_id: str, pid: int | None) -> None:
+        """The slave introduced itself (its pid, if it said)."""
+
+    def slave_heartbeat(self, slave_id: str) -> None:
+        """The slave is alive (its first heartbeat after configure means ready)."""
+
+    def slave_log(self, slave_id: str, stream: str, text: str) -> None:
+        """A line the app printed on ``stream`` (stdout or stderr)."""
+
+    def job_chunk(self, slave_id: str, job_id: int, data: bytes) -> None:
+        """A chunk of a job's answer."""
+
+    def job_done(self, slave_id: str, job_id: int, last: bytes | None) -> None:
+        """A job's answer is complete; ``last`` is its final chunk, if sent along."""
+
+    def job_error(self, slave_id: str, job_id: int, code: int, message: str,
+                  traceback: str) -> None:
+        """A job failed (the handler raised: usually 502)."""
+
+    def slave_failed(self, slave_id: str, message: str) -> None:
+        """The slave could not start (an error with no job id)."""
+
+
+class EngineChannel:
+    """The ROUTER slaves connect to: decodes what they send, encodes what they are sent."""
+
+    def __init__(self, endpoint: str, listener: SlaveListener) -> None:
+        self.endpoint = endpoint
+        self.listener = listener
+        self._socket: zmq.Socket[bytes] | None = None
+        self._reader: SocketReader | None = None
+
+    def bind(self) -> None:
+        """Bind the endpoint and start decoding (from the running asyncio loop)."""
+        sock: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.ROUTER)
+        sock.setsockopt(zmq.LINGER, 0)
+        # Never drop a message to a slave for want of room: the queue limit bounds them.
+        sock.setsockopt(zmq.SNDHWM, 0)
+        sock.setsockopt(zmq.RCVHWM, 0)
+        sock.bind(self.endpoint)
+        self._socket = sock
+        self._reader = SocketReader(sock, self._on_message)
+
+    def close(self) -> None:
+        """Stop decoding, close the socket and remove the ``ipc://`` file."""
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+        if self._socket is not None:
+            self._socket.close(linger=0)
+            self._socket = None
+        if self.endpoint.startswith("ipc://"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.endpoint.removeprefix("ipc://"))
+
+    # -- sending ----------------------------------------------------------------------------
+
+    def configure(self, slave_id: str, settings: dict[str, Any]) -> None:
+        """Tell a slave that shook hands to get ready, with its settings."""
+        self._send([slave_id.encode(), protocol.pack(Code.CONFIGURE, settings)])
+
+    def invoke(self, slave_id: str, job: Job) -> None:
+        """Hand a job to a slave."""
+        self._send([slave_id.encode(), protocol.pack(Code.INVOKE, job.id, job.event, job.meta),
+                    job.body])
+
+    def terminate(self, slave_id: str, reason: str) -> None:
+        """Ask a slave to exit once its jobs are done."""
+        self._send([slave_id.encode(), protocol.pack(Code.TERMINATE, reason)])
+
+    def _send(self, frames: list[bytes]) -> None:
+        if self._reader is not None:
+            self._reader.send(frames)
+
+    # -- receiving --------------------------------------------------------------------------
+
+    def _on_message(self, frames: list[bytes]) -> None:
+        try:
+            fields = protocol.unpack(frames[1])
+        except (ProtocolError, IndexError) as exc:
+            log.warning("%s: dropped a malformed slave message: %s", self.endpoint, exc)
+            return
+        code, listener = fields[0], self.listener
+        # Heartbeats and logs come from the slave's second socket: they name the slave.
+        if code == Code.HEARTBEAT:
+            if len(fields) > 1 and isinstance(fields[1], str):
+                listener.slave_heartbeat(fields[1])
+            return
+        if code == Code.LOG:
+            if len(fields) > 3 and isinstance(fields[1], str):
+                listener.slave_log(fields[1], str(fields[2]), str(fields[3]))
+            return
+        slave_id = frames[0].decode(errors="replace")
+        if code == Code.CHUNK:
+            if len(frames) > 2 and len(fields) > 1:
+                listener.job_chunk(slave_id, fields[1], frames[2])
+        elif code == Code.CHOKE:
+            if len(fields) > 1:
+                listener.job_done(slave_id, fields[1], frames[2] if len(frames) > 2 else None)
+        elif code == Code.ERROR:
+            _, job_id, status, message, traceback = [*fields, None, 500, "", ""][:5]
+            if job_id is None:
+                listener.slave_failed(slave_id, str(message))
+            else:
+                listener.job_error(slave_id, job_id, status if isinstance(status, int) else 500,
+                                   str(message), str(traceback or ""))
+        elif code == Code.HANDSHAKE:
+            pid = fields[2] if len(fields) > 2 and isinstance(fields[2], int) else None
+            listener.slave_handshake(slave_id, pid)

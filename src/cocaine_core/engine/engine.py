@@ -1,0 +1,376 @@
+"""The engine of one app: its life, its queue of jobs, and dispatch to its slave pool.
+
+It is driven from the node's asyncio loop: jobs arrive through ``submit`` (from drivers),
+messages from slaves through the engine's channel (``EngineChannel``, decoded into calls on
+the pool), process events from the backend, and a supervisor tick runs the pool's small steps
+(``SlavePool.tick``) and expires queued jobs past their deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import time
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cocaine_core.appinfo import AppInfo
+from cocaine_core.engine.channel import EngineChannel
+from cocaine_core.engine.job import Job
+from cocaine_core.engine.pool import SlavePool
+from cocaine_core.engine.queue import JobQueue
+from cocaine_core.engine.slave_handle import SlaveHandle, SlaveState
+from cocaine_core.engine.stats import JobStats
+from cocaine_core.engine.supervisor import supervise
+from cocaine_core.errors import AppLoadError
+from cocaine_core.plugins import get_host
+from cocaine_core.protocol import Status
+
+if TYPE_CHECKING:
+    from cocaine_core.appstore import AppRecord
+    from cocaine_core.backends import SlaveBackend
+    from cocaine_core.drivers import Driver
+
+log = logging.getLogger("cocaine.engine")
+
+
+class AppState(enum.Enum):
+    """Where an app is in its life."""
+
+    STARTING = "starting"
+    RUNNING = "running"
+    BROKEN = "broken"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+
+
+#: How many times in a row the app's code may fail to start before the app is broken.
+START_ATTEMPTS = 3
+#: Back-off before the n-th retry of a failed start: BACKOFF * 2 ** (n - 1) seconds.
+BACKOFF = 0.5
+
+
+class Engine:
+    """One app's queue and pool of slaves."""
+
+    def __init__(self, app: AppInfo) -> None:
+        self.app = app
+        self.config = app.manifest.engine
+        self.name = app.name
+        host = get_host()
+        self.language = host.registry("languages").get(app.manifest.type)
+        self.backend_class = host.registry("slave_backends").get(self.config.backend)
+        self.backend: SlaveBackend | None = None
+        self.queue = JobQueue()
+        self.stats = JobStats()
+        self.state = AppState.STARTING
+        self.broken_reason: str | None = None
+        self.started_at = time.time()
+        #: The stored record this engine runs (None for an app hosted by ``cocaine run``).
+        self.record: AppRecord | None = None
+        #: Template (code load) start attempts so far.
+        self.load_attempts = 0
+        self._start_failures = 0
+        self._ticker: asyncio.Task[None] | None = None
+        self._reloading: asyncio.Task[None] | None = None
+        self.pool = SlavePool(self)
+        endpoint = f"ipc://{Path(app.run_dir) / f'{self.name}.{uuid.uuid4().hex[:8]}'}"
+        self.channel = EngineChannel(endpoint, self.pool)
+        drivers = host.registry("drivers")
+        #: One driver per task, made now (so requests can find their event while the app
+        #: starts) and started once the app's code has loaded.
+        self.drivers: list[Driver] = [drivers.get(task.type)(task, self)
+                                      for task in app.manifest.tasks.values()]
+        self._started_drivers: list[Driver] = []
+
+    @property
+    def endpoint(self) -> str:
+        """The ``ipc://`` endpoint the app's slaves connect to."""
+        return self.channel.endpoint
+
+    @property
+    def spawns(self) -> int:
+        """Slaves started into the pool so far."""
+        return self.pool.spawns
+
+    @property
+    def reloading(self) -> bool:
+        """Whether the code is being loaded again after the template was lost."""
+        return self._reloading is not None
+
+    def accepting(self) -> bool:
+        """Whether the app takes jobs (running, or still starting)."""
+        return self.state is AppState.RUNNING or self.state is AppState.STARTING
+
+    def running(self) -> bool:
+        """Whether the app has started and serves."""
+        return self.state is AppState.RUNNING
+
+    def stopping(self) -> bool:
+        """Whether the app is stopping or has stopped."""
+        return self.state is AppState.STOPPING or self.state is AppState.STOPPED
+
+    # -- life of the app ------------------------------------------------------------------------
+
+    async def start(self, drivers: bool = True) -> None:
+        """Bind the slave endpoint, load the app's code, start the drivers.
+
+        A problem with the app's code does not raise: the app is then ``broken`` and says
+        why. Problems of the node (an endpoint in use, a plugin refusing) raise. With
+        ``drivers`` false the drivers wait for ``start_drivers`` (a redeploy starts the new
+        version's drivers only once the old version's have stopped).
+        """
+        self.channel.bind()
+        try:
+            get_host().call_each("cocaine_app_starting", raise_errors=True, app=self.app)
+            await self._load()
+            self._ticker = asyncio.get_running_loop().create_task(supervise(self))
+            if drivers:
+                await self.start_drivers()
+        except BaseException:
+            await self._teardown()
+            raise
+        if self.state is AppState.STARTING:
+            self.state = AppState.RUNNING
+        self.pool.ensure_minimum()
+
+    async def _load(self) -> None:
+        """Start the backend (template) with retries and back-off; broken after the last."""
+        while True:
+            self.load_attempts += 1
+            self.backend = self.backend_class(
+                self.app, self.endpoint, self.language.runtime, self.pool,
+                startup_timeout=self.config.startup_timeout)
+            try:
+                await self.backend.start()
+                return
+            except AppLoadError as exc:
+                reason = str(exc)
+                log.warning("app %s: could not load its code (attempt %d of %d): %s",
+                            self.name, self._start_failures + 1, START_ATTEMPTS, reason)
+                if self.record_start_failure(reason):
+                    return
+                await asyncio.sleep(BACKOFF * 2 ** (self._start_failures - 1))
+
+    def record_start_failure(self, reason: str) -> bool:
+        """Count a failed start; mark the app broken after too many. True if now broken."""
+        self._start_failures += 1
+        if self._start_failures >= START_ATTEMPTS:
+            self.state = AppState.BROKEN
+            self.broken_reason = reason
+            log.error("app %s is broken: %s (fix the code and redeploy or restart it)",
+                      self.name, reason)
+            self.refuse_queued(self._broken_message())
+            return True
+        self.pool.hold_spawns(BACKOFF * 2 ** (self._start_failures - 1))
+        return False
+
+    def slave_ready(self) -> None:
+        """A slave became ready: the code starts, so past start failures are forgiven."""
+        self._start_failures = 0
+
+    def _broken_message(self) -> str:
+        return (f"app '{self.name}' is broken: {self.broken_reason}; "
+                f"fix its code, then redeploy or restart it")
+
+    def backend_lost(self, status: int) -> None:
+        """The backend's template died: load the code again (with the start back-off)."""
+        if self.stopping() or self._reloading:
+            return
+        self._reloading = asyncio.get_running_loop().create_task(self._reload_backend())
+
+    async def _reload_backend(self) -> None:
+        try:
+            if self.record_start_failure("the template process died"):
+                return
+            await asyncio.sleep(BACKOFF)
+            await self._load()
+        finally:
+            self._reloading = None
+        self.pool.ensure_minimum()
+        self.pool.maybe_grow()
+
+    async def restart(self) -> None:
+        """Replace every slave with fresh ones on freshly loaded code (``--reload``).
+
+        Jobs in flight finish on the old slaves; new jobs wait for the new ones.
+        """
+        if self.stopping():
+            return
+        old_backend, old_slaves = self.backend, list(self.pool.slaves.values())
+        self.backend = None
+        for slave in old_slaves:
+            if slave.state is not SlaveState.KILLED:
+                self.pool.retire(slave, "code reloaded")
+        self.state = AppState.STARTING
+        self.broken_reason = None
+        self._start_failures = 0
+        self.pool.reset_holds()
+        await self._load()
+        if self.state is AppState.STARTING:
+            self.state = AppState.RUNNING
+        self.pool.ensure_minimum()
+        self.pool.maybe_grow()
+        if old_backend is not None:
+            asyncio.get_running_loop().create_task(self._retire_backend(old_backend, old_slaves))
+
+    async def _retire_backend(self, backend: SlaveBackend, slaves: list[SlaveHandle]) -> None:
+        deadline = time.monotonic() + self.config.termination_timeout + 1
+        while time.monotonic() < deadline and any(s.id in self.pool.slaves for s in slaves):
+            await asyncio.sleep(0.05)
+        await backend.stop()
+
+    async def start_drivers(self) -> None:
+        """Start every task's driver (raises what a driver raises, e.g. an endpoint in use)."""
+        for driver in self.drivers:
+            await driver.start()
+            self._started_drivers.append(driver)
+
+    async def hand_over(self, successor: Engine) -> None:
+        """Give way to a new version of this app without dropping a job.
+
+        The drivers stop, queued jobs move to ``successor`` (in order), the successor's
+        drivers start, and this engine drains: jobs in flight finish here, then it stops.
+        """
+        await self._stop_drivers()
+        try:
+            await successor.start_drivers()
+        finally:
+            for job in self.queue.drain():
+                successor.submit(job)
+        await self.stop()
+
+    async def stop(self) -> None:
+        """Drain: no new jobs, queued jobs 503, running jobs get ``termination-timeout`` to
+        finish, slaves get ``terminate``, then SIGKILL; nothing is left behind."""
+        if self.stopping():
+            return
+        self.state = AppState.STOPPING
+        await self._stop_drivers()
+        self.refuse_queued(f"app '{self.name}' is stopping")
+        slaves = self.pool.slaves
+        for slave in list(slaves.values()):
+            if not slave.busy and slave.state is not SlaveState.KILLED:
+                self.pool.terminate(slave, "app stopping")
+        deadline = time.monotonic() + self.config.termination_timeout
+        while slaves and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        for slave in list(slaves.values()):
+            for job in slave.jobs.values():
+                self.stats.fail(job, Status.SERVER_ERROR,
+                                f"app '{self.name}' stopped before the job finished "
+                                f"(engine.termination-timeout "
+                                f"{self.config.termination_timeout:g} s)")
+            slave.jobs.clear()
+            self.pool.kill(slave, "app stopped")
+        await self._teardown()
+        self.state = AppState.STOPPED
+
+    async def _stop_drivers(self) -> None:
+        while self._started_drivers:
+            driver = self._started_drivers.pop()
+            try:
+                await driver.stop()
+            except Exception:
+                log.exception("app %s: the driver of task '%s' failed to stop", self.name,
+                              driver.task.name)
+
+    async def _teardown(self) -> None:
+        await self._stop_drivers()
+        for task in (self._ticker, self._reloading):
+            if task is not None:
+                task.cancel()
+        self._ticker = None
+        if self.backend is not None:
+            await self.backend.stop()
+        self.pool.slaves.clear()
+        for driver in self.drivers:
+            try:
+                await driver.close()
+            except Exception:
+                log.exception("app %s: the driver of task '%s' failed to close", self.name,
+                              driver.task.name)
+        self.channel.close()
+        get_host().call_each("cocaine_app_stopped", app=self.app)
+
+    # -- jobs -------------------------------------------------------------------------------------
+
+    def submit(self, job: Job) -> None:
+        """Run ``job`` now on a free slave, or queue it, or refuse it (503) at once."""
+        if not self.accepting():
+            self.stats.refuse(job, self._broken_message() if self.state is AppState.BROKEN
+                        else f"app '{self.name}' is {self.state.value}")
+            return
+        if job.deadline is not None and job.expired(time.monotonic()):
+            self.stats.expire(job)
+            return
+        slave = self.pool.free_slave()
+        if slave is not None and not self.queue:
+            self.pool.invoke(slave, job)
+            return
+        if len(self.queue) >= self.config.queue_limit:
+            self.stats.refuse(job, f"queue is full: app '{self.name}' already has "
+                             f"{self.config.queue_limit} jobs waiting (engine.queue-limit); "
+                             f"retry later, or raise queue-limit or pool-limit")
+            return
+        self.queue.push(job)
+        self.pool.maybe_grow()
+        self.dispatch()
+
+    def has_room(self) -> bool:
+        """Whether ``submit`` would take a job now rather than refuse it (for drivers that
+        can hold back their input instead of refusing it)."""
+        return self.accepting() and (len(self.queue) < self.config.queue_limit
+                                     or self.pool.free_slave() is not None)
+
+    def dispatch(self) -> None:
+        """Start queued jobs on free slaves, oldest (urgent) first; expired ones are failed."""
+        while self.queue:
+            slave = self.pool.free_slave()
+            if slave is None:
+                return
+            job = self.queue.pop()
+            assert job is not None
+            if job.expired(time.monotonic()):
+                self.stats.expire(job)
+                continue
+            self.pool.invoke(slave, job)
+
+    def refuse_queued(self, message: str) -> None:
+        """Refuse every queued job with 503 and ``message``."""
+        for job in self.queue.drain():
+            self.stats.refuse(job, message)
+
+    def retry_or_fail(self, job: Job, reason: str) -> None:
+        """A job's slave died: run it again once if it sent nothing yet, else fail it (500)."""
+        if (not job.sent_any and job.attempts < 2 and not job.finished and self.accepting()):
+            self.stats.retried += 1
+            self.queue.push_front(job)
+            return
+        self.stats.fail(job, Status.SERVER_ERROR, f"{reason} while running the job"
+                        + ("" if job.sent_any else " (already retried once)"))
+
+    # -- introspection ----------------------------------------------------------------------------
+
+    def info(self) -> dict[str, Any]:
+        """The app's state for ``cocaine info``: pool, queue, jobs, latencies, slaves."""
+        now = time.monotonic()
+        info: dict[str, Any] = {
+            "state": self.state.value,
+            "pool": self.pool.info(now),
+            "queue": {"depth": len(self.queue), "limit": self.config.queue_limit},
+            "jobs": self.stats.as_dict(),
+            "slaves": [slave.info(now) for slave in self.pool.slaves.values()],
+            "spawns": self.pool.spawns,
+            "crashes": self.pool.crashes.info(now),
+            "uptime": round(time.time() - self.started_at, 3),
+            "tasks": {d.task.name: d.info() for d in self.drivers},
+        }
+        if self.broken_reason:
+            info["broken"] = self.broken_reason
+        for record, result in get_host().call_each("cocaine_app_info", app=self.app):
+            if isinstance(result, dict):
+                info[record.name] = result
+        return info

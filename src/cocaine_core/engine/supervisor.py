@@ -1,0 +1,130 @@
+"""The supervisor: a loop of small named steps that keep one app's pool healthy.
+
+Every ``TICK`` seconds (as gunicorn's arbiter does): expire queued jobs past their deadline,
+murder slaves that are unresponsive or over time, escalate kills that were not obeyed, retire
+idle and worn-out slaves, keep ``pool-min`` warm, grow when jobs wait, dispatch, keep a spare.
+Each step is a function of the pool, readable in one screen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from typing import TYPE_CHECKING
+
+from cocaine_core.engine.slave_handle import SlaveState, rss_of
+from cocaine_core.protocol import Status
+
+if TYPE_CHECKING:
+    from cocaine_core.engine.engine import Engine
+    from cocaine_core.engine.pool import SlavePool
+
+log = logging.getLogger("cocaine.engine")
+
+#: Seconds between the supervisor's rounds.
+TICK = 0.1
+#: Seconds between looks at slaves' memory for ``engine.max-rss``.
+RSS_CHECK = 1.0
+
+_STARTING = (SlaveState.SPAWNING, SlaveState.CONFIGURING)
+
+
+async def supervise(engine: Engine) -> None:
+    """Run the supervisor's rounds for ``engine`` until cancelled."""
+    while True:
+        await asyncio.sleep(TICK)
+        try:
+            tick(engine, time.monotonic())
+        except Exception:
+            log.exception("app %s: supervisor step failed", engine.name)
+
+
+def tick(engine: Engine, now: float) -> None:
+    """One round of every step."""
+    for job in engine.queue.remove_expired(now):
+        engine.stats.expire(job)
+    pool = engine.pool
+    murder_unresponsive(pool, now)
+    murder_overtime(pool, now)
+    escalate_kills(pool, now)
+    retire_idle(pool, now)
+    retire_large(pool, now)
+    pool.ensure_minimum()
+    pool.maybe_grow()
+    engine.dispatch()
+    pool.keep_spare()
+
+
+def murder_unresponsive(pool: SlavePool, now: float) -> None:
+    """Kill slaves that did not start in time, and ready ones silent for too long."""
+    for slave in list(pool.slaves.values()):
+        if slave.state in _STARTING:
+            if now - slave.spawned_at > pool.config.startup_timeout:
+                reason = (f"a new slave was not ready within "
+                          f"{pool.config.startup_timeout:g} s (engine.startup-timeout)")
+                log.error("app %s: %s; killed it", pool.engine.name, reason)
+                pool.failed_to_start(slave, reason)
+        elif slave.state is SlaveState.READY and \
+                now - slave.last_seen > pool.config.heartbeat_timeout:
+            reason = (f"slave {slave.label()} sent no heartbeat for "
+                      f"{pool.config.heartbeat_timeout:g} s and was killed")
+            log.error("app %s: %s", pool.engine.name, reason)
+            for job in slave.jobs.values():
+                pool.engine.stats.fail(job, Status.SERVER_ERROR,
+                                       f"{reason}; the job was not retried, as it may be "
+                                       f"what hung the slave")
+            slave.jobs.clear()
+            pool.kill(slave, reason)
+
+
+def murder_overtime(pool: SlavePool, now: float) -> None:
+    """Fail jobs past their timeout with 504, and stop the slaves running them."""
+    for slave in list(pool.slaves.values()):
+        if slave.state is not SlaveState.READY:
+            continue
+        late = [job for job in slave.jobs.values() if job.overtime(now)]
+        for job in late:
+            del slave.jobs[job.id]
+            pool.engine.stats.time_out(job)
+        if late:
+            log.warning("app %s: slave %s stopped: a job ran past its timeout",
+                        pool.engine.name, slave.label())
+            pool.kill(slave, "another job on this slave timed out", signal.SIGTERM)
+
+
+def escalate_kills(pool: SlavePool, now: float) -> None:
+    """SIGKILL slaves that outlived their grace after terminate or SIGTERM."""
+    for slave in pool.slaves.values():
+        if slave.kill_at is not None and now >= slave.kill_at:
+            slave.kill_at = None
+            pool.kill(slave, slave.reason)
+
+
+def retire_idle(pool: SlavePool, now: float) -> None:
+    """Terminate slaves idle past ``idle-timeout``, down to ``pool-min``."""
+    ready = [s for s in pool.slaves.values() if s.state is SlaveState.READY]
+    surplus = len(ready) - pool.config.pool_min
+    for slave in sorted(ready, key=lambda s: s.idle_since):
+        if surplus <= 0:
+            return
+        if not slave.busy and now - slave.idle_since > pool.config.idle_timeout:
+            pool.terminate(slave, f"idle for {pool.config.idle_timeout:g} s")
+            surplus -= 1
+
+
+def retire_large(pool: SlavePool, now: float) -> None:
+    """Retire slaves whose memory grew past ``max-rss`` (once their jobs end)."""
+    limit = pool.config.max_rss
+    if not limit or now < pool.next_rss_check:
+        return
+    pool.next_rss_check = now + RSS_CHECK
+    for slave in list(pool.slaves.values()):
+        if slave.state is SlaveState.READY and slave.pid:
+            rss = rss_of(slave.pid)
+            if rss is not None and rss > limit:
+                log.info("app %s: slave %s uses %d MiB, over engine.max-rss (%d MiB): "
+                         "replacing it", pool.engine.name, slave.label(), rss >> 20,
+                         limit >> 20)
+                pool.retire(slave, f"its memory ({rss >> 20} MiB) passed engine.max-rss")

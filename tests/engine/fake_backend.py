@@ -1,0 +1,179 @@
+"""A slave backend without processes, for exact and fast tests of the engine's rules.
+
+``FakeBackend`` follows the ``SlaveBackend`` contract; each slave it "spawns" is a ``FakeSlave``:
+a real ZeroMQ DEALER in the test's own process that speaks the real engine ↔ slave protocol
+to the engine's real channel, and that the test drives by hand: answer a job, fail it, stop
+heart-beating, crash. Only the processes are missing, so nothing here waits on a fork.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import signal
+from collections.abc import Callable
+from typing import Any
+
+import zmq
+
+from cocaine_core import hookimpl, protocol
+from cocaine_core.errors import AppLoadError
+from cocaine_core.protocol import Code
+from cocaine_core.zmqloop import SocketReader
+
+_pids = itertools.count(900_000)
+
+
+class FakeSlave:
+    """One pretend slave: a DEALER the test answers jobs on."""
+
+    def __init__(self, backend: FakeBackend, slave_id: str, pid: int) -> None:
+        self.backend = backend
+        self.id = slave_id
+        self.pid = pid
+        self.jobs: dict[int, bytes] = {}
+        self.served = 0
+        self.configured = False
+        self.beating = True
+        self.alive = True
+        self.socket = zmq.Context.instance().socket(zmq.DEALER)
+        self.socket.setsockopt(zmq.ROUTING_ID, slave_id.encode())
+        self.socket.setsockopt(zmq.LINGER, 0)
+        self.socket.connect(backend.endpoint)
+        self.reader = SocketReader(self.socket, self._on_message)
+        self._beat: asyncio.Task[None] | None = None
+        self._send(protocol.pack(Code.HANDSHAKE, slave_id, pid))
+
+    def _send(self, *frames: bytes) -> None:
+        if self.alive:
+            self.reader.send(list(frames))
+
+    def _on_message(self, frames: list[bytes]) -> None:
+        fields = protocol.unpack(frames[0])
+        if fields[0] == Code.CONFIGURE:
+            self.configured = True
+            self._send(protocol.pack(Code.HEARTBEAT, self.id))
+            self._beat = asyncio.get_running_loop().create_task(self._heartbeats())
+        elif fields[0] == Code.INVOKE:
+            job_id = fields[1]
+            self.jobs[job_id] = frames[1] if len(frames) > 1 else b""
+            self.backend.on_invoke(self, job_id)
+        elif fields[0] == Code.TERMINATE:
+            self.exit(0)
+
+    async def _heartbeats(self) -> None:
+        while self.alive:
+            if self.beating:
+                self._send(protocol.pack(Code.HEARTBEAT, self.id))
+            await asyncio.sleep(0.05)
+
+    # -- what a test does with a slave ----------------------------------------------------------
+
+    def answer(self, job_id: int, data: bytes | None = None) -> None:
+        """Finish a job, with ``data`` (default: the request body) as its one chunk."""
+        body = self.jobs.pop(job_id)
+        self.served += 1
+        self._send(protocol.pack(Code.CHOKE, job_id), body if data is None else data)
+
+    def answer_all(self) -> None:
+        """Finish every job this slave holds."""
+        for job_id in list(self.jobs):
+            self.answer(job_id)
+
+    def chunk(self, job_id: int, data: bytes) -> None:
+        """Send one chunk of a job's answer (the job goes on)."""
+        self._send(protocol.pack(Code.CHUNK, job_id), data)
+
+    def fail(self, job_id: int, message: str = "it broke") -> None:
+        """Fail a job as a handler exception does (502)."""
+        self.jobs.pop(job_id)
+        self._send(protocol.pack(Code.ERROR, job_id, 502, message, "Traceback: ..."))
+
+    def exit(self, status: int) -> None:
+        """End this slave as a process exiting with ``status`` would (minus a signal)."""
+        if not self.alive:
+            return
+        self.alive = False
+        if self._beat is not None:
+            self._beat.cancel()
+        self.reader.close()
+        self.socket.close(linger=0)
+        self.backend.slaves.pop(self.id, None)
+        asyncio.get_running_loop().call_soon(self.backend.events.slave_exited, self.id, status)
+
+
+class FakeBackend:
+    """Spawns ``FakeSlave`` objects; every instance is kept in ``FakeBackend.made``."""
+
+    made: list[FakeBackend] = []
+    #: Set by a test before the engine starts: called with each invoked (slave, job id);
+    #: the default answers at once with the request body.
+    behaviour: Callable[[FakeSlave, int], None] | None = None
+    #: Set by a test: ``start`` raises AppLoadError with this reason.
+    load_error: str | None = None
+    #: Set by a test: the pid every slave reports (default: a made-up one per slave).
+    pid: int | None = None
+
+    def __init__(self, app: Any, endpoint: str, runtime: str, events: Any, *,
+                 startup_timeout: float) -> None:
+        self.app = app
+        self.endpoint = endpoint
+        self.events = events
+        self.startup_timeout = startup_timeout
+        self.slaves: dict[str, FakeSlave] = {}
+        self.spawned: list[FakeSlave] = []
+        self.stopped = False
+        FakeBackend.made.append(self)
+
+    async def start(self) -> None:
+        """Ready at once, unless the test set ``load_error``."""
+        if FakeBackend.load_error:
+            raise AppLoadError(FakeBackend.load_error)
+
+    def spawn(self, slave_id: str) -> None:
+        """Make a pretend slave; it exists, then shakes hands."""
+        if self.stopped:
+            raise AppLoadError("the fake backend is stopped")
+        pid = FakeBackend.pid or next(_pids)
+        slave = FakeSlave(self, slave_id, pid)
+        self.slaves[slave_id] = slave
+        self.spawned.append(slave)
+        asyncio.get_running_loop().call_soon(self.events.slave_spawned, slave_id, pid)
+
+    def signal(self, slave_id: str, signum: int) -> None:
+        """SIGTERM and SIGKILL end a pretend slave; nothing is ever sent to a real process."""
+        slave = self.slaves.get(slave_id)
+        if slave is not None and signum in (signal.SIGTERM, signal.SIGKILL):
+            slave.exit(-signum)
+
+    async def stop(self) -> None:
+        """End every pretend slave."""
+        self.stopped = True
+        for slave in list(self.slaves.values()):
+            slave.exit(-signal.SIGKILL)
+        await asyncio.sleep(0)
+
+    def on_invoke(self, slave: FakeSlave, job_id: int) -> None:
+        """Run the test's behaviour for a job (default: answer it at once)."""
+        (FakeBackend.behaviour or (lambda s, j: s.answer(j)))(slave, job_id)
+
+    # -- for tests ------------------------------------------------------------------------------
+
+    def live(self) -> list[FakeSlave]:
+        """Pretend slaves alive now."""
+        return list(self.slaves.values())
+
+
+class FakeBackendPlugin:
+    """Registers ``FakeBackend`` as the slave backend ``fake``."""
+
+    @hookimpl
+    def cocaine_register_slave_backends(self, registry: Any) -> None:
+        """Register the ``fake`` backend."""
+        registry.add("fake", FakeBackend)
+
+
+def own_pid() -> int:
+    """This test process's pid (a pretend slave may borrow it to have a real RSS)."""
+    return os.getpid()

@@ -1,0 +1,306 @@
+"""The engine's rules, exactly, with pretend slaves (``fake_backend``): no process is started,
+so each rule is checked step by step and in well under a second."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cocaine_core.appinfo import AppInfo
+from cocaine_core.engine import Engine, Job
+from cocaine_core.engine.restarts import INTENSITY
+from cocaine_core.manifest import load_manifest
+from tests.engine.fake_backend import FakeBackend, FakeBackendPlugin, FakeSlave, own_pid
+
+
+class Answer:
+    """A job's sink that remembers what came back."""
+
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+        self.code: int | None = None
+        self.message = ""
+        self.done = asyncio.Event()
+
+    def chunk(self, data: bytes) -> None:
+        self.chunks.append(data)
+
+    def choke(self) -> None:
+        self.done.set()
+
+    def error(self, code: int, message: str) -> None:
+        self.code, self.message = code, message
+        self.done.set()
+
+
+@pytest.fixture
+def fake_engine(inline_plugin: Any, make_app: Any) -> Iterator[Callable[..., Engine]]:
+    """``fake_engine(**engine_keys)``: an Engine on the ``fake`` backend (not started)."""
+    inline_plugin(FakeBackendPlugin(), name="fake-backend")
+    FakeBackend.made.clear()
+    FakeBackend.behaviour = FakeBackend.load_error = FakeBackend.pid = None
+    run_dir = Path(tempfile.mkdtemp(prefix="ce-"))  # short: ipc paths have a limit
+
+    def make(**engine: Any) -> Engine:
+        keys = {"backend": "fake", **{k.replace("_", "-"): v for k, v in engine.items()}}
+        manifest = load_manifest(make_app("def echo(request):\n    return request.data\n",
+                                          engine=keys))
+        return Engine(AppInfo(name="app", manifest=manifest, run_dir=run_dir))
+
+    yield make
+    FakeBackend.behaviour = FakeBackend.load_error = FakeBackend.pid = None
+    shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def run(scenario: Callable[[], Awaitable[None]]) -> None:
+    """Run one scenario on a fresh event loop."""
+    asyncio.run(asyncio.wait_for(scenario(), 20))
+
+
+async def until(predicate: Callable[[], Any], timeout: float = 5.0, what: str = "it") -> Any:
+    """Wait (on the loop) until ``predicate()`` is truthy."""
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
+    return value
+
+
+def submit(engine: Engine, body: bytes = b"x", **policy: Any) -> Answer:
+    """Submit a job for ``echo``; return its answer."""
+    answer = Answer()
+    engine.submit(Job("echo", body, sink=answer, **policy))
+    return answer
+
+
+def hold(slave: FakeSlave, job_id: int) -> None:
+    """A behaviour: keep every job until the test answers it."""
+
+
+def backend(engine: Engine) -> FakeBackend:
+    """The engine's (latest) fake backend."""
+    return FakeBackend.made[-1]
+
+
+def ready(engine: Engine) -> list[FakeSlave]:
+    """The pretend slaves the engine itself counts as ready."""
+    handles = engine.pool.slaves
+    return [s for s in backend(engine).live()
+            if s.id in handles and handles[s.id].state.value == "ready"]
+
+
+def test_pool_grows_by_threshold_to_its_limit_and_refuses_past_the_queue(fake_engine):
+    engine = fake_engine(pool_limit=2, queue_limit=2, termination_timeout=0.1)
+    FakeBackend.behaviour = hold
+
+    async def scenario() -> None:
+        await engine.start()
+        answers = [submit(engine, b"%d" % i) for i in range(2)]
+        await until(lambda: sum(len(s.jobs) for s in backend(engine).live()) == 2,
+                    what="two jobs running")
+        answers += [submit(engine, b"%d" % i) for i in range(2, 4)]
+        assert engine.info()["pool"]["total"] == 2, "never past pool-limit"
+        assert engine.info()["queue"]["depth"] == 2
+        refused = submit(engine)
+        assert refused.done.is_set() and refused.code == 503
+        assert "queue is full" in refused.message
+        for slave in backend(engine).live():
+            slave.answer_all()
+        await until(lambda: sum(len(s.jobs) for s in backend(engine).live()) == 2)
+        for slave in backend(engine).live():
+            slave.answer_all()
+        for answer in answers:
+            await asyncio.wait_for(answer.done.wait(), 5)
+        assert [a.chunks for a in answers] == [[b"0"], [b"1"], [b"2"], [b"3"]]
+        await engine.stop()
+
+    run(scenario)
+
+
+def test_a_slave_that_crashes_after_it_was_ready_is_replaced_then_held_back(fake_engine):
+    engine = fake_engine(pool_limit=3, pool_min=2)
+
+    async def scenario() -> None:
+        await engine.start()
+        fake = backend(engine)
+        await until(lambda: len(ready(engine)) == 2, what="two ready")
+        survivor = ready(engine)[0]
+        crashes = 0
+        # Crash the other slave again and again: replaced at once while within the intensity.
+        while crashes <= INTENSITY:
+            victim = await until(lambda: next((s for s in ready(engine)
+                                               if s is not survivor), None),
+                                 what="a replacement slave")
+            victim.exit(-9)
+            crashes += 1
+        info = await until(lambda: engine.info()["crashes"]["backoff-s"] > 0 and
+                           engine.info(), what="a back-off")
+        assert info["crashes"]["recent"] == INTENSITY + 1
+        assert "killed by signal 9" in info["crashes"]["last-exit"]
+        spawned = len(fake.spawned)
+        await asyncio.sleep(0.3)
+        assert len(fake.spawned) == spawned, "no new slave while held back"
+        answer = submit(engine, b"still served")
+        await asyncio.wait_for(answer.done.wait(), 2)
+        assert answer.chunks == [b"still served"] and survivor.served == 1
+        await engine.stop()
+
+    run(scenario)
+
+
+def test_max_requests_retires_a_slave_gracefully_and_replaces_it(fake_engine):
+    engine = fake_engine(pool_limit=1, max_requests=3)
+
+    async def scenario() -> None:
+        await engine.start()
+        answers = []
+        for i in range(7):
+            answers.append(submit(engine, b"%d" % i))
+            await asyncio.wait_for(answers[-1].done.wait(), 5)
+        assert all(a.code is None for a in answers), "recycling fails no job"
+        served = [s.served for s in backend(engine).spawned]
+        assert served == [3, 3, 1], served
+        await engine.stop()
+
+    run(scenario)
+
+
+def test_max_rss_retires_a_slave_once_its_job_ends(fake_engine):
+    engine = fake_engine(pool_limit=1, max_rss="1M")
+    FakeBackend.behaviour = hold
+    FakeBackend.pid = own_pid()  # this test process: certainly over 1 MiB
+
+    async def scenario() -> None:
+        await engine.start()
+        answer = submit(engine)
+        first = await until(lambda: next((s for s in backend(engine).live() if s.jobs), None))
+        await until(lambda: engine.info()["slaves"][0]["state"] == "retiring",
+                    what="the slave to be marked for retirement")
+        assert first.alive, "a busy slave finishes its job first"
+        first.answer_all()
+        await asyncio.wait_for(answer.done.wait(), 5)
+        assert answer.code is None
+        await until(lambda: not first.alive, what="the retired slave to exit")
+        await engine.stop()
+
+    run(scenario)
+
+
+def test_a_job_whose_slave_died_before_answering_is_retried_once(fake_engine):
+    engine = fake_engine(pool_limit=1)
+    FakeBackend.behaviour = hold
+
+    async def scenario() -> None:
+        await engine.start()
+        answer = submit(engine)
+        first = await until(lambda: next((s for s in backend(engine).live() if s.jobs), None))
+        first.exit(-9)
+        second = await until(lambda: next((s for s in backend(engine).live() if s.jobs), None),
+                             what="the retry on a new slave")
+        second.exit(-9)
+        await asyncio.wait_for(answer.done.wait(), 5)
+        assert answer.code == 500 and "already retried once" in answer.message
+        assert engine.stats.retried == 1
+        await engine.stop()
+
+    run(scenario)
+
+
+def test_a_job_that_sent_a_chunk_is_not_retried(fake_engine):
+    engine = fake_engine(pool_limit=1)
+    FakeBackend.behaviour = hold
+
+    async def scenario() -> None:
+        await engine.start()
+        answer = submit(engine)
+        slave = await until(lambda: next((s for s in backend(engine).live() if s.jobs), None))
+        slave.chunk(next(iter(slave.jobs)), b"half")
+        await until(lambda: answer.chunks)
+        slave.exit(-9)
+        await asyncio.wait_for(answer.done.wait(), 5)
+        assert answer.code == 500 and engine.stats.retried == 0
+        await engine.stop()
+
+    run(scenario)
+
+
+def test_a_silent_slave_is_killed_and_its_job_fails_without_retry(fake_engine):
+    engine = fake_engine(pool_limit=1, heartbeat_timeout=0.3)
+    FakeBackend.behaviour = hold
+
+    async def scenario() -> None:
+        await engine.start()
+        answer = submit(engine)
+        slave = await until(lambda: next((s for s in backend(engine).live() if s.jobs), None))
+        slave.beating = False
+        await asyncio.wait_for(answer.done.wait(), 5)
+        assert answer.code == 500 and "sent no heartbeat" in answer.message
+        assert not slave.alive and engine.stats.retried == 0
+        await engine.stop()
+
+    run(scenario)
+
+
+def test_urgent_jobs_jump_the_queue_and_expired_ones_never_start(fake_engine):
+    engine = fake_engine(pool_limit=1)
+    FakeBackend.behaviour = hold
+
+    async def scenario() -> None:
+        await engine.start()
+        first = submit(engine, b"first")
+        slave = await until(lambda: next((s for s in backend(engine).live() if s.jobs), None))
+        late = submit(engine, b"late", deadline=time.monotonic() + 0.05)
+        plain = submit(engine, b"plain")
+        urgent = submit(engine, b"urgent", urgent=True)
+        await asyncio.wait_for(late.done.wait(), 2)
+        assert late.code == 520, "expired in the queue"
+        order = []
+        for _ in range(3):
+            await until(lambda: slave.jobs)
+            order.append(next(iter(slave.jobs.values())))
+            slave.answer_all()
+        assert order == [b"first", b"urgent", b"plain"]
+        for answer in (first, plain, urgent):
+            await asyncio.wait_for(answer.done.wait(), 2)
+        await engine.stop()
+
+    run(scenario)
+
+
+def test_code_that_never_loads_marks_the_app_broken_after_three_tries(fake_engine):
+    engine = fake_engine()
+    FakeBackend.load_error = "SyntaxError: invalid syntax (app.py, line 1)"
+
+    async def scenario() -> None:
+        await engine.start()
+        assert engine.state.value == "broken" and engine.load_attempts == 3
+        answer = submit(engine)
+        assert answer.code == 503 and "SyntaxError" in answer.message
+        await engine.stop()
+
+    run(scenario)
+
+
+def test_a_busy_pool_keeps_a_spare_and_grows_into_it(fake_engine):
+    engine = fake_engine(pool_limit=3, termination_timeout=0.1)
+    FakeBackend.behaviour = hold
+
+    async def scenario() -> None:
+        await engine.start()
+        submit(engine)
+        await until(lambda: engine.info()["pool"]["spare"] == 1, what="a spare")
+        spare = next(s for s in backend(engine).live() if not s.configured)
+        submit(engine)
+        submit(engine)
+        await until(lambda: spare.jobs, what="the spare to take a job")
+        await engine.stop()
+
+    run(scenario)
