@@ -96,26 +96,52 @@ def test_apps_survive_a_restart(node_process, tmp_path):
     assert node.stop() == 0
 
 
+#: Appended to version 2 of the app: its import says which process runs it (in a file the test
+#: watches), then blocks until the test releases it (at most a minute), so the test can kill
+#: the node while the deploy is certainly half-way: code unpacked, app loading, nothing stored.
+BLOCKING_IMPORT = """
+import os as _os, pathlib as _pathlib, time as _time
+
+_mark = _pathlib.Path({importing!r} + ".tmp")
+_mark.write_text(str(_os.getpid()))
+_mark.replace({importing!r})
+_deadline = _time.monotonic() + 60
+while not _os.path.exists({release!r}) and _time.monotonic() < _deadline:
+    _time.sleep(0.01)
+"""
+
+
 def test_kill_during_deploys_leaves_storage_consistent(node_process, tmp_path):
+    """SIGKILL while version 2 is being deployed (its template process is importing it): after
+    a restart, storage holds version 1 whole, and nothing of version 2."""
     node = node_process()
     node.cli("app", "deploy", str(make(tmp_path / "v1" / "app", "1")))
+    importing, release = tmp_path / "importing", tmp_path / "release"
     manifest = make(tmp_path / "v2" / "app", "2")
-    pad(manifest, 3 << 20)  # a few MiB to upload and write
+    with open(manifest.parent / "app.py", "a") as f:
+        f.write(BLOCKING_IMPORT.format(importing=str(importing), release=str(release)))
     deployer = threading.Thread(target=node.cli, args=("app", "deploy", str(manifest),
-                                                       "--wait", "5"), kwargs={"check": False})
+                                                       "--wait", "30"), kwargs={"check": False})
     deployer.start()
-    time.sleep(0.3)
-    node.kill()
-    deployer.join()
+    try:
+        pid = int(wait_until(lambda: importing.exists() and importing.read_text(), timeout=60,
+                             message="version 2's import to begin"))
+        assert pid in leftover_slaves(node.process.pid), "the import runs in the node's template"
+        node.kill()
+    finally:
+        release.touch()
+        deployer.join(timeout=150)
+    assert not deployer.is_alive()
     node.start()
     assert not list(node.storage.glob("*/.*.tmp"))
     with node.client() as client:
-        assert client.call("app", "version") in (b"1", b"2")
+        assert client.call("app", "version") == b"1"  # version 2 never finished loading
     records = list((node.storage / "apps").iterdir())
     codes = list((node.storage / "code").iterdir())
     assert len(records) == 1 and len(codes) == 1, "no orphaned code, no half record"
     record = json.loads(records[0].read_text())
     assert archive.sha256(codes[0].read_bytes()) == record["sha256"]
+    assert record["version"] == 1
     assert node.stop() == 0
 
 
