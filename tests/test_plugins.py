@@ -995,6 +995,14 @@ def test_registry_unknown_names() -> None:
         "load (see 'cocaine plugins'); pip install cocaine-timers. installed drivers: (none)")
 
 
+def test_bound_registry_is_the_old_name_of_the_registrar() -> None:
+    # Plugins written before the rename annotate their registration hooks with it.
+    from cocaine_core.hookspecs import Registrar
+    from cocaine_core.plugins import BoundRegistry
+
+    assert BoundRegistry is Registrar
+
+
 def test_bound_registry_records_the_owner(site: Path) -> None:
     host = get_host()
     assert host.record("example").types["drivers"] == ["oneshot"]

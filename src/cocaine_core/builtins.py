@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from cocaine_core import hookimpl
-from cocaine_core.plugins import BoundRegistry
+
+if TYPE_CHECKING:
+    from cocaine_core.hookspecs import Registrar
 
 
 @hookimpl
-def cocaine_register_drivers(registry: BoundRegistry) -> None:
+def cocaine_register_drivers(registry: Registrar) -> None:
     """Register ``native-server`` and ``filesystem-monitor``."""
     from cocaine_core.drivers.fs import FilesystemMonitor
     from cocaine_core.drivers.native import NativeServer
@@ -17,7 +21,7 @@ def cocaine_register_drivers(registry: BoundRegistry) -> None:
 
 
 @hookimpl
-def cocaine_register_slave_backends(registry: BoundRegistry) -> None:
+def cocaine_register_slave_backends(registry: Registrar) -> None:
     """Register the ``process`` backend."""
     from cocaine_core.backends.process import ProcessBackend
 
@@ -25,7 +29,7 @@ def cocaine_register_slave_backends(registry: BoundRegistry) -> None:
 
 
 @hookimpl
-def cocaine_register_storages(registry: BoundRegistry) -> None:
+def cocaine_register_storages(registry: Registrar) -> None:
     """Register the ``files`` storage."""
     from cocaine_core.storages.files import FileStorage
 

@@ -1,12 +1,15 @@
 """The hooks a cocaine plugin may implement, grouped by the stage at which they are called.
 
-Every hook is called with keyword arguments; an implementation may accept any subset of them.
-Hooks only ever gain arguments: none is renamed or removed once released.
+Every hook is called through pluggy with keyword arguments; an implementation may accept any
+subset of them. Hooks only ever gain arguments: none is renamed or removed once released.
+
+This module imports no other part of cocaine but the leaf modules of the types hooks receive
+(``appinfo``, ``errors``), so the plugin host and the manifest can import it without a cycle.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import pluggy
 
@@ -15,76 +18,89 @@ if TYPE_CHECKING:
 
     from cocaine_core.appinfo import AppInfo, SlaveInfo
     from cocaine_core.errors import Problem
-    from cocaine_core.manifest import Manifest
-    from cocaine_core.plugins import Registry
 
 hookspec = pluggy.HookspecMarker("cocaine")
 
 
+@runtime_checkable
+class Registrar(Protocol):
+    """What a registration hook receives as ``registry``: one method, ``add``."""
+
+    def add(self, name: str, implementation: Any) -> None:
+        """Register ``implementation`` under ``name``, a non-empty string.
+
+        The name is credited to the plugin whose hook is running (``cocaine plugins`` shows it).
+        A name another plugin also registers fails loudly, naming both distributions.
+        """
+
+
 # ---------------------------------------------------------------------------------------------
-# Registration: called once, when the plugin host first loads its plugins.
+# Registration: called once, when the plugin host first loads its plugins, on every plugin
+# that implements the hook. Names take effect once the call is over, in the order the plugins
+# loaded: of two plugins adding one name, the first loaded keeps it and the other fails.
 # ---------------------------------------------------------------------------------------------
 
 
 @hookspec
-def cocaine_register_languages(registry: Registry) -> None:
+def cocaine_register_languages(registry: Registrar) -> None:
     """Register languages: the ``type`` at the top of a manifest.
 
-    Called once per plugin when plugins load. Call ``registry.add(name, language)`` for each
+    Called once when plugins load. Call ``registry.add(name, language)`` for each
     language; ``language`` is an object following ``cocaine_core.languages.Language``.
-    A name another plugin already registered fails loudly, naming both distributions.
+    A name another plugin also registers fails loudly, naming both distributions.
 
-    :param registry: the language registry; its ``add(name, implementation)`` is all you need.
+    :param registry: a ``Registrar`` for languages; its ``add(name, implementation)`` is all
+        you need.
     :returns: nothing.
     """
 
 
 @hookspec
-def cocaine_register_drivers(registry: Registry) -> None:
+def cocaine_register_drivers(registry: Registrar) -> None:
     """Register drivers: the ``type`` of a task in a manifest.
 
-    Called once per plugin when plugins load. Call ``registry.add(name, driver_class)``;
+    Called once when plugins load. Call ``registry.add(name, driver_class)``;
     ``driver_class`` follows ``cocaine_core.drivers.Driver`` (its ``keys`` declare and check
     the task keys it owns).
 
-    :param registry: the driver registry.
+    :param registry: a ``Registrar`` for drivers.
     :returns: nothing.
     """
 
 
 @hookspec
-def cocaine_register_storages(registry: Registry) -> None:
+def cocaine_register_storages(registry: Registrar) -> None:
     """Register storages: the scheme of the node's ``--storage`` URI (``files://...``).
 
-    Called once per plugin when plugins load. Call ``registry.add(scheme, factory)``; the
+    Called once when plugins load. Call ``registry.add(scheme, factory)``; the
     factory is called with the parsed URI and returns a ``cocaine_core.storages.Storage``.
 
-    :param registry: the storage registry.
+    :param registry: a ``Registrar`` for storages.
     :returns: nothing.
     """
 
 
 @hookspec
-def cocaine_register_slave_backends(registry: Registry) -> None:
+def cocaine_register_slave_backends(registry: Registrar) -> None:
     """Register slave backends: the manifest's ``engine.backend`` (``"process"`` built in).
 
-    Called once per plugin when plugins load. Call ``registry.add(name, backend_class)``;
+    Called once when plugins load. Call ``registry.add(name, backend_class)``;
     the class follows ``cocaine_core.slaves.SlaveBackend``.
 
-    :param registry: the slave backend registry.
+    :param registry: a ``Registrar`` for slave backends.
     :returns: nothing.
     """
 
 
 @hookspec
-def cocaine_register_engine_keys(registry: Registry) -> None:
+def cocaine_register_engine_keys(registry: Registrar) -> None:
     """Register extra ``engine`` keys a plugin owns, such as ``resource-limits``.
 
-    Called once per plugin when plugins load. Call ``registry.add(key, spec)`` with a
+    Called once when plugins load. Call ``registry.add(key, spec)`` with a
     ``cocaine_core.schema.Key``; the core then accepts the key in manifests, fills its default
     and checks its type, and leaves the meaning to the plugin.
 
-    :param registry: the engine-key registry.
+    :param registry: a ``Registrar`` for engine keys.
     :returns: nothing.
     """
 
@@ -94,8 +110,10 @@ def cocaine_register_engine_keys(registry: Registry) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
+# ``manifest`` is typed Any: naming its class would import cocaine_core.manifest, which imports
+# the plugin host, which imports this module.
 @hookspec
-def cocaine_validate_manifest(manifest: Manifest) -> list[Problem | str] | None:
+def cocaine_validate_manifest(manifest: Any) -> list[Problem | str] | None:
     """Check the parts of a manifest a plugin owns, after the core's own checks passed.
 
     Called for every installed plugin, every time a manifest is checked. Return the problems
@@ -103,7 +121,7 @@ def cocaine_validate_manifest(manifest: Manifest) -> list[Problem | str] | None:
     an empty list. The core gathers every plugin's problems and reports them all at once. An
     exception raised here is reported as a problem naming the plugin, not as a crash.
 
-    :param manifest: the parsed manifest, every default filled in.
+    :param manifest: the parsed ``cocaine_core.manifest.Manifest``, every default filled in.
     :returns: a list of problems, or None.
     """
 

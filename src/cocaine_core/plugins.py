@@ -5,6 +5,12 @@ Nothing is loaded at import time. The first call to ``get_host()`` loads the bui
 to import, fails pluggy's validation or raises while registering is recorded with its error and
 the others keep working, unless ``COCAINE_STRICT_PLUGINS=1``.
 
+Every hook is called through pluggy (``pm.hook.NAME``), so its order (last registered first,
+``tryfirst``/``trylast``) and its wrappers hold. Each plugin is registered through a guard
+that wraps its hook implementations: the guard credits what each returns to its plugin and,
+when one raises, either fails the call with ``PluginError`` naming the plugin or logs it and
+lets the others run, all within the one pluggy call.
+
 Environment:
 
 - ``COCAINE_LOAD_PLUGINS``: comma-separated allow-list of entry-point or distribution names;
@@ -15,13 +21,17 @@ Environment:
 
 from __future__ import annotations
 
+import contextvars
+import functools
 import importlib
 import importlib.metadata
+import inspect
 import logging
 import os
 import threading
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
+from contextlib import contextmanager
 from types import ModuleType
 from typing import Any
 
@@ -30,11 +40,15 @@ import pluggy
 
 from cocaine_core import __version__, hookspecs
 from cocaine_core.errors import DuplicateNameError, PluginError, UnknownTypeError, join_names
+from cocaine_core.hookspecs import Registrar
 
 log = logging.getLogger("cocaine.plugins")
 
 ENTRY_POINT_GROUP = "cocaine"
 BUILTIN_MODULE = "cocaine_core.builtins"
+
+#: The old name of ``cocaine_core.hookspecs.Registrar``, for plugins that annotate with it.
+BoundRegistry = Registrar
 
 #: The registries, by kind: the hook that fills each, and how a name of that kind is called.
 KINDS: dict[str, tuple[str, str]] = {
@@ -86,8 +100,8 @@ class PluginRecord:
 class Registry:
     """Names of one kind (drivers, languages…) and their implementations.
 
-    Plugins receive a view bound to themselves (``BoundRegistry``) whose ``add(name, impl)``
-    records who registered what.
+    Plugins never see it: their registration hooks receive a ``Registrar``, and the host adds
+    what they registered here, recording who registered what.
     """
 
     def __init__(self, kind: str) -> None:
@@ -95,11 +109,15 @@ class Registry:
         self.label = KINDS[kind][1]
         self._entries: dict[str, tuple[Any, PluginRecord]] = {}
 
-    def add(self, name: str, implementation: Any, owner: PluginRecord) -> None:
-        """Register ``name``; a name already taken raises ``DuplicateNameError``."""
+    def check_name(self, name: object, owner: PluginRecord) -> None:
+        """Refuse a name that is not a non-empty string with ``PluginError``."""
         if not isinstance(name, str) or not name:
             raise PluginError(f"{owner.distribution}: a {self.label} name must be a non-empty "
                               f"string, got {name!r}")
+
+    def add(self, name: str, implementation: Any, owner: PluginRecord) -> None:
+        """Register ``name``; a name already taken raises ``DuplicateNameError``."""
+        self.check_name(name, owner)
         if name in self._entries:
             first = self._entries[name][1]
             raise DuplicateNameError(
@@ -150,16 +168,188 @@ class Registry:
         return name in self._entries
 
 
-@attrs.frozen
-class BoundRegistry:
-    """The registry handed to one plugin's registration hook: ``add`` records the owner."""
+# -- one hook call, and the guards that report to it --------------------------------------------
 
-    _registry: Registry
-    _owner: PluginRecord
+
+@attrs.define(eq=False)
+class _HookCall:
+    """One call of a hook through pluggy: what each plugin returned, and who is running."""
+
+    hook_name: str
+    #: Called with a failing plugin and its exception: raises to fail the call, or returns so
+    #: the other plugins still run.
+    on_error: Callable[[PluginRecord, Exception], None]
+    results: list[tuple[PluginRecord, Any]] = attrs.field(factory=list)
+    #: The plugin whose hook code runs now: registration credits names to it.
+    running: PluginRecord | None = None
+
+    @contextmanager
+    def running_as(self, record: PluginRecord) -> Iterator[None]:
+        """Mark ``record``'s plugin as the one running, for the ``with`` block."""
+        outer, self.running = self.running, record
+        try:
+            yield
+        finally:
+            self.running = outer
+
+    def failed(self, record: PluginRecord, exc: Exception) -> None:
+        """``record``'s plugin raised: its result is the exception; then ``on_error``."""
+        self.results.append((record, exc))
+        self.on_error(record, exc)
+
+    def replaced(self, record: PluginRecord, before: list[Any], after: list[Any]) -> None:
+        """A wrapper of ``record`` changed the hook's results from ``before`` to ``after``: the
+        results it dropped are dropped, the ones it added are credited to it."""
+        added = list(after)
+        passed = {id(value) for value in before}
+        kept = []
+        for owner, value in self.results:
+            if id(value) in passed:
+                index = next((i for i, new in enumerate(added) if new is value), None)
+                if index is None:
+                    continue
+                del added[index]
+            kept.append((owner, value))
+        self.results = kept + [(record, value) for value in added]
+
+
+def _as_list(result: Any) -> list[Any]:
+    return list(result) if isinstance(result, list) else [] if result is None else [result]
+
+
+_current_call: contextvars.ContextVar[_HookCall | None] = contextvars.ContextVar(
+    "cocaine_hook_call", default=None)
+
+
+def _guard(record: PluginRecord, hook_name: str,
+           function: Callable[..., Any]) -> Callable[..., Any]:
+    """``function``, a hook implementation of ``record``'s plugin, reporting to the call."""
+
+    @functools.wraps(function)
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        call = _current_call.get()
+        if call is None or call.hook_name != hook_name:  # called through pluggy directly
+            return function(*args, **kwargs)
+        try:
+            with call.running_as(record):
+                result = function(*args, **kwargs)
+        except Exception as exc:
+            call.failed(record, exc)
+            return None
+        call.results.append((record, result))
+        return result
+
+    return guarded
+
+
+def _guard_wrapper(record: PluginRecord, hook_name: str, function: Callable[..., Any],
+                   old_style: bool) -> Callable[..., Generator[None, Any, Any]]:
+    """``function``, a wrapper (``wrapper=True``, or ``hookwrapper=True`` when ``old_style``)
+    of ``record``'s plugin, reporting to the call. A wrapper that fails takes no part: the
+    result passes through it unchanged."""
+
+    def outcome(sent: Any) -> list[Any]:
+        if not old_style:
+            return _as_list(sent)
+        try:
+            return _as_list(sent.get_result())  # a pluggy Result
+        except BaseException:
+            return []
+
+    @functools.wraps(function)
+    def guarded(*args: Any, **kwargs: Any) -> Generator[None, Any, Any]:
+        teardown = function(*args, **kwargs)
+        call = _current_call.get()
+        if call is None or call.hook_name != hook_name:  # called through pluggy directly
+            return (yield from teardown)
+        try:
+            with call.running_as(record):
+                next(teardown)
+        except Exception as exc:
+            if isinstance(exc, StopIteration):
+                exc = RuntimeError(f"the wrapper {function.__qualname__} did not yield")
+            call.failed(record, exc)
+            return (yield)  # the result passes through
+        try:
+            sent = yield
+        except BaseException as thrown:  # an inner implementation failed: let it see that
+            try:
+                with call.running_as(record):
+                    teardown.throw(thrown)
+            except StopIteration as stop:
+                return stop.value
+            except Exception as exc:
+                if exc is thrown:
+                    raise
+                call.failed(record, exc)
+            raise
+        before = outcome(sent)
+        try:
+            with call.running_as(record):
+                teardown.send(sent)
+        except StopIteration as stop:
+            after = outcome(sent if old_style else stop.value)
+            if len(after) != len(before) or any(
+                    a is not b for a, b in zip(after, before, strict=True)):
+                call.replaced(record, before, after)
+            return stop.value
+        except Exception as exc:
+            call.failed(record, exc)
+            return sent
+        teardown.close()
+        call.failed(record, RuntimeError(f"the wrapper {function.__qualname__} yielded twice"))
+        return sent
+
+    return guarded
+
+
+class _GuardedPlugin:
+    """A plugin as pluggy sees it: the same hook implementations, each in a guard."""
+
+    def __init__(self, plugin: Any, record: PluginRecord, pm: pluggy.PluginManager) -> None:
+        self.cocaine_plugin = plugin
+        self.cocaine_record = record
+        marker = f"{pm.project_name}_impl"
+        for attr in dir(plugin):
+            opts = pm.parse_hookimpl_opts(plugin, attr)
+            if opts is None:
+                continue
+            function = getattr(plugin, attr)
+            hook_name = opts.get("specname") or attr
+            wrapper = opts.get("wrapper") or opts.get("hookwrapper")
+            if wrapper and not inspect.isgeneratorfunction(function):
+                setattr(self, attr, function)  # pluggy refuses it, with its own message
+                continue
+            if wrapper:
+                guarded = _guard_wrapper(record, hook_name, function,
+                                         old_style=bool(opts.get("hookwrapper")))
+            else:
+                guarded = _guard(record, hook_name, function)
+            setattr(guarded, marker, opts)
+            setattr(self, attr, guarded)
+
+    def __repr__(self) -> str:
+        return f"<plugin {self.cocaine_record.name!r}: {self.cocaine_plugin!r}>"
+
+
+class _HookRegistrar:
+    """The ``Registrar`` a registration hook receives: notes each name with the plugin adding
+    it; the host registers them all once the hook has run."""
+
+    def __init__(self, registry: Registry, call: _HookCall) -> None:
+        self._registry = registry
+        self._call = call
+        self.added: list[tuple[PluginRecord, str, Any]] = []
 
     def add(self, name: str, implementation: Any) -> None:
-        """Register ``implementation`` under ``name``."""
-        self._registry.add(name, implementation, self._owner)
+        """Register ``implementation`` under ``name``, for the plugin whose hook is running."""
+        owner = self._call.running
+        if owner is None:
+            raise PluginError(f"{self._registry.label} '{name}' was added after "
+                              f"{self._call.hook_name} returned; call registry.add() while "
+                              f"the hook runs")
+        self._registry.check_name(name, owner)
+        self.added.append((owner, name, implementation))
 
 
 def _env_names(variable: str) -> set[str] | None:
@@ -212,15 +402,20 @@ class PluginHost:
     def _register(self, record: PluginRecord, load: Callable[[], ModuleType]) -> None:
         self.records.append(record)
         try:
-            module = load()
-            self.pm.register(module, name=record.name)
+            plugin = load()
+            taken = [name for name, other in self.pm.list_name_plugin()
+                     if getattr(other, "cocaine_plugin", None) is plugin]
+            if taken:
+                raise ValueError(f"{plugin!r} is already registered as plugin '{taken[0]}'")
+            guarded = _GuardedPlugin(plugin, record, self.pm)
+            self.pm.register(guarded, name=record.name)
         except Exception as exc:
             self._fail(record, exc, prefix="failed to load: ")
             return
-        unknown = sorted(caller.name for caller in self.pm.get_hookcallers(module) or []
+        unknown = sorted(caller.name for caller in self.pm.get_hookcallers(guarded) or []
                          if caller.spec is None)
         if unknown:
-            self.pm.unregister(module)
+            self.pm.unregister(guarded)
             self._fail(record, PluginError(
                 f"{', '.join(unknown)} {'is not a hook' if len(unknown) == 1 else 'are not hooks'}"
                 f" of cocaine (misspelt?); the hooks are listed in docs/hooks.md"))
@@ -242,8 +437,8 @@ class PluginHost:
     def register_inline(self, plugin: Any, name: str,
                         distribution: str = "(inline)") -> PluginRecord:
         """Register an object or module as a plugin now, as if it had been installed (tests,
-        embedding). Its registration hooks run at once; failures are recorded like any
-        plugin's."""
+        embedding). Its registration hooks run at once, for it alone; failures are recorded
+        like any plugin's."""
         record = PluginRecord(name, distribution, "0", getattr(plugin, "__name__", repr(plugin)))
         self._register(record, lambda: plugin)
         if record.loaded:
@@ -262,21 +457,48 @@ class PluginHost:
                 self.registries[kind].discard(type_name)
 
     def _run_registration(self, only: str | None = None) -> None:
+        """Call each registration hook once, through pluggy (on the plugin ``only`` alone, if
+        given). What the plugins added is registered after each call in the order the plugins
+        loaded, so of two plugins adding one name the first loaded keeps it, whatever order
+        pluggy called them in."""
+        rank = {record.name: index for index, record in enumerate(self.records)
+                if record.loaded}
         for kind, (hook_name, _label) in KINDS.items():
             registry = self.registries[kind]
-            for impl in self._impls(hook_name):
-                if only is not None and impl.plugin_name != only:
+            call = _HookCall(hook_name, functools.partial(self._registration_failed, hook_name))
+            registrar = _HookRegistrar(registry, call)
+            self._call(self._hook_caller(hook_name, only), call, registry=registrar)
+            refused: set[str] = set()
+            for owner, name, implementation in sorted(registrar.added,
+                                                      key=lambda added: rank[added[0].name]):
+                if owner.name in refused:
                     continue
-                record = self._by_name[impl.plugin_name]
                 try:
-                    impl.function(registry=BoundRegistry(registry, record))
-                except Exception as exc:
-                    self._fail(record, exc, prefix=f"{hook_name} raised " if not isinstance(
-                        exc, DuplicateNameError) else "")
+                    registry.add(name, implementation, owner)
+                except DuplicateNameError as exc:
+                    refused.add(owner.name)  # as if it had raised at once: its next names too
+                    self._fail(owner, exc)
 
-    def _impls(self, hook_name: str) -> list[pluggy.HookImpl]:
-        # In registration order: the built-in plugin first, then entry points by name.
-        return list(getattr(self.pm.hook, hook_name).get_hookimpls())
+    def _registration_failed(self, hook_name: str, record: PluginRecord,
+                             exc: Exception) -> None:
+        self._fail(record, exc, prefix=f"{hook_name} raised ")
+
+    def _hook_caller(self, hook_name: str, only: str | None = None) -> pluggy.HookCaller:
+        """The hook ``hook_name``, on every plugin or on the plugin ``only``."""
+        if only is None:
+            return getattr(self.pm.hook, hook_name)  # type: ignore[no-any-return]
+        others = [plugin for name, plugin in self.pm.list_name_plugin() if name != only]
+        return self.pm.subset_hook_caller(hook_name, remove_plugins=others)
+
+    @staticmethod
+    def _call(hook: pluggy.HookCaller, call: _HookCall,
+              **kwargs: Any) -> list[tuple[PluginRecord, Any]]:
+        token = _current_call.set(call)
+        try:
+            hook(**kwargs)
+        finally:
+            _current_call.reset(token)
+        return call.results
 
     # -- lookups --------------------------------------------------------------------------------
 
@@ -292,24 +514,21 @@ class PluginHost:
 
     def call_each(self, hook_name: str, *, raise_errors: bool = False,
                   **kwargs: Any) -> list[tuple[PluginRecord, Any]]:
-        """Call ``hook_name`` on every plugin, one at a time, and return their results.
+        """Call ``hook_name`` once through pluggy, and return each plugin's result with its
+        record, in the order pluggy called them (a wrapper's changes to the result included).
 
-        With ``raise_errors`` an exception is raised as ``PluginError`` naming the plugin;
-        without it, it is logged and returned in place of the result.
+        With ``raise_errors`` the first exception stops the call and is raised as
+        ``PluginError`` naming the plugin's distribution and the hook; without it, it is
+        logged, the other plugins still run, and it is returned in place of the result.
         """
-        results: list[tuple[PluginRecord, Any]] = []
-        for impl in self._impls(hook_name):
-            record = self._by_name[impl.plugin_name]
-            args = {name: kwargs[name] for name in impl.argnames if name in kwargs}
-            try:
-                results.append((record, impl.function(**args)))
-            except Exception as exc:
-                if raise_errors:
-                    raise PluginError(f"{record.distribution} ({hook_name}): {exc}") from exc
-                log.exception("plugin '%s' (%s) raised in %s", record.name,
-                              record.distribution, hook_name)
-                results.append((record, exc))
-        return results
+
+        def failed(record: PluginRecord, exc: Exception) -> None:
+            if raise_errors:
+                raise PluginError(f"{record.distribution} ({hook_name}): {exc}") from exc
+            log.error("plugin '%s' (%s) raised in %s", record.name, record.distribution,
+                      hook_name, exc_info=exc)
+
+        return self._call(self._hook_caller(hook_name), _HookCall(hook_name, failed), **kwargs)
 
 
 _host: PluginHost | None = None
