@@ -81,6 +81,9 @@ def _serve_forks(conn: Connection, config: dict[str, Any], runtime: Any, app: An
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, lambda *_: None)
     children: set[int] = set()
+    # Known before any fork: a child asking getppid() after the template died would get 1
+    # (or a subreaper) and never notice it is an orphan.
+    template_pid = os.getpid()
     while True:
         try:
             ready, _, _ = select.select([conn.fileno(), wake_r], [], [])
@@ -104,7 +107,7 @@ def _serve_forks(conn: Connection, config: dict[str, Any], runtime: Any, app: An
                 if pid == 0:
                     os.close(wake_r)
                     os.close(wake_w)
-                    _become_slave(conn, config, runtime, app, message[1])
+                    _become_slave(conn, config, runtime, app, message[1], template_pid)
                 children.add(pid)
                 conn.send(("forked", message[1], pid))
             elif message[0] == "exit":
@@ -135,14 +138,13 @@ def _kill(pid: int) -> None:
 
 
 def _become_slave(conn: Connection, config: dict[str, Any], runtime: Any, app: Any,
-                  slave_id: str) -> None:
+                  slave_id: str, template_pid: int) -> None:
     """In the forked child: drop the template's duties and serve as a slave. Never returns."""
     code = 1
     try:
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        template_pid = os.getppid()
         conn.close()
         die_with_parent(template_pid)
         from cocaine_core.slave_channel import SlaveChannel
