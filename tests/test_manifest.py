@@ -99,7 +99,8 @@ def test_every_default_is_filled_in(app_dir: Path, host: PluginHost) -> None:
     assert manifest.engine == EngineConfig(
         pool_limit=10, pool_min=0, queue_limit=100, grow_threshold=1, concurrency=1,
         heartbeat_timeout=30.0, startup_timeout=10.0, idle_timeout=600.0,
-        termination_timeout=5.0, job_timeout=None, backend="process", extra={})
+        termination_timeout=5.0, job_timeout=None, max_requests=0, max_rss=None,
+        backend="process", extra={})
     assert manifest.tasks == {"hello": TaskConfig(name="hello", type="native-server",
                                                   event="hello", timeout=None, options={})}
     assert (manifest.type, manifest.args, manifest.root, manifest.path) == (
@@ -110,7 +111,7 @@ def test_every_default_is_filled_in(app_dir: Path, host: PluginHost) -> None:
         "engine": {"pool-limit": 10, "pool-min": 0, "queue-limit": 100, "grow-threshold": 1,
                    "concurrency": 1, "heartbeat-timeout": 30.0, "startup-timeout": 10.0,
                    "idle-timeout": 600.0, "termination-timeout": 5.0, "job-timeout": None,
-                   "backend": "process"},
+                   "max-requests": 0, "max-rss": None, "backend": "process"},
         "tasks": {"hello": {"type": "native-server", "timeout": None}},
     }
 
@@ -126,7 +127,7 @@ def test_every_engine_key_is_read(app_dir: Path, host: PluginHost) -> None:
     engine = {"pool-limit": 20, "pool-min": 2, "queue-limit": 0, "grow-threshold": 3,
               "concurrency": 4, "heartbeat-timeout": 60, "startup-timeout": 2.5,
               "idle-timeout": 30, "termination-timeout": 0, "job-timeout": 12.5,
-              "backend": "process"}
+              "max-requests": 1000, "max-rss": 512 * 2**20, "backend": "process"}
     manifest = parse(variant({"engine": engine}), app_dir, host)
     assert manifest.engine.to_dict() == {k: (float(v) if isinstance(v, int) and k.endswith(
         "timeout") else v) for k, v in engine.items()}

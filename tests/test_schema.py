@@ -159,3 +159,19 @@ def test_problem_renders_with_and_without_a_path() -> None:
     assert str(Problem("engine.pool-limit", "must be a positive integer, got \"ten\"")) == \
         'engine.pool-limit: must be a positive integer, got "ten"'
     assert str(Problem("", "not valid JSON")) == "not valid JSON"
+
+
+@pytest.mark.parametrize(("raw", "size"), [
+    (None, None), (2**20, 2**20), (536870912, 512 * 2**20), ("512M", 512 * 2**20),
+    ("2G", 2 * 2**30), ("2GiB", 2 * 2**30), ("1.5g", int(1.5 * 2**30)), ("4096K", 4 * 2**20),
+    (" 64 MB ", 64 * 2**20),
+])
+def test_sizes_take_bytes_or_a_unit(raw, size):
+    assert schema.optional_size(raw) == size
+
+
+@pytest.mark.parametrize("raw", [0, 1000, -5, "lots", "", "12X", True, 2.5, [], "1e400",
+                                 2**60, "nan", "infM"])
+def test_sizes_refuse_what_is_no_size(raw):
+    with pytest.raises(schema.Invalid, match="must be a size of at least 1 MiB"):
+        schema.optional_size(raw)
