@@ -49,6 +49,12 @@ IMPORTERS_OF_HOOKSPECS = ("cocaine_core.plugins", "cocaine_core.manifest", "coca
                           "cocaine_core.node", "cocaine_core.builtins", "cocaine_core.cli")
 
 
+def importer(module: str) -> bool:
+    """Whether ``module`` is (inside) one of ``IMPORTERS_OF_HOOKSPECS``."""
+    return module in IMPORTERS_OF_HOOKSPECS or module.startswith(
+        tuple(f"{name}." for name in IMPORTERS_OF_HOOKSPECS))
+
+
 # -- the module itself --------------------------------------------------------------------------
 
 
@@ -60,7 +66,7 @@ def test_importing_the_hookspecs_loads_neither_the_host_nor_the_manifest() -> No
     assert result.returncode == 0, result.stderr
     loaded = json.loads(result.stdout)
     assert "cocaine_core.hookspecs" in loaded
-    assert [m for m in loaded if m.startswith(IMPORTERS_OF_HOOKSPECS)] == []
+    assert [m for m in loaded if importer(m)] == []
 
 
 def test_the_hookspecs_import_only_leaf_modules_even_for_type_checking() -> None:
@@ -70,7 +76,15 @@ def test_the_hookspecs_import_only_leaf_modules_even_for_type_checking() -> None
     imported |= {node.module for node in ast.walk(tree)
                  if isinstance(node, ast.ImportFrom) and node.module}
     assert {m for m in imported if m.startswith("cocaine_core")} <= {
-        "cocaine_core.appinfo", "cocaine_core.errors"}
+        "cocaine_core.appinfo", "cocaine_core.errors", "cocaine_core.manifest_model"}
+
+
+def test_the_types_hooks_name_are_leaves_that_never_load_the_host() -> None:
+    script = ("import json, sys, cocaine_core.appinfo, cocaine_core.manifest_model; "
+              "print(json.dumps(sorted(m for m in sys.modules if m.startswith('cocaine_core'))))")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=60, check=True)
+    assert [m for m in json.loads(result.stdout) if importer(m)] == []
 
 
 @pytest.mark.parametrize("hook", [hook for hook, _label in KINDS.values()])

@@ -16,6 +16,8 @@ and declares its module in the ``cocaine`` entry-point group of its ``pyproject.
 Importing this package loads no plugin; plugins load on first use (``cocaine_core.plugins``).
 """
 
+from typing import Any
+
 import pluggy
 
 __version__ = "0.1.0"
@@ -23,4 +25,13 @@ __version__ = "0.1.0"
 #: The marker for hook implementations. See ``cocaine_core.hookspecs`` for the hooks.
 hookimpl = pluggy.HookimplMarker("cocaine")
 
-__all__ = ["__version__", "hookimpl"]
+__all__ = ["Registrar", "__version__", "hookimpl"]
+
+
+def __getattr__(name: str) -> Any:
+    # ``Registrar`` (what registration hooks receive, for annotations) loads only when named.
+    if name == "Registrar":
+        from cocaine_core.hookspecs import Registrar
+
+        return Registrar
+    raise AttributeError(f"module 'cocaine_core' has no attribute {name!r}")

@@ -11,7 +11,7 @@ import attrs
 from cocaine_core.ports import PortAllocator
 
 if TYPE_CHECKING:
-    from cocaine_core.manifest import Manifest
+    from cocaine_core.manifest_model import Manifest
 
 
 @attrs.define(eq=False)

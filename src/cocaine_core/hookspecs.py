@@ -4,7 +4,8 @@ Every hook is called through pluggy with keyword arguments; an implementation ma
 subset of them. Hooks only ever gain arguments: none is renamed or removed once released.
 
 This module imports no other part of cocaine but the leaf modules of the types hooks receive
-(``appinfo``, ``errors``), so the plugin host and the manifest can import it without a cycle.
+(``appinfo``, ``errors``, ``manifest_model``), so the plugin host and the manifest can import
+it without a cycle.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
 
     from cocaine_core.appinfo import AppInfo, SlaveInfo
     from cocaine_core.errors import Problem
+    from cocaine_core.manifest_model import Manifest
 
 hookspec = pluggy.HookspecMarker("cocaine")
 
@@ -110,10 +112,8 @@ def cocaine_register_engine_keys(registry: Registrar) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-# ``manifest`` is typed Any: naming its class would import cocaine_core.manifest, which imports
-# the plugin host, which imports this module.
 @hookspec
-def cocaine_validate_manifest(manifest: Any) -> list[Problem | str] | None:
+def cocaine_validate_manifest(manifest: Manifest) -> list[Problem | str] | None:
     """Check the parts of a manifest a plugin owns, after the core's own checks passed.
 
     Called for every installed plugin, every time a manifest is checked. Return the problems
@@ -121,7 +121,7 @@ def cocaine_validate_manifest(manifest: Any) -> list[Problem | str] | None:
     an empty list. The core gathers every plugin's problems and reports them all at once. An
     exception raised here is reported as a problem naming the plugin, not as a crash.
 
-    :param manifest: the parsed ``cocaine_core.manifest.Manifest``, every default filled in.
+    :param manifest: the parsed ``cocaine_core.manifest_model.Manifest``, every default filled in.
     :returns: a list of problems, or None.
     """
 

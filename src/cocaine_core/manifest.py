@@ -1,4 +1,5 @@
-"""The app manifest: its model, every default, and the checks that explain a bad one.
+"""The app manifest: reading it, and the checks that explain a bad one (the model, with every
+default, is in ``manifest_model``).
 
 ``load_manifest(path)`` reads a file; ``parse_manifest(data, root=...)`` checks a JSON value.
 Both return a ``Manifest`` with every default filled in, or raise ``ManifestError`` listing
@@ -11,127 +12,23 @@ import re
 from pathlib import Path
 from typing import Any
 
-import attrs
-
 from cocaine_core import schema
 from cocaine_core.errors import ManifestError, NodeError, Problem, UnknownTypeError
 from cocaine_core.jsontext import loads_lenient
+from cocaine_core.manifest_model import (
+    ENGINE_KEYS,
+    TASK_KEYS,
+    TOP_KEYS,
+    EngineConfig,
+    Manifest,
+    TaskConfig,
+)
 from cocaine_core.plugins import SHIPPED, PluginHost, get_host
-from cocaine_core.schema import Key
 
-#: The engine keys the core owns, with the original engine's defaults.
-ENGINE_KEYS: tuple[Key, ...] = (
-    Key("pool-limit", schema.positive_int, 10, "most slaves"),
-    Key("pool-min", schema.non_negative_int, 0, "slaves kept warm even when idle"),
-    Key("queue-limit", schema.non_negative_int, 100,
-        "jobs waiting; beyond it a job is refused at once with 503"),
-    Key("grow-threshold", schema.positive_int, 1,
-        "queued jobs per slave before the pool grows by one"),
-    Key("concurrency", schema.positive_int, 1, "jobs in flight per slave"),
-    Key("heartbeat-timeout", schema.positive_number, 30.0,
-        "seconds a slave may stay silent before it is killed"),
-    Key("startup-timeout", schema.positive_number, 10.0,
-        "seconds a new slave has to become ready"),
-    Key("idle-timeout", schema.positive_number, 600.0,
-        "seconds an idle slave above pool-min lives", aliases=("suicide-timeout",)),
-    Key("termination-timeout", schema.non_negative_number, 5.0,
-        "grace in seconds between terminate and SIGKILL"),
-    Key("job-timeout", schema.optional_positive_number, None,
-        "default run-time limit in seconds of every job; null for none"),
-    Key("max-requests", schema.non_negative_int, 0,
-        "jobs a slave serves before it is replaced, gracefully; 0: never"),
-    Key("max-rss", schema.optional_size, None,
-        "resident memory (\"512M\") past which a slave is replaced once its jobs end; "
-        "null: never"),
-    Key("backend", schema.string, "process", "the slave backend"),
-)
-
-#: Keys every task has, whatever its driver.
-TASK_KEYS: tuple[Key, ...] = (
-    Key("type", schema.string, help="the driver"),
-    Key("emit", schema.string, None, "the event (handler) name, if not the task's name"),
-    Key("timeout", schema.optional_positive_number, None,
-        "run-time limit in seconds of this task's jobs"),
-)
-
-TOP_KEYS = ("type", "args", "engine", "tasks", "drivers")
+__all__ = ["ENGINE_KEYS", "TASK_KEYS", "EngineConfig", "Manifest", "TaskConfig",
+           "app_name_for", "check_app_name", "load_manifest", "parse_manifest"]
 
 EVENT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]{0,127}$")
-
-
-@attrs.frozen
-class EngineConfig:
-    """The ``engine`` section: how the app's pool and queue behave."""
-
-    pool_limit: int = 10
-    pool_min: int = 0
-    queue_limit: int = 100
-    grow_threshold: int = 1
-    concurrency: int = 1
-    heartbeat_timeout: float = 30.0
-    startup_timeout: float = 10.0
-    idle_timeout: float = 600.0
-    termination_timeout: float = 5.0
-    job_timeout: float | None = None
-    max_requests: int = 0
-    max_rss: int | None = None
-    backend: str = "process"
-    #: Keys owned by plugins (``resource-limits``), by their manifest name.
-    extra: dict[str, Any] = attrs.field(factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The section as manifest JSON, every default filled in."""
-        out = {k.name: getattr(self, k.name.replace("-", "_")) for k in ENGINE_KEYS}
-        out.update(self.extra)
-        return out
-
-
-@attrs.frozen
-class TaskConfig:
-    """One task: its driver, the event its jobs carry, and the driver's own keys."""
-
-    name: str
-    type: str
-    event: str
-    timeout: float | None = None
-    options: dict[str, Any] = attrs.field(factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The task as manifest JSON, every default filled in."""
-        out: dict[str, Any] = {"type": self.type}
-        if self.event != self.name:
-            out["emit"] = self.event
-        out["timeout"] = self.timeout
-        out.update(self.options)
-        return out
-
-
-@attrs.frozen
-class Manifest:
-    """A checked app manifest, every default filled in."""
-
-    type: str
-    args: dict[str, Any]
-    engine: EngineConfig
-    tasks: dict[str, TaskConfig]
-    #: The folder relative paths are resolved from (the manifest's own folder).
-    root: Path
-    #: The file it was read from, if any.
-    path: Path | None = None
-
-    @property
-    def events(self) -> list[str]:
-        """Every event some task emits, sorted, without repeats."""
-        return sorted({task.event for task in self.tasks.values()})
-
-    def to_dict(self) -> dict[str, Any]:
-        """The manifest as JSON, every default filled in (what ``manifest check`` prints)."""
-        return {
-            "type": self.type,
-            "args": self.args,
-            "engine": self.engine.to_dict(),
-            "tasks": {name: task.to_dict() for name, task in self.tasks.items()},
-        }
 
 
 #: What an app may be called: it names folders, sockets and cgroups, so nothing else.

@@ -16,7 +16,7 @@ from cocaine_core.schema import Key
 
 if TYPE_CHECKING:
     from cocaine_core.appinfo import AppInfo
-    from cocaine_core.manifest import EngineConfig, TaskConfig
+    from cocaine_core.manifest_model import EngineConfig, TaskConfig
 
 
 class EngineHandle(Protocol):

@@ -34,7 +34,7 @@ from cocaine_core.schema import Key
 
 if TYPE_CHECKING:
     from cocaine_core.engine import Engine
-    from cocaine_core.manifest import TaskConfig
+    from cocaine_core.manifest_model import TaskConfig
 
 log = logging.getLogger("cocaine.fs")
 
