@@ -185,7 +185,7 @@ class PluginHost:
     def _hook_caller(self, hook_name: str, only: str | None = None) -> pluggy.HookCaller:
         """The hook ``hook_name``, on every plugin or on the plugin ``only``."""
         if only is None:
-            return getattr(self.pm.hook, hook_name)  # type: ignore[no-any-return]
+            return getattr(self.pm.hook, hook_name)
         others = [plugin for name, plugin in self.pm.list_name_plugin() if name != only]
         return self.pm.subset_hook_caller(hook_name, remove_plugins=others)
 

@@ -13,11 +13,12 @@ import itertools
 import os
 import signal
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq
 
 from cocaine_core import hookimpl, protocol
+from cocaine_core.backends import SlaveBackend
 from cocaine_core.errors import AppLoadError
 from cocaine_core.protocol import Code
 from cocaine_core.zmqloop import SocketReader
@@ -37,7 +38,7 @@ class FakeSlave:
         self.configured = False
         self.beating = True
         self.alive = True
-        self.socket = zmq.Context.instance().socket(zmq.DEALER)
+        self.socket: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.DEALER)
         self.socket.setsockopt(zmq.ROUTING_ID, slave_id.encode())
         self.socket.setsockopt(zmq.LINGER, 0)
         self.socket.connect(backend.endpoint)
@@ -172,6 +173,10 @@ class FakeBackendPlugin:
     def cocaine_register_slave_backends(self, registry: Any) -> None:
         """Register the ``fake`` backend."""
         registry.add("fake", FakeBackend)
+
+
+if TYPE_CHECKING:
+    _follows_the_contract: type[SlaveBackend] = FakeBackend
 
 
 def own_pid() -> int:

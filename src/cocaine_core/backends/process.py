@@ -25,10 +25,10 @@ import socket
 import subprocess
 import sys
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cocaine_core.appinfo import AppInfo, SlaveInfo
-from cocaine_core.backends import BackendEvents
+from cocaine_core.backends import BackendEvents, SlaveBackend
 from cocaine_core.errors import AppLoadError
 from cocaine_core.plugins import get_host
 
@@ -206,3 +206,7 @@ class ProcessBackend:
         elif self.template is not None:
             self._reap_template()
             self._notify_template_exit(self.template.returncode or 0)
+
+
+if TYPE_CHECKING:
+    _follows_the_contract: type[SlaveBackend] = ProcessBackend

@@ -30,8 +30,8 @@ from cocaine_core.protocol import Status
 
 if TYPE_CHECKING:
     from cocaine_core.appstore import AppRecord
-    from cocaine_core.backends import SlaveBackend
-    from cocaine_core.drivers import Driver
+    from cocaine_core.backends import BackendEvents, SlaveBackend
+    from cocaine_core.drivers import Driver, EngineHandle
 
 log = logging.getLogger("cocaine.engine")
 
@@ -79,9 +79,10 @@ class Engine:
         endpoint = f"ipc://{Path(app.run_dir) / f'{self.name}.{uuid.uuid4().hex[:8]}'}"
         self.channel = EngineChannel(endpoint, self.pool)
         drivers = host.registry("drivers")
+        handle: EngineHandle = self  # all drivers see (the type checker holds Engine to it)
         #: One driver per task, made now (so requests can find their event while the app
         #: starts) and started once the app's code has loaded.
-        self.drivers: list[Driver] = [drivers.get(task.type)(task, self)
+        self.drivers: list[Driver] = [drivers.get(task.type)(task, handle)
                                       for task in app.manifest.tasks.values()]
         self._started_drivers: list[Driver] = []
 
@@ -140,8 +141,9 @@ class Engine:
         """Start the backend (template) with retries and back-off; broken after the last."""
         while True:
             self.load_attempts += 1
+            events: BackendEvents = self.pool
             self.backend = self.backend_class(
-                self.app, self.endpoint, self.language.runtime, self.pool,
+                self.app, self.endpoint, self.language.runtime, events,
                 startup_timeout=self.config.startup_timeout)
             try:
                 await self.backend.start()
