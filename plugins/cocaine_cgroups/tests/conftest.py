@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 from cocaine_cgroups import ownership, plugin
-from cocaine_cgroups.groups import PARENT, remove_dir, safe_name
+from cocaine_cgroups.cgroupfs import remove_dir
 from cocaine_cgroups.hierarchy import Layout, detect
+from cocaine_cgroups.placement import PARENT, safe_name
 
 from cocaine_core.testing import RunningNode, free_port
 

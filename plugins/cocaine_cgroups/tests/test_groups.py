@@ -10,10 +10,12 @@ from pathlib import Path
 
 import pytest
 from cocaine_cgroups import ownership
+from cocaine_cgroups.delegation import move_node_out_of
 from cocaine_cgroups.errors import CgroupError
-from cocaine_cgroups.groups import PARENT, AppGroup, move_node_out_of, sweep_stale
+from cocaine_cgroups.groups import AppGroup, sweep_stale
 from cocaine_cgroups.hierarchy import V2, Hierarchy, Layout
 from cocaine_cgroups.parameters import parse_limits
+from cocaine_cgroups.placement import PARENT
 
 from cocaine_core.testing import wait_until
 

@@ -9,13 +9,9 @@ from typing import Any
 
 import pytest
 from cocaine_cgroups.cpulists import format_cpulist
-from cocaine_cgroups.parameters import (
-    PARAMETERS,
-    available,
-    parse_limits,
-    shares_to_weight,
-    weight_to_shares,
-)
+from cocaine_cgroups.machine import available
+from cocaine_cgroups.parameters import PARAMETERS, parse_limits
+from cocaine_cgroups.translation import shares_to_weight, weight_to_shares
 
 from cocaine_core.errors import ManifestError
 from cocaine_core.jsontext import loads_lenient

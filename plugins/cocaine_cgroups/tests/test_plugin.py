@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 from cocaine_cgroups import ownership, plugin
-from cocaine_cgroups.groups import PARENT
 from cocaine_cgroups.hierarchy import Layout
-from cocaine_cgroups.parameters import available
+from cocaine_cgroups.machine import available
+from cocaine_cgroups.placement import PARENT
 
 from cocaine_core.errors import CocaineError, ServiceError
 from cocaine_core.manifest import load_manifest

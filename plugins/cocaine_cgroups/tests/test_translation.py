@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 from cocaine_cgroups.groups import AppGroup
 from cocaine_cgroups.hierarchy import V1, V2, Layout
-from cocaine_cgroups.parameters import parse_limits, render
+from cocaine_cgroups.parameters import parse_limits
+from cocaine_cgroups.translation import render
 
 from .conftest import NODE_NAME, require
 

@@ -1,10 +1,11 @@
 """An app's cgroup: one directory per hierarchy it needs, made, joined, measured and removed.
 
-Every group lives at ``<the node's own group>/cocaine/<node>:<app>`` in each hierarchy, never
-at a hierarchy's root. Besides the hierarchies of the controllers the manifest limits, the
-group is made (when it can be) in the hierarchies that only count: ``memory``, ``pids`` and
-``cpuacct`` on v1, and the v2 tree, whose ``cpu.stat`` counts CPU time and whose
-``cgroup.kill`` ends every process of the group at once.
+Every group lives at ``<the node's own group>/cocaine/<node>:<app>`` in each hierarchy (see
+``placement``), never at a hierarchy's root. Besides the hierarchies of the controllers the
+manifest limits, the group is made (when it can be) in the hierarchies that only count:
+``memory``, ``pids`` and ``cpuacct`` on v1, and the v2 tree, whose ``cpu.stat`` counts CPU
+time and whose ``cgroup.kill`` ends every process of the group at once. What the group counts
+is read by ``accounting``.
 """
 
 from __future__ import annotations
@@ -13,217 +14,23 @@ import contextlib
 import errno
 import itertools
 import logging
-import os
-import re
-import signal
-import time
 from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
 from typing import Any
 
-import attrs
-
+from cocaine_cgroups import accounting
+from cocaine_cgroups.cgroupfs import REMOVE_TIMEOUT, cgroup_error, make_dir, remove_dir, write
+from cocaine_cgroups.delegation import enable_controllers, inherit_cpuset
 from cocaine_cgroups.errors import CgroupError
 from cocaine_cgroups.hierarchy import V1, V2, Hierarchy, Layout
-from cocaine_cgroups.parameters import KEY_PATH, Limits, Write, render
+from cocaine_cgroups.parameters import KEY_PATH, Limits
+from cocaine_cgroups.placement import PARENT, GroupPart, group_name
+from cocaine_cgroups.translation import render
 
 log = logging.getLogger("cocaine.cgroups")
 
-#: The folder under the node's own group that holds every app group.
-PARENT = "cocaine"
-#: On cgroup v2 a node whose group must hand controllers down moves itself here (see docs).
-NODE_LEAF = "node"
 #: Controllers joined for what they count, even when the manifest does not limit them.
 ACCOUNTING = ("memory", "pids", "cpuacct")
-#: How long removing a group waits for its processes to die.
-REMOVE_TIMEOUT = 5.0
-
-DOCS = "see docs/resource-limits.md"
-
-
-def safe_name(name: str) -> str:
-    """``name`` with anything but letters, digits, ``.``, ``_`` and ``-`` replaced by ``_``."""
-    return re.sub(r"[^A-Za-z0-9._-]", "_", name) or "_"
-
-
-def group_name(node: str, app: str) -> str:
-    """The plain name of an app's group: ``<node>:<app>`` (``node`` is used as given: see
-    ``ownership.prefix``)."""
-    return f"{node}:{safe_name(app)}"
-
-
-# -- the filesystem, with errors that say what to do ----------------------------------------
-
-
-def _permission_hint(exc: OSError) -> str:
-    if exc.errno == errno.EROFS:
-        return ("the cgroup filesystem is mounted read-only (as in most containers); give "
-                "the node a writable, delegated cgroup: run the container with a private "
-                f"cgroup namespace and a writable /sys/fs/cgroup, {DOCS}")
-    return (f"permission denied to uid {os.geteuid()}; managing cgroups needs root, or a "
-            f"cgroup v2 subtree delegated to the node's user (systemd-run --user -p "
-            f"Delegate=yes cocaine node, or chown the node's cgroup folder to its user), "
-            f"{DOCS}")
-
-
-def _fail(action: str, path: Path, exc: OSError, value: str | None = None) -> CgroupError:
-    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return CgroupError(f"cannot {action} {path}: {_permission_hint(exc)}")
-    if exc.errno == errno.ENOENT and value is not None:
-        return CgroupError(f"cannot write {path}: the kernel offers no {path.name} there")
-    if exc.errno == errno.EINVAL and value is not None:
-        return CgroupError(f"the kernel refused {value!r} for {path} (invalid argument: out "
-                           f"of range, or beyond what the node's own group allows)")
-    return CgroupError(f"cannot {action} {path}: {exc.strerror or exc}")
-
-
-def write(path: Path, value: str) -> None:
-    """Write ``value`` to a cgroup file, or raise ``CgroupError`` saying what to fix."""
-    try:
-        with open(path, "w") as f:
-            f.write(value)
-    except OSError as exc:
-        raise _fail("write", path, exc, value) from None
-
-
-def read(path: Path) -> str | None:
-    """A cgroup file's text, stripped, or None if it cannot be read."""
-    try:
-        return path.read_text().strip()
-    except OSError:
-        return None
-
-
-def read_pids(path: Path) -> list[int]:
-    """The processes listed in a ``cgroup.procs`` file."""
-    return [int(line) for line in (read(path) or "").split() if line.isdigit()]
-
-
-def read_keyed(path: Path) -> dict[str, int]:
-    """A file of ``key value`` lines (``memory.events``, ``cpu.stat``) as a dict."""
-    out: dict[str, int] = {}
-    for line in (read(path) or "").splitlines():
-        key, _, value = line.partition(" ")
-        with contextlib.suppress(ValueError):
-            out[key] = int(value)
-    return out
-
-
-def make_dir(path: Path) -> bool:
-    """Make a group folder; True if it was made now, False if it was there already."""
-    try:
-        path.mkdir()
-    except FileExistsError:
-        return False
-    except OSError as exc:
-        raise _fail("create the cgroup", path, exc) from None
-    return True
-
-
-def empty_group(path: Path, timeout: float = REMOVE_TIMEOUT) -> bool:
-    """SIGKILL every process in the group at ``path`` until none is left; False on timeout."""
-    deadline = time.monotonic() + timeout
-    kill_file = path / "cgroup.kill"
-    while True:
-        pids = read_pids(path / "cgroup.procs")
-        if not pids:
-            return True
-        if kill_file.exists():
-            with contextlib.suppress(OSError):
-                kill_file.write_text("1")
-        else:
-            for pid in pids:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(pid, signal.SIGKILL)
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-
-
-def remove_dir(path: Path, timeout: float = REMOVE_TIMEOUT) -> bool:
-    """Kill what is left in the group at ``path`` and remove it; False if it stays."""
-    if not path.is_dir():
-        return True
-    if not empty_group(path, timeout):
-        log.warning("cgroup %s still has processes %s after %g s of SIGKILL; left in place",
-                    path, read_pids(path / "cgroup.procs"), timeout)
-        return False
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            path.rmdir()
-            return True
-        except FileNotFoundError:
-            return True
-        except OSError as exc:
-            if exc.errno != errno.EBUSY or time.monotonic() > deadline:
-                log.warning("cannot remove cgroup %s: %s", path, exc.strerror or exc)
-                return False
-        time.sleep(0.01)
-
-
-def enable_controllers(group: Path, controllers: Iterable[str], node_group: Path | None = None,
-                       ) -> None:
-    """On cgroup v2, let ``group``'s children use ``controllers`` (``cgroup.subtree_control``).
-
-    cgroup v2 lets a group other than the root hand controllers down only when it holds no
-    process. If ``group`` is ``node_group`` and only this process is in it, the node moves
-    itself into ``<group>/cocaine/node`` first.
-    """
-    wanted = set(controllers) - set((read(group / "cgroup.subtree_control") or "").split())
-    if not wanted:
-        return
-    text = " ".join(f"+{c}" for c in sorted(wanted))
-    try:
-        with open(group / "cgroup.subtree_control", "w") as f:
-            f.write(text)
-        return
-    except OSError as exc:
-        if exc.errno != errno.EBUSY or group != node_group:
-            raise _fail("enable controllers in", group / "cgroup.subtree_control", exc,
-                        text) from None
-    move_node_out_of(group)
-    write(group / "cgroup.subtree_control", text)
-
-
-def move_node_out_of(group: Path) -> None:
-    """Move this process from ``group`` into the leaf ``group/cocaine/node`` (cgroup v2's
-    no-internal-processes rule), or raise if other processes share ``group``."""
-    others = [pid for pid in read_pids(group / "cgroup.procs") if pid != os.getpid()]
-    if others:
-        raise CgroupError(
-            f"the node's cgroup {group} holds other processes too ({', '.join(map(str, others))})"
-            f"; cgroup v2 lets a group hand controllers to its children only when no process "
-            f"sits in it, so run the node in a cgroup of its own (systemd-run -p Delegate=yes "
-            f"cocaine node), {DOCS}")
-    leaf = group / PARENT / NODE_LEAF
-    make_dir(group / PARENT)
-    make_dir(leaf)
-    write(leaf / "cgroup.procs", str(os.getpid()))
-    log.info("moved the node into %s: cgroup v2 hands controllers down only from groups "
-             "without processes", leaf)
-
-
-# -- one app's group -------------------------------------------------------------------------------
-
-
-@attrs.define
-class GroupPart:
-    """The app's group in one hierarchy: where, for which controllers, what to write."""
-
-    hierarchy: Hierarchy
-    path: Path
-    controllers: list[str]
-    writes: list[Write] = attrs.field(factory=list)
-    #: False for a part made only to count (made when possible, skipped when not).
-    required: bool = True
-    #: Whether this process made the folder (and so may remove it).
-    made: bool = False
-
-    @property
-    def label(self) -> str:
-        """The controllers this part serves, or ``v2`` for the counting-only v2 part."""
-        return ",".join(self.controllers) or f"v{self.hierarchy.version}"
 
 
 class AppGroup:
@@ -245,8 +52,7 @@ class AppGroup:
         self.limits = limits
         self.layout = layout
         self.parts: list[GroupPart] = []
-        self._oom_seen = 0
-        self._failcnt_seen = 0
+        self._oom = accounting.OomCounter()
         self._plan()
 
     def _plan(self) -> None:
@@ -305,8 +111,7 @@ class AppGroup:
             for part in self.parts:
                 self._undo(part)
             raise
-        self._oom_seen = self.oom_kills() or 0
-        self._failcnt_seen = self._failcnt() or 0
+        self._oom.start(self.parts)
 
     @staticmethod
     def _undo(part: GroupPart) -> None:
@@ -355,7 +160,7 @@ class AppGroup:
                 if exc.errno == errno.ESRCH:
                     log.debug("process %d ended before it could join %s", pid, part.path)
                     return
-                raise _fail(f"move process {pid} into", part.path, exc) from None
+                raise cgroup_error(f"move process {pid} into", part.path, exc) from None
 
     def remove(self, timeout: float = REMOVE_TIMEOUT) -> bool:
         """Kill whatever is left in the group, remove it, and its parent if now empty."""
@@ -370,47 +175,16 @@ class AppGroup:
 
     def part_for(self, controller: str) -> GroupPart | None:
         """The part of the group in the hierarchy of ``controller``, if made."""
-        return next((p for p in self.parts if controller in p.controllers), None)
+        return accounting.part_for(self.parts, controller)
 
     def oom_kills(self) -> int | None:
         """How many of the group's processes the kernel has killed for memory, if it says."""
-        part = self.part_for("memory")
-        if part is None:
-            return None
-        name = "memory.oom_control" if part.hierarchy.version == V1 else "memory.events"
-        counts = read_keyed(part.path / name)
-        return counts.get("oom_kill")
-
-    def _failcnt(self) -> int | None:
-        part = self.part_for("memory")
-        if part is None or part.hierarchy.version != V1:
-            return None
-        return _int(read(part.path / "memory.failcnt"))
+        return accounting.oom_kills(self.parts)
 
     def explain_exit(self, status: int) -> str | None:
-        """Why a process of the group ended with ``status``, if the kernel's counters say so.
-
-        Each OOM kill the kernel counted explains one SIGKILLed process. Kernels before 4.13
-        count no kills on v1; there a rise of ``memory.failcnt`` is taken as the sign.
-        """
-        if status != -signal.SIGKILL:
-            return None
-        limit = self.memory_limit()
-        limit_text = f" of {_mebibytes(limit)} ({KEY_PATH}.memory)" if limit is not None else ""
-        kills = self.oom_kills()
-        if kills is None:
-            failcnt = self._failcnt()
-            if failcnt is None or failcnt <= self._failcnt_seen:
-                return None
-            self._failcnt_seen = failcnt
-            return f"out of memory, most likely: the app reached its memory limit{limit_text}"
-        if kills <= self._oom_seen:
-            return None
-        self._oom_seen += 1
-        if limit is None:
-            return ("out of memory: the kernel's OOM killer ended it (the machine or the "
-                    "node's own cgroup ran out of memory)")
-        return f"out of memory: the kernel killed it at the app's memory limit{limit_text}"
+        """Why a process of the group ended with ``status``, if the kernel's counters say so
+        (see ``accounting.OomCounter``)."""
+        return self._oom.explain_exit(status, self.parts, self.memory_limit())
 
     def memory_limit(self) -> int | None:
         """The memory limit the manifest set, in bytes, if any."""
@@ -419,39 +193,7 @@ class AppGroup:
 
     def usage(self) -> dict[str, Any]:
         """The group's current memory, processes and CPU time, as far as its parts count."""
-        usage: dict[str, Any] = {}
-        memory = self.part_for("memory")
-        if memory is not None:
-            v1 = memory.hierarchy.version == V1
-            current = read(memory.path / ("memory.usage_in_bytes" if v1 else "memory.current"))
-            peak = read(memory.path / ("memory.max_usage_in_bytes" if v1 else "memory.peak"))
-            usage["memory-bytes"] = _int(current)
-            if peak is not None:
-                usage["memory-peak-bytes"] = _int(peak)
-            usage["oom-kills"] = self.oom_kills()
-        pids = self.part_for("pids")
-        if pids is not None:
-            usage["pids"] = _int(read(pids.path / "pids.current"))
-        usage["cpu-seconds"] = self._cpu_seconds()
-        cpu = self.part_for("cpu")
-        if cpu is not None:
-            stat = read_keyed(cpu.path / "cpu.stat")
-            if "nr_throttled" in stat:
-                usage["cpu-throttled-periods"] = stat["nr_throttled"]
-        return usage
-
-    def _cpu_seconds(self) -> float | None:
-        for part in self.parts:
-            if part.hierarchy.version == V2:
-                stat = read_keyed(part.path / "cpu.stat")
-                if "usage_usec" in stat:
-                    return round(stat["usage_usec"] / 1e6, 3)
-        cpuacct = self.part_for("cpuacct")
-        if cpuacct is not None:
-            nanoseconds = _int(read(cpuacct.path / "cpuacct.usage"))
-            if nanoseconds is not None:
-                return round(nanoseconds / 1e9, 3)
-        return None
+        return accounting.usage(self.parts)
 
     def describe(self) -> dict[str, Any]:
         """The group for ``cocaine info``: its name, folders, limits and usage."""
@@ -461,18 +203,6 @@ class AppGroup:
             "hierarchies": {part.label: f"v{part.hierarchy.version}" for part in self.parts},
             "usage": self.usage(),
         }
-
-
-def inherit_cpuset(group: Path, parent: Path) -> None:
-    """Fill a v1 cpuset group's empty ``cpuset.cpus``/``cpuset.mems`` from its parent.
-
-    cgroup v1 starts a cpuset group with neither, and refuses tasks until both are set.
-    """
-    for name in ("cpuset.cpus", "cpuset.mems"):
-        if not read(group / name):
-            value = read(parent / name)
-            if value:
-                write(group / name, value)
 
 
 def sweep_stale(layout: Layout, stale: Callable[[str], bool], keep: Iterable[Path]) -> list[Path]:
@@ -497,16 +227,3 @@ def sweep_stale(layout: Layout, stale: Callable[[str], bool], keep: Iterable[Pat
             if removed:
                 parent.rmdir()
     return removed
-
-
-def _int(text: str | None) -> int | None:
-    try:
-        return int(text) if text is not None else None
-    except ValueError:
-        return None
-
-
-def _mebibytes(size: int) -> str:
-    if size % (1 << 20) == 0:
-        return f"{size >> 20} MiB"
-    return f"{size / (1 << 20):.1f} MiB"

@@ -22,7 +22,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-from cocaine_cgroups.groups import safe_name
+from cocaine_cgroups.placement import safe_name
 
 log = logging.getLogger("cocaine.cgroups")
 

@@ -25,7 +25,8 @@ from cocaine_cgroups import ownership
 from cocaine_cgroups.errors import CgroupError
 from cocaine_cgroups.groups import AppGroup, sweep_stale
 from cocaine_cgroups.hierarchy import Layout, detect
-from cocaine_cgroups.parameters import Limits, check_machine, parse_limits
+from cocaine_cgroups.machine import check_machine
+from cocaine_cgroups.parameters import Limits, parse_limits
 from cocaine_core import hookimpl, schema
 
 if TYPE_CHECKING:
@@ -49,7 +50,7 @@ def machine_layout() -> Layout:
     """The cgroup layout of this machine, read once per process.
 
     Read once because the node's own group must stay the one it started in: on cgroup v2 the
-    node may move itself into a leaf below it (see ``groups.move_node_out_of``).
+    node may move itself into a leaf below it (see ``delegation.move_node_out_of``).
     """
     global _layout
     with _lock:
