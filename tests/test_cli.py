@@ -1,20 +1,29 @@
-"""The ``cocaine`` command (``cocaine_core/cli/``): manifest check, errors, ``--debug``.
+"""The ``cocaine`` command (``cocaine_core/cli/``): manifest check, errors, ``--debug``, what
+``call``, ``info`` and ``app list`` print, and every command to a node that is not there.
 
-Every test runs the real ``cocaine`` script of the venv as a subprocess. ``cocaine plugins`` is
-tested with the plugins themselves, in ``tests/test_plugins.py``.
+Most tests run the real ``cocaine`` script of the venv as a subprocess (on a pseudo-terminal
+where the terminal matters). ``cocaine plugins`` is tested with the plugins themselves, in
+``tests/test_plugins.py``.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import pty
+import select
+import signal
 import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from cocaine_core.errors import ServiceError
+from cocaine_core.testing import free_port
 from tests import distributions
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,7 +70,7 @@ def test_check_prints_the_resolved_manifest(app_dir: Path) -> None:
         "engine": {"pool-limit": 3, "pool-min": 0, "queue-limit": 100, "grow-threshold": 1,
                    "concurrency": 1, "heartbeat-timeout": 30.0, "startup-timeout": 10.0,
                    "idle-timeout": 20.0, "termination-timeout": 5.0, "job-timeout": None,
-                   "backend": "process"},
+                   "max-requests": 0, "max-rss": None, "backend": "process"},
         "tasks": {"hello": {"type": "native-server", "timeout": 2.0}},
     }
 
@@ -202,3 +211,215 @@ def test_a_usage_error_is_a_message_and_exit_2(args: list[str], words: str) -> N
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert words in result.stderr
+
+
+def test_commands_are_registered_once(capsys: pytest.CaptureFixture[str]) -> None:
+    from cocaine_core import cli
+
+    assert cli.main(["--help"]) == 0
+    registered = (len(cli.app.registered_commands), len(cli.app.registered_groups))
+    assert cli.main(["--help"]) == 0
+    assert (len(cli.app.registered_commands), len(cli.app.registered_groups)) == registered
+    names = [c.name for c in cli.app.registered_commands]
+    assert len(names) == len(set(names)), names
+
+
+def test_debug_is_read_from_its_option_not_from_anywhere_in_argv() -> None:
+    # "--debug" after "--" is the request body, not the option: no traceback.
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    result = run_cocaine("call", "--node", endpoint, "hello", "echo", "--", "--debug")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith(f"error 503: nothing listens at {endpoint}")
+
+
+# -- a node that is not there: every command says so at once ----------------------------------
+
+
+@pytest.mark.parametrize("args", [
+    ["call", "hello", "echo", "hi"],
+    ["info"],
+    ["app", "list"],
+    ["app", "info", "hello"],
+    ["app", "remove", "hello"],
+    ["app", "restart", "hello"],
+    ["app", "deploy", str(ROOT / "examples" / "hello" / "manifest.json")],
+], ids=lambda args: " ".join(args[:2]))
+def test_nothing_listening_is_said_at_once(args: list[str]) -> None:
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    started = time.monotonic()
+    result = run_cocaine(*args, "--node", endpoint, timeout=30)
+    assert time.monotonic() - started < 3
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == (f"error 503: nothing listens at {endpoint}; is the node running? "
+                             f"(cocaine node / cocaine run)\n")
+
+
+def test_call_in_process_to_a_missing_node(capsys: pytest.CaptureFixture[str]) -> None:
+    from cocaine_core import cli
+
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    started = time.monotonic()
+    assert cli.main(["app", "list", "--node", endpoint]) == 1
+    assert time.monotonic() - started < 3
+    assert capsys.readouterr().err.startswith(f"error 503: nothing listens at {endpoint}; ")
+
+
+# -- cocaine call: the answer as the app sent it; a terminal's line always ended ---------------
+
+CALL_APP = '''
+import time
+
+
+def echo(request):
+    return request.data
+
+
+def lines(request):
+    return "1\\n2\\n3\\n"
+
+
+def partial(request):
+    yield "1"
+    raise ValueError("boom after a chunk")
+
+
+def slow(request):
+    yield "tick"
+    time.sleep(30)
+'''
+
+CALL_TASKS = {name: {"type": "native-server"} for name in ("echo", "lines", "partial", "slow")}
+
+
+@pytest.fixture
+def call_node(cocaine_node: Any, make_app: Any) -> str:
+    """A node serving the app ``hello``; its endpoint."""
+    cocaine_node.add_app("hello", make_app(CALL_APP, CALL_TASKS, engine={"pool-limit": 2}))
+    return cocaine_node.endpoint
+
+
+def on_terminal(*args: str, interrupt_after: bytes | None = None,
+                timeout: float = 30) -> tuple[int, bytes]:
+    """Run ``cocaine`` with stdout and stderr on a pseudo-terminal; return its exit code and
+    what the terminal showed (``\\r\\n`` as ``\\n``). With ``interrupt_after``, SIGINT it once
+    that text showed, as Ctrl-C would."""
+    master, worker = pty.openpty()
+    process = subprocess.Popen([str(distributions.COCAINE), *args], stdin=subprocess.DEVNULL,
+                               stdout=worker, stderr=worker,
+                               env=distributions.clean_environment(extra=PLUGINS))
+    os.close(worker)
+    shown, interrupted = b"", False
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            ready, _, _ = select.select([master], [], [], max(0.0, deadline - time.monotonic()))
+            assert ready, f"cocaine {' '.join(args)} still runs; showed {shown!r}"
+            try:
+                data = os.read(master, 4096)
+            except OSError:  # EIO: the process closed the terminal
+                break
+            if not data:
+                break
+            shown += data
+            if interrupt_after is not None and interrupt_after in shown and not interrupted:
+                process.send_signal(signal.SIGINT)
+                interrupted = True
+        return process.wait(timeout), shown.replace(b"\r\n", b"\n")
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        os.close(master)
+
+
+def test_call_on_a_terminal_ends_an_answer_without_a_newline(call_node: str) -> None:
+    assert on_terminal("call", "hello", "echo", "world", "--node", call_node) == (0, b"world\n")
+
+
+def test_call_on_a_terminal_adds_no_second_newline(call_node: str) -> None:
+    assert on_terminal("call", "hello", "lines", "--node", call_node) == (0, b"1\n2\n3\n")
+
+
+def test_call_piped_prints_the_answer_exactly(call_node: str) -> None:
+    result = run_cocaine("call", "hello", "echo", "world", "--node", call_node)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "world", "")
+
+
+def test_an_error_after_a_chunk_starts_its_own_line(call_node: str) -> None:
+    assert on_terminal("call", "hello", "partial", "--node", call_node) == (
+        1, b"1\nerror 502: ValueError: boom after a chunk\n")
+
+
+def test_ctrl_c_during_a_call_leaves_the_line_ended(call_node: str) -> None:
+    code, shown = on_terminal("call", "hello", "slow", "--node", call_node,
+                              interrupt_after=b"tick")
+    assert (code, shown) == (130, b"tick\n")
+
+
+def test_call_node_list_prints_json(call_node: str) -> None:
+    result = run_cocaine("call", "@node", "list", "--node", call_node)
+    assert (result.returncode, result.stderr) == (0, "")
+    assert result.stdout == '[\n  "hello"\n]\n'
+
+
+def test_call_node_method_takes_json_arguments(call_node: str) -> None:
+    result = run_cocaine("call", "@node", "app-info", '{"name": "hello"}', "--node", call_node)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["state"] == "running"
+    bad = run_cocaine("call", "@node", "app-info", "hello", "--node", call_node)
+    assert bad.returncode == 2
+    assert "@node takes its arguments as a JSON object" in bad.stderr
+
+
+# -- cocaine info and app list: readable at 80 columns, nothing cut ----------------------------
+
+LONG_NAME = "image-thumbnailer-for-the-photo-archive"
+
+
+@pytest.fixture
+def busy_node(cocaine_node: Any, make_app: Any) -> str:
+    """A node with an app whose name is long, that has done 3 jobs and failed 2."""
+    cocaine_node.add_app(LONG_NAME, make_app(CALL_APP, CALL_TASKS))
+    with cocaine_node.client() as client:
+        for _ in range(3):
+            client.call(LONG_NAME, "echo", b"x")
+        for _ in range(2):
+            with pytest.raises(ServiceError):
+                client.call(LONG_NAME, "partial")
+    return cocaine_node.endpoint
+
+
+def piped(*args: str, columns: str | None) -> subprocess.CompletedProcess[str]:
+    """Run ``cocaine`` with its output piped, with ``COLUMNS`` set or (None) unset."""
+    env = distributions.clean_environment(extra=PLUGINS)
+    env.pop("COLUMNS")
+    if columns is not None:
+        env["COLUMNS"] = columns
+    return subprocess.run([str(distributions.COCAINE), *args], capture_output=True, text=True,
+                          env=env, timeout=60, check=False)
+
+
+@pytest.mark.parametrize("columns", ["80", None, "200"], ids=["COLUMNS=80", "piped", "wide"])
+def test_info_is_whole_at_any_width(busy_node: str, columns: str | None) -> None:
+    result = piped("info", "--node", busy_node, columns=columns)
+    assert (result.returncode, result.stderr) == (0, "")
+    out = result.stdout
+    assert "…" not in out
+    assert f"{LONG_NAME} · running" in out
+    assert "3 done, 2 failed, 0 timed out, 0 refused" in out
+    for task in CALL_TASKS:
+        assert f"{task} (native-server)" in out
+    assert max(len(line) for line in out.splitlines()) <= int(columns or 80)
+
+
+@pytest.mark.parametrize("columns", ["80", None, "200"], ids=["COLUMNS=80", "piped", "wide"])
+def test_app_list_is_whole_at_any_width(busy_node: str, columns: str | None) -> None:
+    result = piped("app", "list", "--node", busy_node, columns=columns)
+    assert (result.returncode, result.stderr) == (0, "")
+    out = result.stdout
+    assert "…" not in out
+    assert out.startswith(f"{LONG_NAME}  running · ")
+    flat = " ".join(out.split())
+    assert "3 done · 2 failed · tasks: echo, lines, partial, slow" in flat
+    assert max(len(line) for line in out.splitlines()) <= int(columns or 80)

@@ -1,9 +1,10 @@
 """Celery with a Redis broker and result backend, as a peer (only with ``--peers``).
 
 Celery and the redis client are imported from the venv if they are there; if not, the bench
-installs them with pip into a private folder (``~/.cache/cocaine-bench/peers``, never into
-the venv). The Redis server must be on PATH (``apt-get install redis-server``). Whatever is
-missing, the Celery rows are skipped with the reason: the bench never fails for want of them.
+installs them into a private folder (``~/.cache/cocaine-bench/peers``, never into the venv)
+with the venv's pip, or with ``uv pip`` when the venv has no pip (as a venv made by uv). The
+Redis server must be on PATH (``apt-get install redis-server``). Whatever is missing, the
+Celery rows are skipped with the reason: the bench never fails for want of them.
 
 The worker runs ``--concurrency 2 --pool prefork`` (2 worker processes, like the others);
 messages are msgpack (bytes pass as they are; pickle is refused to a root worker). The load is
@@ -24,6 +25,7 @@ import sys
 import textwrap
 import time
 from array import array
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -70,17 +72,52 @@ def unavailable(bench: Bench) -> str | None:
     if _importable():
         return None
     bench.say(f"  installing celery and redis into {PEERS} (not into the venv)")
-    try:
-        done = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--target",
-                               str(PEERS), *PACKAGES], capture_output=True, timeout=600)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"could not install celery and redis: {exc}"
-    if done.returncode != 0:
-        return f"could not install celery and redis: {done.stderr.decode()[-300:].strip()}"
+    failed = install(PACKAGES, PEERS)
+    if failed:
+        return failed
     if str(PEERS) not in sys.path:
         sys.path.append(str(PEERS))
     importlib.invalidate_caches()
     return None if _importable() else "celery or redis still cannot be imported"
+
+
+def install_command(packages: Sequence[str], target: Path,
+                    python: str = sys.executable) -> list[str] | str:
+    """The command that installs ``packages`` into ``target`` for ``python``: its own pip if it
+    has one, else ``uv pip`` (a venv made by uv has no pip); or, when neither is there, what
+    to install by hand."""
+    try:
+        has_pip = subprocess.run([python, "-c", "import pip"], capture_output=True,
+                                 timeout=60).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        has_pip = False
+    if has_pip:
+        return [python, "-m", "pip", "install", "--quiet", "--target", str(target), *packages]
+    uv = shutil.which("uv")
+    if uv is not None:
+        return [uv, "pip", "install", "--quiet", "--python", python, "--target", str(target),
+                *packages]
+    names = " ".join(packages)
+    return (f"cannot install {names}: {python} has no pip (a venv made by uv or with "
+            f"--without-pip) and uv is not on PATH; install them into the venv "
+            f"(uv pip install {names}, or python -m ensurepip then python -m pip install "
+            f"{names})")
+
+
+def install(packages: Sequence[str], target: Path, python: str = sys.executable) -> str | None:
+    """Install ``packages`` into ``target`` (see ``install_command``); None when done, else
+    why not."""
+    command = install_command(packages, target, python)
+    if isinstance(command, str):
+        return command
+    try:
+        done = subprocess.run(command, capture_output=True, timeout=600)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"could not install {' and '.join(packages)}: {exc}"
+    if done.returncode != 0:
+        return (f"could not install {' and '.join(packages)} ({Path(command[0]).name}): "
+                f"{done.stderr.decode(errors='replace')[-300:].strip()}")
+    return None
 
 
 def _children(pid: int) -> list[int]:

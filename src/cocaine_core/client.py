@@ -5,12 +5,18 @@
         print(client.call("hello", "echo", b"world"))
 
 A failed request raises ``ServiceError`` with ``.code`` (see ``protocol.Status``) and
-``.message``.
+``.message``. So does a request that nothing can answer: when nothing listens at the endpoint
+(the connection is refused, or an ``ipc://`` socket file is missing) a waiting request fails
+at once with 503, instead of after ``wait``. Each client watches its connection through a
+ZeroMQ socket monitor, read only while an answer is slow, so a quick answer costs what it
+would without one.
 """
 
 from __future__ import annotations
 
 import itertools
+import os
+import struct
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -24,6 +30,20 @@ from cocaine_core.errors import ProtocolError, ServiceError
 from cocaine_core.protocol import CONTROL_APP, DEFAULT_ENDPOINT, Code, Status
 
 Body = bytes | str | None
+
+_HANDSHAKE_FAILED = (zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+                     | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
+#: What the socket monitor reports: a connect attempt that failed (refused, no socket file:
+#: nothing listens, whether or not a node was there before), a peer that does not speak
+#: ZeroMQ (or refused our keys).
+_WATCHED = zmq.EVENT_CONNECT_RETRIED | _HANDSHAKE_FAILED
+
+#: An answer within this many ms costs the blocking client one poll, as it would without a
+#: monitor; only a slower one makes it read the monitor too.
+QUICK_MS = 100
+
+#: AsyncClient queue entries for connection news (real message codes are positive).
+_CONNECTION = -1
 
 
 def _body(data: Body) -> bytes:
@@ -40,8 +60,39 @@ def _request(request_id: int, app: str, event: str, data: Body, urgent: bool,
 
 def _no_answer(endpoint: str, wait: float) -> ServiceError:
     return ServiceError(Status.SERVER_ERROR, f"no answer from the node at {endpoint} within "
-                                             f"{wait:g} s; is it running? (cocaine run / "
-                                             f"cocaine node)")
+                                             f"{wait:g} s: it may be busy or stuck; wait "
+                                             f"longer (--wait; Client(wait=...)), or read its "
+                                             f"log")
+
+
+def _event(frames: list[bytes]) -> int:
+    """The event number of a monitor message (16 bits, native order, then a 32-bit value)."""
+    return int(struct.unpack_from("=H", frames[0])[0])
+
+
+def _connection_error(endpoint: str, event: int) -> ServiceError | None:
+    """What a monitor event means for a request still waiting (None: nothing yet)."""
+    if event == zmq.EVENT_CONNECT_RETRIED:
+        path = endpoint.removeprefix("ipc://")
+        where = (f"{endpoint} (no socket file)" if endpoint.startswith("ipc://")
+                 and not os.path.exists(path) else endpoint)
+        return ServiceError(Status.UNAVAILABLE, f"nothing listens at {where}; is the node "
+                                                f"running? (cocaine node / cocaine run)")
+    if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+        return ServiceError(Status.UNAVAILABLE, f"the node at {endpoint} refused this "
+                                                f"client's keys")
+    if event & _HANDSHAKE_FAILED:
+        return ServiceError(Status.UNAVAILABLE, f"what listens at {endpoint} is not a cocaine "
+                                                f"node (the ZeroMQ handshake failed); check "
+                                                f"the endpoint")
+    return None
+
+
+def _forget_unsent(sock: zmq.Socket[Any], endpoint: str) -> None:
+    """Drop the requests queued for a connection that never came: they would run if a node
+    appeared there later, long after their callers were told they failed."""
+    sock.disconnect(endpoint)
+    sock.connect(endpoint)
 
 
 def _decode(frames: list[bytes]) -> tuple[Any, int, bytes | None, Any]:
@@ -63,6 +114,9 @@ class Client:
         self._socket = self._context.socket(zmq.DEALER)
         self._socket.setsockopt(zmq.LINGER, 0)
         self._socket.connect(endpoint)
+        #: The monitor and a poller of both sockets, made at the first slow answer (quick
+        #: answers never need them).
+        self._watching: tuple[zmq.Socket[bytes], zmq.Poller] | None = None
         self._ids = itertools.count(1)
 
     def stream(self, app: str, event: str, data: Body = None, *, urgent: bool = False,
@@ -72,8 +126,7 @@ class Client:
         self._socket.send_multipart(_request(request_id, app, event, data, urgent, timeout,
                                              deadline))
         while True:
-            if self.wait is not None and not self._socket.poll(int(self.wait * 1000)):
-                raise _no_answer(self.endpoint, self.wait)
+            self._await_answer()
             rid, code, payload, fields = _decode(self._socket.recv_multipart())
             if rid != request_id:
                 continue  # a late answer to an abandoned request
@@ -86,6 +139,40 @@ class Client:
             elif code == Code.ERROR:
                 raise ServiceError(int(fields[2]), str(fields[3]))
 
+    def _await_answer(self) -> None:
+        """Return once a message can be read; raise ``ServiceError`` if none will come."""
+        quick = QUICK_MS if self.wait is None else min(QUICK_MS, int(self.wait * 1000))
+        if self._socket.poll(quick):
+            return
+        self._watch(None if self.wait is None else self.wait - quick / 1000)
+
+    def _watch(self, left: float | None) -> None:
+        """Wait up to ``left`` seconds for a message, and give up as soon as the monitor says
+        nothing listens: only news counts, so what it said before this wait is dropped."""
+        if self._watching is None:
+            monitor, poller = self._socket.get_monitor_socket(_WATCHED), zmq.Poller()
+            poller.register(self._socket, zmq.POLLIN)
+            poller.register(monitor, zmq.POLLIN)
+            self._watching = (monitor, poller)
+        monitor, poller = self._watching
+        while True:
+            try:
+                monitor.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+        deadline = None if left is None else time.monotonic() + left
+        while True:
+            ms = None if deadline is None else max(0, int((deadline - time.monotonic()) * 1000))
+            ready = dict(poller.poll(ms))
+            if self._socket in ready:
+                return
+            if monitor not in ready:
+                raise _no_answer(self.endpoint, self.wait or 0)
+            error = _connection_error(self.endpoint, _event(monitor.recv_multipart()))
+            if error is not None:
+                _forget_unsent(self._socket, self.endpoint)
+                raise error
+
     def call(self, app: str, event: str, data: Body = None, **policy: Any) -> bytes:
         """Send a request and return its whole answer as bytes."""
         return b"".join(self.stream(app, event, data, **policy))
@@ -97,6 +184,9 @@ class Client:
 
     def close(self) -> None:
         """Close the socket."""
+        if self._watching is not None:
+            self._socket.disable_monitor()
+            self._watching[0].close(linger=0)
         self._socket.close(linger=0)
 
     def __enter__(self) -> Client:
@@ -116,9 +206,11 @@ class AsyncClient:
         self._socket = self._context.socket(zmq.DEALER)
         self._socket.setsockopt(zmq.LINGER, 0)
         self._socket.connect(endpoint)
+        self._monitor: zmq.asyncio.Socket | None = None
         self._ids = itertools.count(1)
         self._queues: dict[int, Any] = {}
         self._reader: Any = None
+        self._watcher: Any = None
 
     async def stream(self, app: str, event: str, data: Body = None, *, urgent: bool = False,
                      timeout: float | None = None,
@@ -131,9 +223,15 @@ class AsyncClient:
         self._queues[request_id] = queue
         if self._reader is None or self._reader.done():
             self._reader = asyncio.ensure_future(self._read())
+        if self._monitor is None:
+            self._monitor = self._socket.get_monitor_socket(_WATCHED)
+            self._watcher = asyncio.ensure_future(self._watch(self._monitor))
         try:
             await self._socket.send_multipart(_request(request_id, app, event, data, urgent,
                                                        timeout, deadline))
+            # News read this soon may be older than the request (the loop reads the monitor
+            # when it gets to it): only later news decides, as in ``Client``.
+            news_after = asyncio.get_running_loop().time() + QUICK_MS / 1000
             while True:
                 try:
                     code, payload, fields = await asyncio.wait_for(queue.get(), self.wait)
@@ -147,6 +245,11 @@ class AsyncClient:
                     return
                 elif code == Code.ERROR:
                     raise ServiceError(int(fields[2]), str(fields[3]))
+                elif code == _CONNECTION and asyncio.get_running_loop().time() >= news_after:
+                    error = _connection_error(self.endpoint, fields[0])
+                    if error is not None:
+                        _forget_unsent(self._socket, self.endpoint)
+                        raise error
         finally:
             self._queues.pop(request_id, None)
 
@@ -161,6 +264,15 @@ class AsyncClient:
             if queue is not None:
                 queue.put_nowait((code, payload, fields))
 
+    async def _watch(self, monitor: zmq.asyncio.Socket) -> None:
+        # Started with the first request and run for the client's life: each event goes to
+        # the requests waiting when it is read, after what they received before it (each
+        # request judges whether it is news to it).
+        while True:
+            event = _event(await monitor.recv_multipart())
+            for queue in self._queues.values():
+                queue.put_nowait((_CONNECTION, None, [event]))
+
     async def call(self, app: str, event: str, data: Body = None, **policy: Any) -> bytes:
         """Send a request and return its whole answer."""
         return b"".join([chunk async for chunk in self.stream(app, event, data, **policy)])
@@ -172,8 +284,12 @@ class AsyncClient:
 
     def close(self) -> None:
         """Close the socket."""
-        if self._reader is not None:
-            self._reader.cancel()
+        for task in (self._reader, self._watcher):
+            if task is not None:
+                task.cancel()
+        if self._monitor is not None:
+            self._socket.disable_monitor()
+            self._monitor.close(linger=0)
         self._socket.close(linger=0)
 
     async def __aenter__(self) -> AsyncClient:
@@ -194,3 +310,4 @@ def wait_for_node(endpoint: str, timeout: float = 10.0) -> None:
             except ServiceError:
                 if time.monotonic() > deadline:
                     raise
+        time.sleep(0.05)  # a refusal is reported at once: do not spin

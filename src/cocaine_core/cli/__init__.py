@@ -1,17 +1,20 @@
 """The ``cocaine`` command line: one module per group of commands, errors made readable.
 
-A domain error (``CocaineError``) becomes one clear message on stderr and exit code 1; the
-traceback is shown only with ``--debug``.
+Commands are registered once, when this module is imported; plugins' commands once, at the
+first ``main()``. A domain error (``CocaineError``) becomes one clear message on stderr and
+exit code 1; the traceback is shown only with ``--debug``.
 """
 
 from __future__ import annotations
 
+import functools
 import sys
 from typing import Annotated
 
 import typer
 
-from cocaine_core.errors import CocaineError
+from cocaine_core.cli import app_cmd, calls, manifest_cmd, node_cmd, plugins_cmd, run_cmd
+from cocaine_core.errors import CocaineError, ServiceError
 
 app = typer.Typer(
     name="cocaine",
@@ -21,58 +24,65 @@ app = typer.Typer(
     add_completion=False,
 )
 
-_state = {"debug": False}
+#: What the root callback read from the command line (reset by every ``main()``).
+_given = {"debug": False}
 
 
 @app.callback()
 def _root(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors.")] = False,
 ) -> None:
-    _state["debug"] = debug
+    _given["debug"] = debug
 
 
-def debug_enabled() -> bool:
-    """Whether ``--debug`` was given."""
-    return _state["debug"]
+app.command("run")(run_cmd.run)
+app.command("node")(node_cmd.node)
+app.add_typer(app_cmd.app_app, name="app")
+app.command("call")(calls.call)
+app.command("info")(calls.info)
+app.command("plugins")(plugins_cmd.plugins)
+app.add_typer(manifest_cmd.manifest_app, name="manifest")
 
 
-def _build() -> typer.Typer:
-    from cocaine_core.cli import app_cmd, calls, manifest_cmd, node_cmd, plugins_cmd, run_cmd
-
-    run_cmd.register(app)
-    node_cmd.register(app)
-    app_cmd.register(app)
-    calls.register(app)
-    plugins_cmd.register(app)
-    manifest_cmd.register(app)
+@functools.cache
+def _add_plugin_commands() -> None:
     from cocaine_core.plugins import get_host
 
     get_host().call_each("cocaine_register_commands", cli=app)
-    return app
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; return the exit code."""
-    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    _given["debug"] = False
     try:
-        _build()
+        _add_plugin_commands()
         code = app(args=argv, standalone_mode=False)
     except CocaineError as exc:
-        if debug:
+        if _given["debug"]:
             raise
-        typer.echo(f"error: {exc}", err=True)
+        # An error answer (or a node that is not there) shows its code: "error 404: …".
+        typer.echo(f"error {exc.code}: {exc.message}" if isinstance(exc, ServiceError)
+                   else f"error: {exc}", err=True)
         return 1
-    except typer.Exit as exc:
-        return exc.exit_code
     except typer.Abort:
         typer.echo("aborted", err=True)
         return 1
     except KeyboardInterrupt:
-        return 130
+        code = 130
     except Exception as exc:  # click's usage errors (typer may vendor click: duck-type them)
-        show, code = getattr(exc, "show", None), getattr(exc, "exit_code", None)
-        if callable(show) and isinstance(code, int):
+        show, exit_code = getattr(exc, "show", None), getattr(exc, "exit_code", None)
+        if callable(show) and isinstance(exit_code, int):
             show()
-            return code
+            return exit_code
         raise
+    if code == 130:  # typer's answer to Ctrl-C
+        _end_interrupted_line()
     return code if isinstance(code, int) else 0
+
+
+def _end_interrupted_line() -> None:
+    # The terminal echoed ^C where the cursor was; a Python program that exits (rather than
+    # dies of SIGINT) gets no newline from the shell, so the prompt would follow the ^C.
+    if sys.stderr.isatty():
+        sys.stderr.write("\n")
+        sys.stderr.flush()

@@ -6,28 +6,23 @@ import copy
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from cocaine_core import archive
-from cocaine_core.cli.calls import NodeOption
+from cocaine_core.cli.options import NodeOption, WaitOption
 from cocaine_core.errors import ManifestError, Problem
 from cocaine_core.jsontext import loads_lenient
-from cocaine_core.manifest import app_name_for
 from cocaine_core.protocol import DEFAULT_ENDPOINT
 
-WaitOption = Annotated[float, typer.Option(help="Most seconds to wait for the node's answer.")]
+if TYPE_CHECKING:
+    from cocaine_core.client import Client
 
 app_app = typer.Typer(help="Deploy and manage the apps of a node.", no_args_is_help=True)
 
 
-def register(app: typer.Typer) -> None:
-    """Add the ``app`` group to the CLI."""
-    app.add_typer(app_app, name="app")
-
-
-def _client(node: str, wait: float = 120.0) -> Any:
+def _client(node: str, wait: float) -> Client:
     from cocaine_core.client import Client
 
     return Client(node, wait=wait)
@@ -68,6 +63,8 @@ def deploy(
     """Pack the app's code, upload it with its manifest, and start it on the node."""
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
 
+    from cocaine_core.manifest import app_name_for
+
     app_name = name or app_name_for(manifest)
     data, code = pack_app(manifest)
     with _client(node, wait) as client, Progress(
@@ -90,32 +87,26 @@ def deploy(
 def list_apps(
     node: NodeOption = DEFAULT_ENDPOINT,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
-    wait: WaitOption = 30.0,
+    wait: WaitOption = 10.0,
 ) -> None:
-    """List the node's apps: state, pool, queue, jobs."""
+    """List the node's apps, a line each: state, slaves, queue, jobs, tasks."""
+    from cocaine_core.cli import views
+
     with _client(node, wait) as client:
         apps = client.control("info")["apps"]
     if as_json:
         typer.echo(json.dumps(apps, indent=2))
         return
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table("app", "state", "slaves", "queue", "done", "failed", "tasks")
-    for app_name, info in apps.items():
-        table.add_row(app_name, info["state"], str(info["pool"]["total"]),
-                      str(info["queue"]["depth"]), str(info["jobs"]["done"]),
-                      str(info["jobs"]["failed"]), ", ".join(info.get("tasks", {})))
-    Console().print(table)
+    typer.echo("\n".join(views.app_list_lines(apps, views.width())))
 
 
 @app_app.command("info")
 def app_info(
     name: Annotated[str, typer.Argument(help="The app.")],
     node: NodeOption = DEFAULT_ENDPOINT,
-    wait: WaitOption = 120.0,
+    wait: WaitOption = 10.0,
 ) -> None:
-    """Show one app: state, pool, jobs, slaves, tasks, and what is deployed."""
+    """Show one app: state, pool, jobs, slaves, tasks, and what is deployed (JSON)."""
     with _client(node, wait) as client:
         typer.echo(json.dumps(client.control("app-info", name=name), indent=2))
 
@@ -142,6 +133,3 @@ def restart(
     with _client(node, wait) as client:
         result = client.control("restart", name=name)
     typer.echo(f"restarted {name}: {result['state']}")
-
-
-

@@ -24,8 +24,8 @@ class JsonFormatter(logging.Formatter):
 def setup_logging(level: str = "info", fmt: str = "auto") -> None:
     """Send cocaine's logs to stderr: ``fmt`` is auto (rich on a terminal), plain or json."""
     root = logging.getLogger()
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
+    for old in list(root.handlers):
+        root.removeHandler(old)
     if fmt == "auto":
         fmt = "rich" if sys.stderr.isatty() else "plain"
     handler: logging.Handler

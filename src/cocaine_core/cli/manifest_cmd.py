@@ -9,14 +9,8 @@ from typing import Annotated
 import typer
 
 from cocaine_core.errors import ManifestError
-from cocaine_core.manifest import load_manifest
 
 manifest_app = typer.Typer(help="Work with app manifests.", no_args_is_help=True)
-
-
-def register(app: typer.Typer) -> None:
-    """Add the ``manifest`` group to the CLI."""
-    app.add_typer(manifest_app, name="manifest")
 
 
 @manifest_app.command("check")
@@ -24,6 +18,8 @@ def check(
     file: Annotated[Path, typer.Argument(help="The manifest to check.")],
 ) -> None:
     """Print the manifest's problems (exit 1), or the manifest with every default (exit 0)."""
+    from cocaine_core.manifest import load_manifest
+
     try:
         manifest = load_manifest(file)
     except ManifestError as exc:

@@ -2,34 +2,31 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import fcntl
 import json
 import logging
 import os
 import shutil
-import signal
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from cocaine_core.errors import NodeError
-from cocaine_core.node import DEFAULT_MAX_UPLOAD, Node
 from cocaine_core.ports import DEFAULT_PORT_RANGE, PortAllocator
 from cocaine_core.protocol import DEFAULT_ENDPOINT
+
+if TYPE_CHECKING:
+    from cocaine_core.cli.hosting import Background
+    from cocaine_core.node import Node
 
 log = logging.getLogger("cocaine.node")
 
 SETTINGS = ("listen", "storage", "run-dir", "port-range", "log-format", "log-level", "name",
             "max-upload")
-
-
-def register(app: typer.Typer) -> None:
-    """Add ``node`` to the CLI."""
-    app.command("node")(node)
 
 
 def default_storage() -> str:
@@ -83,8 +80,10 @@ def node(
     max_upload: Annotated[int | None, typer.Option(help="Largest code archive in bytes "
                                                         "[100 MiB].")] = None,
 ) -> None:
-    """Run a node: serve the apps in storage, take deploys, drain on SIGTERM."""
+    """Run a node: serve the apps in storage, take deploys; SIGTERM drains, SIGHUP reloads."""
+    from cocaine_core.cli.hosting import host
     from cocaine_core.cli.logs import setup_logging
+    from cocaine_core.node import DEFAULT_MAX_UPLOAD, Node
     from cocaine_core.storages import open_storage
 
     settings = read_config(config) if config else {}
@@ -103,38 +102,16 @@ def node(
                         name=settings.get("name"), ports=ports,
                         storage=open_storage(str(settings.get("storage") or default_storage())),
                         max_upload=int(settings.get("max-upload", DEFAULT_MAX_UPLOAD)))
-        asyncio.run(_serve(the_node))
+        host(the_node, _ready, reload_on_sighup=True)
 
 
-async def _serve(the_node: Node) -> None:
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    reloads: set[asyncio.Task[None]] = set()
-
-    def reload() -> None:
-        log.info("SIGHUP: applying what changed in storage")
-        task = loop.create_task(the_node.load_from_storage())
-        reloads.add(task)
-        task.add_done_callback(reloads.discard)
-
-    loop.add_signal_handler(signal.SIGHUP, reload)
-    try:
-        await the_node.start()
-        assert the_node.storage is not None
-        log.info("node ready: %d app(s) from %s", len(the_node.apps), the_node.storage.uri)
-        await stop.wait()
-        log.info("stopping: draining %d app(s)", len(the_node.apps))
-    finally:
-        for task in reloads:
-            task.cancel()
-        await the_node.stop()
-    log.info("node stopped")
+async def _ready(node: Node, background: Background) -> None:
+    assert node.storage is not None
+    log.info("node ready: %d app(s) from %s", len(node.apps), node.storage.uri)
 
 
 @contextlib.contextmanager
-def _exclusive(run_dir: Path) -> Any:
+def _exclusive(run_dir: Path) -> Iterator[None]:
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(run_dir, 0o700)

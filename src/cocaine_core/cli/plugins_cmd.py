@@ -7,18 +7,13 @@ from typing import Annotated
 
 import typer
 
-from cocaine_core.plugins import KINDS, get_host
-
-
-def register(app: typer.Typer) -> None:
-    """Add ``plugins`` to the CLI."""
-    app.command("plugins")(plugins)
-
 
 def plugins(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """List plugins: distribution, version, module, the types each registers, load errors."""
+    from cocaine_core.plugins import KINDS, get_host
+
     host = get_host()
     if as_json:
         typer.echo(json.dumps([r.as_dict() for r in host.records], indent=2))

@@ -2,24 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import signal
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from cocaine_core.manifest import Manifest, app_name_for, load_manifest
-from cocaine_core.node import Node
 from cocaine_core.protocol import DEFAULT_ENDPOINT
 
+if TYPE_CHECKING:
+    from cocaine_core.cli.hosting import Background
+    from cocaine_core.engine import Engine
+    from cocaine_core.manifest import Manifest
+    from cocaine_core.node import Node
+
 log = logging.getLogger("cocaine.run")
-
-
-def register(app: typer.Typer) -> None:
-    """Add ``run`` to the CLI."""
-    app.command("run")(run)
 
 
 def run(
@@ -32,41 +29,32 @@ def run(
     log_format: Annotated[str, typer.Option(help="auto, rich, plain or json.")] = "auto",
 ) -> None:
     """Host one app from MANIFEST on this machine until Ctrl-C (development)."""
+    from cocaine_core.cli.hosting import host
     from cocaine_core.cli.logs import setup_logging
+    from cocaine_core.manifest import app_name_for, load_manifest
+    from cocaine_core.node import Node
 
     setup_logging(log_level, log_format)
     checked = load_manifest(manifest)
-    asyncio.run(_run(checked, name or app_name_for(manifest), listen, reload))
+    app_name = name or app_name_for(manifest)
 
-
-async def _run(manifest: Manifest, name: str, listen: str, reload: bool) -> None:
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    node = Node(listen=listen)
-    watcher: asyncio.Task[None] | None = None
-    try:
-        await node.start()
-        engine = await node.add_app(name, manifest)
+    async def ready(node: Node, background: Background) -> None:
+        engine = await node.add_app(app_name, checked)
         native = sorted(d.task.event for d in engine.drivers if d.task.type == "native-server")
         if native:
             log.info("serving app '%s' on %s (events: %s); try: cocaine call %s %s; "
-                     "Ctrl-C stops", name, node.listen, ", ".join(native), name, native[0])
+                     "Ctrl-C stops", app_name, node.listen, ", ".join(native), app_name,
+                     native[0])
         else:
-            log.info("running app '%s' (tasks: %s); Ctrl-C stops", name,
+            log.info("running app '%s' (tasks: %s); Ctrl-C stops", app_name,
                      ", ".join(f"{d.task.name} ({d.task.type})" for d in engine.drivers))
         if reload:
-            watcher = loop.create_task(_watch(manifest, engine))
-        await stop.wait()
-        log.info("stopping: draining app '%s'", name)
-    finally:
-        if watcher is not None:
-            watcher.cancel()
-        await node.stop()
+            background(_watch(checked, engine))
+
+    host(Node(listen=listen), ready)
 
 
-async def _watch(manifest: Manifest, engine: object) -> None:
+async def _watch(manifest: Manifest, engine: Engine) -> None:
     import watchfiles
 
     source = manifest.args.get("source")
@@ -75,4 +63,4 @@ async def _watch(manifest: Manifest, engine: object) -> None:
     async for changes in watchfiles.awatch(target, debounce=100, step=50,
                                            watch_filter=watchfiles.PythonFilter()):
         log.info("source changed (%d file(s)); restarting slaves", len(changes))
-        await engine.restart()  # type: ignore[attr-defined]
+        await engine.restart()

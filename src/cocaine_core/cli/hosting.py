@@ -1,0 +1,60 @@
+"""What ``cocaine run`` and ``cocaine node`` share: host a node until a signal says stop.
+
+SIGINT and SIGTERM drain every app and stop the node; with ``reload_on_sighup``, SIGHUP makes
+the running apps match storage. Signal handlers only set an event or start a task: the work
+happens on the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from cocaine_core.node import Node
+
+log = logging.getLogger("cocaine.node")
+
+#: Runs a coroutine beside the node until the node stops (a source watcher, a reload).
+Background = Callable[[Coroutine[Any, Any, None]], None]
+
+
+def host(node: Node, ready: Callable[[Node, Background], Awaitable[None]], *,
+         reload_on_sighup: bool = False) -> None:
+    """Start ``node``, then await ``ready(node, background)``; serve until SIGINT or SIGTERM,
+    then drain every app and stop the node (also when starting it failed)."""
+    asyncio.run(_host(node, ready, reload_on_sighup))
+
+
+async def _host(node: Node, ready: Callable[[Node, Background], Awaitable[None]],
+                reload_on_sighup: bool) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    tasks: set[asyncio.Task[None]] = set()
+
+    def background(coroutine: Coroutine[Any, Any, None]) -> None:
+        task = loop.create_task(coroutine)
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    def reload() -> None:
+        log.info("SIGHUP: applying what changed in storage")
+        background(node.load_from_storage())
+
+    if reload_on_sighup:
+        loop.add_signal_handler(signal.SIGHUP, reload)
+    try:
+        await node.start()
+        await ready(node, background)
+        await stop.wait()
+        log.info("stopping: draining %d app(s)", len(node.apps))
+    finally:
+        for task in list(tasks):
+            task.cancel()
+        await node.stop()
+    log.info("node stopped")
