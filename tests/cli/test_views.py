@@ -110,3 +110,18 @@ def test_app_list_wraps_a_broken_app_s_reason_under_it() -> None:
     assert lines[0].startswith(f"{NAME}  broken · 2 slaves")
     assert f"broken: {REASON}" in flat(lines)
     assert "…" not in flat(lines)
+
+
+def test_crashes_show_the_back_off_and_the_last_exit():
+    app = {"state": "running", "uptime": 5, "pool": {"total": 1, "busy": 0, "idle": 1,
+                                                    "starting": 0, "limit": 2, "min": 0},
+           "queue": {"depth": 0, "limit": 100},
+           "jobs": {"done": 1, "failed": 2, "timed-out": 0, "refused": 0,
+                    "latency-ms": {"p50": 1.0, "p99": 2.0}},
+           "crashes": {"recent": 6, "total": 7, "backoff-s": 0.5,
+                       "last-exit": "slave 123 exited with 3"}}
+    text = " ".join(" ".join(views.app_lines("crashy", app, 80)).split())
+    assert "crashes 6 recent, 7 in all; new slaves wait 0.5 s; last: slave 123 exited with 3" \
+        in text
+    quiet = {**app, "crashes": {"recent": 0, "total": 0, "backoff-s": 0, "last-exit": None}}
+    assert "crashes" not in "\n".join(views.app_lines("calm", quiet, 80))

@@ -14,7 +14,7 @@ from typing import Any
 #: Keys of an app's info that the core fills; any other key is a plugin's (or a newer node's)
 #: section, printed as ``key=value`` pairs.
 CORE_APP_KEYS = {"state", "pool", "queue", "jobs", "slaves", "spawns", "uptime", "tasks",
-                 "broken", "deployed"}
+                 "broken", "deployed", "crashes"}
 
 _LABEL = 8  # width of the labels of an app's block ("pool", "jobs", "tasks", …)
 
@@ -91,6 +91,12 @@ def app_lines(name: str, app: dict[str, Any], columns: int) -> list[str]:
         ("latency", f"p50 {_ms(latency.get('p50'))}, p99 {_ms(latency.get('p99'))}"),
         ("memory", f"{_mib(memory)} resident in slaves"),
     ]
+    crashes = app.get("crashes") or {}
+    if crashes.get("total"):
+        held = (f"; new slaves wait {crashes['backoff-s']:g}{_GLUE}s"
+                if crashes.get("backoff-s") else "")
+        parts.append(("crashes", f"{crashes.get('recent', 0)} recent, {crashes['total']} in "
+                                 f"all{held}; last: {crashes.get('last-exit') or '-'}"))
     for n, (task_name, task) in enumerate(app.get("tasks", {}).items()):
         figures = [f"{k}={v}" for k, v in task.items() if k not in ("type", "event")]
         event = "" if task.get("event") in (None, task_name) else f" → {task['event']}"
