@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from cocaine_core.client import Client
+from cocaine_core.client import Client, wait_for_node
 from cocaine_core.errors import ManifestError
 from cocaine_core.manifest import load_manifest
 from cocaine_core.testing import free_port, wait_until
@@ -67,6 +67,7 @@ def test_seed_runs_and_its_three_tasks_work(tmp_path, manifest_name):
                                stdout=log, stderr=subprocess.STDOUT)
     try:
         # event: a native-server call, counted as one event (once the app has started).
+        wait_for_node(endpoint, timeout=30)  # a client fails at once where nothing listens
         with Client(endpoint, wait=30) as client:
             wait_until(lambda: client.control("info")["apps"].get("seed", {}).get("state")
                        == "running", timeout=30, message="the app to run")

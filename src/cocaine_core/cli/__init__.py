@@ -26,6 +26,9 @@ app = typer.Typer(
 
 #: What the root callback read from the command line (reset by every ``main()``).
 _given = {"debug": False}
+#: A plugin failure that is fatal (``COCAINE_STRICT_PLUGINS``), met while adding plugins'
+#: commands: raised once the command line is parsed, so that ``--debug`` applies to it.
+_fatal: list[CocaineError] = []
 
 
 @app.callback()
@@ -33,6 +36,8 @@ def _root(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors.")] = False,
 ) -> None:
     _given["debug"] = debug
+    if _fatal:
+        raise _fatal[0]
 
 
 app.command("run")(run_cmd.run)
@@ -48,7 +53,10 @@ app.add_typer(manifest_cmd.manifest_app, name="manifest")
 def _add_plugin_commands() -> None:
     from cocaine_core.plugins import get_host
 
-    get_host().call_each("cocaine_register_commands", cli=app)
+    try:
+        get_host().call_each("cocaine_register_commands", cli=app)
+    except CocaineError as exc:
+        _fatal.append(exc)
 
 
 def main(argv: list[str] | None = None) -> int:
