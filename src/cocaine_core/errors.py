@@ -80,7 +80,16 @@ class ServiceError(CocaineError):
 
 
 class AppLoadError(CocaineError):
-    """An app's code could not be loaded in a slave (bad source, missing handler)."""
+    """An app's code could not be loaded (bad source, missing handler, a slow or killed load).
+
+    ``code_fault`` says whether the code itself failed (it raised, a handler is missing), as
+    opposed to the moment (it took too long, the process was killed): only the code's faults,
+    again and again, mark an app broken.
+    """
+
+    def __init__(self, message: str, *, code_fault: bool = True) -> None:
+        super().__init__(message)
+        self.code_fault = code_fault
 
 
 class StorageError(CocaineError):

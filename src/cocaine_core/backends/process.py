@@ -85,14 +85,16 @@ class ProcessBackend:
             raise  # a plugin's refusal fails the start with its message; it is not the code
         self._conn.send(("configure", self._config()))
         try:
-            result = await asyncio.wait_for(self._loaded, self.startup_timeout)
+            # Shielded: a timeout must leave the future to _on_template_exit, not cancel it.
+            result = await asyncio.wait_for(asyncio.shield(self._loaded), self.startup_timeout)
         except TimeoutError:
             await self.stop()
             raise AppLoadError(f"the app did not finish importing within "
-                               f"{self.startup_timeout:g} s (engine.startup-timeout)") from None
+                               f"{self.startup_timeout:g} s (engine.startup-timeout)",
+                               code_fault=False) from None
         if result[0] == "failed":
             await self.stop()
-            raise AppLoadError(result[1])
+            raise AppLoadError(result[1], code_fault=result[2] if len(result) > 2 else True)
 
     def _config(self) -> dict[str, Any]:
         manifest = self.app.manifest
@@ -155,8 +157,11 @@ class ProcessBackend:
         self._conn = None
         status = self._reap_template()
         if self._loaded is not None and not self._loaded.done():
-            self._loaded.set_result(("failed", f"the template process exited with status "
-                                               f"{status} before loading the app"))
+            # Killed (by the OOM killer, an operator): the moment's fault, not the code's.
+            how = (f"was killed by signal {-status}" if status < 0 else
+                   f"exited with status {status}")
+            self._loaded.set_result(("failed", f"the template process {how} before it had "
+                                               f"loaded the app", status > 0))
         # Its slaves die with it (PR_SET_PDEATHSIG); nobody will report them: we do.
         for slave_id in list(self._pids):
             pid = self._pids.pop(slave_id)
@@ -166,7 +171,7 @@ class ProcessBackend:
             self.events.slave_exited(slave_id, -signal.SIGKILL)
         self._notify_template_exit(status)
         was_loaded = (self._loaded is not None and self._loaded.done()
-                      and self._loaded.result()[0] == "loaded")
+                      and not self._loaded.cancelled() and self._loaded.result()[0] == "loaded")
         if was_loaded and not self._stopping:
             log.error("app %s: the template process died (status %s)", self.app.name, status)
             self.events.backend_lost(status)

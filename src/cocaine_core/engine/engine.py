@@ -19,18 +19,18 @@ from typing import TYPE_CHECKING, Any
 from cocaine_core.appinfo import AppInfo
 from cocaine_core.engine.channel import EngineChannel
 from cocaine_core.engine.job import Job
+from cocaine_core.engine.loader import START_ATTEMPTS, CodeLoader
 from cocaine_core.engine.pool import SlavePool
 from cocaine_core.engine.queue import JobQueue
 from cocaine_core.engine.slave_handle import SlaveHandle, SlaveState
 from cocaine_core.engine.stats import JobStats
 from cocaine_core.engine.supervisor import supervise
-from cocaine_core.errors import AppLoadError
 from cocaine_core.plugins import get_host
 from cocaine_core.protocol import Status
 
 if TYPE_CHECKING:
     from cocaine_core.appstore import AppRecord
-    from cocaine_core.backends import BackendEvents, SlaveBackend
+    from cocaine_core.backends import SlaveBackend
     from cocaine_core.drivers import Driver, EngineHandle
 
 log = logging.getLogger("cocaine.engine")
@@ -46,10 +46,6 @@ class AppState(enum.Enum):
     STOPPED = "stopped"
 
 
-#: How many times in a row the app's code may fail to start before the app is broken.
-START_ATTEMPTS = 3
-#: Back-off before the n-th retry of a failed start: BACKOFF * 2 ** (n - 1) seconds.
-BACKOFF = 0.5
 
 
 class Engine:
@@ -70,12 +66,9 @@ class Engine:
         self.started_at = time.time()
         #: The stored record this engine runs (None for an app hosted by ``cocaine run``).
         self.record: AppRecord | None = None
-        #: Template (code load) start attempts so far.
-        self.load_attempts = 0
-        self._start_failures = 0
         self._ticker: asyncio.Task[None] | None = None
-        self._reloading: asyncio.Task[None] | None = None
         self.pool = SlavePool(self)
+        self.loader = CodeLoader(self)
         endpoint = f"ipc://{Path(app.run_dir) / f'{self.name}.{uuid.uuid4().hex[:8]}'}"
         self.channel = EngineChannel(endpoint, self.pool)
         drivers = host.registry("drivers")
@@ -98,8 +91,8 @@ class Engine:
 
     @property
     def reloading(self) -> bool:
-        """Whether the code is being loaded again after the template was lost."""
-        return self._reloading is not None
+        """Whether the code is being loaded in the background (no backend to spawn from)."""
+        return self.loader.busy
 
     def accepting(self) -> bool:
         """Whether the app takes jobs (running, or still starting)."""
@@ -119,80 +112,66 @@ class Engine:
         """Bind the slave endpoint, load the app's code, start the drivers.
 
         A problem with the app's code does not raise: the app is then ``broken`` and says
-        why. Problems of the node (an endpoint in use, a plugin refusing) raise. With
-        ``drivers`` false the drivers wait for ``start_drivers`` (a redeploy starts the new
-        version's drivers only once the old version's have stopped).
+        why, or, if the moment is at fault (a slow or killed load), it goes on loading in
+        the background while jobs wait. Problems of the node (an endpoint in use, a plugin
+        refusing) raise. With ``drivers`` false the drivers wait for ``start_drivers`` (a
+        redeploy starts the new version's drivers only once the old version's have stopped).
         """
         self.channel.bind()
         try:
             get_host().call_each("cocaine_app_starting", raise_errors=True, app=self.app)
-            await self._load()
+            loaded = await self.loader.load(tries=START_ATTEMPTS)
             self._ticker = asyncio.get_running_loop().create_task(supervise(self))
             if drivers:
                 await self.start_drivers()
         except BaseException:
             await self._teardown()
             raise
-        if self.state is AppState.STARTING:
-            self.state = AppState.RUNNING
+        if loaded:
+            self.code_loaded()
+        elif self.state is AppState.STARTING:
+            log.warning("app %s: its code did not load yet (%s); trying again in the "
+                        "background while jobs wait", self.name, self.loader.last_failure)
+            self.loader.keep_loading()
+
+    @property
+    def load_attempts(self) -> int:
+        """Loads of the app's code tried so far."""
+        return self.loader.attempts
+
+    def code_loaded(self) -> None:
+        """The code has loaded (at start, in the background, or healed): serve."""
+        if self.stopping():
+            return
+        if self.state is AppState.BROKEN:
+            log.info("app %s: its code loads again; it serves again", self.name)
+        self.state = AppState.RUNNING
+        self.broken_reason = None
         self.pool.ensure_minimum()
+        self.pool.maybe_grow()
+        self.dispatch()
 
-    async def _load(self) -> None:
-        """Start the backend (template) with retries and back-off; broken after the last."""
-        while True:
-            self.load_attempts += 1
-            events: BackendEvents = self.pool
-            self.backend = self.backend_class(
-                self.app, self.endpoint, self.language.runtime, events,
-                startup_timeout=self.config.startup_timeout)
-            try:
-                await self.backend.start()
-                return
-            except AppLoadError as exc:
-                reason = str(exc)
-                log.warning("app %s: could not load its code (attempt %d of %d): %s",
-                            self.name, self._start_failures + 1, START_ATTEMPTS, reason)
-                if self.record_start_failure(reason):
-                    return
-                await asyncio.sleep(BACKOFF * 2 ** (self._start_failures - 1))
-
-    def record_start_failure(self, reason: str) -> bool:
-        """Count a failed start; mark the app broken after too many. True if now broken."""
-        self._start_failures += 1
-        if self._start_failures >= START_ATTEMPTS:
-            self.state = AppState.BROKEN
-            self.broken_reason = reason
-            log.error("app %s is broken: %s (fix the code and redeploy or restart it)",
-                      self.name, reason)
-            self.refuse_queued(self._broken_message())
-            return True
-        self.pool.hold_spawns(BACKOFF * 2 ** (self._start_failures - 1))
-        return False
-
-    def slave_ready(self) -> None:
-        """A slave became ready: the code starts, so past start failures are forgiven."""
-        self._start_failures = 0
+    def mark_broken(self, reason: str) -> None:
+        """The code itself failed again and again: refuse jobs with the reason, and try the
+        code again now and then."""
+        self.state = AppState.BROKEN
+        self.broken_reason = reason
+        log.error("app %s is broken: %s (fix the code and redeploy or restart it; it is also "
+                  "tried again now and then)", self.name, reason)
+        self.refuse_queued(self._broken_message())
+        self.loader.heal_later()
 
     def _broken_message(self) -> str:
         return (f"app '{self.name}' is broken: {self.broken_reason}; "
                 f"fix its code, then redeploy or restart it")
 
     def backend_lost(self, status: int) -> None:
-        """The backend's template died: load the code again (with the start back-off)."""
-        if self.stopping() or self._reloading:
+        """The backend's template died: load the code again, with back-off, while queued
+        jobs wait (the moment's fault, never the code's)."""
+        if self.stopping():
             return
-        self._reloading = asyncio.get_running_loop().create_task(self._reload_backend())
-
-    async def _reload_backend(self) -> None:
-        try:
-            if self.record_start_failure("the template process died"):
-                return
-            await asyncio.sleep(BACKOFF)
-            await self._load()
-        finally:
-            self._reloading = None
-        self.pool.ensure_minimum()
-        self.pool.maybe_grow()
+        self.backend = None
+        self.loader.keep_loading()
 
     async def restart(self) -> None:
         """Replace every slave with fresh ones on freshly loaded code (``--reload``).
@@ -208,13 +187,12 @@ class Engine:
                 self.pool.retire(slave, "code reloaded")
         self.state = AppState.STARTING
         self.broken_reason = None
-        self._start_failures = 0
+        self.loader.reset()
         self.pool.reset_holds()
-        await self._load()
-        if self.state is AppState.STARTING:
-            self.state = AppState.RUNNING
-        self.pool.ensure_minimum()
-        self.pool.maybe_grow()
+        if await self.loader.load(tries=START_ATTEMPTS):
+            self.code_loaded()
+        elif self.state is AppState.STARTING:
+            self.loader.keep_loading()
         if old_backend is not None:
             asyncio.get_running_loop().create_task(self._retire_backend(old_backend, old_slaves))
 
@@ -281,10 +259,10 @@ class Engine:
 
     async def _teardown(self) -> None:
         await self._stop_drivers()
-        for task in (self._ticker, self._reloading):
-            if task is not None:
-                task.cancel()
-        self._ticker = None
+        self.loader.cancel()
+        if self._ticker is not None:
+            self._ticker.cancel()
+            self._ticker = None
         if self.backend is not None:
             await self.backend.stop()
         self.pool.slaves.clear()
@@ -367,6 +345,7 @@ class Engine:
             "slaves": [slave.info(now) for slave in self.pool.slaves.values()],
             "spawns": self.pool.spawns,
             "crashes": self.pool.crashes.info(now),
+            "load": self.loader.info(now),
             "uptime": round(time.time() - self.started_at, 3),
             "tasks": {d.task.name: d.info() for d in self.drivers},
         }

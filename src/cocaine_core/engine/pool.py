@@ -1,10 +1,8 @@
-"""The slave pool of one app: spawning, configuring, killing, spares, and the supervisor's steps.
+"""The slave pool of one app: spawning, configuring, killing, spares, replacing the dead.
 
 The pool hears from its slaves through the engine's channel (``SlaveListener``) and from the
-backend (``BackendEvents``); jobs and the app's life stay the engine's. The supervisor is a
-loop of small named steps, each readable in one screen (``tick``): murder the unresponsive and
-the overtime, escalate kills, retire idle and worn-out slaves, keep ``pool-min`` warm, grow,
-keep a spare.
+backend (``BackendEvents``); jobs and the app's life stay the engine's, and the supervisor's
+periodic steps are in ``supervisor.py``.
 """
 
 from __future__ import annotations
@@ -17,7 +15,7 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from cocaine_core.appinfo import SlaveInfo
-from cocaine_core.engine.restarts import CrashBackoff
+from cocaine_core.engine.restarts import CrashBackoff, StartBackoff
 from cocaine_core.engine.slave_handle import SlaveHandle, SlaveState
 from cocaine_core.errors import CocaineError
 from cocaine_core.plugins import get_host
@@ -32,8 +30,6 @@ app_log = logging.getLogger("cocaine.app")
 #: Slaves kept forked and waiting, while the pool is in use and below pool-limit, so that it
 #: grows by a message instead of a fork (uWSGI's "spare" idea, per app).
 SPARES = 1
-#: Wait after a slave could not be forked (a resource limit) before trying again.
-SPAWN_RETRY = 1.0
 
 _STARTING = (SlaveState.SPAWNING, SlaveState.CONFIGURING)
 _ACTIVE = (SlaveState.SPAWNING, SlaveState.CONFIGURING, SlaveState.READY)
@@ -49,6 +45,7 @@ class SlavePool:
         #: Slaves spawned into the pool so far (spares count once they join).
         self.spawns = 0
         self.crashes = CrashBackoff()
+        self.starts = StartBackoff()
         self._next_spawn_at = 0.0
         self.next_rss_check = 0.0
         self._ids = itertools.count(1)
@@ -84,6 +81,10 @@ class SlavePool:
                 and not self.engine.reloading and now >= self._next_spawn_at
                 and self.crashes.allows(now))
 
+    def limit(self) -> int:
+        """The most slaves for now: ``pool-limit``, or fewer while slaves keep crashing."""
+        return self.crashes.limit(self.config.pool_limit, time.monotonic())
+
     def hold_spawns(self, seconds: float) -> None:
         """Spawn nothing for ``seconds`` (after a failed start)."""
         self._next_spawn_at = time.monotonic() + seconds
@@ -94,8 +95,9 @@ class SlavePool:
 
     # -- starting slaves ------------------------------------------------------------------------
 
-    def spawn(self, spare: bool = False) -> None:
-        """Ask the backend for a slave (a spare waits unconfigured until the pool grows)."""
+    def spawn(self, spare: bool = False) -> bool:
+        """Ask the backend for a slave (a spare waits unconfigured until the pool grows);
+        False if the backend cannot spawn now (spawning then waits a moment)."""
         slave = SlaveHandle(id=f"{self.engine.name}.{next(self._ids)}.{uuid.uuid4().hex[:6]}",
                             spare=spare)
         self.slaves[slave.id] = slave
@@ -107,12 +109,16 @@ class SlavePool:
             self.engine.backend.spawn(slave.id)
         except CocaineError as exc:
             del self.slaves[slave.id]
-            log.error("app %s: could not spawn a slave: %s", self.engine.name, exc)
+            if not spare:
+                self.spawns -= 1
+            self.start_failed(str(exc))
+            return False
+        return True
 
     def ensure_minimum(self) -> None:
         """Spawn until ``pool-min`` slaves serve or start."""
-        while self.can_spawn() and self.active() < self.config.pool_min:
-            self.spawn()
+        while self.can_spawn() and self.active() < self.config.pool_min and self.spawn():
+            pass
 
     def maybe_grow(self) -> None:
         """Add a slave (a spare if one waits) when jobs wait beyond ``grow-threshold``."""
@@ -120,7 +126,7 @@ class SlavePool:
         if not queued or not self.can_spawn():
             return
         active = self.active()
-        if active >= self.config.pool_limit:
+        if active >= self.limit():
             return
         wanted = active == 0 or queued > active * self.config.grow_threshold
         if wanted and not self._promote_spare():
@@ -135,7 +141,7 @@ class SlavePool:
         spares, active = self.spares(), self.active()
         wanted = 0
         if self.engine.running() and active > 0:
-            wanted = max(0, min(SPARES, self.config.pool_limit - active))
+            wanted = max(0, min(SPARES, self.limit() - active))
         if len(spares) < wanted and self.can_spawn():
             self.spawn(spare=True)  # one per tick: the next tick adds another if wanted
         for spare in spares[wanted:]:
@@ -195,9 +201,22 @@ class SlavePool:
             self.engine.backend.signal(slave.id, signum)
 
     def failed_to_start(self, slave: SlaveHandle, reason: str) -> None:
-        """Kill a slave that could not start, and count it against the app's code."""
+        """Kill a slave that could not start, and back off."""
         self.kill(slave, reason)
-        self.engine.record_start_failure(reason)
+        self.start_failed(reason)
+
+    def start_failed(self, reason: str) -> None:
+        """A slave could not be started (the moment's fault: a limit, a stall, a killer):
+        spawning waits, longer at each failure in a row. Without a ready slave, queued jobs
+        are refused with the reason rather than left waiting on it."""
+        wait = self.starts.failed(reason)
+        self.hold_spawns(wait)
+        if self.starts.failures & (self.starts.failures - 1) == 0:  # 1st, 2nd, 4th…
+            log.error("app %s: %s (%d in a row); the next slave in %g s", self.engine.name,
+                      reason, self.starts.failures, wait)
+        if not any(s.state is SlaveState.READY for s in self.slaves.values()):
+            self.engine.refuse_queued(f"app '{self.engine.name}' has no slave ready and "
+                                      f"could not start one: {reason}; retrying")
 
     # -- jobs on slaves -------------------------------------------------------------------------
 
@@ -231,6 +250,7 @@ class SlavePool:
         slave = self.slaves.get(slave_id)
         if slave is not None:
             slave.last_seen = time.monotonic()
+            slave.cpu_mark = None
         return slave
 
     def slave_handshake(self, slave_id: str, pid: int | None) -> None:
@@ -251,7 +271,7 @@ class SlavePool:
         slave.state = SlaveState.READY
         slave.idle_since = time.monotonic()
         slave.startup = slave.idle_since - slave.spawned_at
-        self.engine.slave_ready()
+        self.starts.succeeded()
         if self.engine.stopping():
             self.terminate(slave, "app stopping")
             return
@@ -306,7 +326,9 @@ class SlavePool:
     def slave_spawned(self, slave_id: str, pid: int) -> None:
         """A slave process exists: confine it (the spawn hooks), then configure it."""
         slave = self.slaves.get(slave_id)
-        if slave is None:
+        if slave is None:  # given up on while it was being made (a stalled template)
+            if self.engine.backend is not None:
+                self.engine.backend.signal(slave_id, signal.SIGKILL)
             return
         slave.pid = pid
         try:
@@ -321,14 +343,8 @@ class SlavePool:
 
     def spawn_failed(self, slave_id: str, reason: str) -> None:
         """The backend could not start a slave (not the code's fault: a limit, a resource)."""
-        if self.slaves.pop(slave_id, None) is None:
-            return
-        log.error("app %s: could not start a slave: %s; retrying in %g s", self.engine.name,
-                  reason, SPAWN_RETRY)
-        self.hold_spawns(SPAWN_RETRY)
-        if not self.active():  # else the slaves there serve the queue
-            self.engine.refuse_queued(f"app '{self.engine.name}' has no slave and could not "
-                                      f"start one: {reason}")
+        if self.slaves.pop(slave_id, None) is not None:
+            self.start_failed(reason)
 
     def slave_exited(self, slave_id: str, status: int) -> None:
         """A slave process ended: account for it, retry or fail its jobs, replace it."""
@@ -357,9 +373,10 @@ class SlavePool:
         slave.reason = f"slave {slave.label()} {how}"
         log.warning("app %s: slave %s %s", self.engine.name, slave.label(), how)
         if slave.state in _STARTING:
-            self.engine.record_start_failure(f"a new slave {how} before it was ready")
+            self.start_failed(f"a new slave {how} before it was ready")
             return
-        hold = self.crashes.crashed(time.monotonic(), slave.reason)
+        alive = sum(1 for s in self.slaves.values() if s.state is SlaveState.READY)
+        hold = self.crashes.crashed(time.monotonic(), slave.reason, alive)
         if hold:
             log.error("app %s: %d slaves crashed within %g s; new slaves wait %g s (the "
                       "slaves alive keep serving)", self.engine.name,

@@ -46,6 +46,9 @@ class SlaveHandle:
     #: Why the engine ended this slave (for logs and for its jobs' errors).
     reason: str = ""
     served: int = 0
+    #: CPU seconds the process had used when it was found silent, and when (None: not silent).
+    cpu_mark: float | None = None
+    cpu_mark_at: float = 0.0
 
     @property
     def busy(self) -> bool:
@@ -64,6 +67,19 @@ class SlaveHandle:
                 "rss-bytes": rss_of(self.pid) if self.pid else None,
                 "age": round(now - self.spawned_at, 3),
                 "startup-ms": None if self.startup is None else round(self.startup * 1000, 3)}
+
+
+def cpu_of(pid: int) -> float | None:
+    """CPU seconds (user and system) process ``pid`` has used, or None if it is gone or
+    stopped (a stopped process is not working, whatever it used before)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    if fields[0] in ("T", "t", "Z", "X"):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_of(pid: int) -> int | None:

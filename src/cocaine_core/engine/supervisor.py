@@ -14,7 +14,7 @@ import signal
 import time
 from typing import TYPE_CHECKING
 
-from cocaine_core.engine.slave_handle import SlaveState, rss_of
+from cocaine_core.engine.slave_handle import SlaveHandle, SlaveState, cpu_of, rss_of
 from cocaine_core.protocol import Status
 
 if TYPE_CHECKING:
@@ -27,18 +27,28 @@ log = logging.getLogger("cocaine.engine")
 TICK = 0.1
 #: Seconds between looks at slaves' memory for ``engine.max-rss``.
 RSS_CHECK = 1.0
+#: A round this late means the node itself did not run (stopped, or starved of CPU).
+PAUSED = 1.0
+#: Seconds a silent slave is watched from outside before it is judged: busy if its CPU time
+#: advances (a C call holding the GIL silences the heartbeat thread), hung if not.
+CPU_GRACE = 1.0
 
 _STARTING = (SlaveState.SPAWNING, SlaveState.CONFIGURING)
 
 
 async def supervise(engine: Engine) -> None:
     """Run the supervisor's rounds for ``engine`` until cancelled."""
+    last = time.monotonic()
     while True:
         await asyncio.sleep(TICK)
+        now = time.monotonic()
         try:
-            tick(engine, time.monotonic())
+            if now - last > PAUSED:
+                forgive_pause(engine.pool, now - last)
+            tick(engine, now)
         except Exception:
             log.exception("app %s: supervisor step failed", engine.name)
+        last = now
 
 
 def tick(engine: Engine, now: float) -> None:
@@ -57,6 +67,36 @@ def tick(engine: Engine, now: float) -> None:
     pool.keep_spare()
 
 
+def forgive_pause(pool: SlavePool, gap: float) -> None:
+    """The node did not run for ``gap`` seconds (Ctrl-Z, ``docker pause``, a starved
+    machine): it cannot judge its slaves' silence over that time, so it does not."""
+    log.warning("app %s: the node itself did not run for %.1f s (stopped or starved); "
+                "its slaves' silence over that time is not held against them",
+                pool.engine.name, gap)
+    for slave in pool.slaves.values():
+        slave.last_seen += gap
+        slave.spawned_at += gap
+        if slave.kill_at is not None:
+            slave.kill_at += gap
+
+
+def busy_though_silent(slave: SlaveHandle, now: float) -> bool:
+    """Whether a silent slave is seen, from outside, to be working: its CPU time advanced
+    over ``CPU_GRACE`` seconds of watching. True while it is still being watched."""
+    cpu = cpu_of(slave.pid) if slave.pid else None
+    if cpu is None:
+        return False  # gone, stopped, or not a process we can see: silent is hung
+    if slave.cpu_mark is None:
+        slave.cpu_mark, slave.cpu_mark_at = cpu, now
+        return True
+    if now - slave.cpu_mark_at < CPU_GRACE:
+        return True
+    if cpu > slave.cpu_mark:  # working: watch it again from here
+        slave.cpu_mark, slave.cpu_mark_at = cpu, now
+        return True
+    return False
+
+
 def murder_unresponsive(pool: SlavePool, now: float) -> None:
     """Kill slaves that did not start in time, and ready ones silent for too long."""
     for slave in list(pool.slaves.values()):
@@ -68,6 +108,8 @@ def murder_unresponsive(pool: SlavePool, now: float) -> None:
                 pool.failed_to_start(slave, reason)
         elif slave.state is SlaveState.READY and \
                 now - slave.last_seen > pool.config.heartbeat_timeout:
+            if busy_though_silent(slave, now):
+                continue
             reason = (f"slave {slave.label()} sent no heartbeat for "
                       f"{pool.config.heartbeat_timeout:g} s and was killed")
             log.error("app %s: %s", pool.engine.name, reason)
