@@ -12,13 +12,15 @@ import asyncio
 import itertools
 import os
 import signal
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import zmq
 
 from cocaine_core import hookimpl, protocol
 from cocaine_core.backends import SlaveBackend
+from cocaine_core.engine import Engine, Job
 from cocaine_core.errors import AppLoadError
 from cocaine_core.protocol import Code
 from cocaine_core.zmqloop import SocketReader
@@ -53,6 +55,10 @@ class FakeSlave:
     def _on_message(self, frames: list[bytes]) -> None:
         fields = protocol.unpack(frames[0])
         if fields[0] == Code.CONFIGURE:
+            if FakeBackend.fail_starts > 0:  # dies before it is ready (a killer, a limit)
+                FakeBackend.fail_starts -= 1
+                self.exit(-9)
+                return
             self.configured = True
             self._send(protocol.pack(Code.HEARTBEAT, self.id))
             self._beat = asyncio.get_running_loop().create_task(self._heartbeats())
@@ -111,8 +117,13 @@ class FakeBackend:
     #: Set by a test before the engine starts: called with each invoked (slave, job id);
     #: the default answers at once with the request body.
     behaviour: Callable[[FakeSlave, int], None] | None = None
-    #: Set by a test: ``start`` raises AppLoadError with this reason.
+    #: Set by a test: ``start`` raises AppLoadError with this reason (``load_failures`` more
+    #: times, or always when None), the code's fault unless ``load_fault_of_code`` is false.
     load_error: str | None = None
+    load_failures: int | None = None
+    load_fault_of_code = True
+    #: Set by a test: that many slaves die on configure, before they are ready.
+    fail_starts = 0
     #: Set by a test: the pid every slave reports (default: a made-up one per slave).
     pid: int | None = None
 
@@ -129,8 +140,10 @@ class FakeBackend:
 
     async def start(self) -> None:
         """Ready at once, unless the test set ``load_error``."""
-        if FakeBackend.load_error:
-            raise AppLoadError(FakeBackend.load_error)
+        if FakeBackend.load_error and FakeBackend.load_failures != 0:
+            if FakeBackend.load_failures is not None:
+                FakeBackend.load_failures -= 1
+            raise AppLoadError(FakeBackend.load_error, code_fault=FakeBackend.load_fault_of_code)
 
     def spawn(self, slave_id: str) -> None:
         """Make a pretend slave; it exists, then shakes hands."""
@@ -159,6 +172,13 @@ class FakeBackend:
         """Run the test's behaviour for a job (default: answer it at once)."""
         (FakeBackend.behaviour or (lambda s, j: s.answer(j)))(slave, job_id)
 
+    def lose(self) -> None:
+        """Die as a template does: every slave first, then the backend itself."""
+        for slave in list(self.slaves.values()):
+            slave.exit(-9)
+        self.stopped = True
+        asyncio.get_running_loop().call_soon(self.events.backend_lost, -9)
+
     # -- for tests ------------------------------------------------------------------------------
 
     def live(self) -> list[FakeSlave]:
@@ -177,6 +197,74 @@ class FakeBackendPlugin:
 
 if TYPE_CHECKING:
     _follows_the_contract: type[SlaveBackend] = FakeBackend
+
+
+# -- driving an engine on the fake backend, for tests ---------------------------------------------
+
+
+class Answer:
+    """A job's sink that remembers what came back."""
+
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+        self.code: int | None = None
+        self.message = ""
+        self.done = asyncio.Event()
+
+    def chunk(self, data: bytes) -> None:
+        self.chunks.append(data)
+
+    def choke(self) -> None:
+        self.done.set()
+
+    def error(self, code: int, message: str) -> None:
+        self.code, self.message = code, message
+        self.done.set()
+
+
+def reset_fakes() -> None:
+    """Every knob of the fake backend back to its default."""
+    FakeBackend.behaviour = FakeBackend.load_error = FakeBackend.pid = None
+    FakeBackend.load_failures, FakeBackend.load_fault_of_code = None, True
+    FakeBackend.fail_starts = 0
+
+
+def run(scenario: Callable[[], Awaitable[None]]) -> None:
+    """Run one scenario on a fresh event loop."""
+    asyncio.run(asyncio.wait_for(scenario(), 20))
+
+
+async def until(predicate: Callable[[], Any], timeout: float = 5.0, what: str = "it") -> Any:
+    """Wait (on the loop) until ``predicate()`` is truthy."""
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
+    return value
+
+
+def submit(engine: Engine, body: bytes = b"x", **policy: Any) -> Answer:
+    """Submit a job for ``echo``; return its answer."""
+    answer = Answer()
+    engine.submit(Job("echo", body, sink=answer, **policy))
+    return answer
+
+
+def hold(slave: FakeSlave, job_id: int) -> None:
+    """A behaviour: keep every job until the test answers it."""
+
+
+def backend(engine: Engine) -> FakeBackend:
+    """The engine's (latest) fake backend."""
+    return FakeBackend.made[-1]
+
+
+def ready(engine: Engine) -> list[FakeSlave]:
+    """The pretend slaves the engine itself counts as ready."""
+    handles = engine.pool.slaves
+    return [s for s in backend(engine).live()
+            if s.id in handles and handles[s.id].state.value == "ready"]
 
 
 def own_pid() -> int:

@@ -4,97 +4,19 @@ so each rule is checked step by step and in well under a second."""
 from __future__ import annotations
 
 import asyncio
-import shutil
-import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from pathlib import Path
-from typing import Any
 
-import pytest
-
-from cocaine_core.appinfo import AppInfo
-from cocaine_core.engine import Engine, Job
 from cocaine_core.engine.restarts import INTENSITY
-from cocaine_core.manifest import load_manifest
-from tests.engine.fake_backend import FakeBackend, FakeBackendPlugin, FakeSlave, own_pid
-
-
-class Answer:
-    """A job's sink that remembers what came back."""
-
-    def __init__(self) -> None:
-        self.chunks: list[bytes] = []
-        self.code: int | None = None
-        self.message = ""
-        self.done = asyncio.Event()
-
-    def chunk(self, data: bytes) -> None:
-        self.chunks.append(data)
-
-    def choke(self) -> None:
-        self.done.set()
-
-    def error(self, code: int, message: str) -> None:
-        self.code, self.message = code, message
-        self.done.set()
-
-
-@pytest.fixture
-def fake_engine(inline_plugin: Any, make_app: Any) -> Iterator[Callable[..., Engine]]:
-    """``fake_engine(**engine_keys)``: an Engine on the ``fake`` backend (not started)."""
-    inline_plugin(FakeBackendPlugin(), name="fake-backend")
-    FakeBackend.made.clear()
-    FakeBackend.behaviour = FakeBackend.load_error = FakeBackend.pid = None
-    run_dir = Path(tempfile.mkdtemp(prefix="ce-"))  # short: ipc paths have a limit
-
-    def make(**engine: Any) -> Engine:
-        keys = {"backend": "fake", **{k.replace("_", "-"): v for k, v in engine.items()}}
-        manifest = load_manifest(make_app("def echo(request):\n    return request.data\n",
-                                          engine=keys))
-        return Engine(AppInfo(name="app", manifest=manifest, run_dir=run_dir))
-
-    yield make
-    FakeBackend.behaviour = FakeBackend.load_error = FakeBackend.pid = None
-    shutil.rmtree(run_dir, ignore_errors=True)
-
-
-def run(scenario: Callable[[], Awaitable[None]]) -> None:
-    """Run one scenario on a fresh event loop."""
-    asyncio.run(asyncio.wait_for(scenario(), 20))
-
-
-async def until(predicate: Callable[[], Any], timeout: float = 5.0, what: str = "it") -> Any:
-    """Wait (on the loop) until ``predicate()`` is truthy."""
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
-    return value
-
-
-def submit(engine: Engine, body: bytes = b"x", **policy: Any) -> Answer:
-    """Submit a job for ``echo``; return its answer."""
-    answer = Answer()
-    engine.submit(Job("echo", body, sink=answer, **policy))
-    return answer
-
-
-def hold(slave: FakeSlave, job_id: int) -> None:
-    """A behaviour: keep every job until the test answers it."""
-
-
-def backend(engine: Engine) -> FakeBackend:
-    """The engine's (latest) fake backend."""
-    return FakeBackend.made[-1]
-
-
-def ready(engine: Engine) -> list[FakeSlave]:
-    """The pretend slaves the engine itself counts as ready."""
-    handles = engine.pool.slaves
-    return [s for s in backend(engine).live()
-            if s.id in handles and handles[s.id].state.value == "ready"]
+from tests.engine.fake_backend import (
+    FakeBackend,
+    backend,
+    hold,
+    own_pid,
+    ready,
+    run,
+    submit,
+    until,
+)
 
 
 def test_pool_grows_by_threshold_to_its_limit_and_refuses_past_the_queue(fake_engine):
