@@ -164,3 +164,31 @@ def test_a_node_stopped_with_its_slaves_does_not_kill_them_for_silence(make_app)
             if process.poll() is None:
                 process.kill()
     assert not leftover_slaves(process.pid)
+
+
+def test_sigterm_to_the_whole_process_group_under_load_ends_the_node(make_app):
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    manifest = make_app(APP, TASKS, engine={"pool-min": 2, "pool-limit": 3,
+                                            "termination-timeout": 1}, name="group")
+    process = subprocess.Popen([COCAINE, "run", str(manifest), "--listen", endpoint,
+                                "--log-format", "plain"], stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_for_node(endpoint, timeout=30)
+        with ThreadPoolExecutor(4) as pool:
+            with Client(endpoint, wait=30) as client:
+                wait_until(lambda: client.control("info")["apps"].get("group", {}).get(
+                    "pool", {}).get("idle", 0) >= 2, timeout=30, message="pool-min")
+            for _ in range(8):
+                pool.submit(call, endpoint, "group", "slow", b"0.3")
+            os.killpg(process.pid, signal.SIGTERM)  # a shell's kill %1, stopasgroup
+            started = time.monotonic()
+            process.wait(timeout=30)
+            assert time.monotonic() - started < 10, "drained within its time"
+        output = process.stdout.read().decode()
+        assert output.count("\n") < 200, "no flood of log lines"
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    wait_until(lambda: not leftover_slaves(process.pid), timeout=5, message="no slave left")
