@@ -6,11 +6,13 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from cocaine_cgroups import ownership, plugin
+from cocaine_cgroups import plugin
 from cocaine_cgroups.cgroupfs import remove_dir
 from cocaine_cgroups.hierarchy import Layout, detect
 from cocaine_cgroups.placement import PARENT, safe_name
@@ -41,11 +43,29 @@ def require(layout: Layout, *controllers: str) -> None:
                         f"{layout.missing_reason(controller)}")
 
 
+@contextlib.contextmanager
+def held_by_another_process(*paths: Path) -> Iterator[None]:
+    """Another live process holds the lock on each group folder of ``paths``, as the node
+    that made them would (a live twin of the same name)."""
+    opens = "".join(f"fd = os.open({str(p)!r}, os.O_RDONLY | os.O_DIRECTORY)\n"
+                    "fcntl.flock(fd, fcntl.LOCK_EX)\nfds.append(fd)\n" for p in paths)
+    process = subprocess.Popen(
+        [sys.executable, "-c", f"import fcntl, os, sys\nfds = []\n{opens}"
+                               "print('held', flush=True)\nsys.stdin.read()\n"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert process.stdin is not None and process.stdout is not None
+    try:
+        assert process.stdout.readline() == "held\n"
+        yield
+    finally:
+        process.stdin.close()
+        process.wait(timeout=10)
+
+
 @pytest.fixture(scope="session")
-def layout() -> Iterator[Layout]:
-    """This machine's cgroup layout; at the end, the test node's lock file goes."""
-    yield detect()
-    ownership.release(NODE_NAME, remove=True)
+def layout() -> Layout:
+    """This machine's cgroup layout."""
+    return detect()
 
 
 @pytest.fixture(autouse=True)

@@ -19,7 +19,7 @@ from cocaine_cgroups.placement import PARENT
 
 from cocaine_core.testing import wait_until
 
-from .conftest import NODE_NAME, require
+from .conftest import NODE_NAME, held_by_another_process, require
 
 CONTROLLERS = frozenset({"cpu", "cpuset", "memory", "pids"})
 
@@ -135,27 +135,35 @@ def test_live_v2_group_joins_counts_and_kills(layout: Layout) -> None:
 
 
 def test_stale_groups_of_this_node_are_swept(layout: Layout) -> None:
-    """A crashed node's groups (with a process still inside) go; a running app's stay."""
+    """A dead node's groups (with a process still inside) go; groups a live process holds
+    (this node's running apps, a live twin's) stay, and so do other nodes'."""
     require(layout, "pids")
     hierarchy = layout.hierarchy_of("pids")
     assert hierarchy is not None
     parent = hierarchy.own / PARENT
     ghost, alive = parent / f"{NODE_NAME}:ghost", parent / f"{NODE_NAME}:alive"
+    twins = parent / f"{NODE_NAME}:twins"
     other = parent / f"{NODE_NAME}x:other"  # another node's: not ours to touch
     process = sleeper()
+    paths = (ghost, alive, twins, other)
+    held = None
     try:
-        for path in (ghost, alive, other):
+        for path in paths:
             path.mkdir(parents=True)
         (ghost / "cgroup.procs").write_text(str(process.pid))
-        removed = sweep_stale(layout, lambda n: ownership.is_leftover(n, NODE_NAME, owner=True),
-                              keep={alive})
+        held = ownership.hold(alive)
+        assert held is not None
+        with held_by_another_process(twins):
+            removed = sweep_stale(layout, NODE_NAME)
+            assert twins.is_dir()
         assert removed == [ghost]
         assert process.wait(timeout=10) == -9
         assert alive.is_dir() and other.is_dir() and not ghost.exists()
     finally:
+        ownership.let_go(held)
         process.kill()
         process.wait()
-        for path in (ghost, alive, other):
+        for path in paths:
             if path.exists():
                 path.rmdir()
 
@@ -187,33 +195,57 @@ def test_without_permission_the_message_says_how_to_grant_it(layout: Layout,
 
 
 def test_a_group_in_use_is_not_taken_over(layout: Layout) -> None:
-    """Making a group whose folder another live app of the same names holds is refused."""
+    """A group another live process holds (a running version, a live twin) is left alone:
+    the new group takes the next name (``:2``), then the plain one once it is free."""
     require(layout, "pids")
     limits = limits_of({"pids": {"pids.max": 10}})
     first = AppGroup(NODE_NAME, "twin", limits, layout)
     first.create()
+    second = AppGroup(NODE_NAME, "twin", limits, layout)
     try:
-        with pytest.raises(CgroupError, match="in use by another app of the same name"):
-            AppGroup(NODE_NAME, "twin", limits, layout).create()
-        assert all(p.path.is_dir() for p in first.parts)
+        second.create()
+        assert second.name == f"{NODE_NAME}:twin:2"
+        assert all(p.path.is_dir() for p in first.parts + second.parts)
     finally:
         first.remove()
-    wait_until(lambda: not any(p.path.exists() for p in first.parts), timeout=5,
-               message="the group's folders to go")
+        second.remove()
+    wait_until(lambda: not any(p.path.exists() for p in first.parts + second.parts),
+               timeout=5, message="the group's folders to go")
+    third = AppGroup(NODE_NAME, "twin", limits, layout)
+    third.create()
+    assert third.name == f"{NODE_NAME}:twin"
+    third.remove()
 
 
-def test_leftovers_are_told_by_name_and_owner() -> None:
+def test_leftovers_are_told_by_name_and_lock(layout: Layout) -> None:
     dead = _dead_pid()
     mine = os.getpid()
-    assert ownership.is_leftover("web1:hello", "web1", owner=True)
-    assert not ownership.is_leftover("web1:hello", "web1", owner=False)  # a live twin's
-    assert ownership.is_leftover(f"web1+{dead}:hello", "web1", owner=False)
-    assert not ownership.is_leftover(f"web1+{mine}:hello", "web1", owner=False)
-    assert not ownership.is_leftover("web1x:hello", "web1", owner=True)
-    assert not ownership.is_leftover("web1.5:hello", "web1", owner=True)
-    assert not ownership.is_leftover("node", "web1", owner=True)
-    assert ownership.prefix("web 1", owner=True) == "web_1"
-    assert ownership.prefix("web1", owner=False) == f"web1+{mine}"
+    assert ownership.is_ours("web1:hello", "web1")
+    assert ownership.is_ours("web1:hello:2", "web1")
+    assert ownership.is_ours("web_1:hello", "web 1")
+    assert ownership.is_ours(f"web1+{dead}:hello", "web1")  # an earlier version's, dead
+    assert not ownership.is_ours(f"web1+{mine}:hello", "web1")
+    assert not ownership.is_ours("web1x:hello", "web1")
+    assert not ownership.is_ours("web1.5:hello", "web1")
+    assert not ownership.is_ours("node", "web1")
+    require(layout, "pids")
+    hierarchy = layout.hierarchy_of("pids")
+    assert hierarchy is not None
+    path = hierarchy.own / PARENT / f"{NODE_NAME}:locked"
+    path.mkdir(parents=True)
+    try:
+        fd = ownership.hold(path)
+        assert fd is not None
+        assert ownership.hold(path) is None  # held, even by another descriptor of ours
+        ownership.let_go(fd)
+        fd = ownership.hold(path)
+        assert fd is not None
+        path.rmdir()
+        ownership.let_go(fd)
+        assert ownership.hold(path) is None  # gone
+    finally:
+        if path.exists():
+            path.rmdir()
 
 
 def _dead_pid() -> int:

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from cocaine_cgroups import ownership, plugin
+from cocaine_cgroups import plugin
 from cocaine_cgroups.hierarchy import Layout
 from cocaine_cgroups.machine import available
 from cocaine_cgroups.placement import PARENT
@@ -21,12 +20,13 @@ from cocaine_core.errors import CocaineError, ServiceError
 from cocaine_core.manifest import load_manifest
 from cocaine_core.testing import RunningNode, wait_until
 
-from .conftest import NODE_NAME, leftover_groups, require
+from .conftest import NODE_NAME, held_by_another_process, leftover_groups, require
 
 APP = '''
 import json
 import os
 import subprocess
+import tempfile
 
 AT_IMPORT = open("/proc/self/cgroup").read()
 
@@ -294,32 +294,50 @@ def test_the_plugin_implements_its_hooks() -> None:
 
 def test_a_live_twin_of_the_same_name_is_left_alone(
         cg_node: RunningNode, make_app: Callable[..., Path], layout: Layout) -> None:
-    """Another live process holds the node's name: this node's groups take its pid, and the
-    twin's groups are not taken for leftovers."""
+    """Another live process of the node's name holds its groups: they are not taken for
+    leftovers, and an app of the same name takes the next name."""
     require(layout, "pids")
-    twin = f"{NODE_NAME}-twin"
     hierarchy = layout.hierarchy_of("pids")
     assert hierarchy is not None
-    theirs = hierarchy.own / PARENT / f"{twin}:theirs"
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import fcntl, os, sys\n"
-         f"fd = os.open({str(ownership.lock_path(twin))!r}, os.O_RDWR | os.O_CREAT)\n"
-         "fcntl.flock(fd, fcntl.LOCK_EX)\nprint('locked', flush=True)\nsys.stdin.read()\n"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    theirs = [hierarchy.own / PARENT / f"{NODE_NAME}:{app}" for app in ("theirs", "mine")]
     try:
-        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
-        theirs.mkdir(parents=True)
-        cg_node.node.name = twin
-        start(cg_node, make_app, "mine", {"pids": {"pids.max": 64}})
-        ours = Path(cg_node.info("mine")["cgroups"]["paths"]["pids"])
-        assert ours.name == f"{twin}+{os.getpid()}:mine"
-        assert theirs.is_dir()
-        cg_node.remove_app("mine")
-        assert not ours.exists()
+        for path in theirs:
+            path.mkdir(parents=True)
+        with held_by_another_process(*theirs):
+            start(cg_node, make_app, "mine", {"pids": {"pids.max": 64}})
+            ours = Path(cg_node.info("mine")["cgroups"]["paths"]["pids"])
+            assert ours.name == f"{NODE_NAME}:mine:2"
+            assert all(path.is_dir() for path in theirs)
+            cg_node.remove_app("mine")
+            assert not ours.exists()
+            assert all(path.is_dir() for path in theirs)
     finally:
-        assert holder.stdin is not None
-        holder.stdin.close()
-        holder.wait(timeout=10)
-        ownership.release(twin, remove=True)
-        if theirs.exists():
-            theirs.rmdir()
+        for path in theirs:
+            if path.exists():
+                path.rmdir()
+
+
+def _entries(folder: Path) -> set[str]:
+    try:
+        return {entry.name for entry in folder.iterdir()}
+    except OSError:
+        return set()
+
+
+def test_the_node_writes_no_lock_file_outside_its_groups_and_leaves_nothing(
+        cg_node: RunningNode, make_app: Callable[..., Path], layout: Layout) -> None:
+    """Issue 12: the plugin wrote ``/run/cocaine/cgroups-<node>.lock`` whatever the node's
+    run folder, and left it there. A node's claim on its groups is a lock on the groups'
+    own folders: nothing in ``/run/cocaine``, the temporary folder or the run folder."""
+    require(layout, "pids")
+    folders = [Path("/run/cocaine"), Path(tempfile.gettempdir()),
+               Path(tempfile.gettempdir()) / f"cocaine-{os.getuid()}", cg_node.node.run_dir]
+    before = {folder: _entries(folder) for folder in folders}
+    start(cg_node, make_app, "tidy", {"pids": {"pids.max": 64}})
+    assert call(cg_node, "tidy", "where")
+    for folder in folders:
+        assert not [e for e in _entries(folder) - before[folder] if "cgroups" in e or
+                    NODE_NAME in e], folder
+    cg_node.remove_app("tidy")
+    for folder in folders[:-1]:
+        assert not [e for e in _entries(folder) if NODE_NAME in e], folder

@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import itertools
 import logging
-from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
 from typing import Any
 
-from cocaine_cgroups import accounting
+from cocaine_cgroups import accounting, ownership
 from cocaine_cgroups.cgroupfs import REMOVE_TIMEOUT, cgroup_error, make_dir, remove_dir, write
 from cocaine_cgroups.delegation import enable_controllers, inherit_cpuset
 from cocaine_cgroups.errors import CgroupError
@@ -31,28 +29,31 @@ log = logging.getLogger("cocaine.cgroups")
 
 #: Controllers joined for what they count, even when the manifest does not limit them.
 ACCOUNTING = ("memory", "pids", "cpuacct")
+#: Names tried for one app's group (``<node>:<app>``, then ``:2``…) before giving up.
+GENERATIONS = 100
+
+
+class _NameTaken(Exception):
+    """The group's name is held in some hierarchy: try the next one."""
 
 
 class AppGroup:
     """One app's cgroup across every hierarchy it needs.
 
-    Its name is ``<node>:<app>``, or ``<node>:<app>:2`` (``:3``…) when a running version of
-    the same app holds the plain name (a redeploy starts the new version before the old one
-    has drained); ``taken`` lists the names running apps of this process hold.
+    Its name is ``<node>:<app>``, or ``<node>:<app>:2`` (``:3``…) when a live process holds
+    the plain name: a running version of the same app (a redeploy starts the new version
+    before the old one has drained), or a live node of the same name; ``create`` settles it.
     """
 
-    def __init__(self, node: str, app: str, limits: Limits, layout: Layout,
-                 taken: Collection[str] = ()) -> None:
-        base = group_name(node, app)
-        self.name = base
-        for generation in itertools.count(2):
-            if self.name not in taken:
-                break
-            self.name = f"{base}:{generation}"
+    def __init__(self, node: str, app: str, limits: Limits, layout: Layout) -> None:
+        self.base = group_name(node, app)
+        self.name = self.base
         self.limits = limits
         self.layout = layout
         self.parts: list[GroupPart] = []
         self._oom = accounting.OomCounter()
+        #: The locks that say the group's folders are this process's, by folder.
+        self._held: dict[Path, int] = {}
         self._plan()
 
     def _plan(self) -> None:
@@ -95,29 +96,50 @@ class AppGroup:
     # -- life --------------------------------------------------------------------------------------
 
     def create(self) -> None:
-        """Make the group in every hierarchy and apply the limits; on failure undo it all."""
-        try:
-            for part in list(self.parts):
-                try:
-                    self._create_part(part)
-                except CgroupError as exc:
-                    if part.required:
-                        raise
-                    log.debug("cgroup %s: not counting in %s: %s", self.name,
-                              part.hierarchy.describe(), exc)
-                    self._undo(part)
-                    self.parts.remove(part)
-        except BaseException:
-            for part in self.parts:
-                self._undo(part)
-            raise
-        self._oom.start(self.parts)
+        """Make the group in every hierarchy, under the first name no live process holds,
+        and apply the limits; on failure undo it all."""
+        names = (self.base if n == 1 else f"{self.base}:{n}" for n in range(1, GENERATIONS + 1))
+        for name in names:
+            self._rename(name)
+            try:
+                self._create_parts()
+            except _NameTaken:
+                self._undo_all()
+                continue
+            except BaseException:
+                self._undo_all()
+                raise
+            self._oom.start(self.parts)
+            return
+        raise CgroupError(f"the cgroups {self.base} to {self.base}:{GENERATIONS} are all held "
+                          f"by live processes; give each node on this machine its own name")
 
-    @staticmethod
-    def _undo(part: GroupPart) -> None:
+    def _rename(self, name: str) -> None:
+        self.name = name
+        for part in self.parts:
+            part.path = part.path.with_name(name)
+
+    def _create_parts(self) -> None:
+        for part in list(self.parts):
+            try:
+                self._create_part(part)
+            except CgroupError as exc:
+                if part.required:
+                    raise
+                log.debug("cgroup %s: not counting in %s: %s", self.name,
+                          part.hierarchy.describe(), exc)
+                self._undo(part)
+                self.parts.remove(part)
+
+    def _undo_all(self) -> None:
+        for part in self.parts:
+            self._undo(part)
+
+    def _undo(self, part: GroupPart) -> None:
         if part.made:
             remove_dir(part.path, timeout=1.0)
             part.made = False
+        ownership.let_go(self._held.pop(part.path, None))
         with contextlib.suppress(OSError):
             part.path.parent.rmdir()
 
@@ -132,16 +154,19 @@ class AppGroup:
                 inherit_cpuset(parent, hierarchy.own)
             if hierarchy.version == V2:
                 enable_controllers(parent, v2_controllers)
-            if part.path.exists():
-                raise CgroupError(f"the cgroup {part.path} is in use by another app of the "
-                                  f"same name on a node of the same name; give each node on "
-                                  f"this machine its own name")
             try:
-                part.made = make_dir(part.path)
+                made = make_dir(part.path)
                 break
             except CgroupError:
                 if attempt == 2 or parent.exists():
                     raise
+        if not made:
+            raise _NameTaken(part.path)
+        part.made = True
+        held = ownership.hold(part.path)
+        if held is None:  # a sweeper took it for a leftover in the instant before the lock
+            raise _NameTaken(part.path)
+        self._held[part.path] = held
         for file, value in part.writes:
             write(part.path / file, value)
         if hierarchy.version == V1 and "cpuset" in hierarchy.controllers:
@@ -163,10 +188,13 @@ class AppGroup:
                 raise cgroup_error(f"move process {pid} into", part.path, exc) from None
 
     def remove(self, timeout: float = REMOVE_TIMEOUT) -> bool:
-        """Kill whatever is left in the group, remove it, and its parent if now empty."""
+        """Kill whatever is left in the group, remove it, and its parent if now empty.
+
+        The locks go too: a folder that would not go is a leftover for the next sweep."""
         removed = True
         for part in self.parts:
             removed = remove_dir(part.path, timeout) and removed
+            ownership.let_go(self._held.pop(part.path, None))
             with contextlib.suppress(OSError):
                 part.path.parent.rmdir()  # only succeeds when no other app group is left
         return removed
@@ -205,12 +233,9 @@ class AppGroup:
         }
 
 
-def sweep_stale(layout: Layout, stale: Callable[[str], bool], keep: Iterable[Path]) -> list[Path]:
-    """Remove the app groups whose name ``stale`` says a dead node left; return them.
-
-    ``keep`` names the group folders apps of this process own: never removed.
-    """
-    keep = set(keep)
+def sweep_stale(layout: Layout, node: str) -> list[Path]:
+    """Remove the groups named after node ``node`` that no live process holds (a node of
+    that name died and left them), killing what is still in them; return them."""
     removed: list[Path] = []
     for hierarchy in layout.hierarchies:
         parent = hierarchy.own / PARENT
@@ -219,10 +244,22 @@ def sweep_stale(layout: Layout, stale: Callable[[str], bool], keep: Iterable[Pat
         except OSError:
             continue
         for child in children:
-            if child not in keep and stale(child.name) and remove_dir(child):
-                log.warning("removed the cgroup %s, left by a node that is no longer running",
-                            child)
-                removed.append(child)
+            if not ownership.is_ours(child.name, node):
+                continue
+            try:
+                held = ownership.hold(child)
+            except OSError as exc:
+                log.debug("cannot tell whether %s is a leftover: %s", child, exc)
+                continue
+            if held is None:
+                continue  # a live process's: this node's other apps, or a live twin's
+            try:
+                if remove_dir(child):
+                    log.warning("removed the cgroup %s, left by a node that is no longer "
+                                "running", child)
+                    removed.append(child)
+            finally:
+                ownership.let_go(held)
         with contextlib.suppress(OSError):
             if removed:
                 parent.rmdir()

@@ -1,107 +1,70 @@
-"""Which groups belong to this node, and which are leftovers of a node that died.
+"""Which groups belong to a live node, and which are leftovers of a node that died.
 
-A node names its groups after itself. To tell a crashed node's groups from those of a live node
-that happens to share the name (two nodes on one machine, or two test runs), a node holds an
-exclusive ``flock`` on a file named after it for as long as its process lives; the kernel
-drops the lock when the process dies, however it dies.
+A node holds an exclusive ``flock`` on each of its groups' folders, in every hierarchy, from
+the moment it makes the folder until it removes it. The kernel drops the lock when the
+process dies, however it dies. So a ``<node>:…`` folder that no live process holds is a
+leftover of a node of that name, and one that a live process holds is not, whoever holds it
+(this node's other apps, or a live twin of the same name).
 
-- Holding the lock, the node is the only live one of its name: its groups are
-  ``<node>:<app>``, and every other ``<node>:…`` group is a leftover.
-- When another live process holds it, this node names its groups ``<node>+<pid>:<app>`` and
-  leaves the other's alone; such a group is a leftover once its pid is gone. (``+`` never
-  appears in a node's own part of a name, so the two forms cannot be confused.)
+The lock lives on the very thing it guards, in the cgroup tree: there is no lock file, so
+nothing depends on the node's run folder, and nothing is left behind.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
-import logging
 import os
-import tempfile
-import threading
 from pathlib import Path
 
 from cocaine_cgroups.placement import safe_name
 
-log = logging.getLogger("cocaine.cgroups")
 
-_lock = threading.Lock()
-#: Open lock files by node name, held for the life of the process (None: another holds it).
-_held: dict[str, int | None] = {}
+def hold(path: Path) -> int | None:
+    """Lock the group folder ``path`` for this process; return the descriptor that holds it
+    (close it to let go), or None if a live process holds it already or it is gone.
 
-
-def lock_folder() -> Path:
-    """Where node locks live: ``/run/cocaine`` for root, else a private temporary folder."""
-    for folder in (Path("/run/cocaine"), Path(tempfile.gettempdir()) / f"cocaine-{os.getuid()}"):
-        with contextlib.suppress(OSError):
-            folder.mkdir(mode=0o755 if folder.parts[1] == "run" else 0o700, exist_ok=True)
-            if os.access(folder, os.W_OK):
-                return folder
-    return Path(tempfile.gettempdir())
-
-
-def lock_path(node: str) -> Path:
-    """The lock file of node ``node``."""
-    return lock_folder() / f"cgroups-{safe_name(node)}.lock"
-
-
-def owns_name(node: str) -> bool:
-    """Whether this process is the only live node named ``node`` (taking the lock if free)."""
-    with _lock:
-        if node not in _held:
-            _held[node] = _try_lock(lock_path(node))
-            if _held[node] is None:
-                log.warning("another live process runs a node named %s; this node's cgroups "
-                            "are named %s:<app>; give each node on a machine its own name",
-                            node, prefix(node, owner=False))
-        return _held[node] is not None
-
-
-def _try_lock(path: Path) -> int | None:
+    Only a folder that still stands at ``path`` once locked counts: one a sweeper removed in
+    between (it held it, removed it and let go) is let go of and reported as gone.
+    """
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    except OSError as exc:
-        log.warning("cannot open the node lock %s (%s); treating this node as the only one "
-                    "of its name", path, exc.strerror)
-        return -1
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
+        if not os.path.samestat(os.fstat(fd), os.stat(path)):
+            raise FileNotFoundError(errno.ENOENT, "replaced", str(path))
+    except (BlockingIOError, FileNotFoundError):
         os.close(fd)
         return None
+    except BaseException:
+        os.close(fd)
+        raise
     return fd
 
 
-def prefix(node: str, *, owner: bool) -> str:
-    """The node part of this node's group names: ``<node>``, or ``<node>+<pid>``."""
-    return safe_name(node) if owner else f"{safe_name(node)}+{os.getpid()}"
-
-
-def release(node: str, *, remove: bool = False) -> None:
-    """Drop this process's lock on ``node`` (tests); with ``remove`` delete the file too."""
-    with _lock:
-        fd = _held.pop(node, None)
-    if remove:
+def let_go(fd: int | None) -> None:
+    """Drop a lock taken by ``hold``."""
+    if fd is not None:
         with contextlib.suppress(OSError):
-            lock_path(node).unlink()
-    if fd is not None and fd >= 0:
-        os.close(fd)
+            os.close(fd)
 
 
-def is_leftover(name: str, node: str, *, owner: bool) -> bool:
-    """Whether group folder ``name`` is a dead node's: ``<node>:…`` when this process owns
-    the name, ``<node>+<pid>:…`` when ``pid`` is gone."""
+def is_ours(name: str, node: str) -> bool:
+    """Whether group folder ``name`` is named after node ``node``: ``<node>:<app>`` (or
+    ``<node>:<app>:<n>``), or ``<node>+<pid>:<app>`` from an earlier version of this plugin
+    whose process ``pid`` is gone (it named its groups so when another held the name, and
+    held no lock on them)."""
     base = safe_name(node)
     head, colon, _app = name.partition(":")
     if not colon:
         return False
     if head == base:
-        return owner
+        return True
     node_part, plus, pid = head.partition("+")
-    if node_part != base or not plus or not pid.isdigit():
-        return False
-    return not _alive(int(pid))
+    return node_part == base and bool(plus) and pid.isdigit() and not _alive(int(pid))
 
 
 def _alive(pid: int) -> bool:

@@ -24,8 +24,8 @@ def safe_name(name: str) -> str:
 
 
 def group_name(node: str, app: str) -> str:
-    """The plain name of an app's group: ``<node>:<app>`` (``node`` is used as given: see
-    ``ownership.prefix``)."""
+    """The plain name of an app's group: ``<node>:<app>`` (``node`` is used as given, already
+    made safe by the caller)."""
     return f"{node}:{safe_name(app)}"
 
 

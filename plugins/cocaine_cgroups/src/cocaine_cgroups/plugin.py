@@ -5,9 +5,9 @@ The hooks, in the order an app meets them:
 - ``cocaine_register_engine_keys``: the manifest key ``engine.resource-limits``.
 - ``cocaine_validate_manifest``: unknown controllers and parameters, bad values, and values
   this machine cannot honour (CPUs or memory nodes it lacks, v1-only parameters on v2…).
-- ``cocaine_app_starting``: removes groups a crashed run of this node left (see
-  ``ownership``), then makes the app's group and applies its limits; a missing controller or
-  permission fails the start.
+- ``cocaine_app_starting``: removes the groups a dead node of the same name left (those no
+  live process holds a lock on: see ``ownership``), then makes the app's group and applies
+  its limits; a missing controller or permission fails the start.
 - ``cocaine_slave_spawned``: moves the template (before it imports the app) and each slave
   into the group.
 - ``cocaine_slave_exited``: explains a process the kernel killed for memory.
@@ -18,15 +18,14 @@ The hooks, in the order an app meets them:
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cocaine_cgroups import ownership
 from cocaine_cgroups.errors import CgroupError
 from cocaine_cgroups.groups import AppGroup, sweep_stale
 from cocaine_cgroups.hierarchy import Layout, detect
 from cocaine_cgroups.machine import check_machine
 from cocaine_cgroups.parameters import Limits, parse_limits
+from cocaine_cgroups.placement import safe_name
 from cocaine_core import hookimpl, schema
 
 if TYPE_CHECKING:
@@ -42,8 +41,6 @@ STATE = "cgroups"
 
 _lock = threading.Lock()
 _layout: Layout | None = None
-#: Group folders owned by running apps of this process (never swept as stale).
-_active: set[Path] = set()
 
 
 def machine_layout() -> Layout:
@@ -97,16 +94,10 @@ def cocaine_app_starting(app: AppInfo) -> None:
     if not limits:
         return
     layout = machine_layout()
-    owner = ownership.owns_name(app.node)
-    with _lock:
-        keep = set(_active)
-    group = AppGroup(ownership.prefix(app.node, owner=owner), app.name, limits, layout,
-                     taken={path.name for path in keep})
-    sweep_stale(layout, lambda name: ownership.is_leftover(name, app.node, owner=owner), keep)
+    group = AppGroup(safe_name(app.node), app.name, limits, layout)
+    sweep_stale(layout, app.node)
     group.create()
     app.extra[STATE] = group
-    with _lock:
-        _active.update(part.path for part in group.parts)
 
 
 @hookimpl
@@ -137,8 +128,5 @@ def cocaine_app_info(app: AppInfo) -> dict[str, Any] | None:
 def cocaine_app_stopped(app: AppInfo) -> None:
     """Kill whatever is left in the app's group and remove it."""
     group: AppGroup | None = app.extra.pop(STATE, None)
-    if group is None:
-        return
-    with _lock:
-        _active.difference_update(part.path for part in group.parts)
-    group.remove()
+    if group is not None:
+        group.remove()
