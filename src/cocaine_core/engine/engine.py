@@ -3,7 +3,7 @@
 It is driven from the node's asyncio loop: jobs arrive through ``submit`` (from drivers),
 messages from slaves through the engine's channel (``EngineChannel``, decoded into calls on
 the pool), process events from the backend, and a supervisor tick runs the pool's small steps
-(``SlavePool.tick``) and expires queued jobs past their deadline.
+(``supervisor.py``) and expires queued jobs past their deadline.
 """
 
 from __future__ import annotations
@@ -312,7 +312,8 @@ class Engine:
             if slave is None:
                 return
             job = self.queue.pop()
-            assert job is not None
+            if job is None:  # only jobs that had ended (their clients left) were waiting
+                return
             if job.expired(time.monotonic()):
                 self.stats.expire(job)
                 continue
@@ -339,7 +340,7 @@ class Engine:
         now = time.monotonic()
         info: dict[str, Any] = {
             "state": self.state.value,
-            "pool": self.pool.info(now),
+            "pool": _pool_info(self.pool),
             "queue": {"depth": len(self.queue), "limit": self.config.queue_limit},
             "jobs": self.stats.as_dict(),
             "slaves": [slave.info(now) for slave in self.pool.slaves.values()],
@@ -355,3 +356,15 @@ class Engine:
             if isinstance(result, dict):
                 info[record.name] = result
         return info
+
+
+def _pool_info(pool: SlavePool) -> dict[str, Any]:
+    slaves = list(pool.slaves.values())
+    serving = [s for s in slaves if not s.spare]
+    busy = sum(1 for s in serving if s.busy)
+    ready = sum(1 for s in serving if s.state is SlaveState.READY)
+    return {"total": len(serving), "busy": busy, "idle": max(0, ready - busy),
+            "starting": sum(1 for s in serving if s.state in (SlaveState.SPAWNING,
+                                                               SlaveState.CONFIGURING)),
+            "limit": pool.config.pool_limit, "min": pool.config.pool_min,
+            "now-limit": pool.limit(), "spare": len(slaves) - len(serving)}

@@ -12,7 +12,7 @@ import logging
 import signal
 import time
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from cocaine_core.appinfo import SlaveInfo
 from cocaine_core.engine.restarts import CrashBackoff, StartBackoff
@@ -192,11 +192,12 @@ class SlavePool:
             self.terminate(slave, reason)
 
     def kill(self, slave: SlaveHandle, reason: str, signum: int = signal.SIGKILL) -> None:
-        """Signal a slave (SIGKILL unless told); after SIGTERM, SIGKILL follows in time."""
+        """Signal a slave (SIGKILL unless told); SIGKILL follows (again) in time, and a slave
+        never made (its template stalled) is forgotten then."""
         slave.state = SlaveState.KILLED
         slave.reason = reason
-        if signum == signal.SIGTERM:
-            slave.kill_at = time.monotonic() + self.config.termination_timeout
+        slave.kill_at = time.monotonic() + self.config.termination_timeout + (
+            0 if signum == signal.SIGTERM else 1)
         if self.engine.backend is not None:
             self.engine.backend.signal(slave.id, signum)
 
@@ -326,7 +327,10 @@ class SlavePool:
     def slave_spawned(self, slave_id: str, pid: int) -> None:
         """A slave process exists: confine it (the spawn hooks), then configure it."""
         slave = self.slaves.get(slave_id)
-        if slave is None:  # given up on while it was being made (a stalled template)
+        if slave is None or slave.state is SlaveState.KILLED:
+            # Given up on while it was being made (a stalled template): now it can be killed.
+            if slave is not None:
+                slave.pid = pid
             if self.engine.backend is not None:
                 self.engine.backend.signal(slave_id, signal.SIGKILL)
             return
@@ -385,16 +389,3 @@ class SlavePool:
     def backend_lost(self, status: int) -> None:
         """The template died: the engine loads the code again."""
         self.engine.backend_lost(status)
-
-    # -- introspection ------------------------------------------------------------------------
-
-    def info(self, now: float) -> dict[str, Any]:
-        """The pool for ``cocaine info``."""
-        slaves = list(self.slaves.values())
-        pool = [s for s in slaves if not s.spare]
-        busy = sum(1 for s in pool if s.busy)
-        ready = sum(1 for s in pool if s.state is SlaveState.READY)
-        return {"total": len(pool), "busy": busy, "idle": max(0, ready - busy),
-                "starting": sum(1 for s in pool if s.state in _STARTING),
-                "limit": self.config.pool_limit, "min": self.config.pool_min,
-                "spare": len(slaves) - len(pool)}

@@ -137,11 +137,16 @@ def murder_overtime(pool: SlavePool, now: float) -> None:
 
 
 def escalate_kills(pool: SlavePool, now: float) -> None:
-    """SIGKILL slaves that outlived their grace after terminate or SIGTERM."""
-    for slave in pool.slaves.values():
+    """SIGKILL slaves that outlived their grace after terminate or a signal; forget one that
+    was never made (no pid: its template never forked it; if it does, it is killed then)."""
+    for slave in list(pool.slaves.values()):
         if slave.kill_at is not None and now >= slave.kill_at:
+            if slave.pid is None and slave.state is SlaveState.KILLED:
+                del pool.slaves[slave.id]
+                continue
             slave.kill_at = None
             pool.kill(slave, slave.reason)
+            slave.kill_at = None
 
 
 def retire_idle(pool: SlavePool, now: float) -> None:
