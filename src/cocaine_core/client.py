@@ -10,10 +10,18 @@ A failed request raises ``ServiceError`` with ``.code`` (see ``protocol.Status``
 at once with 503, instead of after ``wait``. Each client watches its connection through a
 ZeroMQ socket monitor, read only while an answer is slow, so a quick answer costs what it
 would without one.
+
+A client with a ``wait`` sends it as the request's deadline when the caller gives none: a
+job that cannot start before the client would stop waiting for the first part of its answer
+is dropped by the node (520) instead of run for nobody. A client that stops waiting (its
+``wait`` passed, the caller closed a ``stream()`` early or was interrupted, or ``close()``
+came first) sends ``CANCEL`` for that request: the node drops its job if it has not started,
+and sends nothing more for it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import struct
@@ -45,6 +53,9 @@ QUICK_MS = 100
 #: AsyncClient queue entries for connection news (real message codes are positive).
 _CONNECTION = -1
 
+#: Milliseconds a closing socket keeps trying to deliver the CANCELs it was just given.
+CANCEL_LINGER_MS = 250
+
 
 def _body(data: Body) -> bytes:
     if data is None:
@@ -56,6 +67,15 @@ def _request(request_id: int, app: str, event: str, data: Body, urgent: bool,
              timeout: float | None, deadline: float | None) -> list[bytes]:
     policy = {"urgent": urgent, "timeout": timeout, "deadline": deadline}
     return [protocol.pack(Code.REQUEST, request_id, app, event, policy), _body(data)]
+
+
+def _deadline(deadline: float | None, wait: float | None) -> float | None:
+    """The deadline to send: the caller's, else ``wait``. A client stops waiting when no part
+    of the answer came for ``wait`` seconds, the first part included, and no first part
+    comes before the job starts: a job that starts later has nobody left to answer."""
+    if deadline is not None or wait is None:
+        return deadline
+    return wait if 0 < wait < 10**9 else None  # what a node takes
 
 
 def _no_answer(endpoint: str, wait: float) -> ServiceError:
@@ -118,26 +138,48 @@ class Client:
         #: answers never need them).
         self._watching: tuple[zmq.Socket[bytes], zmq.Poller] | None = None
         self._ids = itertools.count(1)
+        #: Requests sent whose answer has not ended: cancelled if the caller stops waiting.
+        self._open: set[int] = set()
+        self._cancelled = False
 
     def stream(self, app: str, event: str, data: Body = None, *, urgent: bool = False,
                timeout: float | None = None, deadline: float | None = None) -> Iterator[bytes]:
-        """Send a request and yield the answer's chunks as they arrive."""
+        """Send a request and yield the answer's chunks as they arrive.
+
+        ``deadline`` defaults to ``wait``. Stopping early (closing the iterator, an error
+        such as no answer within ``wait``, Ctrl-C) cancels the request at the node."""
         request_id = next(self._ids)
         self._socket.send_multipart(_request(request_id, app, event, data, urgent, timeout,
-                                             deadline))
-        while True:
-            self._await_answer()
-            rid, code, payload, fields = _decode(self._socket.recv_multipart())
-            if rid != request_id:
-                continue  # a late answer to an abandoned request
-            if code == Code.CHUNK:
-                yield payload or b""
-            elif code == Code.CHOKE:
-                if payload is not None:
-                    yield payload
-                return
-            elif code == Code.ERROR:
-                raise ServiceError(int(fields[2]), str(fields[3]))
+                                             _deadline(deadline, self.wait)))
+        self._open.add(request_id)
+        try:
+            while True:
+                self._await_answer()
+                rid, code, payload, fields = _decode(self._socket.recv_multipart())
+                if rid != request_id:
+                    continue  # a late answer to an abandoned request
+                if code == Code.CHUNK:
+                    yield payload or b""
+                elif code == Code.CHOKE:
+                    self._open.discard(request_id)
+                    if payload is not None:
+                        yield payload
+                    return
+                elif code == Code.ERROR:
+                    self._open.discard(request_id)
+                    raise ServiceError(int(fields[2]), str(fields[3]))
+        finally:
+            if request_id in self._open:
+                self._open.discard(request_id)
+                self._cancel(request_id)
+
+    def _cancel(self, request_id: int) -> None:
+        """Tell the node this client no longer waits for ``request_id`` (never blocks)."""
+        if self._socket.closed:
+            return
+        with contextlib.suppress(zmq.ZMQError):
+            self._socket.send_multipart([protocol.pack(Code.CANCEL, request_id)], zmq.NOBLOCK)
+            self._cancelled = True
 
     def _await_answer(self) -> None:
         """Return once a message can be read; raise ``ServiceError`` if none will come."""
@@ -171,6 +213,7 @@ class Client:
             error = _connection_error(self.endpoint, _event(monitor.recv_multipart()))
             if error is not None:
                 _forget_unsent(self._socket, self.endpoint)
+                self._open.clear()  # no node has them: nothing to cancel
                 raise error
 
     def call(self, app: str, event: str, data: Body = None, **policy: Any) -> bytes:
@@ -183,11 +226,16 @@ class Client:
         return msgpack.unpackb(answer, raw=False) if answer else None
 
     def close(self) -> None:
-        """Close the socket."""
+        """Cancel the requests still waiting for an answer, and close the socket."""
+        if self._socket.closed:
+            return
+        for request_id in sorted(self._open):
+            self._cancel(request_id)
+        self._open.clear()
         if self._watching is not None:
             self._socket.disable_monitor()
             self._watching[0].close(linger=0)
-        self._socket.close(linger=0)
+        self._socket.close(linger=CANCEL_LINGER_MS if self._cancelled else 0)
 
     def __enter__(self) -> Client:
         return self
@@ -208,14 +256,17 @@ class AsyncClient:
         self._socket.connect(endpoint)
         self._monitor: zmq.asyncio.Socket | None = None
         self._ids = itertools.count(1)
+        #: The requests waiting for their answer, each with the queue its messages go to.
         self._queues: dict[int, Any] = {}
         self._reader: Any = None
         self._watcher: Any = None
+        self._cancelled = False
 
     async def stream(self, app: str, event: str, data: Body = None, *, urgent: bool = False,
                      timeout: float | None = None,
                      deadline: float | None = None) -> AsyncIterator[bytes]:
-        """Send a request and yield the answer's chunks as they arrive."""
+        """Send a request and yield the answer's chunks as they arrive (``deadline`` and
+        stopping early as with ``Client.stream``)."""
         import asyncio
 
         request_id = next(self._ids)
@@ -226,9 +277,10 @@ class AsyncClient:
         if self._monitor is None:
             self._monitor = self._socket.get_monitor_socket(_WATCHED)
             self._watcher = asyncio.ensure_future(self._watch(self._monitor))
+        ended = False  # the answer ended, or no node ever had the request
         try:
             await self._socket.send_multipart(_request(request_id, app, event, data, urgent,
-                                                       timeout, deadline))
+                                                       timeout, _deadline(deadline, self.wait)))
             # News read this soon may be older than the request (the loop reads the monitor
             # when it gets to it): only later news decides, as in ``Client``.
             news_after = asyncio.get_running_loop().time() + QUICK_MS / 1000
@@ -240,18 +292,38 @@ class AsyncClient:
                 if code == Code.CHUNK:
                     yield payload or b""
                 elif code == Code.CHOKE:
+                    ended = True
                     if payload is not None:
                         yield payload
                     return
                 elif code == Code.ERROR:
+                    ended = True
                     raise ServiceError(int(fields[2]), str(fields[3]))
                 elif code == _CONNECTION and asyncio.get_running_loop().time() >= news_after:
                     error = _connection_error(self.endpoint, fields[0])
                     if error is not None:
+                        ended = True
                         _forget_unsent(self._socket, self.endpoint)
                         raise error
         finally:
-            self._queues.pop(request_id, None)
+            if self._queues.pop(request_id, None) is not None and not ended:
+                self._cancel(request_id)
+
+    def _cancel(self, request_id: int) -> None:
+        """Tell the node this client no longer waits for ``request_id`` (never blocks; queued
+        after any request still being sent, so it never overtakes its own request)."""
+        import asyncio
+
+        if self._socket.closed:
+            return
+        try:
+            sent = asyncio.ensure_future(self._socket.send_multipart(
+                [protocol.pack(Code.CANCEL, request_id)], flags=zmq.NOBLOCK))
+            # A CANCEL that could not be sent is no one's error: take its outcome, quietly.
+            sent.add_done_callback(lambda done: done.cancelled() or done.exception())
+        except (zmq.ZMQError, RuntimeError):  # RuntimeError: the event loop is gone
+            return
+        self._cancelled = True
 
     async def _read(self) -> None:
         while self._queues:
@@ -283,14 +355,19 @@ class AsyncClient:
         return msgpack.unpackb(answer, raw=False) if answer else None
 
     def close(self) -> None:
-        """Close the socket."""
+        """Cancel the requests still waiting for an answer, and close the socket."""
+        if self._socket.closed:
+            return
+        for request_id in sorted(self._queues):
+            self._cancel(request_id)
+        self._queues.clear()
         for task in (self._reader, self._watcher):
             if task is not None:
                 task.cancel()
         if self._monitor is not None:
             self._socket.disable_monitor()
             self._monitor.close(linger=0)
-        self._socket.close(linger=0)
+        self._socket.close(linger=CANCEL_LINGER_MS if self._cancelled else 0)
 
     async def __aenter__(self) -> AsyncClient:
         return self

@@ -5,6 +5,10 @@ is checked, and is routed: requests for the reserved app ``@node`` go to the con
 the others become jobs of the named app's engine, if a ``native-server`` task serves that
 event. Answers go back through a ``NativeSink``. A client can never make the node fail: a bad
 request gets a 400 naming what is wrong, and anything unexpected a 500.
+
+A client that stops waiting for an answer says so with ``[CANCEL, id]``: the endpoint keeps
+the jobs of the requests in flight (``InFlight``), so it can find that request's job and
+abandon it (it never starts if it still waits in its queue; its answer goes nowhere).
 """
 
 from __future__ import annotations
@@ -24,23 +28,36 @@ from cocaine_core.zmqloop import SocketReader
 
 if TYPE_CHECKING:
     from cocaine_core.engine import Engine
+    from cocaine_core.engine.job import Job
     from cocaine_core.node import Node
 
 log = logging.getLogger("cocaine.endpoint")
 
 #: Messages queued per client in each direction before ZeroMQ pushes back.
 HIGH_WATER_MARK = 100_000
+#: Most requests in flight the endpoint remembers for CANCEL (see ``InFlight``).
+IN_FLIGHT_LIMIT = 100_000
+
+#: A request in flight: the client's routing identity and the id it chose.
+RequestKey = tuple[bytes, Any]
 
 
 class NativeSink:
     """Sends a job's answer back to the client that asked, over the node's ROUTER."""
 
-    __slots__ = ("envelope", "reader", "request_id")
+    __slots__ = ("envelope", "in_flight", "reader", "request_id")
 
     def __init__(self, reader: SocketReader, envelope: list[bytes], request_id: Any) -> None:
         self.reader = reader
         self.envelope = envelope
         self.request_id = request_id
+        #: Where the request is remembered while its job runs (None: not cancellable).
+        self.in_flight: InFlight | None = None
+
+    @property
+    def key(self) -> RequestKey:
+        """The request this sink answers: the client's identity and its request id."""
+        return self.envelope[0], self.request_id
 
     def chunk(self, data: bytes) -> None:
         """Send one chunk."""
@@ -48,16 +65,65 @@ class NativeSink:
 
     def choke(self) -> None:
         """Send the end of the answer."""
+        self._ended()
         self.reader.send([*self.envelope, protocol.pack(Code.CHOKE, self.request_id)])
 
     def last(self, data: bytes) -> None:
         """Send the last chunk with the end of the answer, in one message."""
+        self._ended()
         self.reader.send([*self.envelope, protocol.pack(Code.CHOKE, self.request_id), data])
 
     def error(self, code: int, message: str) -> None:
         """Send an error (no choke follows)."""
+        self._ended()
         self.reader.send([*self.envelope,
                           protocol.pack(Code.ERROR, self.request_id, code, message)])
+
+    def _ended(self) -> None:
+        if self.in_flight is not None:
+            self.in_flight.ended(self)
+
+
+class InFlight:
+    """The jobs of the app requests in flight, by (client identity, request id), so that a
+    client's CANCEL finds its job.
+
+    A request is remembered from the moment its job is queued or started until the job ends
+    (its sink is told) or the client cancels it; so the map holds at most the jobs alive,
+    which each app's ``queue-limit`` and ``pool-limit`` bound, however many requests a client
+    sends without reading a single answer. ``limit`` is a last guard against a job that never
+    ends: past it, the oldest request is forgotten (it can no longer be cancelled; its
+    deadline still holds).
+    """
+
+    def __init__(self, limit: int = IN_FLIGHT_LIMIT) -> None:
+        self.limit = limit
+        #: Requests forgotten because the map was full.
+        self.evicted = 0
+        self._jobs: dict[RequestKey, tuple[Engine, Job]] = {}
+
+    def add(self, key: RequestKey, engine: Engine, job: Job) -> None:
+        """Remember ``job``, run by ``engine``, as the job of request ``key``. A client that
+        reuses an id still in flight can cancel only its latest request of that id."""
+        self._jobs.pop(key, None)
+        while len(self._jobs) >= self.limit:
+            del self._jobs[next(iter(self._jobs))]
+            self.evicted += 1
+        self._jobs[key] = (engine, job)
+
+    def pop(self, key: RequestKey) -> tuple[Engine, Job] | None:
+        """Forget request ``key``; return its engine and job, or None if not in flight."""
+        return self._jobs.pop(key, None)
+
+    def ended(self, sink: NativeSink) -> None:
+        """The job answering through ``sink`` has ended: forget its request."""
+        key = sink.key
+        entry = self._jobs.get(key)
+        if entry is not None and entry[1].sink is sink:
+            del self._jobs[key]
+
+    def __len__(self) -> int:
+        return len(self._jobs)
 
 
 @attrs.define(slots=True)
@@ -95,8 +161,10 @@ class NativeEndpoint:
     def __init__(self, node: Node, listen: str) -> None:
         self.node = node
         self.listen = listen
-        #: Requests received, good or bad.
+        #: Requests received, good or bad (a CANCEL is not counted).
         self.requests = 0
+        #: The jobs of requests in flight, for CANCEL.
+        self.in_flight = InFlight()
         self._socket: zmq.Socket[bytes] | None = None
         self._reader: SocketReader | None = None
 
@@ -141,6 +209,10 @@ class NativeEndpoint:
                 raise _bad(str(exc)) from None
             if len(fields) >= 2:
                 request_id = _safe_id(fields[1])
+            if fields[0] == Code.CANCEL:
+                self.requests -= 1
+                self.cancel(envelope[0], request_id)
+                return
             if fields[0] != Code.REQUEST or len(fields) < 4:
                 raise _bad("expected [10, request_id, app, event, policy] in the header frame")
             app, event = fields[2], fields[3]
@@ -172,8 +244,31 @@ class NativeEndpoint:
                                                  f"natively; events: {served}")
         driver.requests += 1
         deadline = None if policy.deadline is None else time.monotonic() + policy.deadline
-        engine.submit(driver.make_job(body, {}, sink, urgent=policy.urgent, deadline=deadline,
-                                      timeout=policy.timeout))
+        job = driver.make_job(body, {}, sink, urgent=policy.urgent, deadline=deadline,
+                              timeout=policy.timeout)
+        engine.submit(job)
+        if not job.finished and sink.request_id is not None:
+            sink.in_flight = self.in_flight
+            self.in_flight.add(sink.key, engine, job)
+
+    def cancel(self, client: bytes, request_id: Any) -> None:
+        """``client`` no longer waits for request ``request_id``: abandon its job. Still
+        queued, it is taken out and never runs; running, it finishes unheard. A request that
+        has ended, or that this node never ran (an unknown id), is nothing to cancel."""
+        if request_id is None:
+            raise _bad("expected [11, request_id] in the header frame, the id an integer or "
+                       "a string")
+        entry = self.in_flight.pop((client, request_id))
+        if entry is None:
+            return
+        engine, job = entry
+        # A redeploy moves queued jobs to the app's new engine: look in both queues.
+        current = self.node.apps.get(engine.name)
+        for holder in (engine, current):
+            if holder is not None and holder.queue.remove(job):
+                holder.stats.abandon(job)
+                return
+        (current or engine).stats.abandon(job)
 
     def _engine(self, app: str) -> Engine:
         node = self.node

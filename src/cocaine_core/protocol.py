@@ -33,6 +33,7 @@ class Code(IntEnum):
     TERMINATE = 8  # engine → slave: [8, reason]
     LOG = 9  # slave → engine: [9, slave_id, stream, text]
     REQUEST = 10  # client → node: [10, request_id, app, event, policy] + body
+    CANCEL = 11  # client → node: [11, request_id]: the client no longer waits for that answer
 
 
 class Status(IntEnum):

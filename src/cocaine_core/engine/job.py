@@ -63,6 +63,8 @@ class Job:
     attempts: int = 0
     sent_any: bool = False
     finished: bool = False
+    #: Its client left before it ended (see ``abandon``).
+    abandoned: bool = False
 
     def expired(self, now: float) -> bool:
         """Whether the deadline passed before the job started."""
@@ -73,7 +75,7 @@ class Job:
         return (self.timeout is not None and self.started is not None
                 and now - self.started >= self.timeout)
 
-    # The three ways a job ends; each reaches the sink at most once.
+    # The ways a job ends; each reaches the sink at most once (``abandon`` never does).
 
     def chunk(self, data: bytes) -> None:
         """Pass one chunk of the answer to the sink."""
@@ -106,3 +108,13 @@ class Job:
     def refuse(self, message: str) -> None:
         """Finish the job with 503 (no capacity)."""
         self.fail(Status.UNAVAILABLE, message)
+
+    def abandon(self) -> None:
+        """End the job without a word to its sink: nobody waits for the answer any more.
+
+        A queue never hands out an ended job, so one still waiting never starts; one already
+        running finishes on its slave, and what it sends goes nowhere.
+        """
+        if not self.finished:
+            self.finished = True
+            self.abandoned = True

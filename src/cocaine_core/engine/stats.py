@@ -21,38 +21,52 @@ class JobStats:
     timed_out: int = 0
     refused: int = 0
     expired: int = 0
+    abandoned: int = 0
     retried: int = 0
     latencies: collections.deque[float] = attrs.field(
         factory=lambda: collections.deque(maxlen=2048))
 
-    # The ways a job ends: each finishes the job and counts it.
+    # The ways a job ends: each finishes the job and counts it, unless it had already ended
+    # (a job whose client left is counted once, as abandoned, however it ends on its slave).
 
     def refuse(self, job: Job, message: str) -> None:
         """Refuse ``job`` with 503 (no capacity)."""
-        self.refused += 1
-        job.refuse(message)
+        if not job.finished:
+            self.refused += 1
+            job.refuse(message)
 
     def expire(self, job: Job) -> None:
         """Fail ``job`` with 520: its deadline passed before it could start."""
-        self.expired += 1
-        job.fail(Status.DEADLINE, "the job's deadline passed before it could start")
+        if not job.finished:
+            self.expired += 1
+            job.fail(Status.DEADLINE, "the job's deadline passed before it could start")
+
+    def abandon(self, job: Job) -> None:
+        """End ``job`` unheard: its client left. Taken out of its queue first, it never
+        starts; running, it finishes on its slave and its answer goes nowhere."""
+        if not job.finished:
+            self.abandoned += 1
+            job.abandon()
 
     def succeed(self, job: Job, last: bytes | None = None) -> None:
         """Complete ``job``; ``last`` is its final chunk, if any."""
-        self.done += 1
-        self.latencies.append(time.monotonic() - job.created)
-        job.complete(last)
+        if not job.finished:
+            self.done += 1
+            self.latencies.append(time.monotonic() - job.created)
+            job.complete(last)
 
     def fail(self, job: Job, code: int, message: str) -> None:
         """Fail ``job`` with ``code``."""
-        self.failed += 1
-        job.fail(code, message)
+        if not job.finished:
+            self.failed += 1
+            job.fail(code, message)
 
     def time_out(self, job: Job) -> None:
         """Fail ``job`` with 504: it ran past its timeout."""
-        self.timed_out += 1
-        job.fail(Status.TIMEOUT, f"the job ran past its timeout of {job.timeout:g} s and its "
-                                 f"slave was stopped")
+        if not job.finished:
+            self.timed_out += 1
+            job.fail(Status.TIMEOUT, f"the job ran past its timeout of {job.timeout:g} s and "
+                                     f"its slave was stopped")
 
     def percentile(self, fraction: float) -> float | None:
         """The latency (seconds) below which ``fraction`` of recent jobs finished."""
@@ -71,6 +85,7 @@ class JobStats:
             "timed-out": self.timed_out,
             "refused": self.refused,
             "expired": self.expired,
+            "abandoned": self.abandoned,
             "retried": self.retried,
             "latency-ms": {
                 "p50": None if p50 is None else round(p50 * 1000, 3),
