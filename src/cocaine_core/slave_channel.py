@@ -10,7 +10,6 @@ dropped and counted.
 from __future__ import annotations
 
 import collections
-import contextlib
 import os
 import threading
 import time
@@ -134,11 +133,14 @@ class SlaveChannel:
             lines, self._logs = self._logs, collections.deque()
             dropped, self._dropped = self._dropped, 0
         for stream, text in lines:
-            _send(socket, [protocol.pack(Code.LOG, self.slave_id, stream, text)])
+            if not _send(socket, [protocol.pack(Code.LOG, self.slave_id, stream, text)]):
+                dropped += 1  # the engine's queue for us is full: counted, said below
         if dropped:
             note = (f"[{dropped} lines of output dropped: the app printed faster than the "
                     f"node reads]")
-            _send(socket, [protocol.pack(Code.LOG, self.slave_id, "stderr", note)])
+            if not _send(socket, [protocol.pack(Code.LOG, self.slave_id, "stderr", note)]):
+                with self._log_lock:  # say it next time
+                    self._dropped += dropped
 
     def close(self) -> None:
         """Stop the heartbeat thread and close the sockets, flushing what is queued."""
@@ -149,7 +151,11 @@ class SlaveChannel:
         self.context.term()
 
 
-def _send(socket: zmq.Socket, frames: list[bytes]) -> None:
-    # If the engine is not reading, a lost heartbeat or log line is the right loss.
-    with contextlib.suppress(zmq.Again):
+def _send(socket: zmq.Socket, frames: list[bytes]) -> bool:
+    # If the engine is not reading, a lost heartbeat or log line is the right loss; False
+    # says so, so that lost lines are counted.
+    try:
         socket.send_multipart(frames, zmq.NOBLOCK)
+    except zmq.Again:
+        return False
+    return True

@@ -24,7 +24,8 @@ def call(
     node: NodeOption = DEFAULT_ENDPOINT,
     timeout: Annotated[float | None, typer.Option(help="Most seconds the job may run.")] = None,
     deadline: Annotated[float | None, typer.Option(
-        help="Seconds from now by which the job must start.")] = None,
+        help="Seconds from now by which the job must start (default: --wait, as nobody "
+             "waits for it after that).")] = None,
     urgent: Annotated[bool, typer.Option("--urgent", help="Jump the queue.")] = False,
     wait: Annotated[float, typer.Option(
         "--wait", help="Most seconds to wait for each part of the answer (at least --timeout "

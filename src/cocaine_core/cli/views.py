@@ -79,7 +79,7 @@ def app_lines(name: str, app: dict[str, Any], columns: int) -> list[str]:
     latency = jobs.get("latency-ms") or {}
     counts = [f"{jobs['done']} done", f"{jobs['failed']} failed",
               f"{jobs['timed-out']} timed out", f"{jobs['refused']} refused"]
-    counts += [f"{jobs[k]} {k}" for k in ("expired", "retried") if jobs.get(k)]
+    counts += [f"{jobs[k]} {k}" for k in ("expired", "retried", "abandoned") if jobs.get(k)]
     spare = f"; {pool['spare']} spare" if pool.get("spare") else ""
     parts = [("broken", str(app["broken"]))] if app.get("broken") else []
     parts += [
