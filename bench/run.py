@@ -32,6 +32,8 @@ from bench.session import Bench, Settings  # noqa: E402
 
 #: Every scenario, in the order they run.
 SCENARIOS = ("throughput", "latency", "growth", "timer", "fsmonitor", "memory", "overload")
+#: Scenarios run only when named with --only (they need root, or take long).
+EXTRA = ("oom",)
 #: The scenarios that share servers (cocaine and the broker, started once).
 SHARING = ("throughput", "latency")
 DEFAULT_JSON = ROOT / "bench" / "results" / "latest.json"
@@ -60,7 +62,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="rounds per scenario [5; 2 with --quick]")
     parser.add_argument("--only", action="append", default=None, metavar="SCENARIO",
                         help=f"run only these (repeat or comma-separate): "
-                             f"{', '.join(SCENARIOS)}")
+                             f"{', '.join(SCENARIOS)}; also {', '.join(EXTRA)}")
     parser.add_argument("--keep", action="store_true",
                         help="keep the work folder (apps, node logs) for a look afterwards")
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
@@ -68,10 +70,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.rounds is not None and args.rounds < 1:
         parser.error("--rounds must be 1 or more")
     chosen = [n.strip() for item in args.only or [] for n in item.split(",") if n.strip()]
-    unknown = [n for n in chosen if n not in SCENARIOS]
+    unknown = [n for n in chosen if n not in SCENARIOS + EXTRA]
     if unknown:
-        parser.error(f"unknown scenario {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}")
-    args.scenarios = [n for n in SCENARIOS if n in chosen] if chosen else list(SCENARIOS)
+        parser.error(f"unknown scenario {', '.join(unknown)}; choose from "
+                     f"{', '.join(SCENARIOS + EXTRA)}")
+    args.scenarios = ([n for n in SCENARIOS + EXTRA if n in chosen] if chosen
+                      else list(SCENARIOS))
     return args
 
 

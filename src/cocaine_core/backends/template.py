@@ -41,6 +41,19 @@ def die_with_parent(parent_pid: int) -> None:
         os._exit(70)
 
 
+def reset_oom_score_adj(value: int | None) -> None:
+    """Set this process's ``oom_score_adj`` to ``value`` (None: leave it). A slave does so
+    first thing, so that it does not keep the template's protection from the OOM killer;
+    raising it needs no privilege."""
+    if value is None:
+        return
+    try:
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write(str(value))
+    except OSError:
+        pass  # not Linux, or no /proc: there was no protection to shed either
+
+
 def template_main(conn: Connection, node_pid: int) -> None:
     """Entry point of the template process (runs until the node says exit or goes away)."""
     die_with_parent(node_pid)
@@ -142,6 +155,7 @@ def _become_slave(conn: Connection, config: dict[str, Any], runtime: Any, app: A
     """In the forked child: drop the template's duties and serve as a slave. Never returns."""
     code = 1
     try:
+        reset_oom_score_adj(config.get("slave_oom_score_adj"))
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
