@@ -384,7 +384,7 @@ class SlavePool:
         if hold:
             log.error("app %s: %d slaves crashed within %g s; new slaves wait %g s (the "
                       "slaves alive keep serving)", self.engine.name,
-                      self.crashes.intensity + 1, self.crashes.period, hold)
+                      self.crashes.recent(), self.crashes.period, hold)
 
     def backend_lost(self, status: int) -> None:
         """The template died: the engine loads the code again."""

@@ -60,6 +60,9 @@ class CrashBackoff:
         self.last_reason = reason
         excess = len(self._crashes) - self.intensity
         if excess <= 0:
+            if self.cap is not None:  # a probe failed: back to the slaves alive, at once
+                self.cap = max(1, min(alive, self.cap))
+                self._capped_at = now
             return 0.0
         self.hold = min(self.ceiling, self.base * 2 ** min(excess - 1, 32))
         self.hold_until = now + self.hold
@@ -92,6 +95,10 @@ class CrashBackoff:
             self._crashes.popleft()
         if not self._crashes:
             self.hold = 0.0
+
+    def recent(self) -> int:
+        """Crashes within the last ``PERIOD``."""
+        return len(self._crashes)
 
     def info(self, now: float) -> dict[str, Any]:
         """Recent crashes, the hold left, and the last reason, for ``cocaine info``."""
