@@ -31,7 +31,8 @@ from bench.results import ScenarioResult, Stopwatch  # noqa: E402
 from bench.session import Bench, Settings  # noqa: E402
 
 #: Every scenario, in the order they run.
-SCENARIOS = ("throughput", "latency", "growth", "timer", "fsmonitor", "memory", "overload")
+SCENARIOS = ("throughput", "latency", "growth", "timer", "fsmonitor", "memory", "overload",
+             "chaos")
 #: Scenarios run only when named with --only (they need root, or take long).
 EXTRA = ("oom",)
 #: The scenarios that share servers (cocaine and the broker, started once).

@@ -13,7 +13,8 @@ import pytest
 from cocaine_core.testing import leftover_slaves, process_gone, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
-SCENARIOS = {"throughput", "latency", "growth", "timer", "fsmonitor", "memory", "overload"}
+SCENARIOS = {"throughput", "latency", "growth", "timer", "fsmonitor", "memory", "overload",
+             "chaos"}
 
 
 @pytest.mark.timeout(400)
