@@ -173,11 +173,11 @@ class FakeBackend:
         (FakeBackend.behaviour or (lambda s, j: s.answer(j)))(slave, job_id)
 
     def lose(self) -> None:
-        """Die as a template does: every slave first, then the backend itself."""
+        """Die as a template does: the backend is lost, then every slave's exit is said."""
+        self.stopped = True
+        self.events.backend_lost(-9)
         for slave in list(self.slaves.values()):
             slave.exit(-9)
-        self.stopped = True
-        asyncio.get_running_loop().call_soon(self.events.backend_lost, -9)
 
     # -- for tests ------------------------------------------------------------------------------
 

@@ -28,8 +28,8 @@ class BackendEvents(Protocol):
 
     def backend_lost(self, status: int) -> None:
         """What the backend needs to spawn (its template process) died after it had
-        started; every slave it had was reported exited first. ``spawn`` now fails until
-        the engine makes a new backend."""
+        started, and every slave it had with it: their exits are reported right after this
+        call. ``spawn`` now fails until the engine makes a new backend."""
 
 
 class SlaveBackend(Protocol):

@@ -211,12 +211,19 @@ class ProcessBackend:
         self._conn.close()
         self._conn = None
         status = self._reap_template()
+        was_loaded = (self._loaded is not None and self._loaded.done()
+                      and not self._loaded.cancelled() and self._loaded.result()[0] == "loaded")
         if self._loaded is not None and not self._loaded.done():
             # Killed (by the OOM killer, an operator): the moment's fault, not the code's.
             how = (f"was killed by signal {-status}" if status < 0 else
                    f"exited with status {status}")
             self._loaded.set_result(("failed", f"the template process {how} before it had "
                                                f"loaded the app", status > 0))
+        if was_loaded and not self._stopping:
+            # Said first, so that the engine neither spawns from, nor dispatches to, what
+            # died with the template while its slaves' exits are reported below.
+            log.error("app %s: the template process died (status %s)", self.app.name, status)
+            self.events.backend_lost(status)
         # Its slaves die with it (PR_SET_PDEATHSIG); nobody will report them: we do.
         for slave_id in list(self._pids):
             pid = self._pids.pop(slave_id)
@@ -225,11 +232,6 @@ class ProcessBackend:
                 os.kill(pid, signal.SIGKILL)
             self.events.slave_exited(slave_id, -signal.SIGKILL)
         self._notify_template_exit(status)
-        was_loaded = (self._loaded is not None and self._loaded.done()
-                      and not self._loaded.cancelled() and self._loaded.result()[0] == "loaded")
-        if was_loaded and not self._stopping:
-            log.error("app %s: the template process died (status %s)", self.app.name, status)
-            self.events.backend_lost(status)
 
     def _reap_template(self) -> int:
         assert self.template is not None

@@ -171,6 +171,9 @@ class Engine:
         if self.stopping():
             return
         self.backend = None
+        for slave in list(self.pool.slaves.values()):  # they died with it: no job goes to them
+            if slave.state is not SlaveState.KILLED:
+                self.pool.kill(slave, "its template process died")
         self.loader.keep_loading()
 
     async def restart(self) -> None:

@@ -69,17 +69,28 @@ class SlaveHandle:
                 "startup-ms": None if self.startup is None else round(self.startup * 1000, 3)}
 
 
+def _stat(pid: int) -> list[str] | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
 def cpu_of(pid: int) -> float | None:
     """CPU seconds (user and system) process ``pid`` has used, or None if it is gone or
     stopped (a stopped process is not working, whatever it used before)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    if fields[0] in ("T", "t", "Z", "X"):
+    fields = _stat(pid)
+    if fields is None or fields[0] in ("T", "t", "Z", "X"):
         return None
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def dead(pid: int) -> bool:
+    """Whether process ``pid`` has ended and waits to be reaped (a zombie: its parent, a
+    stopped template, may not report it for a while)."""
+    fields = _stat(pid)
+    return fields is not None and fields[0] in ("Z", "X")
 
 
 def rss_of(pid: int) -> int | None:

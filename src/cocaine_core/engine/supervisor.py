@@ -14,7 +14,7 @@ import signal
 import time
 from typing import TYPE_CHECKING
 
-from cocaine_core.engine.slave_handle import SlaveHandle, SlaveState, cpu_of, rss_of
+from cocaine_core.engine.slave_handle import SlaveHandle, SlaveState, cpu_of, dead, rss_of
 from cocaine_core.protocol import Status
 
 if TYPE_CHECKING:
@@ -109,6 +109,12 @@ def murder_unresponsive(pool: SlavePool, now: float) -> None:
         elif slave.state is SlaveState.READY and \
                 now - slave.last_seen > pool.config.heartbeat_timeout:
             if busy_though_silent(slave, now):
+                continue
+            if slave.pid and dead(slave.pid):  # died, unreported: its jobs may run again
+                for job in slave.jobs.values():
+                    pool.engine.retry_or_fail(job, f"slave {slave.label()} died")
+                slave.jobs.clear()
+                pool.kill(slave, f"slave {slave.label()} died")
                 continue
             reason = (f"slave {slave.label()} sent no heartbeat for "
                       f"{pool.config.heartbeat_timeout:g} s and was killed")
