@@ -63,6 +63,7 @@ from bench.nodes import CocaineRun, write_app
 from bench.processes import cpu_seconds
 from bench.results import ScenarioResult
 from bench.session import Bench
+from cocaine_core.backends.process import node_processes
 
 NAME = "chaos"
 TITLE = "Chaos: templates and slaves killed, stopped, OOM-killed under load"
@@ -353,23 +354,8 @@ class Monitor:
 
 
 def app_processes(node_pid: int) -> dict[int, int]:
-    """Live templates and slaves of the node ``node_pid`` (by their command line, which a
-    forked slave shares with its template), each with its parent's pid."""
-    found: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                args = f.read().split(b"\0")
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                fields = f.read().rsplit(b")", 1)[1].split()
-        except OSError:
-            continue
-        if (b"cocaine_core.backends.template_entry" in args
-                and args[-2:-1] == [str(node_pid).encode()] and fields[0] != b"Z"):
-            found[int(entry)] = int(fields[1])
-    return found
+    """Live templates and slaves of the node ``node_pid``, each with its parent's pid."""
+    return node_processes(node_pid)
 
 
 def _memory_unavailable() -> str | None:

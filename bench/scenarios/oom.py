@@ -30,6 +30,7 @@ from bench.loadgen import NativeLoad, probe
 from bench.nodes import CocaineRun, write_app
 from bench.results import ScenarioResult, skipped
 from bench.session import Bench
+from cocaine_core.backends.process import node_processes
 
 NAME = "oom"
 TITLE = "OOM storm: memory limit below pool-limit x a job's memory"
@@ -139,19 +140,8 @@ def _has_memsw() -> bool:
 
 def _template_of(node_pid: int) -> int | None:
     """The pid of the template process the node ``node_pid`` started (its child)."""
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                parent = int(f.read().rsplit(b")", 1)[1].split()[1])
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                command = f.read()
-        except (OSError, ValueError, IndexError):
-            continue
-        if parent == node_pid and b"cocaine_core.backends.template_entry" in command:
-            return int(entry)
-    return None
+    return next((pid for pid, parent in node_processes(node_pid).items()
+                 if parent == node_pid), None)
 
 
 class _StateSampler:

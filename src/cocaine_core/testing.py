@@ -51,22 +51,9 @@ def leftover_slaves(node_pid: int | None = None) -> list[int]:
     (default: this process) that are still alive (zombies excluded)."""
     import os
 
-    node_pid = node_pid or os.getpid()
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                args = f.read().split(b"\0")
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                state = f.read().rsplit(b")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if (b"cocaine_core.backends.template_entry" in args and args[-2:-1] == [
-                str(node_pid).encode()] and state != b"Z"):
-            found.append(int(entry))
-    return found
+    from cocaine_core.backends.process import node_processes
+
+    return sorted(node_processes(node_pid or os.getpid()))
 
 
 def call_or_error(endpoint: str, app: str, event: str, data: Any = None,

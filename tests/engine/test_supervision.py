@@ -11,7 +11,9 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
+from cocaine_core.backends.process import node_processes
 from cocaine_core.client import Client, wait_for_node
 from cocaine_core.testing import call_or_error as call
 from cocaine_core.testing import free_port, leftover_slaves, wait_until
@@ -51,17 +53,23 @@ def template_pid(node, app: str) -> int:
 
 
 def children_of(pid: int) -> set[int]:
-    out = set()
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid and fields[0] != "Z":
-                out.add(int(entry))
-    return out
+    """Live templates and slaves of this process's node whose parent is ``pid``."""
+    return {child for child, parent in node_processes(os.getpid()).items() if parent == pid}
+
+
+def run_in_own_session(manifest: Path, endpoint: str, output: Any) -> subprocess.Popen[bytes]:
+    """``cocaine run`` in a process group of its own (so the test can stop or signal it
+    whole), its output to ``output``; returns once the node answers."""
+    process = subprocess.Popen([COCAINE, "run", str(manifest), "--listen", endpoint,
+                                "--log-format", "plain"], stdout=output,
+                               stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_for_node(endpoint, timeout=30)
+    except BaseException:
+        process.kill()
+        process.wait()
+        raise
+    return process
 
 
 def test_an_import_slower_than_startup_timeout_is_retried_not_fatal(cocaine_node, make_app,
@@ -139,11 +147,8 @@ def test_a_handler_holding_the_gil_in_a_busy_c_call_is_not_killed(cocaine_node, 
 def test_a_node_stopped_with_its_slaves_does_not_kill_them_for_silence(make_app):
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     manifest = make_app(APP, TASKS, engine={"heartbeat-timeout": 1}, name="paused")
-    process = subprocess.Popen([COCAINE, "run", str(manifest), "--listen", endpoint,
-                                "--log-format", "plain"], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, start_new_session=True)
+    process = run_in_own_session(manifest, endpoint, subprocess.DEVNULL)
     try:
-        wait_for_node(endpoint, timeout=30)
         with ThreadPoolExecutor(1) as pool:
             with Client(endpoint, wait=30) as client:
                 wait_until(lambda: client.control("info")["apps"].get("paused", {}).get(
@@ -171,11 +176,8 @@ def test_sigterm_to_the_whole_process_group_under_load_ends_the_node(make_app):
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     manifest = make_app(APP, TASKS, engine={"pool-min": 2, "pool-limit": 3,
                                             "termination-timeout": 1}, name="group")
-    process = subprocess.Popen([COCAINE, "run", str(manifest), "--listen", endpoint,
-                                "--log-format", "plain"], stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, start_new_session=True)
+    process = run_in_own_session(manifest, endpoint, subprocess.PIPE)
     try:
-        wait_for_node(endpoint, timeout=30)
         with ThreadPoolExecutor(4) as pool:
             with Client(endpoint, wait=30) as client:
                 wait_until(lambda: client.control("info")["apps"].get("group", {}).get(

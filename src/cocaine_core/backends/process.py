@@ -40,6 +40,9 @@ from cocaine_core.plugins import get_host
 
 log = logging.getLogger("cocaine.backend")
 
+#: The module a template process runs (``python -m``): it names our processes in ``ps``.
+TEMPLATE_MODULE = "cocaine_core.backends.template_entry"
+
 #: The template's ``oom_score_adj``: the kernel's OOM killer takes it only once no other
 #: process of its group is left to take (its score is less than 0.1% of the memory it may
 #: use). Not -1000, which the killer never takes: a template whose import alone passes the
@@ -115,7 +118,7 @@ class ProcessBackend:
         ours, theirs = socket.socketpair()
         try:
             self.template = subprocess.Popen(
-                [sys.executable, "-m", "cocaine_core.backends.template_entry",
+                [sys.executable, "-m", TEMPLATE_MODULE,
                  str(theirs.fileno()), str(os.getpid())],
                 pass_fds=[theirs.fileno()],
                 cwd=str(self.app.root or self.app.manifest.root),
@@ -269,6 +272,27 @@ class ProcessBackend:
             self._reap_template()
             self._notify_template_exit(self.template.returncode or 0)
 
+
+
+def node_processes(node_pid: int) -> dict[int, int]:
+    """Live templates and slaves that the node in process ``node_pid`` started (found by the
+    command line a template is started with, which its forked slaves share), each with its
+    parent's pid; zombies left out. For tests, benchmarks and operators' checks."""
+    found: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                args = f.read().split(b"\0")
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if (TEMPLATE_MODULE.encode() in args and args[-2:-1] == [str(node_pid).encode()]
+                and fields[0] != b"Z"):
+            found[int(entry)] = int(fields[1])
+    return found
 
 if TYPE_CHECKING:
     _follows_the_contract: type[SlaveBackend] = ProcessBackend
