@@ -219,3 +219,17 @@ def test_an_old_client_without_deadline_or_cancel_is_served_as_before(
     raw.send(*header, body=b"old")
     assert raw.receive() == ([Code.CHOKE, 1], b"old")
     assert in_flight(node) == 0
+
+
+def test_a_policy_time_past_its_range_is_refused_naming_the_range():
+    from cocaine_core.endpoint import Policy
+    from cocaine_core.errors import ServiceError
+
+    for value in (1e300, 10**9, 0, -1, float("nan"), True, "5"):
+        try:
+            Policy.parse({"timeout": value})
+        except ServiceError as exc:
+            assert exc.code == 400 and "above 0 and below 1e9" in exc.message, exc.message
+        else:
+            raise AssertionError(f"{value!r} was accepted")
+    assert Policy.parse({"timeout": 2.5, "deadline": 10}).timeout == 2.5

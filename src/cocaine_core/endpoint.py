@@ -150,7 +150,8 @@ class Policy:
             value = policy.get(key)
             if value is not None and (isinstance(value, bool) or not isinstance(
                     value, int | float) or not 0 < value < 10**9):
-                raise _bad(f"policy.{key} must be a number of seconds above 0, or nil")
+                raise _bad(f"policy.{key} must be a number of seconds above 0 and below "
+                           f"1e9, or nil; got {value!r:.40}")
             times.append(value)
         return cls(urgent, times[0], times[1])
 
