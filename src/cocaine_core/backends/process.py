@@ -4,20 +4,20 @@ Why not plain ``fork`` from the node: the node runs ZeroMQ I/O threads, and a fo
 threaded process inherits locks held by threads that do not exist in the child. So the node
 starts one *template* per app as a fresh interpreter (what multiprocessing calls the ``spawn``
 start method; we exec it with ``subprocess`` so the node's ``__main__`` is not imported again)
-and talks to it over a ``multiprocessing.connection`` pipe. The template has no threads and no
-ZeroMQ context; it imports the app once, then ``fork()``s each slave, which starts with the
-app already imported (a few milliseconds instead of an interpreter start plus imports) and
-shares the template's memory pages until it writes to them.
+and talks to it over a socket of msgpack frames (``pipe.py``) that the node's loop reads and
+writes without ever blocking; at most ``FORKS_IN_FLIGHT`` forks are asked for at a time, and
+every slave counts against the node's ``--max-slaves`` (``appinfo.SlaveBudget``). The
+template has no threads and no ZeroMQ context; it imports the app once, then ``fork()``s each
+slave, which starts with the app already imported (a few milliseconds instead of an
+interpreter start plus imports) and shares the template's memory pages until it writes to
+them.
 
-Slaves never outlive the node: the template and each slave ask the kernel for SIGKILL when
-their parent dies (``PR_SET_PDEATHSIG``), and the slave's heartbeat thread also exits when its
-parent changes.
-
-The template is the last process of its app the kernel's OOM killer takes, since losing it
-costs every slave: the node lowers its ``oom_score_adj`` as soon as it starts (which takes
-CAP_SYS_RESOURCE, which root in a container often lacks: without it the score is left as it
-is), and each slave sets its own, as soon as it is forked, above the template's (raising
-needs no privilege), so slaves never inherit the protection.
+Slaves never outlive the node: each slave asks the kernel for SIGKILL when the template dies
+(``PR_SET_PDEATHSIG``), the template for SIGTERM when the node dies, on which it kills every
+process below it (``orphans.py``), and the slave's heartbeat thread also exits when its parent
+changes. The template's stdout and stderr, which every process of the app inherits, are pipes
+the node reads into its log, tagged with the app (``output.py``). The OOM killer takes the
+template last (``oom.py``).
 """
 
 from __future__ import annotations
@@ -30,11 +30,22 @@ import signal
 import socket
 import subprocess
 import sys
-from multiprocessing.connection import Connection
+import uuid
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from cocaine_core.appinfo import AppInfo, SlaveInfo
 from cocaine_core.backends import BackendEvents, SlaveBackend
+from cocaine_core.backends.oom import (
+    SLAVE_OOM_SCORE_STEP,
+    TEMPLATE_OOM_SCORE_ADJ,
+    oom_score_adj,
+    protect_from_oom_killer,
+    slave_oom_score_adj,
+)
+from cocaine_core.backends.orphans import KILL_TIMEOUT, TREE_VARIABLE, kill_marked
+from cocaine_core.backends.output import AppOutput
+from cocaine_core.backends.pipe import FramedPipe
 from cocaine_core.errors import AppLoadError
 from cocaine_core.plugins import get_host
 
@@ -43,48 +54,10 @@ log = logging.getLogger("cocaine.backend")
 #: The module a template process runs (``python -m``): it names our processes in ``ps``.
 TEMPLATE_MODULE = "cocaine_core.backends.template_entry"
 
-#: The template's ``oom_score_adj``: the kernel's OOM killer takes it only once no other
-#: process of its group is left to take (its score is less than 0.1% of the memory it may
-#: use). Not -1000, which the killer never takes: a template whose import alone passes the
-#: app's memory limit would then stall its group instead of failing the load.
-TEMPLATE_OOM_SCORE_ADJ = -999
-#: How far above the template's ``oom_score_adj`` a slave's is, at least: each point counts
-#: as 0.1% of the memory the group may use, so a slave goes first unless the template is
-#: bigger than it by a tenth of the limit (it never is: a slave maps the template's pages).
-SLAVE_OOM_SCORE_STEP = 100
-
-
-def oom_score_adj(pid: int | None = None) -> int | None:
-    """Process ``pid``'s ``oom_score_adj`` (this process's by default); None if unknown."""
-    try:
-        with open(f"/proc/{pid or 'self'}/oom_score_adj") as f:
-            return int(f.read())
-    except (OSError, ValueError):
-        return None
-
-
-def protect_from_oom_killer(pid: int) -> bool:
-    """Set process ``pid``'s ``oom_score_adj`` to ``TEMPLATE_OOM_SCORE_ADJ``; False if that
-    takes a privilege (CAP_SYS_RESOURCE) this process lacks, or the process is gone."""
-    current = oom_score_adj(pid)
-    if current is None:
-        return False
-    if current == TEMPLATE_OOM_SCORE_ADJ:
-        return True
-    try:
-        with open(f"/proc/{pid}/oom_score_adj", "w") as f:
-            f.write(str(TEMPLATE_OOM_SCORE_ADJ))
-    except OSError as exc:
-        log.debug("cannot lower the oom_score_adj of the template %d: %s; it keeps %d",
-                  pid, exc.strerror or exc, current)
-        return False
-    return True
-
-
-def slave_oom_score_adj(template: int | None, node: int | None) -> int:
-    """The ``oom_score_adj`` a slave sets its own to: at least 0, at least the node's, and
-    ``SLAVE_OOM_SCORE_STEP`` above the template's (which the node may have lowered)."""
-    return min(1000, max(0, node or 0, (template or 0) + SLAVE_OOM_SCORE_STEP))
+#: Fork requests sent to a template and not yet answered, at most; more wait in the node.
+FORKS_IN_FLIGHT = 8
+#: What the node's side of a template's pipe may hold unsent (bytes).
+OUTBOX = 2**20
 
 
 class ProcessBackend:
@@ -99,9 +72,17 @@ class ProcessBackend:
         self.startup_timeout = startup_timeout
         self.template: subprocess.Popen[bytes] | None = None
         self.template_info: SlaveInfo | None = None
-        self._conn: Connection | None = None
+        self._pipe: FramedPipe | None = None
         self._pids: dict[str, int] = {}
         self._ids: dict[int, str] = {}
+        #: Forks asked for and not yet sent, sent and not yet answered; slaves counted in
+        #: the node's budget (``app.slaves``).
+        self._waiting: deque[str] = deque()
+        self._in_flight: set[str] = set()
+        self._counted: set[str] = set()
+        self._output: list[AppOutput] = []
+        #: Marks every process below this template (``orphans.TREE_VARIABLE``).
+        self.tree = f"{os.getpid()}.{app.instance}.{uuid.uuid4().hex[:8]}"
         self._loaded: asyncio.Future[Any] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = False
@@ -120,26 +101,33 @@ class ProcessBackend:
             self.template = subprocess.Popen(
                 [sys.executable, "-m", TEMPLATE_MODULE,
                  str(theirs.fileno()), str(os.getpid())],
-                pass_fds=[theirs.fileno()],
+                pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                env={**os.environ, TREE_VARIABLE: self.tree},
                 cwd=str(self.app.root or self.app.manifest.root),
             )
         finally:
             theirs.close()
+        assert self.template.stdout is not None and self.template.stderr is not None
+        for stream, pipe in (("stdout", self.template.stdout), ("stderr", self.template.stderr)):
+            self._output.append(AppOutput(self.app.name, stream, os.dup(pipe.fileno()),
+                                          self._loop))
+            pipe.close()
         protect_from_oom_killer(self.template.pid)
         self._slave_oom_score_adj = slave_oom_score_adj(oom_score_adj(self.template.pid),
                                                         oom_score_adj())
-        self._conn = Connection(ours.detach())
+        self._pipe = FramedPipe(ours, max_out=OUTBOX)
         self.template_info = SlaveInfo(id=f"{self.app.name}/template", pid=self.template.pid,
                                        template=True)
         self._loaded = self._loop.create_future()
-        self._loop.add_reader(self._conn.fileno(), self._on_readable)
+        self._loop.add_reader(self._pipe.fileno(), self._on_readable)
         try:
             get_host().call_each("cocaine_slave_spawned", raise_errors=True, app=self.app,
                                  slave=self.template_info)
         except Exception:
             await self.stop()
             raise  # a plugin's refusal fails the start with its message; it is not the code
-        self._conn.send(("configure", self._config()))
+        self._send(["configure", self._config()])
         try:
             # Shielded: a timeout must leave the future to _on_template_exit, not cancel it.
             result = await asyncio.wait_for(asyncio.shield(self._loaded), self.startup_timeout)
@@ -150,7 +138,8 @@ class ProcessBackend:
                                code_fault=False) from None
         if result[0] == "failed":
             await self.stop()
-            raise AppLoadError(result[1], code_fault=result[2] if len(result) > 2 else True)
+            raise AppLoadError(str(result[1]),
+                               code_fault=bool(result[2]) if len(result) > 2 else True)
 
     def _config(self) -> dict[str, Any]:
         manifest = self.app.manifest
@@ -166,10 +155,55 @@ class ProcessBackend:
         }
 
     def spawn(self, slave_id: str) -> None:
-        """Ask the template to fork a slave named ``slave_id``."""
-        if self._conn is None or self._stopping:
+        """Ask the template to fork a slave named ``slave_id``: at once if fewer than
+        ``FORKS_IN_FLIGHT`` forks await their answer, else once one is answered. A spawn past
+        the node's ``--max-slaves`` is refused through ``events.spawn_failed``."""
+        if self._pipe is None or self._stopping:
             raise AppLoadError("the template process is not running")
-        self._conn.send(("fork", slave_id))
+        if not self.app.slaves.take():
+            self.events.spawn_failed(slave_id, self.app.slaves.refusal())
+            return
+        self._counted.add(slave_id)
+        self._waiting.append(slave_id)
+        self._send_forks()
+
+    def _send_forks(self) -> None:
+        while self._waiting and len(self._in_flight) < FORKS_IN_FLIGHT and self._pipe:
+            slave_id = self._waiting.popleft()
+            self._in_flight.add(slave_id)
+            self._send(["fork", slave_id])
+
+    def _send(self, message: list[Any]) -> None:
+        """Send to the template without blocking; what it has not read yet is written from
+        the loop as it reads. A template that reads nothing for a whole buffer is lost."""
+        if self._pipe is None:
+            return
+        try:
+            self._pipe.send(message)
+        except OSError as exc:
+            log.error("app %s: the template process does not read its pipe (%s); killing it",
+                      self.app.name, exc)
+            self._kill_template()
+            return
+        if self._pipe.pending:
+            assert self._loop is not None
+            self._loop.add_writer(self._pipe.fileno(), self._on_writable)
+
+    def _on_writable(self) -> None:
+        assert self._loop is not None
+        if self._pipe is None:
+            return
+        try:
+            done = self._pipe.flush()
+        except OSError:
+            done = True  # the template is gone: the reader hears it
+        if done:
+            self._loop.remove_writer(self._pipe.fileno())
+
+    def _uncount(self, slave_id: str) -> None:
+        if slave_id in self._counted:
+            self._counted.discard(slave_id)
+            self.app.slaves.give()
 
     def signal(self, slave_id: str, signum: int) -> None:
         """Send ``signum`` to a live slave."""
@@ -179,61 +213,93 @@ class ProcessBackend:
                 os.kill(pid, signum)
 
     def _on_readable(self) -> None:
-        assert self._conn is not None
+        assert self._pipe is not None
         try:
-            while self._conn.poll():
-                self._handle(self._conn.recv())
-        except (EOFError, OSError):
+            messages = self._pipe.receive()
+        except (EOFError, OSError, ValueError):
             self._on_template_exit()
+            return
+        for message in messages:
+            self._handle(message)
+            if self._pipe is None:
+                return
 
-    def _handle(self, message: tuple[Any, ...]) -> None:
+    def _handle(self, message: list[Any]) -> None:
         kind = message[0]
         if kind in ("loaded", "failed"):
             if self._loaded is not None and not self._loaded.done():
                 self._loaded.set_result(message)
         elif kind == "forked":
             _, slave_id, pid = message
+            self._in_flight.discard(slave_id)
             self._pids[slave_id] = pid
             self._ids[pid] = slave_id
+            self._send_forks()
             self.events.slave_spawned(slave_id, pid)
         elif kind == "fork-failed":
             _, slave_id, reason = message
+            self._in_flight.discard(slave_id)
+            self._uncount(slave_id)
+            self._send_forks()
             self.events.spawn_failed(slave_id, reason)
         elif kind == "exited":
             _, pid, status = message
             slave_id = self._ids.pop(pid, None)
             if slave_id is not None:
                 self._pids.pop(slave_id, None)
+                self._uncount(slave_id)
                 self.events.slave_exited(slave_id, status)
 
+    def _kill_template(self) -> None:
+        if self.template is not None:
+            with contextlib.suppress(ProcessLookupError):
+                self.template.kill()
+
     def _on_template_exit(self) -> None:
-        if self._conn is None:
+        if self._pipe is None:
             return
         assert self._loop is not None
-        self._loop.remove_reader(self._conn.fileno())
-        self._conn.close()
-        self._conn = None
+        self._loop.remove_reader(self._pipe.fileno())
+        self._loop.remove_writer(self._pipe.fileno())
+        self._pipe.close()
+        self._pipe = None
         status = self._reap_template()
+        # What the template left behind (it was SIGKILLed), and its output so far.
+        killed = kill_marked(self.tree)
+        if killed:
+            log.warning("app %s: killed %d process(es) the app had started and left behind",
+                        self.app.name, killed)
+        for output in self._output:
+            output.drain()
+            output.close()
         was_loaded = (self._loaded is not None and self._loaded.done()
                       and not self._loaded.cancelled() and self._loaded.result()[0] == "loaded")
         if self._loaded is not None and not self._loaded.done():
             # Killed (by the OOM killer, an operator): the moment's fault, not the code's.
             how = (f"was killed by signal {-status}" if status < 0 else
                    f"exited with status {status}")
-            self._loaded.set_result(("failed", f"the template process {how} before it had "
-                                               f"loaded the app", status > 0))
+            self._loaded.set_result(["failed", f"the template process {how} before it had "
+                                               f"loaded the app", status > 0])
         if was_loaded and not self._stopping:
             # Said first, so that the engine neither spawns from, nor dispatches to, what
             # died with the template while its slaves' exits are reported below.
             log.error("app %s: the template process died (status %s)", self.app.name, status)
             self.events.backend_lost(status)
+        # Forks never made or never answered: their slaves will not exist.
+        for slave_id in [*self._waiting, *self._in_flight]:
+            self._uncount(slave_id)
+        self._waiting.clear()
+        self._in_flight.clear()
         # Its slaves die with it (PR_SET_PDEATHSIG); nobody will report them: we do.
         for slave_id in list(self._pids):
             pid = self._pids.pop(slave_id)
             self._ids.pop(pid, None)
+            self._uncount(slave_id)
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
             self.events.slave_exited(slave_id, -signal.SIGKILL)
+        for slave_id in list(self._counted):
+            self._uncount(slave_id)
         self._notify_template_exit(status)
 
     def _reap_template(self) -> int:
@@ -252,26 +318,27 @@ class ProcessBackend:
             self.template_info = None
 
     async def stop(self) -> None:
-        """Kill every slave and the template; wait until the template is reaped."""
+        """Kill every slave and the template (which takes every process the app started
+        with it); wait until the template is reaped."""
         self._stopping = True
         for slave_id in list(self._pids):
             self.signal(slave_id, signal.SIGKILL)
-        if self._conn is not None:
-            with contextlib.suppress(OSError):
-                self._conn.send(("exit",))
+        self._send(["exit"])
         if self.template is not None:
-            for _ in range(100):
+            # The template kills its tree, bounded by orphans.KILL_TIMEOUT, before it exits.
+            for _ in range(int((KILL_TIMEOUT + 1) / 0.02)):
                 if self.template.poll() is not None:
                     break
                 await asyncio.sleep(0.02)
             else:
                 self.template.kill()
-        if self._conn is not None:
+        if self._pipe is not None:
             self._on_template_exit()
         elif self.template is not None:
             self._reap_template()
             self._notify_template_exit(self.template.returncode or 0)
-
+        for output in self._output:
+            output.close()
 
 
 def node_processes(node_pid: int) -> dict[int, int]:
@@ -293,6 +360,9 @@ def node_processes(node_pid: int) -> dict[int, int]:
                 and fields[0] != b"Z"):
             found[int(entry)] = int(fields[1])
     return found
+
+__all__ = ["SLAVE_OOM_SCORE_STEP", "TEMPLATE_OOM_SCORE_ADJ", "ProcessBackend", "node_processes",
+           "oom_score_adj", "protect_from_oom_killer", "slave_oom_score_adj"]
 
 if TYPE_CHECKING:
     _follows_the_contract: type[SlaveBackend] = ProcessBackend

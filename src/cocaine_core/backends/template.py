@@ -3,11 +3,17 @@
 It runs in a fresh interpreter started by the ``process`` backend (multiprocessing's ``spawn``
 method), so it has no ZeroMQ context and no threads of the node, and it creates none of its own
 before forking: forking it is safe, and a forked slave has the app already imported. It talks
-to the node over a multiprocessing pipe:
+to the node over a socket of msgpack frames (``pipe.py``), and never blocks on it: what the
+node has not read yet waits in a bounded buffer, and while that buffer is full the template
+takes no new fork requests (so it cannot deadlock with a node that is slow to read):
 
-node → template: ``("configure", config)``, ``("fork", slave_id)``, ``("exit",)``
-template → node: ``("loaded",)`` or ``("failed", reason)``, ``("forked", slave_id, pid)``,
-``("fork-failed", slave_id, reason)``, ``("exited", pid, status)``
+node → template: ``["configure", config]``, ``["fork", slave_id]``, ``["exit"]``
+template → node: ``["loaded"]`` or ``["failed", reason, code_fault]``,
+``["forked", slave_id, pid]``, ``["fork-failed", slave_id, reason]``, ``["exited", pid, status]``
+
+It is a child subreaper and takes every process its slaves start with it when it exits
+(``orphans.py``): on ``exit``, on SIGTERM, and on the node's death, which the kernel tells it
+as SIGTERM (``PR_SET_PDEATHSIG``).
 """
 
 from __future__ import annotations
@@ -19,22 +25,34 @@ import importlib
 import os
 import select
 import signal
+import socket
 import sys
+import time
 import traceback
-from multiprocessing.connection import Connection
 from typing import Any
 
+from cocaine_core.backends.orphans import become_subreaper, kill_descendants, reap_any
+from cocaine_core.backends.pipe import FramedPipe
 from cocaine_core.errors import AppLoadError
 
 EXIT_LOAD_FAILED = 3  # the app's code could not be loaded: do not respawn blindly
 PR_SET_PDEATHSIG = 1
+#: How long the template waits for its configure message, and for the node to take what it
+#: sent before it exits (seconds).
+CONFIGURE_TIMEOUT = 60.0
+#: What the template's pipe to the node may hold unread (bytes); past half of it, the
+#: template takes no fork requests until the node reads.
+OUTBOX = 2**20
+#: Longest reason sent for a failed load (characters).
+MAX_REASON = 8192
 
 
-def die_with_parent(parent_pid: int) -> None:
-    """Ask the kernel to SIGKILL this process when its parent dies; exit if it already has."""
+def die_with_parent(parent_pid: int, signum: int = signal.SIGKILL) -> None:
+    """Ask the kernel to send ``signum`` to this process when its parent dies; exit if it
+    already has."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        libc.prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0)
     except (OSError, AttributeError):
         pass  # not Linux: the heartbeat thread's parent check still covers it
     if os.getppid() != parent_pid:
@@ -54,40 +72,77 @@ def reset_oom_score_adj(value: int | None) -> None:
         pass  # not Linux, or no /proc: there was no protection to shed either
 
 
-def template_main(conn: Connection, node_pid: int) -> None:
+def _end(*_: Any) -> None:
+    """Take every process below the template with it, then exit (SIGTERM's handler too)."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    kill_descendants()
+    os._exit(0)
+
+
+def template_main(sock: socket.socket, node_pid: int) -> None:
     """Entry point of the template process (runs until the node says exit or goes away)."""
-    die_with_parent(node_pid)
+    become_subreaper()
+    signal.signal(signal.SIGTERM, _end)
+    die_with_parent(node_pid, signal.SIGTERM)  # catchable: the tree goes with the template
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the node's to handle
-    message = conn.recv()
-    if message[0] != "configure":
-        os._exit(2)
+    pipe = FramedPipe(sock, max_out=OUTBOX)
+    message = _receive_one(pipe, CONFIGURE_TIMEOUT)
+    if not message or message[0] != "configure":
+        _end()
+        return
     config: dict[str, Any] = message[1]
     try:
         runtime = importlib.import_module(config["runtime"])
         app = runtime.load(config)
     except AppLoadError as exc:
-        conn.send(("failed", str(exc)))
-        os._exit(EXIT_LOAD_FAILED)
+        _fail(pipe, str(exc), exc.code_fault)
     except BaseException as exc:  # the app's own import may raise anything
-        conn.send(("failed", _describe(exc)))
-        os._exit(EXIT_LOAD_FAILED)
+        _fail(pipe, _describe(exc), True)
     sys.stdout.flush()
     sys.stderr.flush()
     # Keep the collector's hands off the imported objects: a collection in a forked slave
     # would write to every object's header and copy the pages the slaves share.
     gc.collect()
     gc.freeze()
-    conn.send(("loaded",))
-    _serve_forks(conn, config, runtime, app)
+    pipe.send(["loaded"])
+    _serve_forks(pipe, config, runtime, app)
+
+
+def _receive_one(pipe: FramedPipe, timeout: float) -> list[Any] | None:
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        with contextlib.suppress(InterruptedError):
+            select.select([pipe.fileno()], [], [], left)
+        try:
+            messages = pipe.receive()
+        except (EOFError, OSError, ValueError):
+            return None
+        if messages:
+            return list(messages[0])
+    return None
+
+
+def _fail(pipe: FramedPipe, reason: str, code_fault: bool) -> None:
+    with contextlib.suppress(OSError):
+        pipe.send(["failed", reason[:MAX_REASON], code_fault])
+        deadline = time.monotonic() + CONFIGURE_TIMEOUT
+        while not pipe.flush() and time.monotonic() < deadline:
+            select.select([], [pipe.fileno()], [], 1.0)
+    kill_descendants()  # what the import started
+    os._exit(EXIT_LOAD_FAILED)
 
 
 def _describe(exc: BaseException) -> str:
     tb = traceback.extract_tb(exc.__traceback__)
     where = f" (at {tb[-1].filename}:{tb[-1].lineno})" if tb else ""
-    return f"{type(exc).__name__}: {exc}{where}"
+    try:
+        text = str(exc)
+    except Exception:
+        text = "(its message could not be read)"
+    return f"{type(exc).__name__}: {text[:MAX_REASON]}{where}"
 
 
-def _serve_forks(conn: Connection, config: dict[str, Any], runtime: Any, app: Any) -> None:
+def _serve_forks(pipe: FramedPipe, config: dict[str, Any], runtime: Any, app: Any) -> None:
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
     os.set_blocking(wake_r, False)
@@ -98,59 +153,66 @@ def _serve_forks(conn: Connection, config: dict[str, Any], runtime: Any, app: An
     # (or a subreaper) and never notice it is an orphan.
     template_pid = os.getpid()
     while True:
+        # While the node has not taken half the outbox, take no fork request: each adds to it.
+        reading = [wake_r] + ([pipe.fileno()] if pipe.pending < OUTBOX // 2 else [])
+        writing = [pipe.fileno()] if pipe.pending else []
         try:
-            ready, _, _ = select.select([conn.fileno(), wake_r], [], [])
+            ready, _, _ = select.select(reading, writing, [], 1.0)
         except InterruptedError:
             continue
+        try:
+            pipe.flush()
+        except OSError:
+            _end()  # the node is gone
         if wake_r in ready:
             with contextlib.suppress(BlockingIOError):
                 os.read(wake_r, 4096)
-            _reap(conn, children)
-        if conn.fileno() in ready:
-            try:
-                message = conn.recv()
-            except (EOFError, OSError):
-                message = ("exit",)
+            _reap(pipe, children)
+        if pipe.fileno() not in ready:
+            continue
+        try:
+            messages = pipe.receive()
+        except (EOFError, OSError, ValueError):
+            messages = [["exit"]]
+        for message in messages:
             if message[0] == "fork":
-                try:
-                    pid = os.fork()
-                except OSError as exc:  # e.g. a pids limit: report it, keep serving
-                    conn.send(("fork-failed", message[1], f"fork failed: {exc.strerror}"))
-                    continue
-                if pid == 0:
-                    os.close(wake_r)
-                    os.close(wake_w)
-                    _become_slave(conn, config, runtime, app, message[1], template_pid)
-                children.add(pid)
-                conn.send(("forked", message[1], pid))
+                _fork(pipe, config, runtime, app, str(message[1]), template_pid, children,
+                      (wake_r, wake_w))
             elif message[0] == "exit":
-                for pid in children:
-                    _kill(pid)
-                os._exit(0)
+                _end()
 
 
-def _reap(conn: Connection, children: set[int]) -> None:
-    while children:
-        try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
-        children.discard(pid)
-        code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
-        try:
-            conn.send(("exited", pid, code))
-        except OSError:
-            return
+def _fork(pipe: FramedPipe, config: dict[str, Any], runtime: Any, app: Any, slave_id: str,
+          template_pid: int, children: set[int], wake: tuple[int, int]) -> None:
+    try:
+        pid = os.fork()
+    except OSError as exc:  # e.g. a pids limit: report it, keep serving
+        _tell(pipe, ["fork-failed", slave_id, f"fork failed: {exc.strerror}"])
+        return
+    if pid == 0:
+        for fd in wake:
+            os.close(fd)
+        _become_slave(pipe, config, runtime, app, slave_id, template_pid)
+    children.add(pid)
+    _tell(pipe, ["forked", slave_id, pid])
 
 
-def _kill(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
+def _tell(pipe: FramedPipe, message: list[Any]) -> None:
+    try:
+        pipe.send(message)
+    except OSError:
+        _end()  # the node stopped reading for a whole outbox, or is gone: give up the app
 
 
-def _become_slave(conn: Connection, config: dict[str, Any], runtime: Any, app: Any,
+def _reap(pipe: FramedPipe, children: set[int]) -> None:
+    # Orphans re-parented to us (we are a subreaper) are reaped too, and not reported.
+    for pid, code in reap_any():
+        if pid in children:
+            children.discard(pid)
+            _tell(pipe, ["exited", pid, code])
+
+
+def _become_slave(pipe: FramedPipe, config: dict[str, Any], runtime: Any, app: Any,
                   slave_id: str, template_pid: int) -> None:
     """In the forked child: drop the template's duties and serve as a slave. Never returns."""
     code = 1
@@ -159,7 +221,7 @@ def _become_slave(conn: Connection, config: dict[str, Any], runtime: Any, app: A
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        conn.close()
+        pipe.close()
         die_with_parent(template_pid)
         from cocaine_core.slave_channel import SlaveChannel
 

@@ -2,10 +2,9 @@
 
 import socket
 import sys
-from multiprocessing.connection import Connection
 
 from cocaine_core.backends.template import template_main
 
 if __name__ == "__main__":
     fd, node_pid = int(sys.argv[1]), int(sys.argv[2])
-    template_main(Connection(socket.socket(fileno=fd).detach()), node_pid)
+    template_main(socket.socket(fileno=fd), node_pid)
