@@ -32,7 +32,7 @@ from bench.session import Bench, Settings  # noqa: E402
 
 #: Every scenario, in the order they run.
 SCENARIOS = ("throughput", "latency", "growth", "timer", "fsmonitor", "memory", "overload",
-             "chaos")
+             "chaos", "soak")
 #: Scenarios run only when named with --only (they need root, or take long).
 EXTRA = ("oom",)
 #: The scenarios that share servers (cocaine and the broker, started once).
@@ -64,12 +64,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--only", action="append", default=None, metavar="SCENARIO",
                         help=f"run only these (repeat or comma-separate): "
                              f"{', '.join(SCENARIOS)}; also {', '.join(EXTRA)}")
+    parser.add_argument("--soak-seconds", type=float, default=None, metavar="N",
+                        help="seconds of load in the soak scenario [60; 3 with --quick]")
     parser.add_argument("--keep", action="store_true",
                         help="keep the work folder (apps, node logs) for a look afterwards")
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
     args = parser.parse_args(argv)
     if args.rounds is not None and args.rounds < 1:
         parser.error("--rounds must be 1 or more")
+    if args.soak_seconds is not None and not 1 <= args.soak_seconds <= 86400:
+        parser.error(f"--soak-seconds must be from 1 to 86400, got {args.soak_seconds:g}")
     chosen = [n.strip() for item in args.only or [] for n in item.split(",") if n.strip()]
     unknown = [n for n in chosen if n not in SCENARIOS + EXTRA]
     if unknown:
@@ -124,6 +128,10 @@ def main(argv: list[str] | None = None) -> int:
               f"venv's python (.venv/bin/python bench/run.py)", file=sys.stderr)
         return 2
     settings = Settings.make(args.quick, args.rounds)
+    if args.soak_seconds is not None:
+        from bench.scenarios.soak import SECONDS_VARIABLE
+
+        os.environ[SECONDS_VARIABLE] = str(args.soak_seconds)
     signal.signal(signal.SIGTERM, _interrupt)  # stop what we started, as on Ctrl-C
     folder = Path(tempfile.mkdtemp(prefix="cocaine-bench-", dir="/tmp"))  # short: ipc paths
     bench = Bench(settings=settings, folder=folder, peers=args.peers, verbose=not args.quiet)
