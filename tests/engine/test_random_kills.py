@@ -104,7 +104,8 @@ def load(endpoint: str, calls: Calls, stop: threading.Event) -> None:
                 outcome = "ok"
             except ServiceError as exc:
                 outcome = int(exc.code)
-                calls.messages.setdefault(outcome, str(exc))
+                if counted:
+                    calls.messages.setdefault(outcome, str(exc))
             except Exception as exc:  # counted: an unanswered call
                 outcome = f"unanswered: {exc!r}"
             if counted:
