@@ -78,6 +78,30 @@ def test_a_slave_that_crashes_after_it_was_ready_is_replaced_then_held_back(fake
     run(scenario)
 
 
+def test_slaves_killed_after_they_worked_are_replaced_at_once_past_the_intensity(fake_engine):
+    engine = fake_engine(pool_limit=2, pool_min=2)
+
+    async def scenario() -> None:
+        await engine.start()
+        fake = backend(engine)
+        await until(lambda: len(ready(engine)) == 2, what="two ready")
+        for kill in range(3 * INTENSITY):
+            answer = submit(engine, b"work")
+            await asyncio.wait_for(answer.done.wait(), 2)
+            assert answer.chunks == [b"work"]
+            victim = next(s for s in ready(engine) if s.served)  # a slave that worked
+            victim.exit(-9)
+            await until(lambda: len(ready(engine)) == 2,
+                        what=f"the pool back to two after kill {kill + 1}")
+        info = engine.info()["crashes"]
+        assert info["backoff-s"] == 0 and info["pool-cap"] is None, info
+        assert info["total"] == 3 * INTENSITY and info["recent"] == 0
+        assert len(fake.spawned) == 2 + 3 * INTENSITY
+        await engine.stop()
+
+    run(scenario)
+
+
 def test_max_requests_retires_a_slave_gracefully_and_replaces_it(fake_engine):
     engine = fake_engine(pool_limit=1, max_requests=3)
 

@@ -6,7 +6,10 @@ intensity: a few crashes are replaced at once; more than ``INTENSITY`` crashes w
 each further crash, up to ``CEILING``, and cap the pool at the slaves still alive (slaves that
 keep dying of memory are better fewer). Slaves alive keep serving meanwhile, and queued jobs
 wait for them. Once ``PERIOD`` passes with no crash the hold is forgotten, and the cap rises
-by one slave per quiet ``PERIOD`` (a probe) until it is gone.
+by one slave per quiet ``PERIOD`` (a probe) until it is gone. Only slaves that die before
+finishing a single job count: the intensity stops a crash loop (slaves that die without doing
+any work, of their code or of memory), while a slave lost after useful work (an operator's or a
+chaos test's ``kill -9``, a slow leak reaching its limit) is replaced at once, however often.
 
 ``StartBackoff``, for slaves that die or are killed before they were ready (a stalled
 template, a fork refused by a limit, the OOM killer): spawns wait ``BASE`` seconds and then
@@ -51,13 +54,16 @@ class CrashBackoff:
         self.cap: int | None = None
         self._capped_at = 0.0
 
-    def crashed(self, now: float, reason: str, alive: int) -> float:
+    def crashed(self, now: float, reason: str, alive: int, *, worked: bool = False) -> float:
         """Record a crash at ``now`` with ``alive`` slaves left; return how long spawning is
-        now held back (0: not)."""
+        now held back (0: not). A slave that ``worked`` (finished a job before it died) is
+        counted in ``total`` but not towards the intensity: it is replaced at once."""
         self._forget_old(now)
-        self._crashes.append(now)
         self.total += 1
         self.last_reason = reason
+        if worked:
+            return 0.0
+        self._crashes.append(now)
         excess = len(self._crashes) - self.intensity
         if excess <= 0:
             if self.cap is not None:  # a probe failed: back to the slaves alive, at once
