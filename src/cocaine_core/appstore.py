@@ -14,6 +14,7 @@ import json
 import logging
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -58,9 +59,13 @@ class AppRecord:
 class AppStore:
     """Apps in a storage, and their code unpacked under ``code_dir`` to run."""
 
-    def __init__(self, storage: Storage, code_dir: Path) -> None:
+    def __init__(self, storage: Storage, code_dir: Path,
+                 limits: archive.Limits | None = None) -> None:
         self.storage = storage
         self.code_dir = code_dir
+        #: What one archive may unpack to (the node's ``--max-unpacked`` and
+        #: ``--max-archive-members``).
+        self.limits = limits or archive.Limits()
 
     def records(self) -> dict[str, AppRecord]:
         """Every stored app whose record and code are whole; the others are logged."""
@@ -109,9 +114,11 @@ class AppStore:
             if key.split("@", 1)[0] == name and key != keep:
                 self.storage.remove("code", key)
 
-    def unpack(self, record: AppRecord, code: bytes | None = None) -> Path:
+    def unpack(self, record: AppRecord, code: bytes | None = None,
+               cancelled: Callable[[], bool] | None = None) -> Path:
         """The folder holding this version's code, unpacked (and checked) if need be; the
-        code comes from storage unless given."""
+        code comes from storage unless given. It is unpacked into ``<sha>.partial`` first,
+        which is removed if anything fails (or ``cancelled()`` turns true)."""
         folder = self.code_dir / record.name / record.sha256[:16]
         if folder.is_dir():
             return folder
@@ -122,9 +129,18 @@ class AppStore:
                             f"checksum; deploy it again")
         staging = folder.with_name(folder.name + ".partial")
         shutil.rmtree(staging, ignore_errors=True)
-        archive.unpack(code, staging)
-        staging.rename(folder)
+        archive.unpack(code, staging, self.limits, cancelled)
+        try:
+            staging.rename(folder)
+        except OSError:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
         return folder
+
+    def drop_partials(self) -> None:
+        """Remove half-unpacked code (``*.partial``) a killed node left behind."""
+        for staging in self.code_dir.glob("*/*.partial"):
+            shutil.rmtree(staging, ignore_errors=True)
 
     def forget_unpacked(self, name: str, keep: Path | None = None) -> None:
         """Remove unpacked copies of ``name``'s code other than ``keep``."""
