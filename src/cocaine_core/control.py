@@ -10,15 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import tempfile
-import time
-import uuid
+import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import attrs
 import msgpack
 
 from cocaine_core import archive
@@ -26,34 +22,25 @@ from cocaine_core.appstore import AppRecord
 from cocaine_core.errors import BusyError, CocaineError, NodeError, NotFoundError
 from cocaine_core.manifest import check_app_name, parse_manifest
 from cocaine_core.protocol import Status
+from cocaine_core.uploads import UPLOAD_CHUNK, UploadLimits, Uploads
 
 if TYPE_CHECKING:
+    from cocaine_core.engine import Engine
     from cocaine_core.engine.job import JobSink
     from cocaine_core.node import Node
 
 log = logging.getLogger("cocaine.control")
 
-UPLOAD_CHUNK = 1 << 20
-UPLOAD_IDLE = 300.0  # an upload untouched this long is dropped
-
-
-@attrs.define
-class Upload:
-    """A code archive being received in pieces."""
-
-    id: str
-    size: int
-    path: Path
-    received: int = 0
-    touched: float = attrs.field(factory=time.monotonic)
-
-
 class ControlService:
     """The methods of ``@node``."""
 
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: Node, limits: UploadLimits | None = None) -> None:
         self.node = node
-        self.uploads: dict[str, Upload] = {}
+        #: Archives being received in pieces.
+        self.uploads = Uploads(limits)
+        #: Deploys under way by app name: the task running the method, and its inner work
+        #: (cancelled by a remove of the same name or past the deploy timeout).
+        self._deploys: dict[str, tuple[asyncio.Task[Any], asyncio.Task[Any]]] = {}
         #: Methods under way (each runs as a task of its own: a deploy takes seconds).
         self._running: set[asyncio.Task[None]] = set()
         self.methods: dict[str, Callable[[dict[str, Any]], Awaitable[Any]]] = {
@@ -83,8 +70,7 @@ class ControlService:
         for task in list(self._running):
             task.cancel()
         await asyncio.gather(*self._running, return_exceptions=True)
-        for upload in list(self.uploads.values()):
-            self._forget(upload)
+        await self.uploads.close()
 
     async def handle(self, sink: JobSink, method: str, body: bytes) -> None:
         """Run ``method`` with the msgpack map in ``body``; answer on ``sink``."""
@@ -135,52 +121,14 @@ class ControlService:
 
     async def upload_begin(self, args: dict[str, Any]) -> dict[str, Any]:
         """Start receiving an archive of ``size`` bytes; returns its id and the chunk size."""
-        self._drop_stale_uploads()
-        size = args.get("size")
-        if not isinstance(size, int) or size <= 0:
-            raise NodeError("upload-begin needs 'size', the archive's length in bytes")
-        if size > self.node.max_upload:
-            raise NodeError(f"the code archive is {size} bytes, over this node's upload limit "
-                            f"of {self.node.max_upload} bytes (cocaine node --max-upload)")
-        folder = self.node.run_dir / "uploads"
-        folder.mkdir(parents=True, exist_ok=True)
-        upload_id = uuid.uuid4().hex
-        fd, path = tempfile.mkstemp(prefix=f"{upload_id}.", dir=folder)
-        os.close(fd)
-        self.uploads[upload_id] = Upload(upload_id, size, Path(path))
-        return {"upload": upload_id, "chunk-size": UPLOAD_CHUNK}
+        upload = self.uploads.begin(args.get("size"), self.node.max_upload,
+                                    self.node.run_dir / "uploads")
+        return {"upload": upload.id, "chunk-size": UPLOAD_CHUNK}
 
     async def upload_chunk(self, args: dict[str, Any]) -> dict[str, Any]:
         """Append ``data`` at ``offset`` to an upload; returns the bytes received so far."""
-        upload = self._upload(args.get("upload"))
-        data, offset = args.get("data"), args.get("offset")
-        if not isinstance(data, bytes) or offset != upload.received:
-            raise NodeError(f"upload-chunk needs 'data' (bytes) at 'offset' {upload.received}")
-        if upload.received + len(data) > upload.size:
-            self._forget(upload)
-            raise NodeError("the upload is longer than the size it announced; start again")
-        with open(upload.path, "ab") as f:
-            f.write(data)
-        upload.received += len(data)
-        upload.touched = time.monotonic()
+        upload = self.uploads.append(args.get("upload"), args.get("data"), args.get("offset"))
         return {"received": upload.received}
-
-    def _upload(self, upload_id: Any) -> Upload:
-        upload = self.uploads.get(upload_id) if isinstance(upload_id, str) else None
-        if upload is None:
-            raise NotFoundError("no such upload (it finished, or was idle for too long); start "
-                            "again with upload-begin")
-        return upload
-
-    def _forget(self, upload: Upload) -> None:
-        self.uploads.pop(upload.id, None)
-        upload.path.unlink(missing_ok=True)
-
-    def _drop_stale_uploads(self) -> None:
-        now = time.monotonic()
-        for upload in list(self.uploads.values()):
-            if now - upload.touched > UPLOAD_IDLE:
-                self._forget(upload)
 
     # -- changing apps ----------------------------------------------------------------------
 
@@ -190,39 +138,94 @@ class ControlService:
         Arguments: ``name``; ``manifest`` (a map); the code as ``upload`` (an id) or
         ``archive`` (bytes); ``sha256`` of the archive. Nothing is stored unless the archive
         is safe, the manifest passes every check of this node's plugins, and the code loads.
+        A deploy still unpacking or loading past the node's deploy timeout, or when a
+        ``remove`` of the same name comes, is cancelled: what it started is stopped and
+        removed, and the running version (if any) keeps serving.
         """
         name = _name(args)
-        store = self._store()
+        self._store()
         manifest_data = args.get("manifest")
         if not isinstance(manifest_data, dict):
             raise NodeError("deploy needs 'manifest', the app's manifest as a map")
         code = await self._archive(args)
-        if args.get("sha256") != archive.sha256(code):
+        checksum = await asyncio.to_thread(archive.sha256, code)
+        if args.get("sha256") != checksum:
             raise NodeError("the code archive's sha256 does not match: it was damaged on the "
                             "way; deploy again")
         with self._claim(name, "deploy"):
-            await asyncio.to_thread(archive.check_archive, code)
-            previous = store.get(name)
-            record = AppRecord(name=name, manifest=manifest_data, sha256=archive.sha256(code),
-                               version=(previous.version + 1) if previous else 1)
-            running = self.node.apps.get(name)
-            running_root = running.app.root if running else None
-            root = await asyncio.to_thread(store.unpack, record, code)
+            outer = asyncio.current_task()
+            assert outer is not None
+            inner = asyncio.get_running_loop().create_task(
+                self._install(name, manifest_data, code, checksum))
+            self._deploys[name] = (outer, inner)
             try:
-                manifest = parse_manifest(manifest_data, root=root,
-                                          source=f"the manifest of app '{name}'")
-                engine = await self.node.run_app(name, manifest, root, refuse_broken=True)
-            except BaseException:
-                if root != running_root:
-                    await asyncio.to_thread(_rmtree, root)
+                # The code's load is bounded by the deploy timeout (Node.run_app); the whole
+                # deploy, with unpacking, a wait for a loading slot and stopping what a cut
+                # load started, by twice that and 10 s.
+                limit = self.node.deploy_timeout
+                done, _ = await asyncio.wait({inner}, timeout=limit and 2 * limit + 10)
+                if not done:
+                    await _cancel(inner)
+                    if inner.cancelled() or inner.exception() is not None:
+                        raise NodeError(
+                            f"the deploy of app '{name}' took longer than twice this node's "
+                            f"deploy timeout of {limit:g} s and 10 s (cocaine node "
+                            f"--deploy-timeout), waiting to unpack and load; what it started "
+                            f"was stopped and removed"
+                            + ("; the running version keeps serving"
+                               if name in self.node.apps else ""))
+                if inner.cancelled():
+                    raise NodeError(f"the deploy of app '{name}' was cancelled by a remove of "
+                                    f"'{name}'")
+            except asyncio.CancelledError:
+                await _cancel(inner)
                 raise
-            engine.record = record
-            await asyncio.to_thread(store.save, record, code)
-            store.forget_unpacked(name, keep=root)
+            finally:
+                self._deploys.pop(name, None)
+            engine, record = inner.result()
         log.info("app %s deployed (version %d, sha256 %s)", name, record.version,
                  record.sha256[:12])
         return {"name": name, "version": record.version, "sha256": record.sha256,
                 "state": engine.state.value}
+
+    async def _install(self, name: str, manifest_data: dict[str, Any], code: bytes,
+                       checksum: str) -> tuple[Engine, AppRecord]:
+        """Check, unpack and start the code, then store it (the commit point). Cancelled
+        while unpacking or loading, it removes what it unpacked; once the new version has
+        started it finishes (a cancel then comes too late and is dropped)."""
+        from cocaine_core.node import run_to_end
+
+        store = self._store()
+        await asyncio.to_thread(archive.check_archive, code, store.limits)
+        previous = store.get(name)
+        record = AppRecord(name=name, manifest=manifest_data, sha256=checksum,
+                           version=(previous.version + 1) if previous else 1)
+        running = self.node.apps.get(name)
+        running_root = running.app.root if running else None
+        stop = threading.Event()
+        unpacking = asyncio.ensure_future(asyncio.to_thread(store.unpack, record, code,
+                                                            stop.is_set))
+        try:
+            root: Path = await asyncio.shield(unpacking)
+        except asyncio.CancelledError:
+            stop.set()  # the thread removes its partial folder and stops
+            await asyncio.wait({unpacking}, timeout=60)
+            if unpacking.done() and not unpacking.exception() and \
+                    unpacking.result() != running_root:
+                await asyncio.to_thread(_rmtree, unpacking.result())
+            raise
+        try:
+            manifest = parse_manifest(manifest_data, root=root,
+                                      source=f"the manifest of app '{name}'")
+            engine = await self.node.run_app(name, manifest, root, refuse_broken=True)
+        except BaseException:
+            if root != running_root:
+                await run_to_end(asyncio.to_thread(_rmtree, root))
+            raise
+        engine.record = record
+        await run_to_end(asyncio.to_thread(store.save, record, code))
+        store.forget_unpacked(name, keep=root)
+        return engine, record
 
     async def _archive(self, args: dict[str, Any]) -> bytes:
         if isinstance(args.get("archive"), bytes):
@@ -231,19 +234,33 @@ class ControlService:
                 raise NodeError(f"the code archive is over this node's upload limit of "
                                 f"{self.node.max_upload} bytes")
             return code
-        upload = self._upload(args.get("upload"))
+        upload = self.uploads.get(args.get("upload"))
         try:
             if upload.received != upload.size:
                 raise NodeError(f"the upload is incomplete ({upload.received} of {upload.size} "
                                 f"bytes)")
             return await asyncio.to_thread(upload.path.read_bytes)
         finally:
-            self._forget(upload)
+            self.uploads.forget(upload)
 
     async def remove(self, args: dict[str, Any]) -> dict[str, Any]:
-        """Stop an app (draining it) and remove it from storage."""
+        """Stop an app (draining it) and remove it from storage. A deploy of the same name
+        under way is cancelled first; during a restart or a start from storage the answer is
+        503 (busy), never 404."""
         name = _name(args)
+        cancelled = False
+        deploying = self._deploys.get(name)
+        if deploying is not None:
+            outer, inner = deploying
+            inner.cancel()
+            await asyncio.wait({outer}, timeout=120)
+            cancelled = True
+        if name in self.node.busy:
+            raise BusyError(f"app '{name}' is busy with a {self.node.busy[name]} right now; "
+                            f"try again when it is done")
         if name not in self.node.apps and not (self.node.store and self.node.store.get(name)):
+            if cancelled:
+                return {"name": name, "removed": True, "cancelled-deploy": True}
             raise _not_found(name, self.node)
         with self._claim(name, "removal"):
             if self.node.store is not None:
@@ -252,7 +269,8 @@ class ControlService:
                 await self.node.remove_app(name)
             if self.node.store is not None:
                 self.node.store.forget_unpacked(name)
-        return {"name": name, "removed": True}
+        return {"name": name, "removed": True, **({"cancelled-deploy": True} if cancelled
+                                                  else {})}
 
     async def restart(self, args: dict[str, Any]) -> dict[str, Any]:
         """Start an app again from storage (fresh slaves on freshly loaded code)."""
@@ -298,6 +316,12 @@ def _name(args: dict[str, Any]) -> str:
 def _not_found(name: str, node: Node) -> NotFoundError:
     return NotFoundError(f"no app named '{name}' on this node; apps: "
                          f"{', '.join(sorted(node.apps)) or '(none)'}")
+
+
+async def _cancel(task: asyncio.Task[Any]) -> None:
+    """Cancel ``task`` and wait (bounded) until it has undone its work."""
+    task.cancel()
+    await asyncio.wait({task}, timeout=120)
 
 
 def _rmtree(path: Path) -> None:

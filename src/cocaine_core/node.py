@@ -13,17 +13,20 @@ import shutil
 import socket
 import tempfile
 import time
+from collections.abc import Awaitable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from cocaine_core import __version__
-from cocaine_core.appinfo import AppInfo
+from cocaine_core import __version__, archive, paths
+from cocaine_core.appinfo import AppInfo, SlaveBudget
 from cocaine_core.appstore import AppRecord, AppStore
-from cocaine_core.control import ControlService
-from cocaine_core.endpoint import NativeEndpoint
+from cocaine_core.clients import DEFAULT_CLIENT_BACKLOG
+from cocaine_core.control import ControlService, UploadLimits
+from cocaine_core.endpoint import DEFAULT_MAX_MESSAGE, NativeEndpoint
 from cocaine_core.engine import AppState, Engine
 from cocaine_core.errors import CocaineError, NodeError
 from cocaine_core.manifest import Manifest, check_app_name, parse_manifest
+from cocaine_core.paths import check_ipc_path, check_run_dir
 from cocaine_core.ports import PortAllocator
 from cocaine_core.protocol import DEFAULT_ENDPOINT
 from cocaine_core.storages import Storage
@@ -31,6 +34,7 @@ from cocaine_core.storages import Storage
 log = logging.getLogger("cocaine.node")
 
 DEFAULT_MAX_UPLOAD = 100 * 2**20
+T = TypeVar("T")
 
 
 class Node:
@@ -39,19 +43,31 @@ class Node:
     def __init__(self, *, listen: str = DEFAULT_ENDPOINT, run_dir: str | Path | None = None,
                  name: str | None = None, ports: PortAllocator | None = None,
                  storage: Storage | None = None,
-                 max_upload: int = DEFAULT_MAX_UPLOAD) -> None:
+                 max_upload: int = DEFAULT_MAX_UPLOAD,
+                 limits: archive.Limits | None = None,
+                 uploads: UploadLimits | None = None,
+                 deploy_timeout: float | None = None,
+                 max_slaves: int | None = None,
+                 max_message: int = DEFAULT_MAX_MESSAGE,
+                 client_backlog: int = DEFAULT_CLIENT_BACKLOG) -> None:
         self.listen = listen
+        #: Slaves across all apps, against ``--max-slaves`` (None: from this machine).
+        self.slaves = SlaveBudget(max_slaves)
         self.ports = ports or PortAllocator()
         self.storage = storage
         self.max_upload = max_upload
+        #: Longest a deploy (or an app's first load) may take, in seconds; None: only the
+        #: manifest's ``startup-timeout`` bounds it (``cocaine run``).
+        self.deploy_timeout = deploy_timeout
         self.name = name or socket.gethostname()
         self._own_run_dir = run_dir is None
         self.run_dir = Path(run_dir or tempfile.mkdtemp(prefix="cocaine-run-"))
         self.apps: dict[str, Engine] = {}
         self.started_at = time.time()
-        self.endpoint = NativeEndpoint(self, listen)
-        self.store = AppStore(storage, self.run_dir / "code") if storage else None
-        self.control = ControlService(self)
+        self.endpoint = NativeEndpoint(self, listen, max_message=max_message,
+                                       client_backlog=client_backlog)
+        self.store = AppStore(storage, self.run_dir / "code", limits) if storage else None
+        self.control = ControlService(self, uploads)
         #: Names with a deploy, removal or restart under way (one operation per name).
         self.busy: dict[str, str] = {}
         #: True while the node starts the apps in its storage.
@@ -59,6 +75,8 @@ class Node:
         #: Apps loading their code at once: each is an interpreter starting and importing, and
         #: fifty at once on two cores thrash; a few at a time finish sooner.
         self._loading = asyncio.Semaphore(4)
+        #: The folders registered with ``cocaine_core.paths`` while the node runs.
+        self._guarded: dict[str, Any] = {}
 
     # -- life -------------------------------------------------------------------------------------
 
@@ -66,9 +84,22 @@ class Node:
         """Bind the endpoint; raise NodeError naming it if it is taken."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.run_dir, 0o700)
+        storage_root = getattr(self.storage, "root", None)
+        check_run_dir(self.run_dir, storage_root)
+        if self.listen.startswith("ipc://"):  # libzmq would unlink whatever has that path
+            check_ipc_path(self.listen[len("ipc://"):], f"node {self.name}", protected=False)
+            if storage_root is not None and paths.inside(paths.real(self.listen[6:]),
+                                                         paths.real(storage_root)):
+                raise NodeError(f"cannot listen on {self.listen}: it lies inside the storage "
+                                f"folder {storage_root}; choose another --listen")
         self.listen = self.endpoint.bind()
+        self._guarded = {"protected": [self.run_dir] + ([Path(storage_root)] if storage_root
+                                                        else []),
+                         "code_root": self.run_dir / "code" if self.store else None}
+        paths.guard(**self._guarded)
         log.info("node %s listening on %s", self.name, self.listen)
         if self.store is not None:
+            await asyncio.to_thread(self.store.drop_partials)
             self.loading = True
             try:
                 await self.load_from_storage()
@@ -81,6 +112,9 @@ class Node:
                              return_exceptions=True)
         self.endpoint.close()
         await self.control.close()
+        if self._guarded:
+            paths.unguard(**self._guarded)
+            self._guarded = {}
         if self._own_run_dir:
             shutil.rmtree(self.run_dir, ignore_errors=True)
 
@@ -138,14 +172,18 @@ class Node:
         check_app_name(name)
         old = self.apps.get(name)
         app = AppInfo(name=name, manifest=manifest, run_dir=self.run_dir, node=self.name,
-                      root=root, ports=self.ports)
+                      root=root, ports=self.ports, slaves=self.slaves)
         engine = Engine(app)
         first = old is None and name not in self.busy
         if first:
             self.busy[name] = "start"
         try:
-            async with self._loading:
-                await engine.start(drivers=False)
+            try:
+                await self._load(engine)
+            except TimeoutError:
+                raise NodeError(f"app '{name}': its code did not load within the node's deploy "
+                                f"timeout of {self.deploy_timeout:g} s (cocaine node "
+                                f"--deploy-timeout); it was stopped") from None
         finally:
             if first:
                 self.busy.pop(name, None)
@@ -155,11 +193,11 @@ class Node:
             kept = " ; the running version keeps serving" if old else ""
             raise NodeError(f"app '{name}': its code failed to load: {reason}{kept}")
         self.apps[name] = engine
-        try:
+        try:  # once the code has loaded, a cancel waits for the switch to be whole
             if old is None:
-                await engine.start_drivers()
+                await run_to_end(engine.start_drivers())
             else:
-                await old.hand_over(engine)
+                await run_to_end(old.hand_over(engine))
         except BaseException:
             self.apps.pop(name, None)
             await engine.stop()
@@ -167,6 +205,27 @@ class Node:
         log.info("app %s: %s with %d task(s)%s", name, engine.state.value,
                  len(manifest.tasks), " (new version)" if old else "")
         return engine
+
+    async def _load(self, engine: Engine) -> None:
+        """Start ``engine`` without its drivers in one of the node's loading slots, for at
+        most ``deploy_timeout`` seconds (TimeoutError past it). A load cut short (timeout or
+        cancel) gives its slot back at once, then waits until what it started has stopped."""
+        await self._loading.acquire()
+        held = True
+        try:
+            start = asyncio.ensure_future(engine.start(drivers=False))
+            try:
+                await asyncio.wait_for(asyncio.shield(start), self.deploy_timeout)
+            except BaseException:
+                self._loading.release()
+                held = False
+                if not start.done():
+                    start.cancel()  # the engine tears down what it started
+                    await run_to_end(asyncio.wait({start}, timeout=60))
+                raise
+        finally:
+            if held:
+                self._loading.release()
 
     async def remove_app(self, name: str) -> None:
         """Stop an app (draining it) and forget it."""
@@ -190,11 +249,28 @@ class Node:
             "pid": os.getpid(),
             "uptime": round(time.time() - self.started_at, 3),
             "requests": self.endpoint.requests,
+            "clients": self.endpoint.info(),
             "rss-bytes": _own_rss(),
+            "slaves": self.slaves.info(),
             "busy": dict(self.busy),
             "loading": self.loading,
             "apps": {name: engine.info() for name, engine in sorted(self.apps.items())},
         }
+
+
+async def run_to_end(awaitable: Awaitable[T]) -> T:
+    """Await ``awaitable`` to its end even if the caller is cancelled meanwhile (the cancel is
+    then dropped): a step that must not be left half-done (a hand-over, a store)."""
+    task = asyncio.ensure_future(awaitable)
+    while True:
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if task.cancelled():
+                raise
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
 
 
 def _record_of(engine: Engine | None) -> AppRecord | None:

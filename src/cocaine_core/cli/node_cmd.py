@@ -7,7 +7,6 @@ import fcntl
 import json
 import logging
 import os
-import shutil
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +14,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from cocaine_core.appinfo import MAX_SLAVES_RANGE, default_max_slaves
 from cocaine_core.errors import NodeError
+from cocaine_core.paths import check_run_dir, clean_run_dir
 from cocaine_core.ports import DEFAULT_PORT_RANGE, PortAllocator
 from cocaine_core.protocol import DEFAULT_ENDPOINT
 
@@ -26,7 +27,22 @@ if TYPE_CHECKING:
 log = logging.getLogger("cocaine.node")
 
 SETTINGS = ("listen", "storage", "run-dir", "port-range", "log-format", "log-level", "name",
-            "max-upload")
+            "max-upload", "max-unpacked", "max-archive-members", "max-uploads", "upload-space",
+            "upload-idle", "deploy-timeout", "max-slaves", "max-message", "client-backlog")
+
+#: The numeric settings: kind, default, least and greatest value.
+LIMITS: dict[str, tuple[type, float, float, float]] = {
+    "max-upload": (int, 100 * 2**20, 1024, 4 * 2**30),
+    "max-unpacked": (int, 512 * 2**20, 2**20, 64 * 2**30),
+    "max-archive-members": (int, 10_000, 1, 1_000_000),
+    "max-uploads": (int, 16, 1, 1024),
+    "upload-space": (int, 2**30, 2**20, 2**40),
+    "upload-idle": (float, 300.0, 1.0, 86_400.0),
+    "deploy-timeout": (float, 120.0, 1.0, 3600.0),
+    "max-slaves": (int, default_max_slaves(), *MAX_SLAVES_RANGE),
+    "max-message": (int, 64 * 2**20, 2 * 2**20, 2**31),
+    "client-backlog": (int, 64 * 2**20, 2**20, 2**32),
+}
 
 
 def default_storage() -> str:
@@ -63,6 +79,23 @@ def read_config(path: Path) -> dict[str, Any]:
     return data
 
 
+def limit(settings: dict[str, Any], key: str) -> Any:
+    """The numeric setting ``key`` (its default if not given), checked against its range.
+
+    :raises NodeError: naming the setting, the range and the value.
+    """
+    kind, default, low, high = LIMITS[key]
+    value = settings.get(key, default)
+    number = value
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+            (kind is int and not float(value).is_integer()) or not low <= value <= high:
+        unit = " s" if kind is float else ""
+        raise NodeError(f"--{key} (or '{key}' in the config file) must be "
+                        f"{'an integer' if kind is int else 'a number'} from {kind(low)} to "
+                        f"{kind(high)}{unit}, got {value!r}")
+    return kind(number)
+
+
 def node(
     listen: Annotated[str | None, typer.Option(help=f"Endpoint [{DEFAULT_ENDPOINT}].")] = None,
     storage: Annotated[str | None, typer.Option(help="Storage URI [files:// under the data "
@@ -79,30 +112,72 @@ def node(
     name: Annotated[str | None, typer.Option(help="The node's name [the host name].")] = None,
     max_upload: Annotated[int | None, typer.Option(help="Largest code archive in bytes "
                                                         "[100 MiB].")] = None,
+    max_unpacked: Annotated[int | None, typer.Option(
+        help="Most bytes one code archive may unpack to [512 MiB; 1 MiB to 64 GiB].")] = None,
+    max_archive_members: Annotated[int | None, typer.Option(
+        help="Most files, folders and links in one code archive [10000; 1 to "
+             "1000000].")] = None,
+    max_uploads: Annotated[int | None, typer.Option(
+        help="Most uploads open at once [16; 1 to 1024].")] = None,
+    upload_space: Annotated[int | None, typer.Option(
+        help="Most bytes the open uploads may announce together [1 GiB; 1 MiB to "
+             "1 TiB].")] = None,
+    upload_idle: Annotated[float | None, typer.Option(
+        help="Seconds an unfinished upload is kept untouched [300; 1 to 86400].")] = None,
+    deploy_timeout: Annotated[float | None, typer.Option(
+        help="Most seconds a deploy (or an app's first load) may take [120; 1 to "
+             "3600].")] = None,
+    max_slaves: Annotated[int | None, typer.Option(
+        help="Most slaves of all apps together [from memory and pids; 1 to "
+             "100000].")] = None,
+    max_message: Annotated[int | None, typer.Option(
+        help="Largest message a client may send, in bytes; a larger one drops its "
+             "connection [64 MiB; 2 MiB to 2 GiB].")] = None,
+    client_backlog: Annotated[int | None, typer.Option(
+        help="Most bytes of answers held for a client that does not read them; past it "
+             "its requests are cancelled [64 MiB; 1 MiB to 4 GiB].")] = None,
 ) -> None:
     """Run a node: serve the apps in storage, take deploys; SIGTERM drains, SIGHUP reloads."""
+    from cocaine_core.archive import Limits
     from cocaine_core.cli.hosting import host
     from cocaine_core.cli.logs import setup_logging
-    from cocaine_core.node import DEFAULT_MAX_UPLOAD, Node
+    from cocaine_core.node import Node
     from cocaine_core.storages import open_storage
+    from cocaine_core.uploads import UploadLimits
 
     settings = read_config(config) if config else {}
     given = {"listen": listen, "storage": storage, "run-dir": run_dir, "port-range": port_range,
              "log-format": log_format, "log-level": log_level, "name": name,
-             "max-upload": max_upload}
+             "max-upload": max_upload, "max-unpacked": max_unpacked,
+             "max-archive-members": max_archive_members, "max-uploads": max_uploads,
+             "upload-space": upload_space, "upload-idle": upload_idle,
+             "deploy-timeout": deploy_timeout, "max-slaves": max_slaves,
+             "max-message": max_message, "client-backlog": client_backlog}
     settings.update({k: v for k, v in given.items() if v is not None})
+    limits = {key: limit(settings, key) for key in LIMITS}
     setup_logging(str(settings.get("log-level", "info")),
                   str(settings.get("log-format", "auto")))
     ports = PortAllocator.parse(str(settings["port-range"])) if "port-range" in settings \
         else PortAllocator()
     run = Path(settings.get("run-dir") or default_run_dir())
+    store = open_storage(str(settings.get("storage") or default_storage()))
+    check_run_dir(run, getattr(store, "root", None))
     with _exclusive(run):
         _clean_run_dir(run)
         the_node = Node(listen=str(settings.get("listen", DEFAULT_ENDPOINT)), run_dir=run,
-                        name=settings.get("name"), ports=ports,
-                        storage=open_storage(str(settings.get("storage") or default_storage())),
-                        max_upload=int(settings.get("max-upload", DEFAULT_MAX_UPLOAD)))
-        host(the_node, _ready, reload_on_sighup=True)
+                        name=settings.get("name"), ports=ports, storage=store,
+                        max_upload=limits["max-upload"],
+                        limits=Limits(limits["max-unpacked"], limits["max-archive-members"]),
+                        uploads=UploadLimits(limits["max-uploads"], limits["upload-space"],
+                                             limits["upload-idle"]),
+                        deploy_timeout=limits["deploy-timeout"],
+                        max_slaves=limits["max-slaves"],
+                        max_message=limits["max-message"],
+                        client_backlog=limits["client-backlog"])
+        try:
+            host(the_node, _ready, reload_on_sighup=True)
+        finally:
+            _clean_run_dir(run)
 
 
 async def _ready(node: Node, background: Background) -> None:
@@ -132,12 +207,9 @@ def _exclusive(run_dir: Path) -> Iterator[None]:
 
 
 def _clean_run_dir(run_dir: Path) -> None:
-    # Left by a node that was killed: sockets, half-finished uploads, unpacked code.
-    for entry in run_dir.iterdir():
-        if entry.name == "node.lock":
-            continue
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry, ignore_errors=True)
-        else:
-            with contextlib.suppress(OSError):
-                entry.unlink()
+    # Left by a node that was killed (or by this one, stopping): its unpacked code, uploads
+    # and engine sockets; nothing else is ever deleted.
+    foreign = clean_run_dir(run_dir)
+    if foreign:
+        log.warning("the run folder %s holds %s, which no node made; left alone (give the "
+                    "node a folder of its own with --run-dir)", run_dir, ", ".join(foreign))

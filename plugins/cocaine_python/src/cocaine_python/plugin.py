@@ -7,6 +7,7 @@ from typing import Any
 
 from cocaine_core import hookimpl
 from cocaine_core.errors import Problem
+from cocaine_core.paths import deployed_root
 
 
 class PythonLanguage:
@@ -16,7 +17,8 @@ class PythonLanguage:
 
     def check_args(self, args: dict[str, Any], root: Path) -> tuple[dict[str, Any],
                                                                     list[Problem]]:
-        """Check ``args.source`` (required; relative to the manifest's folder)."""
+        """Check ``args.source`` (required; relative to the manifest's folder). A deployed
+        app's (``root`` is its unpacked code on a node) must stay inside that code."""
         problems: list[Problem] = []
         for key in args:
             if key != "source":
@@ -30,7 +32,12 @@ class PythonLanguage:
             problems.append(Problem("source", f"must be a path, got {source!r}"))
         else:
             path = resolve_source(source, root)
-            if not path.exists():
+            if deployed_root(root) and not _within(path, Path(root)):
+                problems.append(Problem("source", f"{source!r} leads to {path}, outside the "
+                                                  "app's uploaded code; a deployed app loads "
+                                                  "only its own code: give a path inside "
+                                                  "the archive, relative to the manifest"))
+            elif not path.exists():
                 problems.append(Problem("source", f"{path} does not exist"))
             elif path.is_dir() and not (path / "__init__.py").is_file():
                 problems.append(Problem("source", f"{path} is a folder without __init__.py; "
@@ -38,6 +45,12 @@ class PythonLanguage:
             elif path.is_file() and path.suffix != ".py":
                 problems.append(Problem("source", f"{path} is not a .py file"))
         return dict(args), problems
+
+
+def _within(path: Path, root: Path) -> bool:
+    real_root = root.resolve()
+    real_path = path.resolve()
+    return real_path == real_root or real_root in real_path.parents
 
 
 def resolve_source(source: str, root: Path | str) -> Path:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import socket
 from typing import Any
 
 import zmq
 
 from cocaine_core.errors import NodeError
+from cocaine_core.paths import check_ipc_path, socket_in_use
 from cocaine_core.ports import PortAllocator
 from cocaine_core.schema import Invalid, show
 
@@ -70,15 +70,7 @@ def _ipc_in_use(address: str) -> bool:
     """Whether something listens on the ipc path (libzmq would silently take it over)."""
     if address.startswith("@"):  # abstract socket: the kernel itself refuses a second bind
         return False
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-        probe.setblocking(False)
-        try:
-            probe.connect(address)
-        except (BlockingIOError, InterruptedError):
-            return True  # accepted for later: a listener with a full backlog
-        except OSError:
-            return False
-        return True
+    return socket_in_use(address)
 
 
 def bind(sock: zmq.Socket, address: str, owner: str) -> str:
@@ -88,8 +80,10 @@ def bind(sock: zmq.Socket, address: str, owner: str) -> str:
     """
     in_use = f"{owner}: cannot bind {address}: the address is already in use; stop whatever " \
              f"listens there or choose another endpoint in the manifest"
-    if address.startswith("ipc://") and _ipc_in_use(address[len("ipc://"):]):
-        raise NodeError(in_use)
+    if address.startswith("ipc://"):
+        # libzmq unlinks the path before binding: never let it delete a file that is not a
+        # stale socket, nor anything in the node's own folders.
+        check_ipc_path(address[len("ipc://"):], owner)
     try:
         sock.bind(address)
     except zmq.ZMQError as exc:

@@ -1,0 +1,167 @@
+"""What a node may bind, delete or load on its disk.
+
+A node keeps apps' records in its storage folder and its own things in its run folder. An
+``ipc://`` bind unlinks whatever file has that path first (libzmq does, to clear a stale
+socket), and cleaning the run folder deletes: both must only ever touch what the node itself
+made. The node registers its folders here while it runs (``guard``); the ZeroMQ drivers ask
+``check_ipc_path`` before each bind, and the python language asks ``deployed_root`` to keep a
+deployed app's ``args.source`` inside its uploaded code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import socket
+import stat
+import threading
+from pathlib import Path
+
+from cocaine_core.errors import NodeError
+
+#: What a node creates in its run folder; cleaning it removes these and nothing else.
+RUN_MARKER = ".cocaine-run"
+RUN_LOCK = "node.lock"
+RUN_FOLDERS = ("code", "uploads")
+#: An engine's slave socket: ``<app>.<8 hex digits>`` (see ``Engine.__init__``).
+ENGINE_SOCKET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*\.[0-9a-f]{8}$")
+
+_lock = threading.Lock()
+#: Folders no manifest endpoint may bind in (storage, run folders), with how many nodes hold
+#: each, and the folders holding deployed apps' code.
+_protected: dict[Path, int] = {}
+_code_roots: dict[Path, int] = {}
+
+
+def real(path: str | Path) -> Path:
+    """``path`` made absolute with its folder's links resolved (the last part kept as is)."""
+    path = Path(os.path.abspath(path))
+    return Path(os.path.realpath(path.parent)) / path.name
+
+
+def inside(path: Path, folder: Path) -> bool:
+    """Whether ``path`` is ``folder`` or lies inside it (both already ``real``)."""
+    return path == folder or folder in path.parents
+
+
+def guard(*, protected: list[Path], code_root: Path | None) -> None:
+    """Register a running node's folders (undo with ``unguard`` and the same arguments)."""
+    with _lock:
+        for folder in protected:
+            key = real(folder)
+            _protected[key] = _protected.get(key, 0) + 1
+        if code_root is not None:
+            key = real(code_root)
+            _code_roots[key] = _code_roots.get(key, 0) + 1
+
+
+def unguard(*, protected: list[Path], code_root: Path | None) -> None:
+    """Forget folders registered by ``guard``."""
+    with _lock:
+        for registry, folders in ((_protected, protected),
+                                  (_code_roots, [code_root] if code_root else [])):
+            for folder in folders:
+                key = real(folder)
+                if registry.get(key, 0) <= 1:
+                    registry.pop(key, None)
+                else:
+                    registry[key] -= 1
+
+
+def deployed_root(root: Path | str) -> bool:
+    """Whether ``root`` is a deployed app's unpacked code (under a node's code folder)."""
+    path = real(root)
+    with _lock:
+        return any(inside(path, folder) for folder in _code_roots)
+
+
+def check_ipc_path(address: str, owner: str, *, protected: bool = True) -> None:
+    """Refuse an ``ipc://`` path whose bind would delete a file that is not a stale socket.
+
+    :param address: the path after ``ipc://`` (an abstract ``@name`` is always fine).
+    :param protected: also refuse paths inside a node's storage or run folder.
+    :raises NodeError: naming ``owner``, the path and why.
+    """
+    if not address or address.startswith("@") or address == "*":
+        return
+    path = real(address)
+    if protected:
+        with _lock:
+            folders = list(_protected)
+        for folder in folders:
+            if inside(path, folder):
+                raise NodeError(f"{owner}: cannot bind ipc://{address}: {path} lies inside the "
+                                f"node's folder {folder} (its storage or run folder), where a "
+                                f"bind could delete the node's files; choose an ipc path "
+                                f"elsewhere")
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise NodeError(f"{owner}: cannot bind ipc://{address}: {exc.strerror}") from None
+    if not stat.S_ISSOCK(mode):
+        raise NodeError(f"{owner}: cannot bind ipc://{address}: {path} exists and is not a "
+                        f"socket (binding would delete it); choose another path")
+    if socket_in_use(str(path)):
+        raise NodeError(f"{owner}: cannot bind ipc://{address}: the address is already in "
+                        f"use; stop whatever listens there or choose another endpoint")
+
+
+def socket_in_use(path: str) -> bool:
+    """Whether something listens on the unix socket at ``path``."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.setblocking(False)
+        try:
+            probe.connect(path)
+        except (BlockingIOError, InterruptedError):
+            return True  # accepted for later: a listener with a full backlog
+        except OSError:
+            return False
+        return True
+
+
+# -- the run folder ---------------------------------------------------------------------------
+
+
+def check_run_dir(run_dir: Path, storage_root: Path | None) -> None:
+    """Refuse a run folder that is, holds or lies inside the storage folder.
+
+    :raises NodeError: naming both folders.
+    """
+    if storage_root is None:
+        return
+    run, storage = real(run_dir), real(storage_root)
+    if inside(run, storage) or inside(storage, run):
+        raise NodeError(f"the run folder {run} and the storage folder {storage} overlap; the "
+                        f"run folder is disposable and must be apart from storage: choose "
+                        f"another --run-dir")
+
+
+def clean_run_dir(run_dir: Path) -> list[str]:
+    """Remove what an earlier node left in ``run_dir`` (its code, uploads and engine sockets),
+    and nothing else; mark the folder as a node's. Returns the names of entries kept that the
+    node did not make (say them: they do not belong in a run folder)."""
+    foreign: list[str] = []
+    for entry in run_dir.iterdir():
+        name = entry.name
+        if name in (RUN_LOCK, RUN_MARKER):
+            continue
+        if name in RUN_FOLDERS and entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        elif ENGINE_SOCKET.match(name) and _is_socket(entry):
+            with contextlib.suppress(OSError):
+                entry.unlink()
+        else:
+            foreign.append(name)
+    (run_dir / RUN_MARKER).touch()
+    return sorted(foreign)
+
+
+def _is_socket(path: Path) -> bool:
+    try:
+        return stat.S_ISSOCK(os.lstat(path).st_mode)
+    except OSError:
+        return False
