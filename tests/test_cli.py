@@ -90,7 +90,7 @@ def test_check_prints_every_problem_and_exits_1(app_dir: Path) -> None:
     assert result.stdout == ""
     assert result.stderr == (
         f"3 problems with the manifest in {path}:\n"
-        '  - engine.pool-limit: must be a positive integer, got "ten"\n'
+        '  - engine.pool-limit: must be an integer from 1 to 1000, got "ten"\n'
         "  - engine.queue-limt: unknown key; did you mean 'queue-limit'?\n"
         '  - tasks: is empty: an app needs at least one task, e.g. {"hello": {"type": '
         '"native-server"}}\n')

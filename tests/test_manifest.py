@@ -120,7 +120,7 @@ def test_the_model_and_the_declared_keys_agree() -> None:
     defaults = EngineConfig()
     for key in ENGINE_KEYS:
         assert getattr(defaults, key.name.replace("-", "_")) == key.default, key.name
-    assert {k.name for k in TASK_KEYS} == {"type", "emit", "timeout"}
+    assert {k.name for k in TASK_KEYS} == {"type", "emit", "timeout", "retry"}
 
 
 def test_every_engine_key_is_read(app_dir: Path, host: PluginHost) -> None:
@@ -248,35 +248,39 @@ MALFORMED: list[tuple[str, Any, str, str]] = [
     ("unknown-arg", variant({"args/sauce": "x"}), "args.sauce", "unknown key"),
     ("engine-not-an-object", variant({"engine": 5}), "engine", "must be an object, got 5"),
     ("pool-limit-word", variant({"engine/pool-limit": "ten"}), "engine.pool-limit",
-     'must be a positive integer, got "ten"'),
+     'must be an integer from 1 to 1000, got "ten"'),
     ("pool-limit-zero", variant({"engine/pool-limit": 0}), "engine.pool-limit",
-     "must be a positive integer, got 0"),
+     "must be an integer from 1 to 1000, got 0"),
     ("pool-limit-fraction", variant({"engine/pool-limit": 2.5}), "engine.pool-limit",
-     "must be a positive integer, got 2.5"),
+     "must be an integer from 1 to 1000, got 2.5"),
     ("pool-limit-boolean", variant({"engine/pool-limit": True}), "engine.pool-limit",
-     "must be a positive integer, got true"),
+     "must be an integer from 1 to 1000, got true"),
     ("pool-min-negative", variant({"engine/pool-min": -1}), "engine.pool-min",
-     "must be an integer of 0 or more, got -1"),
+     "must be an integer from 0 to 1000, got -1"),
     ("pool-min-above-limit", variant({"engine": {"pool-min": 5, "pool-limit": 2}}),
      "engine.pool-min", "is 5, above engine.pool-limit (2)"),
     ("queue-limit-negative", variant({"engine/queue-limit": -5}), "engine.queue-limit",
-     "must be an integer of 0 or more, got -5"),
+     "must be an integer from 0 to 1000000, got -5"),
     ("grow-threshold-zero", variant({"engine/grow-threshold": 0}), "engine.grow-threshold",
-     "must be a positive integer"),
+     "must be an integer from 1 to 10000, got 0"),
     ("concurrency-string", variant({"engine/concurrency": "2"}), "engine.concurrency",
-     'must be a positive integer, got "2"'),
+     'must be an integer from 1 to 1000, got "2"'),
     ("heartbeat-timeout-zero", variant({"engine/heartbeat-timeout": 0}),
-     "engine.heartbeat-timeout", "must be a number above 0, got 0"),
+     "engine.heartbeat-timeout",
+     "must be a number of seconds from 0.1 to 86400 (1 day), got 0"),
     ("startup-timeout-negative", variant({"engine/startup-timeout": -1}),
-     "engine.startup-timeout", "must be a number above 0"),
+     "engine.startup-timeout",
+     "must be a number of seconds from 0.1 to 3600 (1 hour), got -1"),
     ("idle-timeout-word", variant({"engine/idle-timeout": "forever"}), "engine.idle-timeout",
-     'must be a number above 0, got "forever"'),
+     'must be a number of seconds from 0.1 to 604800 (7 days), got "forever"'),
     ("suicide-timeout-word", variant({"engine/suicide-timeout": "never"}),
-     "engine.suicide-timeout", "must be a number above 0"),
+     "engine.suicide-timeout",
+     "must be a number of seconds from 0.1 to 604800 (7 days)"),
     ("termination-timeout-negative", variant({"engine/termination-timeout": -1}),
-     "engine.termination-timeout", "must be a number of 0 or more, got -1"),
+     "engine.termination-timeout",
+     "must be a number of seconds from 0 to 600 (10 minutes), got -1"),
     ("job-timeout-zero", variant({"engine/job-timeout": 0}), "engine.job-timeout",
-     "must be a number of seconds above 0, or null for none, got 0"),
+     "must be a number of seconds from 0.001 to 604800 (7 days), or null for none, got 0"),
     ("unknown-backend", variant({"engine/backend": "docker"}), "engine.backend",
      "unknown slave backend 'docker'; installed slave backends: 'process'"),
     ("backend-not-a-string", variant({"engine/backend": 5}), "engine.backend",
@@ -320,7 +324,8 @@ MALFORMED: list[tuple[str, Any, str, str]] = [
      'event name "say hello" must start with a letter'),
     ("task-timeout-word", variant({"tasks/hello": {"type": "native-server",
                                                    "timeout": "soon"}}),
-     "tasks.hello.timeout", 'must be a number of seconds above 0, or null for none, got "soon"'),
+     "tasks.hello.timeout", 'must be a number of seconds from 0.001 to 604800 (7 days), or '
+     'null for none, got "soon"'),
     ("oneshot-times-zero", variant({"tasks/hello": {"type": "oneshot", "times": 0}}),
      "tasks.hello.times", "must be a positive integer, got 0"),
     ("oneshot-too-many", variant({"tasks/hello": {"type": "oneshot", "times": 1001}}),
@@ -376,7 +381,8 @@ def test_one_problem_is_one_problem(app_dir: Path, host: PluginHost) -> None:
         parse_manifest(variant({"engine/pool-limit": "ten"}), root=app_dir, host=host,
                        source="app.json")
     assert str(caught.value) == ('1 problem with the manifest in app.json:\n'
-                                 '  - engine.pool-limit: must be a positive integer, got "ten"')
+                                 '  - engine.pool-limit: must be an integer from 1 to 1000, '
+                                 'got "ten"')
 
 
 # -- reading files ------------------------------------------------------------------------------

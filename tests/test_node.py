@@ -286,7 +286,7 @@ def test_invalid_manifest_is_refused_with_every_problem(node_process, tmp_path):
     result = node.cli("app", "deploy", str(manifest), check=False)
     err = result.stderr.decode()
     assert result.returncode == 1
-    assert "engine.pool-limit: must be a positive integer" in err
+    assert "engine.pool-limit: must be an integer from 1 to 1000" in err
     assert "engine.queue-limt: unknown key; did you mean 'queue-limit'?" in err
     assert "tasks.extra.type" in err
     with node.client() as client:

@@ -3,7 +3,8 @@ default, is in ``manifest_model``).
 
 ``load_manifest(path)`` reads a file; ``parse_manifest(data, root=...)`` checks a JSON value.
 Both return a ``Manifest`` with every default filled in, or raise ``ManifestError`` listing
-every problem at once, each by key path (``engine.pool-limit: must be a positive integer``).
+every problem at once, each by key path
+(``engine.pool-limit: must be an integer from 1 to 1000, got 1000000000``).
 """
 
 from __future__ import annotations
@@ -28,16 +29,19 @@ from cocaine_core.plugins import SHIPPED, PluginHost, get_host
 __all__ = ["ENGINE_KEYS", "TASK_KEYS", "EngineConfig", "Manifest", "TaskConfig",
            "app_name_for", "check_app_name", "load_manifest", "parse_manifest"]
 
-EVENT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]{0,127}$")
+#: What an event may be called. Checked with ``fullmatch``: ``$`` would match before a
+#: trailing newline.
+EVENT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.:-]{0,127}")
 
 
-#: What an app may be called: it names folders, sockets and cgroups, so nothing else.
-APP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+#: What an app may be called: it names folders, sockets and cgroups, so nothing else
+#: (``fullmatch``: ``"app\n"`` is no app name).
+APP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
 def check_app_name(name: object) -> str:
     """Return ``name`` if it is a plain app name, else ``NodeError`` saying what is allowed."""
-    if not isinstance(name, str) or not APP_NAME.match(name) or ".." in name:
+    if not isinstance(name, str) or not APP_NAME.fullmatch(name) or ".." in name:
         raise NodeError(f"app name {name!r} is not allowed: use 1 to 64 letters, digits, "
                         f"'.', '_' or '-', starting with a letter or digit")
     return name
@@ -207,7 +211,7 @@ def _check_task(section: str, name: str, raw: Any, root: Path, host: PluginHost,
     values, task_problems = schema.check_keys(raw, (*TASK_KEYS, *driver_keys), path)
     problems.extend(task_problems)
     event = values.get("emit") or name
-    if not EVENT_NAME.match(event):
+    if not EVENT_NAME.fullmatch(event):
         where = f"{path}.emit" if values.get("emit") else path
         problems.append(Problem(where, f"event name {schema.show(event)} must start with a "
                                        "letter or '_' and hold only letters, digits and _.:-"))
@@ -223,8 +227,10 @@ def _check_task(section: str, name: str, raw: Any, root: Path, host: PluginHost,
                                  f"{type(exc).__name__}: {exc}")]
         for problem in extra:
             problems.append(Problem(schema.join_path(path, problem.path), problem.message))
+    # A driver's own "retry" (manual-scheduler: seconds) wins over the task key of that name.
+    retry = "retry" in options or values.get("retry", True)
     return TaskConfig(name=name, type=driver_type, event=event, timeout=values.get("timeout"),
-                      options=options)
+                      options=options, retry=retry)
 
 
 def _plugin_problems(manifest: Manifest, host: PluginHost) -> list[Problem]:

@@ -14,26 +14,38 @@ import attrs
 from cocaine_core import schema
 from cocaine_core.schema import Key
 
+#: The ranges of the engine's numbers, in one place (docs/manifest.md has the table). Each is
+#: what a real app could want and no more: a pool is processes, a queue is memory.
+MAX_POOL = 1000
+MAX_QUEUE = 1_000_000
+MAX_GROW_THRESHOLD = 10_000
+MAX_CONCURRENCY = 1000
+MAX_REQUESTS = 1_000_000_000
+HOUR, DAY = 3600.0, 86400.0
+#: Longest a job may be given to run (engine.job-timeout, a task's timeout).
+MAX_JOB_SECONDS = 7 * DAY
+JOB_SECONDS = schema.seconds(0.001, MAX_JOB_SECONDS, optional=True)
+
 #: The engine keys the core owns, with the original engine's defaults.
 ENGINE_KEYS: tuple[Key, ...] = (
-    Key("pool-limit", schema.positive_int, 10, "most slaves"),
-    Key("pool-min", schema.non_negative_int, 0, "slaves kept warm even when idle"),
-    Key("queue-limit", schema.non_negative_int, 100,
+    Key("pool-limit", schema.int_range(1, MAX_POOL), 10, "most slaves"),
+    Key("pool-min", schema.int_range(0, MAX_POOL), 0, "slaves kept warm even when idle"),
+    Key("queue-limit", schema.int_range(0, MAX_QUEUE), 100,
         "jobs waiting; beyond it a job is refused at once with 503"),
-    Key("grow-threshold", schema.positive_int, 1,
+    Key("grow-threshold", schema.int_range(1, MAX_GROW_THRESHOLD), 1,
         "queued jobs per slave before the pool grows by one"),
-    Key("concurrency", schema.positive_int, 1, "jobs in flight per slave"),
-    Key("heartbeat-timeout", schema.positive_number, 30.0,
+    Key("concurrency", schema.int_range(1, MAX_CONCURRENCY), 1, "jobs in flight per slave"),
+    Key("heartbeat-timeout", schema.seconds(0.1, DAY), 30.0,
         "seconds a slave may stay silent before it is killed"),
-    Key("startup-timeout", schema.positive_number, 10.0,
+    Key("startup-timeout", schema.seconds(0.1, HOUR), 10.0,
         "seconds a new slave has to become ready"),
-    Key("idle-timeout", schema.positive_number, 600.0,
+    Key("idle-timeout", schema.seconds(0.1, 7 * DAY), 600.0,
         "seconds an idle slave above pool-min lives", aliases=("suicide-timeout",)),
-    Key("termination-timeout", schema.non_negative_number, 5.0,
+    Key("termination-timeout", schema.seconds(0, 600), 5.0,
         "grace in seconds between terminate and SIGKILL"),
-    Key("job-timeout", schema.optional_positive_number, None,
+    Key("job-timeout", JOB_SECONDS, None,
         "default run-time limit in seconds of every job; null for none"),
-    Key("max-requests", schema.non_negative_int, 0,
+    Key("max-requests", schema.int_range(0, MAX_REQUESTS), 0,
         "jobs a slave serves before it is replaced, gracefully; 0: never"),
     Key("max-rss", schema.optional_size, None,
         "resident memory (\"512M\") past which a slave is replaced once its jobs end; "
@@ -45,8 +57,9 @@ ENGINE_KEYS: tuple[Key, ...] = (
 TASK_KEYS: tuple[Key, ...] = (
     Key("type", schema.string, help="the driver"),
     Key("emit", schema.string, None, "the event (handler) name, if not the task's name"),
-    Key("timeout", schema.optional_positive_number, None,
-        "run-time limit in seconds of this task's jobs"),
+    Key("timeout", JOB_SECONDS, None, "run-time limit in seconds of this task's jobs"),
+    Key("retry", schema.boolean, True, "whether a job whose slave died before it answered "
+        "anything runs again, once, on another slave (false: never run a job twice)"),
 )
 
 TOP_KEYS = ("type", "args", "engine", "tasks", "drivers")
@@ -88,6 +101,8 @@ class TaskConfig:
     event: str
     timeout: float | None = None
     options: dict[str, Any] = attrs.field(factory=dict)
+    #: Whether a job whose slave died before it answered runs again (the task's ``retry``).
+    retry: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         """The task as manifest JSON, every default filled in."""
@@ -95,6 +110,8 @@ class TaskConfig:
         if self.event != self.name:
             out["emit"] = self.event
         out["timeout"] = self.timeout
+        if not self.retry:
+            out["retry"] = False
         out.update(self.options)
         return out
 

@@ -91,11 +91,14 @@ def optional_positive_number(value: Any) -> float | None:
 
 
 _SIZE_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+#: The sizes ``optional_size`` accepts: a process needs at least a MiB; no machine has 64 TiB
+#: for one process.
+SIZE_MIN, SIZE_MAX = 2**20, 64 * 2**40
 
 
 def optional_size(value: Any) -> int | None:
     """A size in bytes: a whole number, or a string with a unit (``"512M"``, ``"2G"``; K, M,
-    G and T are powers of 1024); null for none. At least 1 MiB: smaller is no process."""
+    G and T are powers of 1024); null for none. From 1 MiB (smaller is no process) to 64 TiB."""
     if value is None:
         return None
     size: float | None = None
@@ -109,10 +112,104 @@ def optional_size(value: Any) -> int | None:
             size = float(number) * _SIZE_UNITS[unit]
         except ValueError:
             size = None
-    if size is not None and math.isfinite(size) and 2**20 <= size <= 2**50:
+    if size is not None and math.isfinite(size) and SIZE_MIN <= size <= SIZE_MAX:
         return int(size)
-    raise Invalid(f"must be a size of at least 1 MiB, in bytes or with a unit such as \"512M\" "
-                  f"or \"2G\", or null for none, got {show(value)}")
+    raise Invalid(f"must be a size from 1 MiB to 64 TiB, in bytes or with a unit such as "
+                  f"\"512M\" or \"2G\", or null for none, got {show(value)}")
+
+
+# -- bounded numbers: every number a manifest gives has a range ----------------------------------
+
+
+def number_text(value: float) -> str:
+    """A bound or a value as a person writes it: ``1000``, ``0.01``, ``1e-09``."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e16:
+        return str(int(value))
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _span(seconds: float) -> str:
+    for size, unit in ((86400, "day"), (3600, "hour"), (60, "minute")):
+        if seconds >= size and seconds % size == 0:
+            count = int(seconds // size)
+            return f" ({count} {unit}{'s' if count != 1 else ''})"
+    return ""
+
+
+def _shown(value: Any) -> str:
+    if _is_number(value) and not isinstance(value, bool):
+        return number_text(value)
+    return show(value)
+
+
+@attrs.frozen
+class IntRange:
+    """A kind: a whole number from ``low`` to ``high`` (``3.0`` counts as 3)."""
+
+    low: int
+    high: int
+
+    def __call__(self, value: Any) -> int:
+        if _is_number(value) and _is_whole(value) and self.low <= value <= self.high:
+            return int(value)
+        raise Invalid(f"must be an integer from {self.low} to {self.high}, got {_shown(value)}")
+
+    @property
+    def range_text(self) -> str:
+        """The range as the docs write it: ``1 to 1000``."""
+        return f"{self.low} to {self.high}"
+
+
+@attrs.frozen
+class NumberRange:
+    """A kind: a number from ``low`` to ``high`` in ``unit`` (null too, if ``optional``)."""
+
+    low: float
+    high: float
+    unit: str = ""
+    optional: bool = False
+
+    def __call__(self, value: Any) -> float | None:
+        if value is None and self.optional:
+            return None
+        if _is_number(value) and self.low <= value <= self.high:
+            return float(value)
+        none = ", or null for none" if self.optional else ""
+        raise Invalid(f"must be a number{self._of} from {self.range_text}{none}, "
+                      f"got {_shown(value)}")
+
+    @property
+    def _of(self) -> str:
+        return f" of {self.unit}" if self.unit else ""
+
+    @property
+    def range_text(self) -> str:
+        """The range as the docs write it: ``0.1 to 86400 (1 day)``."""
+        per_second = {"seconds": 1, "milliseconds": 1000}.get(self.unit)
+        span = _span(self.high / per_second) if per_second else ""
+        return f"{number_text(float(self.low))} to {number_text(float(self.high))}{span}"
+
+
+def int_range(low: int, high: int) -> IntRange:
+    """A kind accepting integers from ``low`` to ``high``, the range said when refused."""
+    return IntRange(low, high)
+
+
+def seconds(low: float, high: float, *, optional: bool = False) -> NumberRange:
+    """A kind accepting a time in seconds from ``low`` to ``high`` (or null if ``optional``).
+
+    NaN and the infinities are refused: a time that never ends is no time (null says none)."""
+    return NumberRange(low, high, "seconds", optional)
+
+
+def milliseconds(low: float, high: float) -> NumberRange:
+    """A kind accepting a time in milliseconds from ``low`` to ``high``."""
+    return NumberRange(low, high, "milliseconds")
+
+
+def is_bounded(kind: Kind) -> bool:
+    """Whether ``kind`` takes numbers only within a stated range (the sweep in the tests)."""
+    return isinstance(kind, IntRange | NumberRange)
 
 
 def string(value: Any) -> str:
@@ -230,6 +327,9 @@ def check_keys(
             values[key.name] = key.kind(raw)
         except Invalid as exc:
             problems.append(Problem(join_path(path, name), str(exc)))
+        except Exception as exc:  # a kind's bug: still a problem with this key, not a crash
+            problems.append(Problem(join_path(path, name), f"could not be checked "
+                                    f"({type(exc).__name__}: {exc}), got {show(raw)}"))
     for spec in keys:
         if spec.name in values or any(p.path == join_path(path, spec.name) for p in problems):
             continue

@@ -117,5 +117,6 @@ def test_interval_is_checked(tmp_path):
     (tmp_path / "manifest.json").write_text(
         '{"type": "python", "args": {"source": "app.py"}, '
         '"tasks": {"tick": {"type": "recurring-timer", "interval": -5}}}')
-    with pytest.raises(ManifestError, match=r"tasks\.tick\.interval: must be a number above 0"):
+    with pytest.raises(ManifestError, match=r"tasks\.tick\.interval: must be a number of "
+                                            r"milliseconds from 10 to "):
         load_manifest(tmp_path / "manifest.json")

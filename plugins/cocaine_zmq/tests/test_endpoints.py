@@ -86,11 +86,11 @@ def test_problems_name_their_key(tmp_path):
     )
     text = "\n".join(problems)
     for expected in ("tasks.a.endpoint: must be tcp://HOST:PORT",
-                     "tasks.a.backlog: must be a positive integer",
+                     "tasks.a.backlog: must be an integer from 1 to 100000",
                      "tasks.b.publish: must differ from endpoint",
                      "tasks.c.endpoint: is required",
                      "tasks.c.subscribe: must be a topic prefix",
                      "tasks.d.publish: is an endpoint this task subscribes to",
-                     "tasks.f.max-message-size: must be a positive integer",
+                     "tasks.f.max-message-size: must be an integer from 1 to 1073741824",
                      "tasks.e.endpiont: unknown key; did you mean 'endpoint'?"):
         assert expected in text, f"{expected!r} not in:\n{text}"

@@ -117,7 +117,7 @@ class FilesystemMonitor(Driver):
         Key("path", schema.string, help="the file or folder to watch; relative paths start "
                                         "from the manifest's folder"),
         Key("recursive", schema.boolean, True, "watch the folder's sub-folders too"),
-        Key("debounce", schema.positive_number, 0.05,
+        Key("debounce", schema.seconds(0.001, 3600), 0.05,
             "most seconds changes are gathered into one batch"),
     )
 

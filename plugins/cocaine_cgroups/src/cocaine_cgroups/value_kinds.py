@@ -19,6 +19,10 @@ Kind = Callable[[Any], Any]
 
 _BYTES = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+#: The largest memory size a limit may give (no machine has more for one app): 64 TiB.
+MAX_BYTES = 64 << 40
+#: The largest CPU or memory-node number (the kernel's own most, NR_CPUS with MAXSMP, is 8192).
+MAX_CPU = 8191
 
 
 def _is_int(value: Any) -> bool:
@@ -39,11 +43,11 @@ def _bytes(value: Any, *, zero: bool) -> int | None:
         match = _BYTES.match(value)
         if match:
             size = int(float(match.group(1)) * _UNITS[match.group(2).lower()])
-    if size is not None and (size > 0 or (zero and size == 0)):
+    if size is not None and (size > 0 or (zero and size == 0)) and size <= MAX_BYTES:
         return size
-    least = "of 0 or more" if zero else "above 0"
-    raise Invalid(f"must be a size in bytes {least} (67108864, \"64M\", \"1G\") or \"max\", "
-                  f"got {show(value)}")
+    least = "from 0" if zero else "from 1"
+    raise Invalid(f"must be a size in bytes {least} to 64 TiB (67108864, \"64M\", \"1G\") or "
+                  f"\"max\", got {show(value)}")
 
 
 def memory_bytes(value: Any) -> int | None:
@@ -62,7 +66,7 @@ def int_between(low: int, high: int, *, unlimited: bool = False) -> Kind:
     def check(value: Any) -> int | None:
         if unlimited and _unlimited(value):
             return None
-        if isinstance(value, str) and value.strip().isdigit():
+        if isinstance(value, str) and value.strip().isdecimal():
             value = int(value.strip())
         if _is_int(value) and low <= value <= high:
             return int(value)
@@ -75,15 +79,19 @@ def int_between(low: int, high: int, *, unlimited: bool = False) -> Kind:
 
 def cpu_list(value: Any) -> str:
     """CPUs or memory nodes: ``"0-3,8"``, or one number."""
-    if _is_int(value) and value >= 0:
+    if _is_int(value) and 0 <= value <= MAX_CPU:
         return str(value)
     if isinstance(value, str) and value.strip():
         try:
             numbers = parse_cpulist(value)
         except ValueError as exc:
             raise Invalid(f"must be a list like \"0-3,8\": {exc}") from None
+        if numbers and max(numbers) > MAX_CPU:
+            raise Invalid(f"must be a list like \"0-3,8\" of numbers from 0 to {MAX_CPU}, "
+                          f"got {show(value)}")
         return format_cpulist(numbers)
-    raise Invalid(f"must be a list like \"0-3,8\" (or one number), got {show(value)}")
+    raise Invalid(f"must be a list like \"0-3,8\" (or one number from 0 to {MAX_CPU}), "
+                  f"got {show(value)}")
 
 
 QUOTA = int_between(1000, 2**43, unlimited=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 from typing import TYPE_CHECKING
 
-from cocaine_timers.recurring import INTERVAL
+from cocaine_timers.recurring import INTERVAL, interval_seconds
 from cocaine_timers.timer import Outcome, TimerDriver
 
 if TYPE_CHECKING:
@@ -27,7 +27,7 @@ class DriftingTimer(TimerDriver):
     def __init__(self, task: TaskConfig, engine: EngineHandle,
                  clock: Clock | None = None) -> None:
         super().__init__(task, engine, clock)
-        self.interval = self.options["interval"] / 1000.0
+        self.interval = interval_seconds(self.options["interval"])
 
     def begin(self) -> None:
         """Arm the first run one interval from now."""

@@ -18,6 +18,15 @@ if TYPE_CHECKING:
     from cocaine_timers.clock import Clock
 
 
+#: The shortest wait between runs (seconds): an answer of 0 runs the next one this much later,
+#: so a handler answering 0 polls, it does not spin. The longest: 31 days, as for the
+#: timers' interval; an answer past it is an error (and the next run comes ``retry`` later).
+MIN_DELAY = 0.01
+MAX_DELAY = 31 * 86400.0
+RETRY = Key("retry", schema.seconds(MIN_DELAY, MAX_DELAY), 60.0,
+            "seconds to wait after a run that failed before running again")
+
+
 class AnswerError(ValueError):
     """An answer that is not a number of seconds; the message shows what came."""
 
@@ -42,8 +51,9 @@ def parse_answer(answer: bytes) -> float | None:
         if isinstance(value, bool) or not isinstance(value, int | float):
             # One msgpack value that is no number may still be text ("x" is a fixint too).
             value = _from_text(answer)
-    if not math.isfinite(value) or value < 0:
-        raise AnswerError(f"the answer {value!r} is not a number of seconds of 0 or more")
+    if not math.isfinite(value) or not 0 <= value <= MAX_DELAY:
+        raise AnswerError(f"the answer {value!r} is not a number of seconds from 0 to "
+                          f"{MAX_DELAY:.0f} (31 days)")
     return float(value)
 
 
@@ -65,13 +75,12 @@ class ManualScheduler(TimerDriver):
     ``retry`` seconds after it ended.
     """
 
-    keys = (Key("retry", schema.positive_number, 60.0,
-                "seconds to wait after a run that failed before running again"),)
+    keys = (RETRY,)
 
     def __init__(self, task: TaskConfig, engine: EngineHandle,
                  clock: Clock | None = None) -> None:
         super().__init__(task, engine, clock)
-        self.retry = self.options["retry"]
+        self.retry = min(max(self.options["retry"], MIN_DELAY), MAX_DELAY)
         self.finished = False
         self.last_answer: float | None = None
 
@@ -107,7 +116,7 @@ class ManualScheduler(TimerDriver):
             self.finished = True
             log.info("task '%s': the app answered no delay; schedule stopped", self.task.name)
             return
-        self._arm_in(seconds)
+        self._arm_in(max(seconds, MIN_DELAY))
 
     def info(self) -> dict[str, Any]:
         """Adds the state (waiting, running or finished) and the last answer in seconds."""

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, ClassVar
 import zmq
 
 from cocaine_core.drivers import Driver
-from cocaine_core.schema import Key, positive_int
+from cocaine_core.schema import Key, int_range
 from cocaine_zmq.endpoints import close_quietly
 from cocaine_zmq.ratelog import RateLimitedLog
 
@@ -34,10 +34,16 @@ DEFAULT_MAX_MESSAGE_SIZE = 16 * 2**20
 #: the two limits reach the driver, which refuses them with an error reply or a log line.
 HARD_LIMIT_FACTOR = 2
 
+#: The ranges of the two: a high-water mark is a C int of messages held per peer, each up to
+#: max-message-size, so both are bounded by what one app may make the node hold (a backlog of
+#: 1e12 was a 500 OverflowError at deploy).
+MAX_BACKLOG = 100_000
+MAX_MESSAGE_SIZE = 2**30
+
 COMMON_KEYS = (
-    Key("backlog", positive_int, DEFAULT_BACKLOG,
+    Key("backlog", int_range(1, MAX_BACKLOG), DEFAULT_BACKLOG,
         "ZeroMQ high-water mark: messages queued per peer in each direction"),
-    Key("max-message-size", positive_int, DEFAULT_MAX_MESSAGE_SIZE,
+    Key("max-message-size", int_range(1, MAX_MESSAGE_SIZE), DEFAULT_MAX_MESSAGE_SIZE,
         "largest message accepted, in bytes (all frames together)"),
 )
 
