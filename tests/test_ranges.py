@@ -208,6 +208,27 @@ def test_a_debounce_of_nothing_or_forever_is_refused(root, debounce):
     assert "tasks.echo.debounce" in debounce_problems(root, debounce)
 
 
+# -- 5. the control protocol's numbers -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [0, -1, 2**64 - 1, 1.5, math.nan, math.inf, True, "10"],
+                         ids=repr)
+def test_an_upload_size_out_of_range_is_a_400(cocaine_node, size):
+    with cocaine_node.client() as client, pytest.raises(ServiceError) as error:
+        client.control("upload-begin", size=size)
+    assert error.value.code == 400, error.value
+
+
+@pytest.mark.parametrize("offset", [-1, 2**64 - 1, math.nan, 1.5, "0", None], ids=repr)
+def test_an_upload_offset_that_is_not_the_next_byte_is_a_400(node_process, offset):
+    node = node_process()
+    with node.client() as client:
+        upload = client.control("upload-begin", size=10)["upload"]
+        with pytest.raises(ServiceError) as error:
+            client.control("upload-chunk", upload=upload, data=b"x", offset=offset)
+        assert error.value.code == 400, error.value
+
+
 # -- 4. a name is the whole string ----------------------------------------------------------------
 
 
