@@ -7,6 +7,8 @@ import logging
 import sys
 from typing import Any
 
+from cocaine_core.errortext import escape
+
 MAX_LINE = 65536
 
 
@@ -31,16 +33,16 @@ class LineWriter(io.TextIOBase):
         lines = data.split("\n")
         self._partial = lines.pop()
         for line in lines:
-            self._channel.log(self._stream, line)
+            self._channel.log(self._stream, escape(line))  # lone surrogates as \udc80
         while len(self._partial) > MAX_LINE:
-            self._channel.log(self._stream, self._partial[:MAX_LINE])
+            self._channel.log(self._stream, escape(self._partial[:MAX_LINE]))
             self._partial = self._partial[MAX_LINE:]
         return len(text)
 
     def flush(self) -> None:
         """Pass on a partial line."""
         if self._partial:
-            self._channel.log(self._stream, self._partial)
+            self._channel.log(self._stream, escape(self._partial))
             self._partial = ""
 
     def isatty(self) -> bool:

@@ -17,6 +17,7 @@ from typing import Any, cast
 
 import zmq
 
+from cocaine_core.errortext import MESSAGE_LIMIT, TRACEBACK_LIMIT, cut
 from cocaine_core.protocol import Code, Status, encode_value
 from cocaine_core.slave_channel import SlaveChannel
 from cocaine_python.loader import LoadedApp, load
@@ -175,8 +176,12 @@ class Runner:
         try:
             return encode_value(value)
         except Exception as exc:
-            raise TypeError(f"the handler returned a {type(value).__name__}, which is not bytes, "
-                            f"str, None or msgpack-able: {exc}") from None
+            what = type(value).__name__
+            if isinstance(value, str):
+                raise TypeError(f"the handler returned a {what} that is not valid UTF-8 "
+                                f"(it holds a lone surrogate): {_describe(exc)}") from None
+            raise TypeError(f"the handler returned a {what}, which is not bytes, str, None "
+                            f"or msgpack-able: {_describe(exc)}") from None
 
     def _chunk(self, job_id: int, value: Any) -> None:
         data = self._encode(value)
@@ -185,10 +190,35 @@ class Runner:
             self.after_send()
 
     def _fail(self, job_id: int, exc: BaseException) -> None:
-        message = f"{type(exc).__name__}: {exc}"
-        self.channel.error(job_id, Status.APP_ERROR, message, traceback.format_exc())
+        """Report a handler's exception as a 502; never raises, whatever the exception does
+        (a ``__str__`` that raises, lone surrogates, megabytes of message)."""
+        message = cut(f"{type(exc).__name__}: {_describe(exc)}", MESSAGE_LIMIT)
+        self.channel.error(job_id, Status.APP_ERROR, message, _traceback(exc))
         self.after_send()
 
     def _unknown(self, job_id: int, event: str) -> None:
         self.channel.error(job_id, Status.NOT_FOUND, f"this app has no handler for '{event}'")
         self.after_send()
+
+
+def _describe(exc: BaseException) -> str:
+    """``str(exc)``, or what went wrong making it (never raises)."""
+    try:
+        return str.__str__(str(exc))  # a plain str, even from a str subclass
+    except BaseException as failure:  # any failure is only reported
+        try:
+            why = f"{type(failure).__name__}: {str.__str__(str(failure))}"
+        except BaseException:
+            why = type(failure).__name__
+        return f"<exception str() failed: {cut(why, 200)}>"
+
+
+def _traceback(exc: BaseException) -> str:
+    """The traceback of ``exc`` (with its causes), each part and the whole bounded; never
+    raises."""
+    try:
+        parts = traceback.format_exception(type(exc), exc, exc.__traceback__)
+        text = "".join(cut(part, MESSAGE_LIMIT) for part in parts)
+    except BaseException as failure:  # any failure is only reported
+        text = f"<the traceback could not be formatted: {type(failure).__name__}>"
+    return cut(text, TRACEBACK_LIMIT, keep_end=True)
