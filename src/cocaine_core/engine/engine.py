@@ -25,6 +25,7 @@ from cocaine_core.engine.queue import JobQueue
 from cocaine_core.engine.slave_handle import SlaveHandle, SlaveState
 from cocaine_core.engine.stats import JobStats
 from cocaine_core.engine.supervisor import supervise
+from cocaine_core.errortext import MESSAGE_LIMIT, TRACEBACK_LIMIT, cut
 from cocaine_core.plugins import get_host
 from cocaine_core.protocol import Status
 
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from cocaine_core.drivers import Driver, EngineHandle
 
 log = logging.getLogger("cocaine.engine")
+app_log = logging.getLogger("cocaine.app")
 
 
 class AppState(enum.Enum):
@@ -327,8 +329,29 @@ class Engine:
         for job in self.queue.drain():
             self.stats.refuse(job, message)
 
+    def handler_failed(self, job: Job, slave: str, code: int, message: str,
+                       traceback: str) -> None:
+        """A job's handler failed on slave ``slave``: log it once, bounded (the message
+        ``MESSAGE_LIMIT`` and the traceback ``TRACEBACK_LIMIT`` bytes, whatever the slave
+        sent), and fail the job with ``code``."""
+        message = cut(message, MESSAGE_LIMIT)
+        if traceback:
+            traceback = cut(traceback, TRACEBACK_LIMIT, keep_end=True).rstrip()
+            first_line = message.split("\n", 1)[0][:200]
+            said = f" {message}" if first_line not in traceback[-2 * MESSAGE_LIMIT:] else ""
+            app_log.error("[%s/%s] job %s failed with %s:%s\n%s", self.name, slave, job.id,
+                          code, said, traceback)
+        self.stats.fail(job, code, message)
+
     def retry_or_fail(self, job: Job, reason: str) -> None:
-        """A job's slave died: run it again once if it sent nothing yet, else fail it (500)."""
+        """A job's slave died: run it again once if it sent nothing yet and retry is on for it
+        (its task's and its request's ``retry``), else fail it (500)."""
+        if not job.retry and not job.sent_any and not job.finished:
+            self.stats.fail(job, Status.SERVER_ERROR,
+                            f"{reason} while running the job; the job was not run again "
+                            f"because retry is off for it (the task's \"retry\": false or the "
+                            f"request's policy retry: false)")
+            return
         if (not job.sent_any and job.attempts < 2 and not job.finished and self.accepting()):
             self.stats.retried += 1
             self.queue.push_front(job)

@@ -8,6 +8,7 @@ from typing import Any, Protocol
 
 import attrs
 
+from cocaine_core.errortext import MESSAGE_LIMIT, cut
 from cocaine_core.protocol import Status
 
 
@@ -57,6 +58,9 @@ class Job:
     timeout: float | None = None
     #: Monotonic time by which the job must have started (None: no deadline).
     deadline: float | None = None
+    #: Whether the job runs again (once, on another slave) if its slave dies before it sent
+    #: anything: off for handlers that must never run twice (task or request ``retry``).
+    retry: bool = True
     id: int = attrs.field(factory=lambda: next(_ids))
     created: float = attrs.field(factory=time.monotonic)
     started: float | None = None
@@ -100,10 +104,11 @@ class Job:
             self.sink.choke()
 
     def fail(self, code: int, message: str) -> None:
-        """Finish the job with an error."""
+        """Finish the job with an error; the message goes at most ``MESSAGE_LIMIT`` bytes
+        long, valid UTF-8 (a slave of any language may send anything)."""
         if not self.finished:
             self.finished = True
-            self.sink.error(int(code), message)
+            self.sink.error(int(code), cut(message, MESSAGE_LIMIT))
 
     def refuse(self, message: str) -> None:
         """Finish the job with 503 (no capacity)."""
