@@ -54,7 +54,7 @@ class EngineHandle(Protocol):
 class Driver:
     """Base of drivers: one instance per task of a running app."""
 
-    #: The task keys this driver owns (beyond ``type``, ``emit`` and ``timeout``).
+    #: The task keys this driver owns (beyond ``type``, ``emit``, ``timeout`` and ``retry``).
     keys: ClassVar[tuple[Key, ...]] = ()
 
     @classmethod
@@ -69,11 +69,16 @@ class Driver:
 
     def make_job(self, body: bytes = b"", meta: dict[str, Any] | None = None,
                  sink: JobSink | None = None, **policy: Any) -> Job:
-        """A job for this task's event with the task's timeout (or the engine's default)."""
+        """A job for this task's event with the task's timeout (or the engine's default).
+
+        It is run again after a slave's death only if both the task (its ``retry`` key) and
+        ``policy`` (``retry=False`` turns it off for one job) allow it.
+        """
         timeout = policy.pop("timeout", None) or self.task.timeout or \
             self.engine.config.job_timeout
+        retry = policy.pop("retry", True) is not False and self.task.retry
         return Job(self.task.event, body, meta or {}, sink or NullSink(), timeout=timeout,
-                   **policy)
+                   retry=retry, **policy)
 
     async def start(self) -> None:
         """Begin producing events (bind sockets, arm timers)."""
