@@ -86,7 +86,10 @@ class FramedPipe:
                 break
             body = bytes(self._in[_HEADER.size:_HEADER.size + size])
             del self._in[:_HEADER.size + size]
-            messages.append(msgpack.unpackb(body, raw=False))
+            try:
+                messages.append(msgpack.unpackb(body, raw=False))
+            except Exception as exc:  # msgpack raises several kinds for bad input
+                raise ValueError(f"a frame that is not msgpack: {exc}") from None
         if closed and not messages:
             raise EOFError("the other end closed the pipe")
         return messages

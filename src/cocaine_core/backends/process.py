@@ -325,10 +325,14 @@ class ProcessBackend:
             self.signal(slave_id, signal.SIGKILL)
         self._send(["exit"])
         if self.template is not None:
-            # The template kills its tree, bounded by orphans.KILL_TIMEOUT, before it exits.
-            for _ in range(int((KILL_TIMEOUT + 1) / 0.02)):
+            # The template kills its tree, bounded by orphans.KILL_TIMEOUT, before it exits;
+            # one busy importing the app reads no message, but hears SIGTERM.
+            for tick in range(int((KILL_TIMEOUT + 1.5) / 0.02)):
                 if self.template.poll() is not None:
                     break
+                if tick == 25:
+                    with contextlib.suppress(ProcessLookupError):
+                        self.template.terminate()
                 await asyncio.sleep(0.02)
             else:
                 self.template.kill()
