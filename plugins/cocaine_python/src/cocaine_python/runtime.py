@@ -177,9 +177,12 @@ class Runner:
             return encode_value(value)
         except Exception as exc:
             what = type(value).__name__
-            if isinstance(value, str):
+            if isinstance(value, str) and isinstance(exc, UnicodeEncodeError):
                 raise TypeError(f"the handler returned a {what} that is not valid UTF-8 "
                                 f"(it holds a lone surrogate): {_describe(exc)}") from None
+            if isinstance(value, str):
+                raise TypeError(f"the handler returned a {what} whose encoding to UTF-8 "
+                                f"failed: {_describe(exc)}") from None
             raise TypeError(f"the handler returned a {what}, which is not bytes, str, None "
                             f"or msgpack-able: {_describe(exc)}") from None
 
