@@ -57,16 +57,19 @@ _CONNECTION = -1
 CANCEL_LINGER_MS = 250
 
 
-def _body(data: Body) -> bytes:
+def _body(data: Body, limit: int | None = None) -> bytes:
     if data is None:
         return b""
-    return data.encode("utf-8") if isinstance(data, str) else bytes(data)
+    return protocol.check_body(data.encode() if isinstance(data, str) else bytes(data), limit)
 
 
 def _request(request_id: int, app: str, event: str, data: Body, urgent: bool,
-             timeout: float | None, deadline: float | None) -> list[bytes]:
-    policy = {"urgent": urgent, "timeout": timeout, "deadline": deadline}
-    return [protocol.pack(Code.REQUEST, request_id, app, event, policy), _body(data)]
+             timeout: float | None, deadline: float | None,
+             retry: bool = True, limit: int | None = None) -> list[bytes]:
+    policy: dict[str, Any] = {"urgent": urgent, "timeout": timeout, "deadline": deadline}
+    if not retry:  # only when off: the policy of every other request stays as it was
+        policy["retry"] = False
+    return [protocol.pack(Code.REQUEST, request_id, app, event, policy), _body(data, limit)]
 
 
 def _deadline(deadline: float | None, wait: float | None) -> float | None:
@@ -124,6 +127,7 @@ def _decode(frames: list[bytes]) -> tuple[Any, int, bytes | None, Any]:
 
 class Client:
     """A blocking client of one node. Not thread-safe: one per thread."""
+    max_message: int | None = protocol.MAX_MESSAGE  # the node's: more is a 400 here (None: any)
 
     def __init__(self, endpoint: str = DEFAULT_ENDPOINT, *, wait: float | None = None,
                  context: zmq.Context | None = None) -> None:
@@ -143,14 +147,18 @@ class Client:
         self._cancelled = False
 
     def stream(self, app: str, event: str, data: Body = None, *, urgent: bool = False,
-               timeout: float | None = None, deadline: float | None = None) -> Iterator[bytes]:
+               timeout: float | None = None, deadline: float | None = None,
+               retry: bool = True) -> Iterator[bytes]:
         """Send a request and yield the answer's chunks as they arrive.
 
         ``deadline`` defaults to ``wait``. Stopping early (closing the iterator, an error
-        such as no answer within ``wait``, Ctrl-C) cancels the request at the node."""
+        such as no answer within ``wait``, Ctrl-C) cancels the request at the node.
+        ``retry=False``: if the slave running the job dies, the job fails (500) rather than
+        run again on another slave (for handlers that must not run twice)."""
         request_id = next(self._ids)
         self._socket.send_multipart(_request(request_id, app, event, data, urgent, timeout,
-                                             _deadline(deadline, self.wait)))
+                                             _deadline(deadline, self.wait), retry,
+                                             self.max_message))
         self._open.add(request_id)
         try:
             while True:
@@ -246,6 +254,7 @@ class Client:
 
 class AsyncClient:
     """The asyncio twin of ``Client``; many requests may be in flight at once."""
+    max_message: int | None = protocol.MAX_MESSAGE  # as ``Client.max_message``
 
     def __init__(self, endpoint: str = DEFAULT_ENDPOINT, *, wait: float | None = None) -> None:
         self.endpoint = endpoint
@@ -263,10 +272,10 @@ class AsyncClient:
         self._cancelled = False
 
     async def stream(self, app: str, event: str, data: Body = None, *, urgent: bool = False,
-                     timeout: float | None = None,
-                     deadline: float | None = None) -> AsyncIterator[bytes]:
-        """Send a request and yield the answer's chunks as they arrive (``deadline`` and
-        stopping early as with ``Client.stream``)."""
+                     timeout: float | None = None, deadline: float | None = None,
+                     retry: bool = True) -> AsyncIterator[bytes]:
+        """Send a request and yield the answer's chunks as they arrive (``deadline``,
+        ``retry`` and stopping early as with ``Client.stream``)."""
         import asyncio
 
         request_id = next(self._ids)
@@ -280,7 +289,8 @@ class AsyncClient:
         ended = False  # the answer ended, or no node ever had the request
         try:
             await self._socket.send_multipart(_request(request_id, app, event, data, urgent,
-                                                       timeout, _deadline(deadline, self.wait)))
+                                                       timeout, _deadline(deadline, self.wait),
+                                                       retry, self.max_message))
             # News read this soon may be older than the request (the loop reads the monitor
             # when it gets to it): only later news decides, as in ``Client``.
             news_after = asyncio.get_running_loop().time() + QUICK_MS / 1000

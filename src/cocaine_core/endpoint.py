@@ -8,7 +8,13 @@ request gets a 400 naming what is wrong, and anything unexpected a 500.
 
 A client that stops waiting for an answer says so with ``[CANCEL, id]``: the endpoint keeps
 the jobs of the requests in flight (``InFlight``), so it can find that request's job and
-abandon it (it never starts if it still waits in its queue; its answer goes nowhere).
+abandon it (it never starts if it still waits in its queue; running, its slave is told to
+stop it). A client whose connection drops (``PeerWatch``), or that does not read its answers
+(``Outbox``), has all its jobs abandoned the same way.
+
+Limits: a message larger than ``max_message`` bytes (``ZMQ_MAXMSGSIZE``) makes ZeroMQ drop
+the connection that sent it before the node holds it; each client has ``PEER_SEND_HWM``
+messages queued in ZeroMQ and a backlog of at most ``client_backlog`` bytes (clients.py).
 """
 
 from __future__ import annotations
@@ -20,7 +26,8 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import zmq
 
-from cocaine_core import protocol
+from cocaine_core import clients, protocol
+from cocaine_core.clients import OnHanded, Outbox, PeerWatch
 from cocaine_core.drivers.native import NativeServer
 from cocaine_core.errors import CocaineError, NodeError, ProtocolError, ServiceError
 from cocaine_core.protocol import CONTROL_APP, Code, Status
@@ -33,8 +40,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("cocaine.endpoint")
 
-#: Messages queued per client in each direction before ZeroMQ pushes back.
+#: Messages received and queued in ZeroMQ before it stops reading from the clients.
 HIGH_WATER_MARK = 100_000
+#: The largest message a client may send (``cocaine node --max-message``): above the
+#: control service's upload chunks (1 MiB), far below what would hurt the node.
+DEFAULT_MAX_MESSAGE = protocol.MAX_MESSAGE
+#: The range ``max_message`` may take.
+MAX_MESSAGE_RANGE = (2 * 2**20, 2**31)
 #: Most requests in flight the endpoint remembers for CANCEL (see ``InFlight``).
 IN_FLIGHT_LIMIT = 100_000
 
@@ -45,14 +57,20 @@ RequestKey = tuple[bytes, Any]
 class NativeSink:
     """Sends a job's answer back to the client that asked, over the node's ROUTER."""
 
-    __slots__ = ("envelope", "in_flight", "reader", "request_id")
+    __slots__ = ("envelope", "in_flight", "on_handed", "outbox", "request_id")
 
-    def __init__(self, reader: SocketReader, envelope: list[bytes], request_id: Any) -> None:
-        self.reader = reader
+    def __init__(self, outbox: Outbox, envelope: list[bytes], request_id: Any) -> None:
+        self.outbox = outbox
         self.envelope = envelope
         self.request_id = request_id
         #: Where the request is remembered while its job runs (None: not cancellable).
         self.in_flight: InFlight | None = None
+        self.on_handed: OnHanded = None
+
+    def watch_handoff(self, on_handed: OnHanded) -> None:
+        """Call ``on_handed`` as each chunk leaves for the client's socket (perhaps later
+        than ``chunk``: a client that reads slowly has a backlog)."""
+        self.on_handed = on_handed
 
     @property
     def key(self) -> RequestKey:
@@ -61,22 +79,23 @@ class NativeSink:
 
     def chunk(self, data: bytes) -> None:
         """Send one chunk."""
-        self.reader.send([*self.envelope, protocol.pack(Code.CHUNK, self.request_id), data])
+        self.outbox.send([*self.envelope, protocol.pack(Code.CHUNK, self.request_id), data],
+                         self.on_handed)
 
     def choke(self) -> None:
         """Send the end of the answer."""
         self._ended()
-        self.reader.send([*self.envelope, protocol.pack(Code.CHOKE, self.request_id)])
+        self.outbox.send([*self.envelope, protocol.pack(Code.CHOKE, self.request_id)])
 
     def last(self, data: bytes) -> None:
         """Send the last chunk with the end of the answer, in one message."""
         self._ended()
-        self.reader.send([*self.envelope, protocol.pack(Code.CHOKE, self.request_id), data])
+        self.outbox.send([*self.envelope, protocol.pack(Code.CHOKE, self.request_id), data])
 
     def error(self, code: int, message: str) -> None:
         """Send an error (no choke follows)."""
         self._ended()
-        self.reader.send([*self.envelope,
+        self.outbox.send([*self.envelope,
                           protocol.pack(Code.ERROR, self.request_id, code, message)])
 
     def _ended(self) -> None:
@@ -101,26 +120,44 @@ class InFlight:
         #: Requests forgotten because the map was full.
         self.evicted = 0
         self._jobs: dict[RequestKey, tuple[Engine, Job]] = {}
+        #: Requests in flight per client (to find a gone client's at once).
+        self._clients: dict[bytes, int] = {}
 
     def add(self, key: RequestKey, engine: Engine, job: Job) -> None:
         """Remember ``job``, run by ``engine``, as the job of request ``key``. A client that
         reuses an id still in flight can cancel only its latest request of that id."""
-        self._jobs.pop(key, None)
+        self.pop(key)
         while len(self._jobs) >= self.limit:
-            del self._jobs[next(iter(self._jobs))]
+            self.pop(next(iter(self._jobs)))
             self.evicted += 1
         self._jobs[key] = (engine, job)
+        clients = self._clients
+        clients[key[0]] = clients.get(key[0], 0) + 1
 
     def pop(self, key: RequestKey) -> tuple[Engine, Job] | None:
         """Forget request ``key``; return its engine and job, or None if not in flight."""
-        return self._jobs.pop(key, None)
+        entry = self._jobs.pop(key, None)
+        if entry is not None:
+            client, clients = key[0], self._clients
+            left = clients[client] - 1
+            if left:
+                clients[client] = left
+            else:
+                del clients[client]
+        return entry
 
     def ended(self, sink: NativeSink) -> None:
         """The job answering through ``sink`` has ended: forget its request."""
         key = sink.key
         entry = self._jobs.get(key)
         if entry is not None and entry[1].sink is sink:
-            del self._jobs[key]
+            self.pop(key)
+
+    def of_client(self, client: bytes) -> list[RequestKey]:
+        """The requests of ``client`` in flight."""
+        if client not in self._clients:
+            return []
+        return [key for key in self._jobs if key[0] == client]
 
     def __len__(self) -> int:
         return len(self._jobs)
@@ -134,6 +171,8 @@ class Policy:
     urgent: bool = False
     timeout: float | None = None
     deadline: float | None = None
+    #: False: never run the job twice (not even when its slave dies before it answered).
+    retry: bool = True
 
     @classmethod
     def parse(cls, policy: Any) -> Policy:
@@ -145,6 +184,9 @@ class Policy:
         urgent = policy.get("urgent", False)
         if not isinstance(urgent, bool):
             raise _bad("policy.urgent must be true or false")
+        retry = policy.get("retry")
+        if retry is not None and not isinstance(retry, bool):
+            raise _bad("policy.retry must be true or false (false: never run the job twice)")
         times = []
         for key in ("timeout", "deadline"):
             value = policy.get(key)
@@ -153,29 +195,38 @@ class Policy:
                 raise _bad(f"policy.{key} must be a number of seconds above 0 and below "
                            f"1e9, or nil; got {value!r:.40}")
             times.append(value)
-        return cls(urgent, times[0], times[1])
+        return cls(urgent, times[0], times[1], retry is not False)
 
 
 class NativeEndpoint:
     """The node's ROUTER: receives requests, routes them, sends answers back."""
 
-    def __init__(self, node: Node, listen: str) -> None:
+    def __init__(self, node: Node, listen: str, *, max_message: int = DEFAULT_MAX_MESSAGE,
+                 client_backlog: int = clients.DEFAULT_CLIENT_BACKLOG) -> None:
         self.node = node
         self.listen = listen
+        self.max_message = max_message
+        self.client_backlog = client_backlog
         #: Requests received, good or bad (a CANCEL is not counted).
         self.requests = 0
         #: The jobs of requests in flight, for CANCEL.
         self.in_flight = InFlight()
+        #: Clients found gone (connection dropped, or not reading) with requests in flight.
+        self.clients_gone = 0
         self._socket: zmq.Socket[bytes] | None = None
         self._reader: SocketReader | None = None
+        self._peers: PeerWatch | None = None
+        self._outbox: Outbox | None = None
 
     def bind(self) -> str:
         """Bind the endpoint and start serving; return the address bound (a ``:0`` port
         resolved). ``NodeError`` naming the endpoint if it is taken."""
         sock: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.SNDHWM, HIGH_WATER_MARK)
+        sock.setsockopt(zmq.SNDHWM, clients.PEER_SEND_HWM)
         sock.setsockopt(zmq.RCVHWM, HIGH_WATER_MARK)
+        sock.setsockopt(zmq.MAXMSGSIZE, self.max_message)
+        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         try:
             sock.bind(self.listen)
         except zmq.ZMQError as exc:
@@ -184,11 +235,18 @@ class NativeEndpoint:
                             f"running there? Choose another endpoint with --listen") from None
         self._socket = sock
         self.listen = sock.getsockopt_string(zmq.LAST_ENDPOINT) or self.listen
-        self._reader = SocketReader(sock, self._on_request)
+        self._peers = PeerWatch(sock, self._connection_dropped)
+        self._reader = SocketReader(sock, self._on_request, sources=self._peers)
+        self._outbox = Outbox(self._reader, self.client_gone, self.client_backlog)
         return self.listen
 
     def close(self) -> None:
         """Stop serving and close the socket."""
+        if self._outbox is not None:
+            self._outbox.close()
+        if self._peers is not None:
+            self._peers.close()
+            self._peers = None
         if self._reader is not None:
             self._reader.close()
         if self._socket is not None:
@@ -199,7 +257,8 @@ class NativeEndpoint:
 
     def _on_request(self, frames: list[bytes]) -> None:
         self.requests += 1
-        assert self._reader is not None
+        outbox = self._outbox
+        assert outbox is not None
         envelope, request_id = frames[:1], None
         try:
             if len(frames) < 2:
@@ -221,13 +280,13 @@ class NativeEndpoint:
                 raise _bad("app and event must be strings")
             policy = Policy.parse(fields[4] if len(fields) > 4 else None)
             body = frames[2] if len(frames) > 2 else b""
-            self.route(NativeSink(self._reader, envelope, request_id), app, event, policy, body)
+            self.route(NativeSink(outbox, envelope, request_id), app, event, policy, body)
         except CocaineError as exc:
             message = exc.message if isinstance(exc, ServiceError) else str(exc)
-            NativeSink(self._reader, envelope, request_id).error(exc.code, message)
+            NativeSink(outbox, envelope, request_id).error(exc.code, message)
         except Exception as exc:  # the node never dies of what a client sends
             log.exception("request failed")
-            NativeSink(self._reader, envelope, request_id).error(
+            NativeSink(outbox, envelope, request_id).error(
                 Status.SERVER_ERROR, f"the node failed to handle the request: {exc}")
 
     def route(self, sink: NativeSink, app: str, event: str, policy: Policy,
@@ -246,7 +305,7 @@ class NativeEndpoint:
         driver.requests += 1
         deadline = None if policy.deadline is None else time.monotonic() + policy.deadline
         job = driver.make_job(body, {}, sink, urgent=policy.urgent, deadline=deadline,
-                              timeout=policy.timeout)
+                              timeout=policy.timeout, retry=policy.retry)
         engine.submit(job)
         if not job.finished and sink.request_id is not None:
             sink.in_flight = self.in_flight
@@ -254,8 +313,9 @@ class NativeEndpoint:
 
     def cancel(self, client: bytes, request_id: Any) -> None:
         """``client`` no longer waits for request ``request_id``: abandon its job. Still
-        queued, it is taken out and never runs; running, it finishes unheard. A request that
-        has ended, or that this node never ran (an unknown id), is nothing to cancel."""
+        queued, it is taken out and never runs; running, its slave is told to stop it (and
+        replaced if it has not within ``termination-timeout``). A request that has ended, or
+        that this node never ran (an unknown id), is nothing to cancel."""
         if request_id is None:
             raise _bad("expected [11, request_id] in the header frame, the id an integer or "
                        "a string")
@@ -270,6 +330,37 @@ class NativeEndpoint:
                 holder.stats.abandon(job)
                 return
         (current or engine).stats.abandon(job)
+        for holder in (engine, current):
+            if holder is not None and holder.pool.stop_job(job, "its client left"):
+                return
+
+    def client_gone(self, client: bytes, why: str) -> None:
+        """``client`` will read nothing more (``why``): abandon every job of its requests and
+        forget what waits for it."""
+        if self._outbox is not None:
+            self._outbox.drop(client)
+        if self._peers is not None:
+            self._peers.forget(client)
+        requests = self.in_flight.of_client(client)
+        if not requests:
+            return
+        self.clients_gone += 1
+        log.info("a client left with %d request(s) in flight (%s): their jobs are cancelled",
+                 len(requests), why)
+        for key in requests:
+            self.cancel(client, key[1])
+
+    def _connection_dropped(self, client: bytes) -> None:
+        self.client_gone(client, "its connection dropped")
+
+    def info(self) -> dict[str, Any]:
+        """The endpoint's limits and client counters, for ``cocaine info``."""
+        outbox = self._outbox
+        return {"max-message": self.max_message, "client-backlog": self.client_backlog,
+                "in-flight": len(self.in_flight), "clients-gone": self.clients_gone,
+                "clients-cut-off": outbox.cut_off if outbox else 0,
+                "answers-held": outbox.held if outbox else 0,
+                "backlog-bytes": outbox.waiting() if outbox else 0}
 
     def _engine(self, app: str) -> Engine:
         node = self.node

@@ -12,12 +12,14 @@ from typing import Any
 
 import msgpack
 
-from cocaine_core.errors import ProtocolError
+from cocaine_core.errors import ProtocolError, ServiceError
 
 #: Where ``cocaine run`` listens and every client and command looks by default.
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:10053"
 #: The reserved app name of the node's control service.
 CONTROL_APP = "@node"
+#: The largest message a node takes from a client by default (``cocaine node --max-message``).
+MAX_MESSAGE = 64 * 2**20
 
 
 class Code(IntEnum):
@@ -33,7 +35,10 @@ class Code(IntEnum):
     TERMINATE = 8  # engine → slave: [8, reason]
     LOG = 9  # slave → engine: [9, slave_id, stream, text]
     REQUEST = 10  # client → node: [10, request_id, app, event, policy] + body
-    CANCEL = 11  # client → node: [11, request_id]: the client no longer waits for that answer
+    # client → node: [11, request_id]: the client no longer waits for that answer;
+    # engine → slave: [11, job_id]: nobody waits for that job's answer: stop it
+    CANCEL = 11
+    CREDIT = 12  # engine → slave: [12, job_id, n]: the job may send n more chunks
 
 
 class Status(IntEnum):
@@ -79,3 +84,14 @@ def encode_value(value: Any) -> bytes | None:
     if isinstance(value, str):
         return value.encode("utf-8")
     return msgpack.packb(value, use_bin_type=True)
+
+
+def check_body(body: bytes, limit: int | None) -> bytes:
+    """``body``, if a request carrying it stays within a node's ``limit`` (its largest
+    message; None: no check); else ``ServiceError`` 400 saying what to do."""
+    if limit is not None and len(body) > limit - 4096:
+        raise ServiceError(Status.BAD_REQUEST, f"the request's body is {len(body)} bytes: a "
+                           f"node drops the connection of a message over its --max-message "
+                           f"({limit} bytes here, header included); send less, or raise the "
+                           f"limit on the node and in the client (Client.max_message)")
+    return body

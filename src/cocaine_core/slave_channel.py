@@ -5,6 +5,12 @@ heartbeat thread with a DEALER of its own (ZeroMQ sockets are not shared between
 the engine hears from the slave however long a handler runs. The same thread forwards what the
 app prints, from a bounded buffer: printing never blocks a handler; past the buffer, lines are
 dropped and counted.
+
+Flow (docs/protocol.md, CREDIT and CANCEL): the engine lets a job send ``credit`` chunks
+ahead of its client; ``chunk`` waits for more credit when they are used up (heartbeats go on
+from their thread meanwhile), and raises ``JobCancelled`` once the engine has said that
+nobody waits for the job. Other messages that arrive meanwhile are kept, in order, for
+``recv`` (``pending`` says whether some are kept).
 """
 
 from __future__ import annotations
@@ -13,12 +19,16 @@ import collections
 import os
 import threading
 import time
-from typing import Any
+from typing import Any, cast
 
 import zmq
 
 from cocaine_core import protocol
 from cocaine_core.protocol import Code
+
+
+class JobCancelled(Exception):
+    """Nobody waits for this job's answer any more (its client left): stop the handler."""
 
 
 class SlaveChannel:
@@ -42,6 +52,13 @@ class SlaveChannel:
         self._log_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        #: Messages read while waiting for credit, kept for ``recv``.
+        self._kept: collections.deque[tuple[list[Any], bytes | None]] = collections.deque()
+        #: Chunks each job may still send (None: the engine does not speak credit).
+        self._window: int | None = None
+        self._credit: dict[int, int] = {}
+        self._cancelled: set[int] = set()
+        self._max_message: int | None = None
 
     # -- start-up -------------------------------------------------------------------------------
 
@@ -51,7 +68,8 @@ class SlaveChannel:
         A spare slave may wait long (until the pool grows): it waits as long as its parent
         lives, and exits when it is told to terminate.
         """
-        self.socket.send(protocol.pack(Code.HANDSHAKE, self.slave_id, os.getpid()))
+        self.socket.send(protocol.pack(Code.HANDSHAKE, self.slave_id, os.getpid(),
+                                       {"flow": True}))
         while not self.socket.poll(1000):
             if self.parent_pid is not None and os.getppid() != self.parent_pid:
                 os._exit(70)
@@ -61,6 +79,9 @@ class SlaveChannel:
         if fields[0] != Code.CONFIGURE:
             raise RuntimeError(f"expected configure, got message code {fields[0]}")
         self.settings = fields[1] if len(fields) > 1 and isinstance(fields[1], dict) else {}
+        window, largest = self.settings.get("credit"), self.settings.get("max_message")
+        self._window = window if isinstance(window, int) and window > 0 else None
+        self._max_message = largest if isinstance(largest, int) and largest > 0 else None
         return self.settings
 
     def ready(self) -> None:
@@ -75,17 +96,74 @@ class SlaveChannel:
     # -- messages -------------------------------------------------------------------------------
 
     def recv(self) -> tuple[list[Any], bytes | None]:
-        """Wait for the next message: its header fields and payload (or None)."""
-        frames = self.socket.recv_multipart()
-        return protocol.unpack(frames[0]), (frames[1] if len(frames) > 1 else None)
+        """Wait for the next message: its header fields and payload (or None). CREDIT and
+        CANCEL are taken here, never returned."""
+        while not self._kept:
+            self._take(self.socket.recv_multipart())
+        return self._kept.popleft()
+
+    def recv_ready(self) -> tuple[list[Any], bytes | None] | None:
+        """The next message if one has come (never waits), else None."""
+        if not self._kept:
+            self._read_ready()
+        return self._kept.popleft() if self._kept else None
+
+    def pending(self) -> bool:
+        """Whether messages read ahead (while a job waited for credit) wait for ``recv``."""
+        return bool(self._kept)
+
+    def _take(self, frames: list[bytes]) -> None:
+        fields = protocol.unpack(frames[0])
+        code = fields[0]
+        if code == Code.CREDIT and len(fields) > 2 and isinstance(fields[2], int):
+            if fields[1] in self._credit:
+                self._credit[fields[1]] += fields[2]
+        elif code == Code.CANCEL and len(fields) > 1:
+            self._cancelled.add(fields[1])
+            if len(self._cancelled) > 10_000:  # ids of jobs long gone: never grow without end
+                self._cancelled.clear()
+        else:
+            self._kept.append((fields, frames[1] if len(frames) > 1 else None))
 
     def chunk(self, job_id: int, data: bytes) -> None:
-        """Send one chunk of a job's answer."""
+        """Send one chunk of a job's answer, once the job has credit (``JobCancelled`` if
+        nobody waits for it any more; ``ValueError`` for a chunk over the engine's limit)."""
+        self._check_size(data)
+        window = self._window
+        if window is not None:
+            if _readable(self.socket):
+                self._read_ready()
+            left = self._credit.setdefault(job_id, window)
+            while left <= 0 and job_id not in self._cancelled:
+                if self.socket.poll(1000):
+                    self._read_ready()
+                left = self._credit[job_id]
+            if job_id in self._cancelled:
+                raise JobCancelled(f"job {job_id}: nobody waits for its answer any more")
+            self._credit[job_id] = left - 1
         self.socket.send_multipart([protocol.pack(Code.CHUNK, job_id), data],
                                    copy=len(data) < 65536)
 
+    def _read_ready(self) -> None:
+        while _readable(self.socket):
+            self._take(self.socket.recv_multipart())
+
+    def _check_size(self, data: bytes) -> None:
+        if self._max_message is not None and len(data) > self._max_message - 1024:
+            raise ValueError(f"an answer's chunk of {len(data)} bytes is larger than the "
+                             f"node takes from a slave ({self._max_message} bytes with its "
+                             f"header): send it as several smaller chunks (yield them)")
+
+    def ended(self, job_id: int) -> None:
+        """Forget a job's credit (it has ended)."""
+        self._credit.pop(job_id, None)
+        self._cancelled.discard(job_id)
+
     def choke(self, job_id: int, last: bytes | None = None) -> None:
         """Say a job's answer is complete; ``last`` is its final chunk, sent along."""
+        if last is not None:
+            self._check_size(last)
+        self.ended(job_id)
         if last is None:
             self.socket.send(protocol.pack(Code.CHOKE, job_id))
         else:
@@ -94,6 +172,8 @@ class SlaveChannel:
 
     def error(self, job_id: int | None, code: int, message: str, traceback: str = "") -> None:
         """Fail a job (or, with ``job_id`` None, the slave's start) with a code and message."""
+        if job_id is not None:
+            self.ended(job_id)
         self.socket.send(protocol.pack(Code.ERROR, job_id, code, message, traceback))
 
     def log(self, stream: str, text: str) -> None:
@@ -149,6 +229,10 @@ class SlaveChannel:
             self._thread.join(timeout=2)
         self.socket.close(linger=2000)
         self.context.term()
+
+
+def _readable(socket: zmq.Socket) -> bool:
+    return bool(cast(int, socket.getsockopt(zmq.EVENTS)) & zmq.POLLIN)
 
 
 def _send(socket: zmq.Socket, frames: list[bytes]) -> bool:

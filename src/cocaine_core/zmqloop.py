@@ -3,6 +3,10 @@
 ``SocketReader`` watches a socket's file descriptor and drains every waiting message into a
 callback. ZeroMQ's descriptor is edge-triggered and also changes state when we *send*, so after
 sending on a watched socket call ``poke()``: it schedules one more drain.
+
+A reader may also be told where each message came from (``sources``): the file descriptor of
+the connection that brought it, for the first message of each routing identity it has not
+seen, so that a ROUTER's owner can tell which identities a dropped connection took with it.
 """
 
 from __future__ import annotations
@@ -10,7 +14,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Container
+from typing import Protocol
 
 import zmq
 
@@ -22,6 +27,22 @@ _POLLIN = int(zmq.POLLIN)
 _NOBLOCK = int(zmq.NOBLOCK)
 _NOBLOCK_SNDMORE = int(zmq.NOBLOCK) | int(zmq.SNDMORE)
 _RCVMORE = int(zmq.RCVMORE)
+_SRCFD = int(zmq.SRCFD)
+
+#: What ``SocketReader.try_send`` says.
+SENT, FULL, GONE = 0, 1, 2
+
+
+class Sources(Protocol):
+    """Who learns the connection behind each routing identity a reader meets first."""
+
+    @property
+    def known(self) -> Container[bytes]:
+        """The identities already known (looked up for every message: a dict or a set)."""
+        ...
+
+    def arrived(self, identity: bytes, fd: int) -> None:
+        """The first message from ``identity`` came through the connection on ``fd``."""
 
 
 class SocketReader:
@@ -31,9 +52,11 @@ class SocketReader:
     BATCH = 256
 
     def __init__(self, socket: zmq.Socket, on_message: Callable[[list[bytes]], None],
-                 loop: asyncio.AbstractEventLoop | None = None) -> None:
+                 loop: asyncio.AbstractEventLoop | None = None, *,
+                 sources: Sources | None = None) -> None:
         self.socket = socket
         self.on_message = on_message
+        self.sources = sources
         self.loop = loop or asyncio.get_running_loop()
         self._scheduled = False
         self._closed = False
@@ -53,6 +76,7 @@ class SocketReader:
         recv = socket.recv
         option = socket.getsockopt
         handle = self.on_message
+        sources = self.sources
         # One look first (a poke after a send usually finds nothing: 3 us, where a failed
         # receive costs an exception); then receive until the socket says Again, which also
         # re-arms the edge-triggered descriptor.
@@ -62,7 +86,14 @@ class SocketReader:
             if self._closed:
                 return
             try:
-                frames = [recv(_NOBLOCK)]
+                if sources is None:
+                    frames = [recv(_NOBLOCK)]
+                else:  # the first frame (the identity) as a zmq frame: it knows its source
+                    frame = recv(_NOBLOCK, copy=False)
+                    first = frame.bytes
+                    if first not in sources.known:
+                        sources.arrived(first, frame.get(_SRCFD))
+                    frames = [first]
                 while option(_RCVMORE):
                     frames.append(recv(_NOBLOCK))
             except zmq.Again:
@@ -97,6 +128,31 @@ class SocketReader:
             # soon (cheaper than asking the socket; a drain already scheduled covers it).
             self.poke()
         return True
+
+    def try_send(self, frames: list[bytes]) -> int:
+        """Send without blocking, on a ROUTER with ``ROUTER_MANDATORY``: ``SENT``; ``FULL``
+        if the peer's queue is full (nothing was sent); ``GONE`` if no peer has that
+        identity (any more)."""
+        send = self.socket.send
+        for attempt in (0, 1):
+            try:
+                for frame in frames[:-1]:
+                    send(frame, _NOBLOCK_SNDMORE)
+                send(frames[-1], _NOBLOCK)
+                break
+            except zmq.Again:
+                if attempt:
+                    return FULL
+                # The peer may have read since ZeroMQ last looked (it looks at most once a
+                # millisecond when sending); asking for the socket's events makes it look.
+                self.socket.getsockopt(_EVENTS)
+            except zmq.ZMQError as exc:
+                if exc.errno == zmq.EHOSTUNREACH:
+                    return GONE
+                raise
+            finally:
+                self.poke()
+        return SENT
 
     def close(self) -> None:
         """Stop watching the socket (does not close it)."""

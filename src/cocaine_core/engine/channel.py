@@ -3,7 +3,12 @@
 The twin of ``cocaine_core.slave_channel`` (the slave's side). ``EngineChannel`` binds the
 app's ``ipc://`` endpoint, decodes every message from a slave into one call on its
 ``SlaveListener`` (the pool and the engine), and encodes what the engine sends: configure,
-invoke, terminate. Frames are documented in docs/protocol.md.
+invoke, credit, cancel, terminate. Frames are documented in docs/protocol.md.
+
+A slave runs the app's code, so it is not trusted either: a message from it larger than
+``SLAVE_MAX_MESSAGE`` makes ZeroMQ drop its connection before the engine holds it (the
+runtime is told the limit in CONFIGURE, and cocaine-python refuses such a chunk itself with
+a clear error).
 """
 
 from __future__ import annotations
@@ -23,12 +28,16 @@ from cocaine_core.zmqloop import SocketReader
 
 log = logging.getLogger("cocaine.engine")
 
+#: The largest message the engine takes from a slave (a chunk of an answer, with its header).
+SLAVE_MAX_MESSAGE = 256 * 2**20
+
 
 class SlaveListener(Protocol):
     """What the channel calls for each message a slave sends, by slave id."""
 
-    def slave_handshake(self, slave_id: str, pid: int | None) -> None:
-        """The slave introduced itself (its pid, if it said)."""
+    def slave_handshake(self, slave_id: str, pid: int | None, flow: bool = False) -> None:
+        """The slave introduced itself (its pid, if it said; ``flow``: it follows CREDIT
+        and CANCEL)."""
 
     def slave_heartbeat(self, slave_id: str) -> None:
         """The slave is alive (its first heartbeat after configure means ready)."""
@@ -56,6 +65,7 @@ class EngineChannel:
     def __init__(self, endpoint: str, listener: SlaveListener) -> None:
         self.endpoint = endpoint
         self.listener = listener
+        self.max_message = SLAVE_MAX_MESSAGE
         self._socket: zmq.Socket[bytes] | None = None
         self._reader: SocketReader | None = None
 
@@ -66,6 +76,7 @@ class EngineChannel:
         # Never drop a message to a slave for want of room: the queue limit bounds them.
         sock.setsockopt(zmq.SNDHWM, 0)
         sock.setsockopt(zmq.RCVHWM, 0)
+        sock.setsockopt(zmq.MAXMSGSIZE, self.max_message)
         sock.bind(self.endpoint)
         self._socket = sock
         self._reader = SocketReader(sock, self._on_message)
@@ -92,6 +103,14 @@ class EngineChannel:
         """Hand a job to a slave."""
         self._send([slave_id.encode(), protocol.pack(Code.INVOKE, job.id, job.event, job.meta),
                     job.body])
+
+    def credit(self, slave_id: str, job_id: int, chunks: int) -> None:
+        """Let a slave send ``chunks`` more chunks of a job's answer."""
+        self._send([slave_id.encode(), protocol.pack(Code.CREDIT, job_id, chunks)])
+
+    def cancel(self, slave_id: str, job_id: int) -> None:
+        """Tell a slave that nobody waits for a job's answer any more: stop it."""
+        self._send([slave_id.encode(), protocol.pack(Code.CANCEL, job_id)])
 
     def terminate(self, slave_id: str, reason: str) -> None:
         """Ask a slave to exit once its jobs are done."""
@@ -135,4 +154,5 @@ class EngineChannel:
                                    str(message), str(traceback or ""))
         elif code == Code.HANDSHAKE:
             pid = fields[2] if len(fields) > 2 and isinstance(fields[2], int) else None
-            listener.slave_handshake(slave_id, pid)
+            features = fields[3] if len(fields) > 3 and isinstance(fields[3], dict) else {}
+            listener.slave_handshake(slave_id, pid, features.get("flow") is True)

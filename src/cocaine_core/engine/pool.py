@@ -15,6 +15,7 @@ import uuid
 from typing import TYPE_CHECKING
 
 from cocaine_core.appinfo import SlaveInfo
+from cocaine_core.engine import credit
 from cocaine_core.engine.restarts import CrashBackoff, StartBackoff
 from cocaine_core.engine.slave_handle import SlaveHandle, SlaveState
 from cocaine_core.errors import CocaineError
@@ -172,7 +173,8 @@ class SlavePool:
         slave.state = SlaveState.CONFIGURING
         self.engine.channel.configure(slave.id, {
             "app": self.engine.name, "concurrency": self.config.concurrency,
-            "heartbeat_interval": self._heartbeat_interval})
+            "heartbeat_interval": self._heartbeat_interval, "credit": credit.WINDOW,
+            "max_message": self.engine.channel.max_message})
 
     # -- ending slaves --------------------------------------------------------------------------
 
@@ -228,6 +230,11 @@ class SlavePool:
         slave.jobs[job.id] = job
         self.engine.channel.invoke(slave.id, job)
 
+    def stop_job(self, job: Job, why: str) -> bool:
+        """Nobody waits for running ``job`` any more (``why``): tell its slave to stop it
+        (``credit.stop``); False if no slave here runs it."""
+        return credit.stop(self, job, why)
+
     def _job_ended(self, slave: SlaveHandle) -> None:
         """After a job left ``slave``: retire it if it is worn out or retiring, else go on."""
         slave.served += 1
@@ -254,12 +261,13 @@ class SlavePool:
             slave.cpu_mark = None
         return slave
 
-    def slave_handshake(self, slave_id: str, pid: int | None) -> None:
+    def slave_handshake(self, slave_id: str, pid: int | None, flow: bool = False) -> None:
         """A slave introduced itself: configure it once the spawn hooks passed."""
         slave = self._heard(slave_id)
         if slave is None:
             return
         slave.handshaken = True
+        slave.flow = flow
         if slave.pid is None:
             slave.pid = pid
         self._configure_when_able(slave)
@@ -286,11 +294,11 @@ class SlavePool:
                         self.engine.name, slave.label(), text)
 
     def job_chunk(self, slave_id: str, job_id: int, data: bytes) -> None:
-        """Pass a chunk of a job's answer on."""
+        """Pass a chunk of a job's answer on, within the job's credit (``credit.py``)."""
         slave = self._heard(slave_id)
         job = slave.jobs.get(job_id) if slave is not None else None
-        if job is not None:
-            job.chunk(data)
+        if job is not None and not job.finished:  # a cancelled job's chunks go nowhere
+            credit.forward(self, slave, job, data)  # type: ignore[arg-type]
 
     def job_done(self, slave_id: str, job_id: int, last: bytes | None) -> None:
         """A job's answer is complete."""
@@ -298,6 +306,8 @@ class SlavePool:
         job = slave.jobs.pop(job_id, None) if slave is not None else None
         if slave is None or job is None:
             return
+        if slave.credits:
+            slave.credits.pop(job_id, None)
         self.engine.stats.succeed(job, last)
         self._job_ended(slave)
 
@@ -308,10 +318,9 @@ class SlavePool:
         job = slave.jobs.pop(job_id, None) if slave is not None else None
         if slave is None or job is None:
             return
-        if traceback:
-            app_log.error("[%s/%s] job %s failed with %s: %s\n%s", self.engine.name,
-                          slave.label(), job_id, code, message, traceback.rstrip())
-        self.engine.stats.fail(job, code, message)
+        if slave.credits:
+            slave.credits.pop(job_id, None)
+        self.engine.handler_failed(job, slave.label(), code, message, traceback)
         self._job_ended(slave)
 
     def slave_failed(self, slave_id: str, message: str) -> None:
@@ -380,7 +389,7 @@ class SlavePool:
             self.start_failed(f"a new slave {how} before it was ready")
             return
         alive = sum(1 for s in self.slaves.values() if s.state is SlaveState.READY)
-        hold = self.crashes.crashed(time.monotonic(), slave.reason, alive)
+        hold = self.crashes.crashed(time.monotonic(), slave.reason, alive, worked=slave.served > 0)
         if hold:
             log.error("app %s: %d slaves crashed within %g s; new slaves wait %g s (the "
                       "slaves alive keep serving)", self.engine.name,

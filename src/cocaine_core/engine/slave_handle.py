@@ -5,11 +5,14 @@ from __future__ import annotations
 import enum
 import os
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from cocaine_core.engine.job import Job
+
+if TYPE_CHECKING:
+    from cocaine_core.engine.credit import Credit
 
 
 class SlaveState(enum.Enum):
@@ -35,6 +38,10 @@ class SlaveHandle:
     last_seen: float = attrs.field(factory=time.monotonic)
     idle_since: float = attrs.field(factory=time.monotonic)
     handshaken: bool = False
+    #: It said, in its handshake, that it waits for CREDIT and obeys CANCEL (docs/protocol.md).
+    flow: bool = False
+    #: The flow accounting of its jobs that have sent chunks, by job id.
+    credits: dict[int, Credit] = attrs.field(factory=dict)
     #: Forked ahead of need: joins the pool (is configured) only when the pool grows.
     spare: bool = False
     #: The ``cocaine_slave_spawned`` hooks have passed (confinement is in force).
