@@ -212,3 +212,40 @@ def test_a_chunk_larger_than_the_engine_takes_from_a_slave_is_a_clear_502(
             assert error.value.code == 502
             assert "larger than the node takes from a slave" in error.value.message
         assert client.call("big", "echo", b"fine") == b"fine"  # the same slave serves on
+
+
+ASYNC_APP = """
+import asyncio
+
+CLOSED = CLOSED_PATH
+
+async def stream(request):
+    try:
+        while True:
+            await asyncio.sleep(0)
+            yield b"y" * 65536
+    finally:
+        open(CLOSED, "w").close()
+
+async def echo(request):
+    return request.data
+"""
+
+
+def test_an_async_stream_whose_client_left_is_stopped_and_its_slave_serves_on(
+        cocaine_node: Any, make_app: Any, tmp_path: Path) -> None:
+    closed = tmp_path / "closed"
+    cocaine_node.add_app("flow", make_app(
+        ASYNC_APP.replace("CLOSED_PATH", repr(str(closed))), tasks=TASKS,
+        engine={"pool-limit": 1, "concurrency": 4}))
+    leaver = dealer(cocaine_node.node.listen, RCVHWM=1, RCVBUF=65536)
+    request(leaver, 1, "stream")
+    assert leaver.poll(10_000)
+    leaver.recv_multipart()
+    time.sleep(0.3)  # it runs ahead to its window, then waits for credit
+    leaver.close()
+    wait_until(closed.exists, timeout=10, message="the async generator to be closed")
+    with cocaine_node.client(wait=10) as client:
+        assert client.call("flow", "echo", b"on") == b"on"
+    assert cocaine_node.info("flow")["jobs"]["abandoned"] == 1
+    assert cocaine_node.info("flow")["spawns"] == 1  # stopped by CANCEL, not by a kill
