@@ -249,3 +249,21 @@ def test_an_async_stream_whose_client_left_is_stopped_and_its_slave_serves_on(
         assert client.call("flow", "echo", b"on") == b"on"
     assert cocaine_node.info("flow")["jobs"]["abandoned"] == 1
     assert cocaine_node.info("flow")["spawns"] == 1  # stopped by CANCEL, not by a kill
+
+
+def test_an_async_stream_waiting_for_credit_lets_the_slaves_other_jobs_run(
+        cocaine_node: Any, make_app: Any, tmp_path: Path) -> None:
+    closed = tmp_path / "closed"
+    cocaine_node.add_app("flow", make_app(
+        ASYNC_APP.replace("CLOSED_PATH", repr(str(closed))), tasks=TASKS,
+        engine={"pool-limit": 1, "concurrency": 4}))
+    lazy = dealer(cocaine_node.node.listen, RCVHWM=1, RCVBUF=65536)
+    try:
+        request(lazy, 1, "stream")
+        assert lazy.poll(10_000)
+        time.sleep(0.5)  # the stream has used its credit and waits
+        with cocaine_node.client(wait=10) as client:  # the one slave still serves
+            assert client.call("flow", "echo", b"meanwhile") == b"meanwhile"
+    finally:
+        lazy.close()
+    wait_until(closed.exists, timeout=10, message="the async generator to be closed")

@@ -144,6 +144,13 @@ class SlaveChannel:
         self.socket.send_multipart([protocol.pack(Code.CHUNK, job_id), data],
                                    copy=len(data) < 65536)
 
+    def may_send(self, job_id: int) -> bool:
+        """Whether ``chunk`` for this job would go at once (it has credit, or it has been
+        cancelled and would raise), for runtimes that wait on an event loop instead."""
+        window = self._window
+        return (window is None or job_id in self._cancelled
+                or self._credit.get(job_id, window) > 0)
+
     def _read_ready(self) -> None:
         while _readable(self.socket):
             self._take(self.socket.recv_multipart())
