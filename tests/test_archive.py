@@ -174,3 +174,19 @@ def test_a_cancelled_unpack_removes_what_it_wrote(tmp_path):
 def test_limits_default_to_the_documented_values():
     assert archive.Limits() == archive.Limits(512 * 2**20, 10_000)
     assert Path(archive.__file__).exists()
+
+
+@pytest.mark.parametrize("members", [
+    pytest.param([link("a", "a", tarfile.LNKTYPE)], id="to itself"),
+    pytest.param([link("a", "b", tarfile.LNKTYPE), tarfile.TarInfo("b")], id="to a later file"),
+    pytest.param([link("a", "b", tarfile.LNKTYPE), link("b", "a", tarfile.LNKTYPE)],
+                 id="in a cycle"),
+    pytest.param([folder("d"), link("a", "d", tarfile.LNKTYPE)], id="to a folder"),
+])
+def test_hard_links_to_no_earlier_file_are_refused(members, tmp_path):
+    code = tar(*members)
+    with pytest.raises(NodeError, match="hard link"):
+        archive.check_archive(code)
+    with pytest.raises(NodeError):
+        archive.unpack(code, tmp_path / "out")
+    assert not (tmp_path / "out").exists()

@@ -107,7 +107,7 @@ def unpack(data: bytes, destination: Path, limits: Limits | None = None,
 
             try:
                 tar.extractall(destination, members=each(), filter="data")
-            except (OSError, tarfile.TarError) as exc:
+            except (OSError, tarfile.TarError, KeyError) as exc:
                 raise NodeError(f"the code archive could not be unpacked: {exc}") from None
     except BaseException:
         shutil.rmtree(destination, ignore_errors=True)
@@ -186,14 +186,18 @@ def _checked_members(tar: tarfile.TarFile, limits: Limits) -> list[tarfile.TarIn
         members.append(member)
     if not members:
         raise NodeError("the code archive is empty")
+    written: set[str] = set()  # files (and hard links to them) extracted so far, in order
     for member in members:  # where each will be once every link exists
         name = posixpath.normpath(member.name)
         _resolve(name, links, member.name)
         if member.islnk():
             target = _resolve(posixpath.normpath(member.linkname), links, member.name)
-            if kinds.get(target) not in ("file", "hard"):
+            if target not in written:
                 raise NodeError(f"the archive member {member.name!r} is a hard link to "
-                                f"{member.linkname!r}, not a file of the archive; refused")
+                                f"{member.linkname!r}, which is not a file of the archive "
+                                f"before it; refused")
+        if member.isfile() or member.islnk():
+            written.add(name)
     return members
 
 

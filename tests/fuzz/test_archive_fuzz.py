@@ -142,10 +142,6 @@ HARD_LINKS_TO_NOTHING_BEFORE = {
 }
 
 
-@pytest.mark.xfail(strict=True, raises=KeyError, reason=(
-    "decoder bug (archive.py, not fixed here): a hard link to itself, to a later member or in "
-    "a cycle passes check_archive, then tarfile raises KeyError('linkname ... not found') in "
-    "unpack, not NodeError; a deploy of such an archive answers 500"))
 @pytest.mark.parametrize("case", sorted(HARD_LINKS_TO_NOTHING_BEFORE))
 def test_a_hard_link_to_no_earlier_file_is_refused_with_node_error(case: str,
                                                                   tmp_path: Path) -> None:

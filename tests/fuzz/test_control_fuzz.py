@@ -119,10 +119,6 @@ def test_a_method_given_any_arguments_answers_a_result_or_a_4xx(fuzz_node: Runni
         talk.close()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "decoder bug (archive.py, not fixed here): a code archive whose hard link names itself "
-    "passes check_archive and unpack raises KeyError, so deploy answers 500 'deploy failed: "
-    "KeyError' instead of a 4xx naming the member"))
 def test_a_deploy_of_an_archive_with_a_hard_link_to_itself_answers_a_4xx(
         fuzz_node: RunningNode) -> None:
     from tests.fuzz.test_archive_fuzz import HARD_LINKS_TO_NOTHING_BEFORE
