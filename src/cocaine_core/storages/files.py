@@ -40,9 +40,9 @@ class FileStorage:
         self._clean_temporaries()
 
     def _path(self, namespace: str, key: str) -> Path:
-        if not NAMESPACE.match(namespace):
+        if not NAMESPACE.fullmatch(namespace):
             raise StorageError(f"bad storage namespace {namespace!r}")
-        if not KEY.match(key):
+        if not KEY.fullmatch(key):
             raise StorageError(f"bad storage key {key!r}: letters, digits, '_', '.', '@', '-'")
         return self.root / namespace / key
 
@@ -79,7 +79,7 @@ class FileStorage:
         folder = self.root / namespace
         if not folder.is_dir():
             return []
-        return sorted(p.name for p in folder.iterdir() if p.is_file() and KEY.match(p.name))
+        return sorted(p.name for p in folder.iterdir() if p.is_file() and KEY.fullmatch(p.name))
 
     def remove(self, namespace: str, key: str) -> None:
         """Remove the key, if present."""
