@@ -27,6 +27,9 @@ def call(
         help="Seconds from now by which the job must start (default: --wait, as nobody "
              "waits for it after that).")] = None,
     urgent: Annotated[bool, typer.Option("--urgent", help="Jump the queue.")] = False,
+    no_retry: Annotated[bool, typer.Option(
+        "--no-retry", help="Never run the job twice: if its slave dies, fail (500) rather "
+                           "than run it again on another slave.")] = False,
     wait: Annotated[float, typer.Option(
         "--wait", help="Most seconds to wait for each part of the answer (at least --timeout "
                        "+ 5). If nothing listens at the endpoint, says so at once.")] = 60.0,
@@ -46,7 +49,7 @@ def call(
     with Client(node, wait=wait) as client:
         try:
             chunks = client.stream(app_name, event, body, timeout=timeout, deadline=deadline,
-                                   urgent=urgent)
+                                   urgent=urgent, retry=not no_retry)
             if app_name == CONTROL_APP:
                 out.write(_control_answer(b"".join(chunks)))
             else:
