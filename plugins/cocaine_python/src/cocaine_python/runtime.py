@@ -9,6 +9,7 @@ where async jobs run together and sync handlers run in turn.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import sys
 import traceback
@@ -19,7 +20,7 @@ import zmq
 
 from cocaine_core.errortext import MESSAGE_LIMIT, TRACEBACK_LIMIT, cut
 from cocaine_core.protocol import Code, Status, encode_value
-from cocaine_core.slave_channel import SlaveChannel
+from cocaine_core.slave_channel import JobCancelled, SlaveChannel
 from cocaine_python.loader import LoadedApp, load
 from cocaine_python.output import capture_output
 from cocaine_python.request import Request
@@ -66,6 +67,8 @@ class Runner:
         self.channel = channel
         self.loop: asyncio.AbstractEventLoop | None = None
         self.after_send: Callable[[], None] = lambda: None
+        #: Set when messages were read (credit may have come), for async jobs waiting on it.
+        self.credit: asyncio.Event | None = None
 
     # -- the blocking loop --------------------------------------------------------------------
 
@@ -97,6 +100,14 @@ class Runner:
             else:
                 self.channel.choke(job_id, self._encode(result))  # answer and end: one message
                 return
+        except JobCancelled:  # nobody waits for it: stop the generator, end the job quietly
+            with contextlib.suppress(Exception):
+                if inspect.isasyncgen(result):
+                    self._event_loop().run_until_complete(result.aclose())
+                else:
+                    result.close()
+            self.channel.choke(job_id)
+            return
         except BaseException as exc:
             if isinstance(exc, KeyboardInterrupt | SystemExit):
                 raise
@@ -118,12 +129,13 @@ class Runner:
         fd = cast(int, socket.getsockopt(zmq.FD))
         wake = asyncio.Event()
         self.after_send = wake.set
+        self.credit = asyncio.Event()
         loop.add_reader(fd, wake.set)
         tasks: set[asyncio.Task[None]] = set()
         try:
             while True:
-                while _readable(socket):
-                    fields, body = self.channel.recv()
+                while (message := self.channel.recv_ready()) is not None:
+                    fields, body = message
                     if fields[0] == Code.TERMINATE:
                         if tasks:
                             await asyncio.wait(tasks, timeout=5)
@@ -137,8 +149,9 @@ class Runner:
                         task.add_done_callback(tasks.discard)
                     else:
                         self.run_sync(fields, body or b"")
+                self.credit.set()
                 wake.clear()
-                if not _readable(socket):
+                if not self.channel.pending() and not _readable(socket):
                     await wake.wait()
         finally:
             loop.remove_reader(fd)
@@ -159,6 +172,10 @@ class Runner:
                     self._chunk(job_id, item)
             else:
                 last = self._encode(result)
+        except JobCancelled:
+            with contextlib.suppress(Exception):
+                await result.aclose() if inspect.isasyncgen(result) else result.close()
+            last = None
         except Exception as exc:
             self._fail(job_id, exc)
             return
@@ -168,7 +185,12 @@ class Runner:
     # -- answers --------------------------------------------------------------------------------
 
     async def _drain_async(self, job_id: int, agen: Any) -> None:
+        # On ``serve_async``'s loop wait there; on run_sync's own loop ``chunk`` waits.
+        credit = self.credit if asyncio.get_running_loop() is not self.loop else None
         async for item in agen:
+            while credit is not None and not self.channel.may_send(job_id):
+                credit.clear()  # wait on the loop, so the slave's other jobs go on
+                await credit.wait()
             self._chunk(job_id, item)
 
     @staticmethod
