@@ -80,6 +80,15 @@ def prints_surrogate(request):
 async def async_surrogate(request):
     _mark(request)
     raise ValueError("async \\udc80")
+
+
+class Abort(BaseException):
+    pass
+
+
+async def async_base_exception(request):
+    _mark(request)
+    raise Abort("not an Exception")
 '''
 
 #: The event, and what the client's 502 message must say. The first two, ``encode_fails``
@@ -93,6 +102,8 @@ CASES = {
     "not_packable": "object, which is not bytes, str, None or msgpack-able",
     "async_str_raises": "BadStr: <exception str() failed: RuntimeError: no str for you>",
     "async_surrogate": "ValueError: async \\udc80",
+    # A BaseException that is not an Exception left an async job unanswered.
+    "async_base_exception": "Abort: not an Exception",
 }
 
 

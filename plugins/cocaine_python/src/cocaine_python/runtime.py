@@ -176,8 +176,10 @@ class Runner:
             with contextlib.suppress(Exception):
                 await result.aclose() if inspect.isasyncgen(result) else result.close()
             last = None
-        except Exception as exc:
+        except BaseException as exc:  # whatever it is, the job is answered
             self._fail(job_id, exc)
+            if isinstance(exc, asyncio.CancelledError | KeyboardInterrupt | SystemExit):
+                raise
             return
         self.channel.choke(job_id, last)
         self.after_send()
