@@ -267,3 +267,56 @@ def test_an_async_stream_waiting_for_credit_lets_the_slaves_other_jobs_run(
     finally:
         lazy.close()
     wait_until(closed.exists, timeout=10, message="the async generator to be closed")
+
+
+STOPPED_CLIENT = """
+import sys, zmq
+from cocaine_core import protocol
+from cocaine_core.protocol import Code
+
+sock = zmq.Context.instance().socket(zmq.DEALER)
+sock.setsockopt(zmq.RCVHWM, 4)
+sock.connect(sys.argv[1])
+sock.send_multipart([protocol.pack(Code.REQUEST, 1, "flow", "stream", None), b""])
+sock.recv_multipart()
+print("reading", flush=True)
+while True:
+    sock.recv_multipart()
+"""
+
+
+def test_a_client_that_stops_answering_heartbeats_has_its_stream_stopped(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A client whose process is stopped (or whose machine vanished) never closes its TCP
+    connection: the node's ZeroMQ heartbeats find it silent, drop its connection, and its
+    stream is stopped as if it had left."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from cocaine_core import endpoint
+    from cocaine_core.testing import RunningNode
+
+    monkeypatch.setattr(endpoint, "CLIENT_HEARTBEAT", 0.2)
+    monkeypatch.setattr(endpoint, "CLIENT_HEARTBEAT_TIMEOUT", 1.0)
+    beat_file = tmp_path / "beats"
+    manifest = write_app(tmp_path / "flow", APP.replace("BEATS_PATH", repr(str(beat_file))),
+                         TASKS, engine={"pool-limit": 1, "termination-timeout": 2})
+    node = RunningNode(run_dir=tmp_path / "run").start()
+    client = None
+    try:
+        node.add_app("flow", manifest)
+        client = subprocess.Popen([sys.executable, "-c", STOPPED_CLIENT, node.endpoint],
+                                  stdout=subprocess.PIPE, text=True)
+        assert client.stdout is not None and client.stdout.readline() == "reading\n"
+        os.kill(client.pid, signal.SIGSTOP)
+        closed = Path(str(beat_file) + ".closed")
+        wait_until(closed.exists, timeout=20, message="the stopped client's stream to stop")
+        jobs = node.call_soon(lambda: node.node.apps["flow"].info()["jobs"])
+        assert jobs["abandoned"] == 1
+    finally:
+        if client is not None:
+            client.kill()
+            client.wait()
+        node.stop()

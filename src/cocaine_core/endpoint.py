@@ -47,6 +47,10 @@ HIGH_WATER_MARK = 100_000
 DEFAULT_MAX_MESSAGE = protocol.MAX_MESSAGE
 #: The range ``max_message`` may take.
 MAX_MESSAGE_RANGE = (2 * 2**20, 2**31)
+#: Seconds between ZeroMQ heartbeats to each client, and without any traffic from it after
+#: which its connection is dropped: a client whose process is stopped, or whose machine
+#: vanished without closing its TCP connection, is then seen as gone (its jobs abandoned).
+CLIENT_HEARTBEAT, CLIENT_HEARTBEAT_TIMEOUT = 10.0, 30.0
 #: Most requests in flight the endpoint remembers for CANCEL (see ``InFlight``).
 IN_FLIGHT_LIMIT = 100_000
 
@@ -227,6 +231,8 @@ class NativeEndpoint:
         sock.setsockopt(zmq.RCVHWM, HIGH_WATER_MARK)
         sock.setsockopt(zmq.MAXMSGSIZE, self.max_message)
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        sock.setsockopt(zmq.HEARTBEAT_IVL, int(CLIENT_HEARTBEAT * 1000))
+        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, int(CLIENT_HEARTBEAT_TIMEOUT * 1000))
         try:
             sock.bind(self.listen)
         except zmq.ZMQError as exc:
