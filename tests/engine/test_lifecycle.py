@@ -181,11 +181,15 @@ def test_killed_node_leaves_no_slave_behind(make_app):
             process.wait()
 
 
-@pytest.mark.parametrize("reload_flag", [True])
-def test_cocaine_run_reload_restarts_slaves_on_change(make_app, reload_flag):
+@pytest.mark.parametrize("pool_min", [0, 1])
+def test_cocaine_run_reload_restarts_slaves_on_change(make_app, pool_min):
+    """With pool-min 1 the pool asks for a slave while the new code loads: that fork request
+    reached the template with its configure, was lost, and the app served nothing until the
+    startup-timeout (here a minute, past the wait below) killed the slave that never came."""
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     manifest = make_app("def echo(request):\n    return b'v1'\n",
-                        {"echo": {"type": "native-server"}}, name="reload")
+                        {"echo": {"type": "native-server"}}, name="reload",
+                        engine={"pool-min": pool_min, "startup-timeout": 60})
     process = subprocess.Popen([COCAINE, "run", str(manifest), "--listen", endpoint,
                                 "--reload"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:

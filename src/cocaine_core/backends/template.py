@@ -86,11 +86,13 @@ def template_main(sock: socket.socket, node_pid: int) -> None:
     die_with_parent(node_pid, signal.SIGTERM)  # catchable: the tree goes with the template
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the node's to handle
     pipe = FramedPipe(sock, max_out=OUTBOX)
-    message = _receive_one(pipe, CONFIGURE_TIMEOUT)
-    if not message or message[0] != "configure":
+    # What came with the configure (a fork the pool asked for while the node waited for the
+    # load) is served once the app is loaded.
+    early = _receive_first(pipe, CONFIGURE_TIMEOUT)
+    if not early or early[0][0] != "configure":
         _end()
         return
-    config: dict[str, Any] = message[1]
+    config: dict[str, Any] = early.pop(0)[1]
     try:
         runtime = importlib.import_module(config["runtime"])
         app = runtime.load(config)
@@ -105,10 +107,12 @@ def template_main(sock: socket.socket, node_pid: int) -> None:
     gc.collect()
     gc.freeze()
     pipe.send(["loaded"])
-    _serve_forks(pipe, config, runtime, app)
+    _serve_forks(pipe, config, runtime, app, early)
 
 
-def _receive_one(pipe: FramedPipe, timeout: float) -> list[Any] | None:
+def _receive_first(pipe: FramedPipe, timeout: float) -> list[list[Any]]:
+    """The first messages to arrive within ``timeout`` (all of them: a read may bring the
+    configure and a fork request together); empty if none came or the pipe broke."""
     deadline = time.monotonic() + timeout
     while (left := deadline - time.monotonic()) > 0:
         with contextlib.suppress(InterruptedError):
@@ -116,10 +120,10 @@ def _receive_one(pipe: FramedPipe, timeout: float) -> list[Any] | None:
         try:
             messages = pipe.receive()
         except (EOFError, OSError, ValueError):
-            return None
+            return []
         if messages:
-            return list(messages[0])
-    return None
+            return [list(message) for message in messages]
+    return []
 
 
 def _fail(pipe: FramedPipe, reason: str, code_fault: bool) -> None:
@@ -142,7 +146,8 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[:MAX_REASON]}{where}"
 
 
-def _serve_forks(pipe: FramedPipe, config: dict[str, Any], runtime: Any, app: Any) -> None:
+def _serve_forks(pipe: FramedPipe, config: dict[str, Any], runtime: Any, app: Any,
+                 early: list[list[Any]]) -> None:
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
     os.set_blocking(wake_r, False)
@@ -152,7 +157,15 @@ def _serve_forks(pipe: FramedPipe, config: dict[str, Any], runtime: Any, app: An
     # Known before any fork: a child asking getppid() after the template died would get 1
     # (or a subreaper) and never notice it is an orphan.
     template_pid = os.getpid()
+    messages: list[Any] = early
     while True:
+        for message in messages:
+            if message[0] == "fork":
+                _fork(pipe, config, runtime, app, str(message[1]), template_pid, children,
+                      (wake_r, wake_w))
+            elif message[0] == "exit":
+                _end()
+        messages = []
         # While the node has not taken half the outbox, take no fork request: each adds to it.
         reading = [wake_r] + ([pipe.fileno()] if pipe.pending < OUTBOX // 2 else [])
         writing = [pipe.fileno()] if pipe.pending else []
@@ -174,12 +187,6 @@ def _serve_forks(pipe: FramedPipe, config: dict[str, Any], runtime: Any, app: An
             messages = pipe.receive()
         except (EOFError, OSError, ValueError):
             messages = [["exit"]]
-        for message in messages:
-            if message[0] == "fork":
-                _fork(pipe, config, runtime, app, str(message[1]), template_pid, children,
-                      (wake_r, wake_w))
-            elif message[0] == "exit":
-                _end()
 
 
 def _fork(pipe: FramedPipe, config: dict[str, Any], runtime: Any, app: Any, slave_id: str,
