@@ -77,8 +77,8 @@ class AppStore:
                 log.error("storage: app record '%s' is unreadable (%s); skipped", name, exc)
                 continue
             if not self.storage.exists("code", record.code_key):
-                log.error("storage: the code of app '%s' (%s) is missing; skipped", name,
-                          record.code_key)
+                log.error("storage: the code of app '%s' (%s) is missing; skipped: deploy "
+                          "it again", name, record.code_key)
                 continue
             records[name] = record
         return records
@@ -92,9 +92,26 @@ class AppStore:
 
     def save(self, record: AppRecord, code: bytes) -> None:
         """Store code, then the record (the commit point), then drop older code."""
+        self.save_code(record, code)
+        self.save_record(record)
+
+    def save_code(self, record: AppRecord, code: bytes) -> None:
+        """Store a version's code (before it is started: a full disk then refuses the deploy
+        while nothing has changed). Until its record is saved, no record points to it."""
         self.storage.put("code", record.code_key, code)
+
+    def save_record(self, record: AppRecord) -> None:
+        """Store the record (the commit point), then drop the app's older code."""
         self.storage.put("apps", record.name, record.to_json())
         self._drop_code(record.name, keep=record.code_key)
+
+    def drop_unrecorded(self, record: AppRecord) -> None:
+        """Remove ``record``'s code if the stored record of its app points elsewhere (a
+        deploy that stored its code, then failed)."""
+        stored = self.get(record.name)
+        if stored is None or stored.code_key != record.code_key:
+            with contextlib.suppress(KeyError, OSError, StorageError):
+                self.storage.remove("code", record.code_key)
 
     def remove(self, name: str) -> None:
         """Remove the record (the commit point), then its code."""

@@ -19,7 +19,14 @@ import msgpack
 
 from cocaine_core import archive
 from cocaine_core.appstore import AppRecord
-from cocaine_core.errors import BusyError, CocaineError, NodeError, NotFoundError
+from cocaine_core.errors import (
+    BusyError,
+    CocaineError,
+    NodeError,
+    NotFoundError,
+    ServiceError,
+    StorageError,
+)
 from cocaine_core.manifest import check_app_name, parse_manifest
 from cocaine_core.protocol import Status
 from cocaine_core.uploads import UPLOAD_CHUNK, UploadLimits, Uploads
@@ -217,15 +224,34 @@ class ControlService:
         try:
             manifest = parse_manifest(manifest_data, root=root,
                                       source=f"the manifest of app '{name}'")
+            await _stored(name, asyncio.to_thread(store.save_code, record, code))
             engine = await self.node.run_app(name, manifest, root, refuse_broken=True)
         except BaseException:
+            await run_to_end(asyncio.to_thread(store.drop_unrecorded, record))
             if root != running_root:
                 await run_to_end(asyncio.to_thread(_rmtree, root))
             raise
         engine.record = record
-        await run_to_end(asyncio.to_thread(store.save, record, code))
+        try:
+            await _stored(name, run_to_end(asyncio.to_thread(store.save_record, record)))
+        except CocaineError:
+            # The new version runs but is not stored: it would vanish at the next start.
+            await run_to_end(self._undo(record, previous))
+            raise
         store.forget_unpacked(name, keep=root)
         return engine, record
+
+    async def _undo(self, record: AppRecord, previous: AppRecord | None) -> None:
+        """Stop a version whose record could not be stored, and start the stored one again."""
+        store = self._store()
+        await self.node.remove_app(record.name)
+        await asyncio.to_thread(store.drop_unrecorded, record)
+        if previous is not None:
+            try:
+                await self.node.start_record(previous)
+            except CocaineError as exc:
+                log.error("app %s: the stored version %d did not start again: %s",
+                          record.name, previous.version, exc)
 
     async def _archive(self, args: dict[str, Any]) -> bytes:
         if isinstance(args.get("archive"), bytes):
@@ -322,6 +348,18 @@ async def _cancel(task: asyncio.Task[Any]) -> None:
     """Cancel ``task`` and wait (bounded) until it has undone its work."""
     task.cancel()
     await asyncio.wait({task}, timeout=120)
+
+
+async def _stored(name: str, saving: Awaitable[None]) -> None:
+    """Await a write to storage; a failure (a full disk) is a 500 saying what to do."""
+    try:
+        await saving
+    except (OSError, StorageError) as exc:
+        log.error("app %s: storage refused its code or record: %s", name, exc)
+        raise ServiceError(Status.SERVER_ERROR, f"the deploy of app '{name}' was not stored: "
+                           f"{getattr(exc, 'strerror', None) or exc}; free space in (or repair) "
+                           f"the node's storage and deploy again. Nothing was changed: the "
+                           f"stored version, if any, keeps serving") from None
 
 
 def _rmtree(path: Path) -> None:

@@ -373,6 +373,9 @@ class NativeEndpoint:
         engine = node.apps.get(app)
         if engine is not None:
             return engine
+        if node.stopping:
+            raise ServiceError(Status.UNAVAILABLE, f"app '{app}' is not served: the node is "
+                                                   f"stopping")
         if node.loading or node.busy.get(app) == "start":
             raise ServiceError(Status.UNAVAILABLE, f"app '{app}' is not serving yet: the node "
                                                    f"is starting its apps; retry in a moment")

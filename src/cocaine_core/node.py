@@ -72,6 +72,8 @@ class Node:
         self.busy: dict[str, str] = {}
         #: True while the node starts the apps in its storage.
         self.loading = False
+        #: True once the node drains to stop: requests for apps already stopped get 503.
+        self.stopping = False
         #: Apps loading their code at once: each is an interpreter starting and importing, and
         #: fifty at once on two cores thrash; a few at a time finish sooner.
         self._loading = asyncio.Semaphore(4)
@@ -92,6 +94,11 @@ class Node:
                                                          paths.real(storage_root)):
                 raise NodeError(f"cannot listen on {self.listen}: it lies inside the storage "
                                 f"folder {storage_root}; choose another --listen")
+        if self.store is not None:
+            # Before anything listens: no deploy can be half-way through storing its code.
+            await asyncio.to_thread(self.store.drop_partials)
+            await asyncio.to_thread(self.store.collect_garbage)
+            self.loading = True  # from the first request on, apps not yet started are 503
         self.listen = self.endpoint.bind()
         self._guarded = {"protected": [self.run_dir] + ([Path(storage_root)] if storage_root
                                                         else []),
@@ -99,8 +106,6 @@ class Node:
         paths.guard(**self._guarded)
         log.info("node %s listening on %s", self.name, self.listen)
         if self.store is not None:
-            await asyncio.to_thread(self.store.drop_partials)
-            self.loading = True
             try:
                 await self.load_from_storage()
             finally:
@@ -108,6 +113,7 @@ class Node:
 
     async def stop(self) -> None:
         """Drain every app (see ``Engine.stop``), then close the endpoint."""
+        self.stopping = True
         await asyncio.gather(*(self.remove_app(name) for name in list(self.apps)),
                              return_exceptions=True)
         self.endpoint.close()
@@ -131,22 +137,28 @@ class Node:
         """Make the running apps match storage: start new, replace changed, stop removed.
 
         Called at start and on SIGHUP. An app that fails to start is logged; the others run.
+        Deploys and removals may run meanwhile: what storage said is read again before an
+        app is stopped or started, and a record older than the running version is left.
         """
         assert self.store is not None
         store = self.store
         records = await asyncio.to_thread(store.records)
-        await asyncio.to_thread(store.collect_garbage)
         for name in [n for n in self.apps if n not in records and n not in self.busy]:
-            await self.remove_app(name)
+            if name not in self.busy and await asyncio.to_thread(store.get, name) is None:
+                await self.remove_app(name)
         todo = [record for name, record in records.items() if name not in self.busy
-                and _record_of(self.apps.get(name)) != record]
+                and _outdated(self.apps.get(name), record)]
         for record in todo:
             self.busy[record.name] = "start"
         async def start(record: AppRecord) -> None:
             try:
-                await self.start_record(record)
+                if await asyncio.to_thread(store.get, record.name) == record:
+                    await self.start_record(record)
             except CocaineError as exc:
                 log.error("app %s from storage did not start: %s", record.name, exc)
+            except Exception as exc:  # storage changed under it: one line, the rest go on
+                log.error("app %s from storage did not start: %s: %s", record.name,
+                          type(exc).__name__, exc)
             finally:
                 self.busy.pop(record.name, None)
 
@@ -273,8 +285,11 @@ async def run_to_end(awaitable: Awaitable[T]) -> T:
                 current.uncancel()
 
 
-def _record_of(engine: Engine | None) -> AppRecord | None:
-    return engine.record if engine is not None else None
+def _outdated(engine: Engine | None, record: AppRecord) -> bool:
+    """Whether the running ``engine`` (if any) is not the stored ``record``'s version, and
+    not newer either (a deploy may have finished since ``record`` was read)."""
+    running = engine.record if engine is not None else None
+    return running is None or (running != record and running.version <= record.version)
 
 
 def _own_rss() -> int | None:
