@@ -113,24 +113,82 @@ def test_node_listen_on_a_file_is_refused_and_the_file_kept(node_process, short)
 # -- the run folder ------------------------------------------------------------------------
 
 
-def test_run_dir_with_a_users_file_keeps_it(node_process, short):
-    run = short / "run"
-    run.mkdir()
-    (run / "mine.txt").write_text("keep me")
-    (run / "sub").mkdir()
-    (run / "sub" / "data").write_text("me too")
+def test_a_node_run_folder_keeps_what_the_node_did_not_make(node_process, short):
     node = node_process(folder=short / "n", start=False)
-    node.run_dir = run
+    node.run_dir = short / "run"
     node.start()
+    (node.run_dir / "mine.txt").write_text("keep me")  # put there while a node used it
     with node.client() as client:
         deploy(client, "app", manifest_of(), code_of())
-    assert (run / "code").is_dir()
+    assert (node.run_dir / "code").is_dir()
     assert node.stop() == 0
     node.start()
     assert node.stop() == 0
-    assert (run / "mine.txt").read_text() == "keep me"
-    assert (run / "sub" / "data").read_text() == "me too"
-    assert not (run / "code").exists(), "the node's own unpacked code is cleaned"
+    assert (node.run_dir / "mine.txt").read_text() == "keep me"
+    assert not (node.run_dir / "code").exists(), "the node's own unpacked code is cleaned"
+
+
+def _refused(node, match: str) -> str:
+    with pytest.raises(AssertionError, match="the node exited"):
+        node.start(timeout=30)
+    log = node.log.read_text()
+    assert match in log, log
+    return log
+
+
+def test_a_users_folder_as_run_folder_is_refused_untouched(node_process, short):
+    """A folder with someone's files, even ones named code/ and uploads/, is not a run
+    folder: the node emptied code/ and uploads/ and made the folder 0700 before."""
+    run = short / "home"
+    for name, text in (("code/project/main.c", "int main;"), ("uploads/photo.jpg", "jpg"),
+                       ("notes.txt", "notes")):
+        (run / name).parent.mkdir(parents=True, exist_ok=True)
+        (run / name).write_text(text)
+    run.chmod(0o755)
+    node = node_process(folder=short / "n", start=False)
+    node.run_dir = run
+    _refused(node, "holds files no node made")
+    assert (run / "code/project/main.c").read_text() == "int main;"
+    assert (run / "uploads/photo.jpg").read_text() == "jpg"
+    assert run.stat().st_mode & 0o777 == 0o755
+    assert sorted(p.name for p in run.iterdir()) == ["code", "notes.txt", "uploads"]
+
+
+def test_a_run_folder_linked_to_storage_is_refused(node_process, short):
+    """A --run-dir that is a symbolic link to the storage folder passed the overlap check
+    (only its parent was resolved) and the node deleted every stored app's code."""
+    node = node_process(folder=short / "n")
+    with node.client() as client:
+        deploy(client, "app", manifest_of(), code_of())
+    assert node.stop() == 0
+    codes = sorted((node.storage / "code").iterdir())
+    link = short / "linked-run"
+    link.symlink_to(node.storage)
+    node.run_dir = link
+    _refused(node, "overlap")
+    assert sorted((node.storage / "code").iterdir()) == codes
+    assert not (node.storage / "node.lock").exists()
+
+
+def test_a_lock_file_that_is_a_link_is_refused_and_its_target_kept(node_process, short):
+    """``node.lock`` was opened for writing, following a link: its target was emptied."""
+    node = node_process(folder=short / "n", start=False)
+    node.run_dir = short / "run"
+    node.start()
+    assert node.stop() == 0
+    victim = short / "victim.txt"
+    victim.write_text("precious")
+    (node.run_dir / "node.lock").unlink()
+    (node.run_dir / "node.lock").symlink_to(victim)
+    _refused(node, "node.lock")
+    assert victim.read_text() == "precious"
+
+
+def test_listening_on_an_ipc_path_in_the_run_folder_is_refused(node_process, short):
+    node = node_process(folder=short / "n", start=False,
+                        listen=f"ipc://{short}/run/code")
+    node.run_dir = short / "run"
+    _refused(node, "inside the run folder")
 
 
 @pytest.mark.parametrize("where", ["storage", "inside storage", "holds storage"])

@@ -90,10 +90,12 @@ class Node:
         check_run_dir(self.run_dir, storage_root)
         if self.listen.startswith("ipc://"):  # libzmq would unlink whatever has that path
             check_ipc_path(self.listen[len("ipc://"):], f"node {self.name}", protected=False)
-            if storage_root is not None and paths.inside(paths.real(self.listen[6:]),
-                                                         paths.real(storage_root)):
-                raise NodeError(f"cannot listen on {self.listen}: it lies inside the storage "
-                                f"folder {storage_root}; choose another --listen")
+            where = paths.real(self.listen[6:])
+            for folder, what in ((storage_root, "storage"), (self.run_dir, "run")):
+                if folder is not None and paths.inside(where, paths.real(folder)):
+                    raise NodeError(f"cannot listen on {self.listen}: it lies inside the "
+                                    f"{what} folder {folder}, whose files the node manages; "
+                                    f"choose another --listen")
         if self.store is not None:
             # Before anything listens: no deploy can be half-way through storing its code.
             await asyncio.to_thread(self.store.drop_partials)

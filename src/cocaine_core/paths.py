@@ -127,17 +127,65 @@ def socket_in_use(path: str) -> bool:
 
 
 def check_run_dir(run_dir: Path, storage_root: Path | None) -> None:
-    """Refuse a run folder that is, holds or lies inside the storage folder.
+    """Refuse a run folder that is, holds or lies inside the storage folder (every link
+    followed: a run folder that is a link to storage is storage).
 
     :raises NodeError: naming both folders.
     """
     if storage_root is None:
         return
-    run, storage = real(run_dir), real(storage_root)
+    run, storage = Path(os.path.realpath(run_dir)), Path(os.path.realpath(storage_root))
     if inside(run, storage) or inside(storage, run):
         raise NodeError(f"the run folder {run} and the storage folder {storage} overlap; the "
                         f"run folder is disposable and must be apart from storage: choose "
                         f"another --run-dir")
+
+
+def prepare_run_dir(run_dir: Path) -> Path:
+    """Make ``run_dir`` the node's private run folder and return it with every link resolved.
+
+    It is created if missing. An existing folder must belong to this user, and be empty or
+    already a node's run folder (it holds ``RUN_MARKER``): a folder with someone's files is
+    refused before anything in it is touched, since a node cleans its run folder.
+
+    :raises NodeError: naming the folder, what is wrong and what to do.
+    """
+    path = Path(os.path.realpath(run_dir))
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        info = os.lstat(path)
+        entries = sorted(os.listdir(path))
+    except OSError as exc:
+        raise NodeError(f"cannot use the run folder {path}: {exc.strerror}; choose one with "
+                        f"--run-dir") from None
+    if not stat.S_ISDIR(info.st_mode):
+        raise NodeError(f"the run folder {path} is not a folder; choose one with --run-dir")
+    if info.st_uid != os.getuid():
+        raise NodeError(f"the run folder {path} belongs to user {info.st_uid}, not to this "
+                        f"one ({os.getuid()}): a node's run folder is private; choose one of "
+                        f"your own with --run-dir")
+    if RUN_MARKER not in entries and [e for e in entries if e != RUN_LOCK]:
+        shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
+        raise NodeError(f"the run folder {path} holds files no node made ({shown}); a node "
+                        f"cleans its run folder, so it must be empty or new: choose another "
+                        f"with --run-dir")
+    try:
+        os.chmod(path, 0o700)
+        os.close(os.open(path / RUN_MARKER, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600))
+    except OSError as exc:
+        raise NodeError(f"cannot use the run folder {path}: {exc.strerror} ({RUN_MARKER}); "
+                        f"choose one with --run-dir") from None
+    return path
+
+
+def open_run_lock(run_dir: Path) -> int:
+    """Open (creating it, never following a link, never truncating) the run folder's lock
+    file; return its descriptor."""
+    try:
+        return os.open(run_dir / RUN_LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    except OSError as exc:
+        raise NodeError(f"cannot open {run_dir / RUN_LOCK}: {exc.strerror} (a link there is "
+                        f"refused); remove it or choose another --run-dir") from None
 
 
 def clean_run_dir(run_dir: Path) -> list[str]:
@@ -156,7 +204,6 @@ def clean_run_dir(run_dir: Path) -> list[str]:
                 entry.unlink()
         else:
             foreign.append(name)
-    (run_dir / RUN_MARKER).touch()
     return sorted(foreign)
 
 

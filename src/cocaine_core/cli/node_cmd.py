@@ -16,7 +16,7 @@ import typer
 
 from cocaine_core.appinfo import MAX_SLAVES_RANGE, default_max_slaves
 from cocaine_core.errors import NodeError
-from cocaine_core.paths import check_run_dir, clean_run_dir
+from cocaine_core.paths import check_run_dir, clean_run_dir, open_run_lock, prepare_run_dir
 from cocaine_core.ports import DEFAULT_PORT_RANGE, PortAllocator
 from cocaine_core.protocol import DEFAULT_ENDPOINT
 
@@ -162,6 +162,7 @@ def node(
     run = Path(settings.get("run-dir") or default_run_dir())
     store = open_storage(str(settings.get("storage") or default_storage()))
     check_run_dir(run, getattr(store, "root", None))
+    run = prepare_run_dir(run)
     with _exclusive(run):
         _clean_run_dir(run)
         the_node = Node(listen=str(settings.get("listen", DEFAULT_ENDPOINT)), run_dir=run,
@@ -187,23 +188,17 @@ async def _ready(node: Node, background: Background) -> None:
 
 @contextlib.contextmanager
 def _exclusive(run_dir: Path) -> Iterator[None]:
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        os.chmod(run_dir, 0o700)
-    except OSError as exc:
-        raise NodeError(f"cannot use the run folder {run_dir}: {exc.strerror}; choose one "
-                        f"with --run-dir") from None
-    lock = open(run_dir / "node.lock", "w")  # noqa: SIM115 - held for the node's life
+    lock = open_run_lock(run_dir)  # held for the node's life
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        lock.close()
+        os.close(lock)
         raise NodeError(f"another node is running with the run folder {run_dir}; give this "
                         f"one its own --run-dir") from None
     try:
         yield
     finally:
-        lock.close()
+        os.close(lock)
 
 
 def _clean_run_dir(run_dir: Path) -> None:
