@@ -233,3 +233,24 @@ def test_a_policy_time_past_its_range_is_refused_naming_the_range():
         else:
             raise AssertionError(f"{value!r} was accepted")
     assert Policy.parse({"timeout": 2.5, "deadline": 10}).timeout == 2.5
+
+
+@pytest.mark.parametrize("request_id", [1.5, [1], {"a": 1}], ids=["a float", "a list", "a map"])
+def test_a_request_id_that_is_not_an_integer_or_string_is_a_400(raw: RawClient,
+                                                                request_id: Any) -> None:
+    """Such a request ran, and its answer came back with a nil id the client could not
+    match to its request."""
+    raw.request(request_id, "echo", b"x")
+    reply, _ = raw.receive()
+    assert reply[:3] == [Code.ERROR, None, 400]
+    assert "request_id must be an integer or a string" in reply[3]
+
+
+def test_a_request_of_more_than_two_frames_is_a_400(raw: RawClient) -> None:
+    """Frames past the body were ignored without a word (and each may be --max-message)."""
+    raw.socket.send_multipart([protocol.pack(Code.REQUEST, 7, "a", "echo", None), b"x", b"y"])
+    reply, _ = raw.receive()
+    assert reply[:3] == [Code.ERROR, 7, 400]
+    assert "at most one body frame" in reply[3]
+    raw.request(8, "echo", b"ok")
+    assert raw.receive() == ([Code.CHOKE, 8], b"ok")

@@ -318,3 +318,14 @@ def test_a_kind_that_breaks_is_a_problem_of_its_key_not_a_crash():
     _values, problems = check_keys({"port": "²"}, (Key("port", port),), "tasks.t")
     assert [p.path for p in problems] == ["tasks.t.port"]
     assert "could not be checked (ValueError" in problems[0].message
+
+
+def test_an_app_has_at_most_256_tasks(root):
+    """3000 timer tasks at the 10 ms floor kept a node at 100% CPU, its queue growing by
+    14k jobs a second: the floor bounds a task's rate, the cap bounds an app's."""
+    many = {"type": "python", "args": {"source": "app.py"},
+            "tasks": {f"t{i}": {"type": "native-server", "emit": "echo"} for i in range(257)}}
+    found = problems_of(many, root)
+    assert found["tasks"].startswith("has 257 tasks; an app may have at most 256")
+    many["tasks"].pop("t0")
+    assert problems_of(many, root) == {}

@@ -279,6 +279,11 @@ class NativeEndpoint:
                 self.requests -= 1
                 self.cancel(envelope[0], request_id)
                 return
+            if len(fields) >= 2 and request_id is None and fields[1] is not None:
+                raise _bad("the request_id must be an integer or a string")
+            if len(frames) > 3:
+                raise _bad(f"a request is a header frame and at most one body frame; got "
+                           f"{len(frames) - 1} frames")
             if fields[0] != Code.REQUEST or len(fields) < 4:
                 raise _bad("expected [10, request_id, app, event, policy] in the header frame")
             app, event = fields[2], fields[3]

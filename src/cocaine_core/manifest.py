@@ -18,6 +18,7 @@ from cocaine_core.errors import ManifestError, NodeError, Problem, UnknownTypeEr
 from cocaine_core.jsontext import loads_lenient
 from cocaine_core.manifest_model import (
     ENGINE_KEYS,
+    MAX_TASKS,
     TASK_KEYS,
     TOP_KEYS,
     EngineConfig,
@@ -181,6 +182,11 @@ def _check_tasks(data: dict[str, Any], root: Path, host: PluginHost,
     if not raw:
         problems.append(Problem(section, "is empty: an app needs at least one task, e.g. "
                                          "{\"hello\": {\"type\": \"native-server\"}}"))
+        return {}
+    if len(raw) > MAX_TASKS:
+        problems.append(Problem(section, f"has {len(raw)} tasks; an app may have at most "
+                                         f"{MAX_TASKS} (each is a timer, socket or watch of "
+                                         f"its own): split it into several apps"))
         return {}
     tasks: dict[str, TaskConfig] = {}
     for name, task_raw in raw.items():

@@ -17,6 +17,8 @@ from cocaine_core.schema import Key
 #: The ranges of the engine's numbers, in one place (docs/manifest.md has the table). Each is
 #: what a real app could want and no more: a pool is processes, a queue is memory.
 MAX_POOL = 1000
+#: Most tasks an app may have (each is a timer, a socket or a watch of its own).
+MAX_TASKS = 256
 MAX_QUEUE = 1_000_000
 MAX_GROW_THRESHOLD = 10_000
 MAX_CONCURRENCY = 1000
