@@ -434,3 +434,24 @@ def test_cocaine_run_keeps_an_absolute_source(tmp_path):
     data["args"]["source"] = str(outside)
     path.write_text(json.dumps(data))
     assert load_manifest(path).args["source"] == str(outside)
+
+
+def test_refused_deploys_leave_no_folder_of_their_name(node_process):
+    """Each refused name left an empty run/code/<name>/ folder until the next start."""
+    node = node_process()
+    with node.client() as client:
+        refused(client, "unpacks", manifest_of(), _unextractable())
+        refused(client, "broken", manifest_of(), code_of("raise ImportError('no')\n"))
+        refused(client, "badmanifest", manifest_of(tasks={"echo": {"type": "nope"}}),
+                code_of())
+    code = node.run_dir / "code"
+    left = sorted(p.name for p in code.iterdir()) if code.exists() else []
+    assert left == [], left
+    with node.client() as client:
+        assert client.control("list") == []
+
+
+def test_a_port_past_65535_is_refused(node_process, short):
+    """libzmq listened on 99999 modulo 65536 (34463) without a word."""
+    node = node_process(folder=short / "n", start=False, listen="tcp://127.0.0.1:99999")
+    _refused(node, "a port is at most 65535")

@@ -146,11 +146,13 @@ class AppStore:
                             f"checksum; deploy it again")
         staging = folder.with_name(folder.name + ".partial")
         shutil.rmtree(staging, ignore_errors=True)
-        archive.unpack(code, staging, self.limits, cancelled)
         try:
+            archive.unpack(code, staging, self.limits, cancelled)
             staging.rename(folder)
-        except OSError:
+        except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
+            with contextlib.suppress(OSError):  # the app's folder, if it holds nothing else
+                folder.parent.rmdir()
             raise
         return folder
 

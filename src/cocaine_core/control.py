@@ -9,6 +9,7 @@ named in ``deploy``, so a client can show progress and the node never holds one 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 from collections.abc import Awaitable, Callable
@@ -230,6 +231,8 @@ class ControlService:
             await run_to_end(asyncio.to_thread(store.drop_unrecorded, record))
             if root != running_root:
                 await run_to_end(asyncio.to_thread(_rmtree, root))
+                with contextlib.suppress(OSError):  # the app's folder, if nothing else is
+                    root.parent.rmdir()
             raise
         engine.record = record
         try:

@@ -88,6 +88,7 @@ class Node:
         os.chmod(self.run_dir, 0o700)
         storage_root = getattr(self.storage, "root", None)
         check_run_dir(self.run_dir, storage_root)
+        _check_port(self.listen)
         if self.listen.startswith("ipc://"):  # libzmq would unlink whatever has that path
             check_ipc_path(self.listen[len("ipc://"):], f"node {self.name}", protected=False)
             where = paths.real(self.listen[6:])
@@ -285,6 +286,15 @@ async def run_to_end(awaitable: Awaitable[T]) -> T:
             current = asyncio.current_task()
             if current is not None:
                 current.uncancel()
+
+
+def _check_port(endpoint: str) -> None:
+    """Refuse a ``tcp://`` port past 65535 (libzmq would quietly listen on it modulo 65536)."""
+    if endpoint.startswith("tcp://"):
+        port = endpoint.rsplit(":", 1)[-1]
+        if port.isdecimal() and int(port) > 65535:
+            raise NodeError(f"cannot listen on {endpoint}: a port is at most 65535; choose "
+                            f"another --listen")
 
 
 def _outdated(engine: Engine | None, record: AppRecord) -> bool:
