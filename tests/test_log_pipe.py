@@ -31,10 +31,20 @@ from cocaine_core.testing import free_port, leftover_slaves, wait_until, write_a
 COCAINE = str(Path(sys.executable).with_name("cocaine"))
 
 APP = '''
+import os
+import sys
+
+
 def spam(request):
     count = int(request.data or 1000)
     for number in range(count):
-        print(f"spam {number:06d} " + "x" * 100)
+        line = f"spam {number:06d} " + "x" * 100
+        # Four ways out, each with its own budget of 1000 lines a second (twice in a burst),
+        # so that the node's log gets more than its queue holds.
+        if number % 4 < 2:
+            print(line, file=sys.stderr if number % 4 else sys.stdout)
+        else:
+            os.write(number % 4 - 1, (line + "\\n").encode())
     return str(count)
 
 

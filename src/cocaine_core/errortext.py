@@ -3,7 +3,9 @@
 A handler's error message and traceback come from the app (any language, any size): the slave
 runtime and the engine both pass them through ``cut`` so that no error can carry megabytes to a
 client or into the node's log, and through ``escape`` so that no lone surrogate can make
-msgpack or a log file fail.
+msgpack or a log file fail. ``printable`` is for the log alone: whatever an app sends that the
+node logs goes through it, so that no character of it (a newline, ``\r``, a terminal escape)
+can make it pass for a line of the node's own.
 """
 
 from __future__ import annotations
@@ -24,6 +26,17 @@ def escape(text: str) -> str:
     except UnicodeEncodeError:
         return text.encode("utf-8", "backslashreplace").decode("utf-8")
     return text
+
+
+def printable(text: str) -> str:
+    """``text`` with every character that is not printable (control characters, ``\r``,
+    ``\n``, NUL, terminal escapes, Unicode line and paragraph separators, lone surrogates)
+    written as a Python escape such as ``\x1b``, tabs kept: one line of the log, whatever
+    ``text`` holds."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() or ch == "\t" else
+                   ch.encode("unicode_escape").decode("ascii") for ch in text)
 
 
 def _utf8_len(text: str) -> int:

@@ -3,8 +3,10 @@
 A ``SlaveChannel`` connects a DEALER to the engine's ROUTER, shakes hands, and runs a
 heartbeat thread with a DEALER of its own (ZeroMQ sockets are not shared between threads), so
 the engine hears from the slave however long a handler runs. The same thread forwards what the
-app prints, from a bounded buffer: printing never blocks a handler; past the buffer, lines are
-dropped and counted.
+app prints, from a bounded buffer: printing never blocks a handler. Lines are cut past
+``MAX_LINE`` bytes before they are buffered, and each stream has the budget the engine applies
+(``backends/output.py``); past the budget or the buffer, lines are dropped and counted, and the
+count goes to the engine (LOG's ``dropped`` field), which says it in its drop notice.
 
 Flow (docs/protocol.md, CREDIT and CANCEL): the engine lets a job send ``credit`` chunks
 ahead of its client; ``chunk`` waits for more credit when they are used up (heartbeats go on
@@ -24,6 +26,7 @@ from typing import Any, cast
 import zmq
 
 from cocaine_core import protocol
+from cocaine_core.backends.output import MAX_LINE, OutputBudget
 from cocaine_core.protocol import Code
 
 
@@ -48,7 +51,8 @@ class SlaveChannel:
         self.socket.connect(endpoint)
         self.settings: dict[str, Any] = {}
         self._logs: collections.deque[tuple[str, str]] = collections.deque()
-        self._dropped = 0
+        self._budgets = {"stdout": OutputBudget(), "stderr": OutputBudget()}
+        self._dropped = {"stdout": 0, "stderr": 0}
         self._log_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -184,10 +188,16 @@ class SlaveChannel:
         self.socket.send(protocol.pack(Code.ERROR, job_id, code, message, traceback))
 
     def log(self, stream: str, text: str) -> None:
-        """Queue a line of output for the node's log; never blocks, drops past the buffer."""
+        """Queue a line of output (``stdout`` or ``stderr``) for the node's log; never blocks.
+        A line longer than ``MAX_LINE`` is cut (the engine says so); past the stream's budget
+        or the buffer, lines are dropped and counted."""
+        stream = "stdout" if stream == "stdout" else "stderr"
+        if len(text) > MAX_LINE:
+            text = text[:MAX_LINE + 1]  # longer than MAX_LINE bytes: the engine marks it cut
         with self._log_lock:
-            if len(self._logs) >= self.LOG_BUFFER_LINES:
-                self._dropped += 1
+            if (len(self._logs) >= self.LOG_BUFFER_LINES
+                    or not self._budgets[stream].allows(min(len(text), MAX_LINE))):
+                self._dropped[stream] += 1
             else:
                 self._logs.append((stream, text))
 
@@ -218,16 +228,16 @@ class SlaveChannel:
     def _flush_logs(self, socket: zmq.Socket) -> None:
         with self._log_lock:
             lines, self._logs = self._logs, collections.deque()
-            dropped, self._dropped = self._dropped, 0
+            dropped, self._dropped = self._dropped, {"stdout": 0, "stderr": 0}
         for stream, text in lines:
             if not _send(socket, [protocol.pack(Code.LOG, self.slave_id, stream, text)]):
-                dropped += 1  # the engine's queue for us is full: counted, said below
-        if dropped:
-            note = (f"[{dropped} lines of output dropped: the app printed faster than the "
-                    f"node reads]")
-            if not _send(socket, [protocol.pack(Code.LOG, self.slave_id, "stderr", note)]):
-                with self._log_lock:  # say it next time
-                    self._dropped += dropped
+                dropped[stream] += 1  # the engine's queue for us is full: counted, sent below
+        for stream, count in dropped.items():
+            # The count only (empty text): the engine adds it to its notice of dropped lines.
+            if count and not _send(socket, [protocol.pack(Code.LOG, self.slave_id, stream, "",
+                                                          count)]):
+                with self._log_lock:  # send it next time
+                    self._dropped[stream] += count
 
     def close(self) -> None:
         """Stop the heartbeat thread and close the sockets, flushing what is queued."""

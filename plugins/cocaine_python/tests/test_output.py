@@ -38,10 +38,15 @@ def test_print_works_through_it():
 def test_an_endless_line_is_cut_not_kept():
     channel = Channel()
     out = LineWriter(channel, "stdout")
-    out.write("x" * (2 * MAX_LINE + 5))
-    assert channel.lines == [("stdout", "x" * MAX_LINE)] * 2
-    out.flush()
-    assert channel.lines[-1] == ("stdout", "xxxxx")
+    out.write("x" * (2 * MAX_LINE + 5))  # one piece, one char over (the node says: cut)
+    assert channel.lines == [("stdout", "x" * (MAX_LINE + 1))]
+    out.write("x" * 5 * MAX_LINE)  # the rest of the line is dropped as it comes
+    out.write("xx\nnext\n" + "y" * (MAX_LINE + 9) + "\n")
+    assert channel.lines[1:] == [("stdout", "next"), ("stdout", "y" * (MAX_LINE + 1))]
+    out.write("z" * (MAX_LINE + 1))
+    out.flush()  # ends the line: what follows is a new one
+    out.write("after\n")
+    assert channel.lines[-1] == ("stdout", "after")
 
 
 def test_it_is_a_text_stream():

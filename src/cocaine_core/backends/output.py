@@ -19,6 +19,8 @@ import logging
 import os
 import time
 
+from cocaine_core.errortext import printable as escape
+
 app_log = logging.getLogger("cocaine.app")
 
 #: Longest line logged, in bytes; the rest of a longer one is dropped and said.
@@ -32,15 +34,6 @@ NOTICE_INTERVAL = 5.0
 READ_CHUNK = 64 * 2**10
 
 
-def escape(text: str) -> str:
-    """``text`` with every character that is not printable (control characters, line and
-    paragraph separators, terminal escapes) written as a Python escape, tabs kept."""
-    if text.isprintable():
-        return text
-    return "".join(ch if ch.isprintable() or ch == "\t" else
-                   ch.encode("unicode_escape").decode("ascii") for ch in text)
-
-
 class OutputBudget:
     """A token bucket of lines and bytes per second."""
 
@@ -49,15 +42,17 @@ class OutputBudget:
         self.lines, self.bytes = 2 * lines, 2 * size
         self._at = time.monotonic()
 
-    def allows(self, size: int) -> bool:
-        """Take one line of ``size`` bytes from the budget; False (nothing taken) if spent."""
+    def allows(self, size: int, lines: int = 1) -> bool:
+        """Take ``lines`` lines of ``size`` bytes from the budget; False (nothing taken) if
+        spent. Never more than a burst is asked for: a bigger ask is taken as a burst."""
+        lines, size = min(lines, int(2 * self.rate_lines)), min(size, int(2 * self.rate_bytes))
         now = time.monotonic()
         elapsed, self._at = now - self._at, now
         self.lines = min(2 * self.rate_lines, self.lines + elapsed * self.rate_lines)
         self.bytes = min(2 * self.rate_bytes, self.bytes + elapsed * self.rate_bytes)
-        if self.lines < 1 or self.bytes < size:
+        if self.lines < lines or self.bytes < size:
             return False
-        self.lines -= 1
+        self.lines -= lines
         self.bytes -= size
         return True
 

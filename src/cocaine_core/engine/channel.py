@@ -42,8 +42,9 @@ class SlaveListener(Protocol):
     def slave_heartbeat(self, slave_id: str) -> None:
         """The slave is alive (its first heartbeat after configure means ready)."""
 
-    def slave_log(self, slave_id: str, stream: str, text: str) -> None:
-        """A line the app printed on ``stream`` (stdout or stderr)."""
+    def slave_log(self, slave_id: str, stream: str, text: str, dropped: int = 0) -> None:
+        """A line the app printed on ``stream`` (stdout or stderr), after ``dropped`` lines
+        its slave dropped (with ``text`` empty: only the count)."""
 
     def job_chunk(self, slave_id: str, job_id: int, data: bytes) -> None:
         """A chunk of a job's answer."""
@@ -136,7 +137,8 @@ class EngineChannel:
             return
         if code == Code.LOG:
             if len(fields) > 3 and isinstance(fields[1], str):
-                listener.slave_log(fields[1], str(fields[2]), str(fields[3]))
+                dropped = fields[4] if len(fields) > 4 and isinstance(fields[4], int) else 0
+                listener.slave_log(fields[1], str(fields[2]), str(fields[3]), dropped)
             return
         slave_id = frames[0].decode(errors="replace")
         if code == Code.CHUNK:

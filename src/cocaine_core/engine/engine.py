@@ -25,7 +25,7 @@ from cocaine_core.engine.queue import JobQueue
 from cocaine_core.engine.slave_handle import SlaveHandle, SlaveState
 from cocaine_core.engine.stats import JobStats
 from cocaine_core.engine.supervisor import supervise
-from cocaine_core.errortext import MESSAGE_LIMIT, TRACEBACK_LIMIT, cut
+from cocaine_core.errortext import MESSAGE_LIMIT, cut
 from cocaine_core.plugins import get_host
 from cocaine_core.protocol import Status
 
@@ -35,7 +35,6 @@ if TYPE_CHECKING:
     from cocaine_core.drivers import Driver, EngineHandle
 
 log = logging.getLogger("cocaine.engine")
-app_log = logging.getLogger("cocaine.app")
 
 
 class AppState(enum.Enum):
@@ -333,14 +332,11 @@ class Engine:
                        traceback: str) -> None:
         """A job's handler failed on slave ``slave``: log it once, bounded (the message
         ``MESSAGE_LIMIT`` and the traceback ``TRACEBACK_LIMIT`` bytes, whatever the slave
-        sent), and fail the job with ``code``."""
+        sent), escaped and tagged line by line, and fail the job with ``code`` (the client's
+        message keeps its newlines)."""
         message = cut(message, MESSAGE_LIMIT)
-        if traceback:
-            traceback = cut(traceback, TRACEBACK_LIMIT, keep_end=True).rstrip()
-            first_line = message.split("\n", 1)[0][:200]
-            said = f" {message}" if first_line not in traceback[-2 * MESSAGE_LIMIT:] else ""
-            app_log.error("[%s/%s] job %s failed with %s:%s\n%s", self.name, slave, job.id,
-                          code, said, traceback)
+        if traceback:  # each line escaped and tagged [app/slave] (app_log.py)
+            self.pool.output.failure(slave, job.id, code, message, traceback)
         self.stats.fail(job, code, message)
 
     def retry_or_fail(self, job: Job, reason: str) -> None:

@@ -16,9 +16,12 @@ from typing import TYPE_CHECKING
 
 from cocaine_core.appinfo import SlaveInfo
 from cocaine_core.engine import credit
+from cocaine_core.engine.app_log import AppLog
+from cocaine_core.engine.exits import unexpected_exit
 from cocaine_core.engine.restarts import CrashBackoff, StartBackoff
 from cocaine_core.engine.slave_handle import SlaveHandle, SlaveState
 from cocaine_core.errors import CocaineError
+from cocaine_core.errortext import MESSAGE_LIMIT, cut, printable
 from cocaine_core.plugins import get_host
 
 if TYPE_CHECKING:
@@ -26,13 +29,11 @@ if TYPE_CHECKING:
     from cocaine_core.engine.job import Job
 
 log = logging.getLogger("cocaine.engine")
-app_log = logging.getLogger("cocaine.app")
 
 #: Slaves kept forked and waiting, while the pool is in use and below pool-limit, so that it
 #: grows by a message instead of a fork (uWSGI's "spare" idea, per app).
 SPARES = 1
 
-_STARTING = (SlaveState.SPAWNING, SlaveState.CONFIGURING)
 _ACTIVE = (SlaveState.SPAWNING, SlaveState.CONFIGURING, SlaveState.READY)
 
 
@@ -43,6 +44,8 @@ class SlavePool:
         self.engine = engine
         self.config = engine.config
         self.slaves: dict[str, SlaveHandle] = {}
+        #: What the slaves send to the node's log (printed lines, tracebacks), bounded.
+        self.output = AppLog(engine.name)
         #: Slaves spawned into the pool so far (spares count once they join).
         self.spawns = 0
         self.crashes = CrashBackoff()
@@ -286,12 +289,12 @@ class SlavePool:
             return
         self.engine.dispatch()
 
-    def slave_log(self, slave_id: str, stream: str, text: str) -> None:
-        """A line the app printed: into the node's log, tagged ``[app/pid]``."""
+    def slave_log(self, slave_id: str, stream: str, text: str, dropped: int = 0) -> None:
+        """A line the app printed (and lines its slave dropped): into the node's log, tagged
+        ``[app/pid]``, escaped, within the app's budget (``app_log.py``)."""
         slave = self._heard(slave_id)
         if slave is not None:
-            app_log.log(logging.WARNING if stream == "stderr" else logging.INFO, "[%s/%s] %s",
-                        self.engine.name, slave.label(), text)
+            self.output.line(slave.label(), stream, text, dropped)
 
     def job_chunk(self, slave_id: str, job_id: int, data: bytes) -> None:
         """Pass a chunk of a job's answer on, within the job's credit (``credit.py``)."""
@@ -327,6 +330,7 @@ class SlavePool:
         """A slave could not start (its runtime said why)."""
         slave = self._heard(slave_id)
         if slave is not None:
+            message = printable(cut(message, MESSAGE_LIMIT))  # the app's text, on one line
             log.error("app %s: slave %s could not start: %s", self.engine.name, slave.label(),
                       message)
             self.failed_to_start(slave, message)
@@ -369,31 +373,16 @@ class SlavePool:
             slave=SlaveInfo(id=slave_id, pid=slave.pid or 0), status=status)
             if isinstance(result, str) and result]
         if slave.state not in (SlaveState.KILLED, SlaveState.RETIRING):
-            self._unexpected_exit(slave, status, explanations)
+            unexpected_exit(self, slave, status, explanations)
         for job in slave.jobs.values():
             self.engine.retry_or_fail(job, slave.reason or "its slave exited")
         slave.jobs.clear()
+        if not self.slaves:
+            self.output.say_dropped()
         if self.engine.accepting():
             self.ensure_minimum()
             self.maybe_grow()
             self.engine.dispatch()
-
-    def _unexpected_exit(self, slave: SlaveHandle, status: int,
-                         explanations: list[str]) -> None:
-        how = f"was killed by signal {-status}" if status < 0 else f"exited with {status}"
-        if explanations:
-            how += f" ({'; '.join(explanations)})"
-        slave.reason = f"slave {slave.label()} {how}"
-        log.warning("app %s: slave %s %s", self.engine.name, slave.label(), how)
-        if slave.state in _STARTING:
-            self.start_failed(f"a new slave {how} before it was ready")
-            return
-        alive = sum(1 for s in self.slaves.values() if s.state is SlaveState.READY)
-        hold = self.crashes.crashed(time.monotonic(), slave.reason, alive, worked=slave.served > 0)
-        if hold:
-            log.error("app %s: %d slaves crashed within %g s; new slaves wait %g s (the "
-                      "slaves alive keep serving)", self.engine.name,
-                      self.crashes.recent(), self.crashes.period, hold)
 
     def backend_lost(self, status: int) -> None:
         """The template died: the engine loads the code again."""

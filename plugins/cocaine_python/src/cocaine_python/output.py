@@ -7,9 +7,8 @@ import logging
 import sys
 from typing import Any
 
+from cocaine_core.backends.output import MAX_LINE
 from cocaine_core.errortext import escape
-
-MAX_LINE = 65536
 
 
 class LineWriter(io.TextIOBase):
@@ -20,30 +19,39 @@ class LineWriter(io.TextIOBase):
         self._channel = channel
         self._stream = stream
         self._partial = ""
+        self._skipping = False  # the rest of a line already cut, up to its newline
 
     def writable(self) -> bool:
         """Always writable."""
         return True
 
     def write(self, text: str) -> int:
-        """Buffer ``text``; pass on every complete line (and over-long partial lines)."""
+        """Buffer ``text``; pass on every complete line. A line longer than ``MAX_LINE`` goes
+        as its first ``MAX_LINE + 1`` characters (the node says it was cut) and the rest of it
+        is dropped as it comes, never kept."""
         if not isinstance(text, str):
             raise TypeError(f"write() argument must be str, not {type(text).__name__}")
-        data = self._partial + text
-        lines = data.split("\n")
+        rest = text
+        if self._skipping:
+            end = text.find("\n")
+            if end < 0:
+                return len(text)
+            self._skipping, rest = False, text[end + 1:]
+        lines = (self._partial + rest).split("\n")
         self._partial = lines.pop()
         for line in lines:
-            self._channel.log(self._stream, escape(line))  # lone surrogates as \udc80
-        while len(self._partial) > MAX_LINE:
-            self._channel.log(self._stream, escape(self._partial[:MAX_LINE]))
-            self._partial = self._partial[MAX_LINE:]
+            self._channel.log(self._stream, escape(line[:MAX_LINE + 1]))  # \udc80 escaped
+        if len(self._partial) > MAX_LINE:
+            self._channel.log(self._stream, escape(self._partial[:MAX_LINE + 1]))
+            self._partial, self._skipping = "", True
         return len(text)
 
     def flush(self) -> None:
-        """Pass on a partial line."""
+        """Pass on a partial line (it ends there)."""
         if self._partial:
             self._channel.log(self._stream, escape(self._partial))
             self._partial = ""
+        self._skipping = False
 
     def isatty(self) -> bool:
         """Never a terminal."""
