@@ -423,3 +423,23 @@ def test_app_list_is_whole_at_any_width(busy_node: str, columns: str | None) -> 
     flat = " ".join(out.split())
     assert "3 done · 2 failed · tasks: echo, lines, partial, slow" in flat
     assert max(len(line) for line in out.splitlines()) <= int(columns or 80)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["node", "--log-level", "nonsense"], "error: unknown log level 'nonsense'; choose one of"),
+    (["call", "a", "b", "--wait", "nan"], "error 400: wait must be a number of seconds"),
+    (["call", "a", "b", "--wait", "-1"], "error 400: wait must be a number of seconds"),
+    (["call", "a", "b", "--node", "garbage"], "error 400: cannot connect to 'garbage'"),
+], ids=["log level", "wait nan", "wait negative", "endpoint"])
+def test_careless_options_are_one_clear_message(tmp_path: Path, args: list[str],
+                                                message: str) -> None:
+    """Each was a Python traceback, or (a negative --wait) a call that never returned."""
+    if args[0] == "node":
+        args = [*args, "--run-dir", str(tmp_path / "run"), "--listen",
+                f"tcp://127.0.0.1:{free_port()}"]
+    elif "--node" not in args:
+        args = [*args, "--node", f"tcp://127.0.0.1:{free_port()}"]
+    result = run_cocaine(*args, cwd=tmp_path)
+    assert result.returncode == 1, result
+    assert result.stderr.startswith(message), result.stderr
+    assert "Traceback" not in result.stderr

@@ -34,6 +34,7 @@ import zmq
 import zmq.asyncio
 
 from cocaine_core import protocol
+from cocaine_core.client_options import check_wait, connect
 from cocaine_core.errors import ProtocolError, ServiceError
 from cocaine_core.protocol import CONTROL_APP, DEFAULT_ENDPOINT, Code, Status
 
@@ -133,13 +134,12 @@ class Client:
                  context: zmq.Context | None = None) -> None:
         """``wait``: most seconds to wait for each message of an answer (None: forever)."""
         self.endpoint = endpoint
-        self.wait = wait
+        self.wait = check_wait(wait)
         self._context = context or zmq.Context.instance()
         self._socket = self._context.socket(zmq.DEALER)
         self._socket.setsockopt(zmq.LINGER, 0)
-        self._socket.connect(endpoint)
-        #: The monitor and a poller of both sockets, made at the first slow answer (quick
-        #: answers never need them).
+        connect(self._socket, endpoint)
+        #: The monitor and a poller of both, made at the first slow answer (quick ones: none).
         self._watching: tuple[zmq.Socket[bytes], zmq.Poller] | None = None
         self._ids = itertools.count(1)
         #: Requests sent whose answer has not ended: cancelled if the caller stops waiting.
@@ -258,11 +258,11 @@ class AsyncClient:
 
     def __init__(self, endpoint: str = DEFAULT_ENDPOINT, *, wait: float | None = None) -> None:
         self.endpoint = endpoint
-        self.wait = wait
+        self.wait = check_wait(wait)
         self._context = zmq.asyncio.Context.instance()
         self._socket = self._context.socket(zmq.DEALER)
         self._socket.setsockopt(zmq.LINGER, 0)
-        self._socket.connect(endpoint)
+        connect(self._socket, endpoint)
         self._monitor: zmq.asyncio.Socket | None = None
         self._ids = itertools.count(1)
         #: The requests waiting for their answer, each with the queue its messages go to.

@@ -17,6 +17,7 @@ import time
 from typing import TextIO, cast
 
 from cocaine_core.cli.log_queue import OutputQueue, QueuedHandler, QueuedStream, Render, Sink
+from cocaine_core.errors import NodeError
 
 PLAIN_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
@@ -36,13 +37,23 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(data)
 
 
+#: The levels and formats ``setup_logging`` takes.
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+FORMATS = ("auto", "rich", "plain", "json")
+
+
 def setup_logging(level: str = "info", fmt: str = "auto") -> OutputQueue:
     """Send cocaine's logs to stderr: ``fmt`` is auto (rich on a terminal), plain or json.
 
     From here on nothing written through logging, ``sys.stdout`` or ``sys.stderr`` waits for
     the reader: it is queued (bounded), written by a thread, and flushed at exit for at most a
-    second. Returns the queue (it counts what it dropped).
+    second. Returns the queue (it counts what it dropped). An unknown level or format is a
+    ``NodeError`` naming the choices, before anything changes.
     """
+    if level.upper() not in LEVELS or fmt not in FORMATS:
+        bad, choices = ((f"log level {level!r}", LEVELS) if level.upper() not in LEVELS
+                        else (f"log format {fmt!r}", FORMATS))
+        raise NodeError(f"unknown {bad}; choose one of: {', '.join(choices).lower()}")
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
