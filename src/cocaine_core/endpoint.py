@@ -23,13 +23,13 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-import attrs
 import zmq
 
 from cocaine_core import clients, protocol
 from cocaine_core.clients import OnHanded, Outbox, PeerWatch
 from cocaine_core.drivers.native import NativeServer
 from cocaine_core.errors import CocaineError, NodeError, ProtocolError, ServiceError
+from cocaine_core.policy import Policy
 from cocaine_core.protocol import CONTROL_APP, Code, Status
 from cocaine_core.zmqloop import SocketReader
 
@@ -165,41 +165,6 @@ class InFlight:
 
     def __len__(self) -> int:
         return len(self._jobs)
-
-
-@attrs.define(slots=True)
-class Policy:
-    """How a request wants to be run: ``urgent`` jumps the queue; ``timeout`` (seconds the
-    job may run) and ``deadline`` (seconds from now by which it must start) may be None."""
-
-    urgent: bool = False
-    timeout: float | None = None
-    deadline: float | None = None
-    #: False: never run the job twice (not even when its slave dies before it answered).
-    retry: bool = True
-
-    @classmethod
-    def parse(cls, policy: Any) -> Policy:
-        """Check a request's policy map; ``ServiceError`` 400 naming the bad key."""
-        if policy is None:
-            return cls()
-        if not isinstance(policy, dict):
-            raise _bad("policy must be a map with urgent, timeout and deadline")
-        urgent = policy.get("urgent", False)
-        if not isinstance(urgent, bool):
-            raise _bad("policy.urgent must be true or false")
-        retry = policy.get("retry")
-        if retry is not None and not isinstance(retry, bool):
-            raise _bad("policy.retry must be true or false (false: never run the job twice)")
-        times = []
-        for key in ("timeout", "deadline"):
-            value = policy.get(key)
-            if value is not None and (isinstance(value, bool) or not isinstance(
-                    value, int | float) or not 0 < value < 10**9):
-                raise _bad(f"policy.{key} must be a number of seconds above 0 and below "
-                           f"1e9, or nil; got {value!r:.40}")
-            times.append(value)
-        return cls(urgent, times[0], times[1], retry is not False)
 
 
 class NativeEndpoint:
