@@ -3,39 +3,57 @@
 ``pack_source`` makes a gzip'ed tar of ``args.source`` (a file or a folder), named by its base
 name inside the archive. ``check_archive`` refuses, before anything is written, an archive with
 absolute paths, ``..`` members, links that lead outside it once every link exists (followed the
-way the kernel will), special files, or more members or bytes than the node's ``Limits``;
-``unpack`` then extracts exactly the members checked, with the standard library's ``data``
-filter as a second line of defence, and removes what it wrote if anything fails.
+way the kernel will), special or sparse files, paths too deep or too long, header members (PAX,
+GNU long names) too big, or more members or bytes than the node's ``Limits``; ``unpack`` then
+extracts exactly the members checked, with the standard library's ``data`` filter as a second
+line of defence, and removes what it wrote if anything fails.
+
+Header members (PAX, GNU long names) are checked before ``tarfile`` reads them: see
+``cocaine_core.tarstream``.
 """
 
 from __future__ import annotations
 
-import bz2
-import contextlib
 import gzip
 import hashlib
 import io
-import lzma
 import posixpath
 import shutil
 import tarfile
-import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
-
-import attrs
 
 from cocaine_core.errors import NodeError
+from cocaine_core.tarstream import (
+    DEFAULT_MAX_MEMBERS,
+    DEFAULT_MAX_UNPACKED,
+    MAX_DIGITS,
+    MAX_GLOBAL_HEADERS,
+    MAX_HEADER,
+    MAX_HEADERS_IN_A_ROW,
+    Limits,
+    open_tar,
+    shown,
+    size,
+)
+
+__all__ = ["DEFAULT_MAX_MEMBERS", "DEFAULT_MAX_UNPACKED", "MAX_DIGITS", "MAX_GLOBAL_HEADERS",
+           "MAX_HEADER", "MAX_HEADERS_IN_A_ROW", "MAX_LINK_HOPS", "MAX_NAME_BYTES",
+           "MAX_PATH_BYTES", "MAX_PATH_DEPTH", "MAX_STEPS_PER_MEMBER", "SKIP", "Limits",
+           "check_archive", "pack_source", "sha256", "unpack"]
 
 SKIP = {"__pycache__", ".git", ".hg", ".svn", ".venv", ".mypy_cache", ".pytest_cache",
         ".ruff_cache"}
-#: Defaults of the node's archive limits (``cocaine node --max-unpacked``,
-#: ``--max-archive-members``).
-DEFAULT_MAX_UNPACKED = 512 * 2**20
-DEFAULT_MAX_MEMBERS = 10_000
 #: Links followed to resolve one path, as the kernel's own bound (``ELOOP`` past 40).
 MAX_LINK_HOPS = 40
+#: Folders a member lies in, once its links are followed (deeper trees broke the node's own
+#: recursive removal of them), bytes of a member's path or link target, and of one name in it.
+MAX_PATH_DEPTH = 64
+MAX_PATH_BYTES = 1024
+MAX_NAME_BYTES = 255
+#: Steps (names of a path or of a link's target) following every member's links may take,
+#: for each member the node allows: bounds the time links may cost, whatever they are.
+MAX_STEPS_PER_MEMBER = 100
 
 
 def pack_source(source: Path) -> bytes:
@@ -64,27 +82,12 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-@attrs.frozen
-class Limits:
-    """What a node unpacks of one code archive at most (``cocaine node`` settings)."""
-
-    #: Total bytes of the members' contents (``--max-unpacked``).
-    unpacked: int = DEFAULT_MAX_UNPACKED
-    #: Members: files, folders and links (``--max-archive-members``).
-    members: int = DEFAULT_MAX_MEMBERS
-
-    @property
-    def stream(self) -> int:
-        """Most bytes of tar stream (contents, headers, padding) read before giving up."""
-        return self.unpacked + self.members * 4 * tarfile.BLOCKSIZE + 2**20
-
-
 def check_archive(data: bytes, limits: Limits | None = None) -> list[str]:
     """Every member name of a safe archive; NodeError naming the first unsafe member or the
     limit it passes. Nothing is written, and at most ``limits.stream`` bytes are
     decompressed (a bomb is refused as soon as it passes the limit)."""
     limits = limits or Limits()
-    with _open(data, limits) as tar:
+    with open_tar(data, limits) as tar:
         return [member.name for member in _checked_members(tar, limits)]
 
 
@@ -96,7 +99,7 @@ def unpack(data: bytes, destination: Path, limits: Limits | None = None,
     limits = limits or Limits()
     destination.mkdir(parents=True, exist_ok=True)
     try:
-        with _open(data, limits) as tar:
+        with open_tar(data, limits) as tar:
             members = _checked_members(tar, limits)
 
             def each() -> Iterator[tarfile.TarInfo]:
@@ -114,54 +117,6 @@ def unpack(data: bytes, destination: Path, limits: Limits | None = None,
         raise
 
 
-@contextlib.contextmanager
-def _open(data: bytes, limits: Limits) -> Iterator[tarfile.TarFile]:
-    raw: Any = io.BytesIO(data)
-    if data.startswith(b"\x1f\x8b"):
-        raw = gzip.GzipFile(fileobj=raw, mode="rb")
-    elif data.startswith(b"BZh"):
-        raw = bz2.BZ2File(raw)
-    elif data.startswith(b"\xfd7zXZ\x00"):
-        raw = lzma.LZMAFile(raw)  # noqa: SIM115 - closed with the tar file
-    bounded: Any = _Bounded(raw, limits)
-    try:
-        with tarfile.open(fileobj=bounded, mode="r:") as tar:
-            yield tar
-    except tarfile.TarError as exc:
-        raise NodeError(f"the code archive is not a valid tar archive: {exc}") from None
-    except (EOFError, OSError, lzma.LZMAError, zlib.error) as exc:
-        raise NodeError(f"the code archive is damaged: {exc}") from None
-
-
-class _Bounded:
-    """A decompressed stream that refuses to go past ``limits.stream`` bytes."""
-
-    def __init__(self, raw: Any, limits: Limits) -> None:
-        self.raw, self.limits = raw, limits
-        self.name = None
-
-    def _refuse(self) -> NodeError:
-        return NodeError(f"the code archive unpacks to more than {_size(self.limits.unpacked)}, "
-                         f"this node's limit (cocaine node --max-unpacked)")
-
-    def read(self, size: int = -1) -> bytes:
-        position = self.raw.tell()
-        if size is None or size < 0:
-            size = self.limits.stream - position + 1
-        if position + size > self.limits.stream:
-            raise self._refuse()
-        return bytes(self.raw.read(size))
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        target = offset if whence == 0 else self.raw.tell() + offset if whence == 1 else None
-        if target is not None and target > self.limits.stream:
-            raise self._refuse()
-        return int(self.raw.seek(offset, whence))
-
-    def tell(self) -> int:
-        return int(self.raw.tell())
-
-
 def _checked_members(tar: tarfile.TarFile, limits: Limits) -> list[tarfile.TarInfo]:
     members: list[tarfile.TarInfo] = []
     kinds: dict[str, str] = {}
@@ -172,14 +127,15 @@ def _checked_members(tar: tarfile.TarFile, limits: Limits) -> list[tarfile.TarIn
             raise NodeError(f"the code archive has more than {limits.members} members, this "
                             f"node's limit (cocaine node --max-archive-members)")
         name = _check_member(member)
+        member.pax_headers = {}  # applied already; kept, they would hold up to 1 KiB a member
         total += max(member.size, 0) if member.isfile() else 0
         if total > limits.unpacked:
-            raise NodeError(f"the code archive unpacks to more than {_size(limits.unpacked)}, "
+            raise NodeError(f"the code archive unpacks to more than {size(limits.unpacked)}, "
                             f"this node's limit (cocaine node --max-unpacked)")
         kind = "dir" if member.isdir() else "link" if member.issym() else \
             "hard" if member.islnk() else "file"
         if name in kinds and not (kind == "dir" and kinds[name] == "dir"):
-            raise NodeError(f"the archive member {member.name!r} appears twice; refused")
+            raise NodeError(f"the archive member {shown(member.name)} appears twice; refused")
         kinds[name] = kind
         if kind == "link":
             links[name] = member.linkname
@@ -187,14 +143,19 @@ def _checked_members(tar: tarfile.TarFile, limits: Limits) -> list[tarfile.TarIn
     if not members:
         raise NodeError("the code archive is empty")
     written: set[str] = set()  # files (and hard links to them) extracted so far, in order
+    steps = [(len(members) + 100) * MAX_STEPS_PER_MEMBER]
     for member in members:  # where each will be once every link exists
         name = posixpath.normpath(member.name)
-        _resolve(name, links, member.name)
+        where = _resolve(name, links, member.name, steps)
+        if where.count("/") >= MAX_PATH_DEPTH:
+            raise NodeError(f"the archive member {shown(member.name)} lies "
+                            f"{where.count('/') + 1} folders deep once its links are followed, "
+                            f"more than {MAX_PATH_DEPTH}; refused")
         if member.islnk():
-            target = _resolve(posixpath.normpath(member.linkname), links, member.name)
+            target = _resolve(posixpath.normpath(member.linkname), links, member.name, steps)
             if target not in written:
-                raise NodeError(f"the archive member {member.name!r} is a hard link to "
-                                f"{member.linkname!r}, which is not a file of the archive "
+                raise NodeError(f"the archive member {shown(member.name)} is a hard link to "
+                                f"{shown(member.linkname)}, which is not a file of the archive "
                                 f"before it; refused")
         if member.isfile() or member.islnk():
             written.add(name)
@@ -202,38 +163,63 @@ def _checked_members(tar: tarfile.TarFile, limits: Limits) -> list[tarfile.TarIn
 
 
 def _check_member(member: tarfile.TarInfo) -> str:
-    name = member.name
+    name, quoted = member.name, shown(member.name)
+    _check_path(name, quoted, "path")
     if name.startswith("/") or posixpath.isabs(name) or (len(name) > 1 and name[1] == ":"):
-        raise NodeError(f"the archive member {name!r} has an absolute path; refused")
+        raise NodeError(f"the archive member {quoted} has an absolute path; refused")
     if ".." in Path(name).parts:
-        raise NodeError(f"the archive member {name!r} climbs out with '..'; refused")
+        raise NodeError(f"the archive member {quoted} climbs out with '..'; refused")
+    if member.size < 0:  # a PAX 'size' may say so
+        raise NodeError(f"the archive member {quoted} has a negative size; refused")
     normal = posixpath.normpath(name)
     if member.issym() or member.islnk():
         if normal == ".":
-            raise NodeError(f"the archive member {name!r} would replace the folder it is "
+            raise NodeError(f"the archive member {quoted} would replace the folder it is "
                             f"unpacked into with a link; refused")
         if posixpath.isabs(member.linkname) or not member.linkname:
-            raise NodeError(f"the archive member {name!r} links outside the archive "
-                            f"({member.linkname!r}); refused")
+            raise NodeError(f"the archive member {quoted} links outside the archive "
+                            f"({shown(member.linkname)}); refused")
+        _check_path(member.linkname, quoted, "link target")
     elif not (member.isfile() or member.isdir()):
-        raise NodeError(f"the archive member {name!r} is a special file; refused")
+        raise NodeError(f"the archive member {quoted} is a special file; refused")
     return normal
 
 
-def _resolve(path: str, links: dict[str, str], member: str) -> str:
+def _check_path(path: str, shown: str, what: str) -> None:
+    """Refuse a path (or link target) too long, too deep, or with a name too long."""
+    size = len(path) if path.isascii() else len(path.encode("utf-8", "surrogatepass"))
+    if size > MAX_PATH_BYTES:
+        raise NodeError(f"the archive member {shown} has a {what} of {size} bytes, more than "
+                        f"{MAX_PATH_BYTES}; refused")
+    if size <= MAX_NAME_BYTES and path.count("/") < MAX_PATH_DEPTH:
+        return  # the common case, quickly
+    names = [name for name in path.split("/") if name not in ("", ".")]
+    if len(names) > MAX_PATH_DEPTH:
+        raise NodeError(f"the archive member {shown} has a {what} {len(names)} folders deep, "
+                        f"more than {MAX_PATH_DEPTH}; refused")
+    longest = max((len(name.encode("utf-8", "surrogatepass")) for name in names), default=0)
+    if longest > MAX_NAME_BYTES:
+        raise NodeError(f"the archive member {shown} has a {what} with a name of {longest} "
+                        f"bytes, more than {MAX_NAME_BYTES}; refused")
+
+
+def _resolve(path: str, links: dict[str, str], member: str, steps: list[int]) -> str:
     """Where ``path`` leads once the archive is unpacked, following its links the way the
-    kernel will (at most ``MAX_LINK_HOPS``); NodeError if it leaves the archive."""
+    kernel will (at most ``MAX_LINK_HOPS``); NodeError if it leaves the archive or ``steps[0]``
+    (what is left of the archive's steps) runs out."""
     parts: list[str] = []
     todo = list(reversed(path.split("/")))
     hops = 0
+    steps[0] -= len(todo)
     while todo:
         part = todo.pop()
         if part in ("", "."):
             continue
         if part == "..":
             if not parts:
-                raise NodeError(f"the archive member {member!r} links outside the archive "
-                                f"(through its links, {path!r} leads above it); refused")
+                raise NodeError(f"the archive member {shown(member)} links outside the "
+                                f"archive (through its links, {shown(path)} leads above it); "
+                                f"refused")
             parts.pop()
             continue
         parts.append(part)
@@ -242,15 +228,17 @@ def _resolve(path: str, links: dict[str, str], member: str) -> str:
             continue
         hops += 1
         if hops > MAX_LINK_HOPS:
-            raise NodeError(f"the archive member {member!r} goes through more than "
+            raise NodeError(f"the archive member {shown(member)} goes through more than "
                             f"{MAX_LINK_HOPS} links (a loop?); refused")
         parts.pop()
         if target.startswith("/"):
-            raise NodeError(f"the archive member {member!r} links outside the archive "
-                            f"({target!r}); refused")
+            raise NodeError(f"the archive member {shown(member)} links outside the archive "
+                            f"({shown(target)}); refused")
         todo.extend(reversed(target.split("/")))
+        steps[0] -= target.count("/") + 1
+        if steps[0] < 0:
+            raise NodeError(f"the archive member {shown(member)}: following the archive's links "
+                            f"takes more than {MAX_STEPS_PER_MEMBER} steps a member; refused")
     return "/".join(parts) or "."
 
 
-def _size(count: int) -> str:
-    return f"{count / 2**20:g} MiB ({count} bytes)" if count >= 2**20 else f"{count} bytes"
