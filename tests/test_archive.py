@@ -224,9 +224,8 @@ def huge_pax_archive(size: int = 400 * 2**20) -> bytes:
     """The prober's archive: a PAX ``comment`` of ``size`` bytes before ``app.py``, gzip'ed
     (400 MiB make about 400 KB)."""
     out = io.BytesIO()
-    prefix = record(b"comment", b"")[:-1]  # the length is wrong: fixed below
-    length = len(prefix) + size + 1
-    length += len(str(length)) - len(str(len(prefix) + 1)) + 1
+    rest = len(b" comment=") + size + 1
+    length = rest + len(str(rest + len(str(rest))))
     prefix = f"{length} comment=".encode()
     header = tarfile.TarInfo("././@PaxHeader")
     header.type = tarfile.XHDTYPE
