@@ -110,6 +110,21 @@ class SocketReader:
 
     def send(self, frames: list[bytes]) -> bool:
         """Send without blocking; False if the peer's queue is full or it is gone."""
+        return self._put(frames) == SENT
+
+    def try_send(self, frames: list[bytes]) -> int:
+        """Send without blocking, on a ROUTER with ``ROUTER_MANDATORY``: ``SENT``; ``FULL``
+        if the peer's queue is full (nothing was sent); ``GONE`` if no peer has that
+        identity (any more)."""
+        status = self._put(frames)
+        if status == FULL:
+            # The peer may have read since ZeroMQ last looked (it looks at most once a
+            # millisecond when sending); asking for the socket's events makes it look.
+            self.socket.getsockopt(_EVENTS)
+            status = self._put(frames)
+        return status
+
+    def _put(self, frames: list[bytes]) -> int:
         send = self.socket.send
         try:
             # pyzmq's send_multipart builds an enum for every frame's flags; plain ints don't.
@@ -118,40 +133,15 @@ class SocketReader:
                 send(frame, _NOBLOCK_SNDMORE)
             send(frames[-1], _NOBLOCK)
         except zmq.Again:
-            return False
+            return FULL
         except zmq.ZMQError as exc:
             if exc.errno == zmq.EHOSTUNREACH:
-                return False
+                return GONE
             raise
         finally:
             # A send may consume the descriptor's edge while messages wait: drain once more
             # soon (cheaper than asking the socket; a drain already scheduled covers it).
             self.poke()
-        return True
-
-    def try_send(self, frames: list[bytes]) -> int:
-        """Send without blocking, on a ROUTER with ``ROUTER_MANDATORY``: ``SENT``; ``FULL``
-        if the peer's queue is full (nothing was sent); ``GONE`` if no peer has that
-        identity (any more)."""
-        send = self.socket.send
-        for attempt in (0, 1):
-            try:
-                for frame in frames[:-1]:
-                    send(frame, _NOBLOCK_SNDMORE)
-                send(frames[-1], _NOBLOCK)
-                break
-            except zmq.Again:
-                if attempt:
-                    return FULL
-                # The peer may have read since ZeroMQ last looked (it looks at most once a
-                # millisecond when sending); asking for the socket's events makes it look.
-                self.socket.getsockopt(_EVENTS)
-            except zmq.ZMQError as exc:
-                if exc.errno == zmq.EHOSTUNREACH:
-                    return GONE
-                raise
-            finally:
-                self.poke()
         return SENT
 
     def close(self) -> None:
