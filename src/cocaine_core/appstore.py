@@ -90,11 +90,6 @@ class AppStore:
         except KeyError:
             return None
 
-    def save(self, record: AppRecord, code: bytes) -> None:
-        """Store code, then the record (the commit point), then drop older code."""
-        self.save_code(record, code)
-        self.save_record(record)
-
     def save_code(self, record: AppRecord, code: bytes) -> None:
         """Store a version's code (before it is started: a full disk then refuses the deploy
         while nothing has changed). Until its record is saved, no record points to it."""

@@ -45,8 +45,6 @@ HIGH_WATER_MARK = 100_000
 #: The largest message a client may send (``cocaine node --max-message``): above the
 #: control service's upload chunks (1 MiB), far below what would hurt the node.
 DEFAULT_MAX_MESSAGE = protocol.MAX_MESSAGE
-#: The range ``max_message`` may take.
-MAX_MESSAGE_RANGE = (2 * 2**20, 2**31)
 #: Seconds between ZeroMQ heartbeats to each client, and without any traffic from it after
 #: which its connection is dropped: a client whose process is stopped, or whose machine
 #: vanished without closing its TCP connection, is then seen as gone (its jobs abandoned).

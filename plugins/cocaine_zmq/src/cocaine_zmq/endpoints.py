@@ -9,7 +9,7 @@ from typing import Any
 import zmq
 
 from cocaine_core.errors import NodeError
-from cocaine_core.paths import check_ipc_path, socket_in_use
+from cocaine_core.paths import check_ipc_path
 from cocaine_core.ports import PortAllocator
 from cocaine_core.schema import Invalid, show
 
@@ -64,13 +64,6 @@ def prefixes(value: Any) -> list[str]:
         return list(value)
     raise Invalid(f"must be a topic prefix (\"\" for every message) or a list of them, "
                   f"got {show(value)}")
-
-
-def _ipc_in_use(address: str) -> bool:
-    """Whether something listens on the ipc path (libzmq would silently take it over)."""
-    if address.startswith("@"):  # abstract socket: the kernel itself refuses a second bind
-        return False
-    return socket_in_use(address)
 
 
 def bind(sock: zmq.Socket, address: str, owner: str) -> str:
