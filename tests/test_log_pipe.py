@@ -33,6 +33,7 @@ COCAINE = str(Path(sys.executable).with_name("cocaine"))
 APP = '''
 import os
 import sys
+import time
 
 
 def spam(request):
@@ -40,7 +41,10 @@ def spam(request):
     for number in range(count):
         line = f"spam {number:06d} " + "x" * 100
         # Four ways out, each with its own budget of 1000 lines a second (twice in a burst),
-        # so that the node's log gets more than its queue holds.
+        # and paced below it (500 lines in at least 0.3 s, about 420 a second each way), so
+        # that every line reaches the node's log, which gets more than its queue holds.
+        if number % 500 == 499:
+            time.sleep(0.3)
         if number % 4 < 2:
             print(line, file=sys.stderr if number % 4 else sys.stdout)
         else:
