@@ -78,6 +78,16 @@ class SlaveBudget:
         return {"slaves": self.used, "max-slaves": self.limit, "refused": self.refused}
 
 
+@attrs.frozen
+class AppUser:
+    """The unprivileged user an isolated app runs as (``cocaine node --app-uids``), and the
+    folders it must not see even where its uid could (storage, the node user's keys)."""
+
+    uid: int
+    gid: int
+    hide: tuple[str, ...] = ()
+
+
 @attrs.define(eq=False)
 class AppInfo:
     """An app as hooks see it: its name, checked manifest, node and private run folder."""
@@ -97,6 +107,8 @@ class AppInfo:
     ports: PortAllocator = attrs.field(factory=PortAllocator)
     #: The node's cap on slaves, shared by all its apps (a fresh one for a lone app).
     slaves: SlaveBudget = attrs.field(factory=SlaveBudget)
+    #: The user the app's template and slaves run as; None: the node's own (not isolated).
+    user: AppUser | None = None
 
 
 @attrs.define(eq=False)

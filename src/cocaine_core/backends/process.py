@@ -17,7 +17,8 @@ Slaves never outlive the node: each slave asks the kernel for SIGKILL when the t
 process below it (``orphans.py``), and the slave's heartbeat thread also exits when its parent
 changes. The template's stdout and stderr, which every process of the app inherits, are pipes
 the node reads into its log, tagged with the app (``output.py``). The OOM killer takes the
-template last (``oom.py``).
+template last (``oom.py``). An isolated app's template (``AppInfo.user``) is started as root
+too, and drops to the app's user before it loads the app (``trust/sandbox.py``).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from cocaine_core.backends.output import AppOutput
 from cocaine_core.backends.pipe import FramedPipe
 from cocaine_core.errors import AppLoadError
 from cocaine_core.plugins import get_host
+from cocaine_core.trust.app_users import isolation_config
 
 log = logging.getLogger("cocaine.backend")
 
@@ -87,6 +89,7 @@ class ProcessBackend:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = False
         self._slave_oom_score_adj = 0
+        self._isolation: dict[str, Any] | None = None
 
     @property
     def pids(self) -> dict[str, int]:
@@ -96,6 +99,8 @@ class ProcessBackend:
     async def start(self) -> None:
         """Start the template and wait until it has imported the app (or failed to)."""
         self._loop = asyncio.get_running_loop()
+        # An isolated app's code and socket are handed to its user before its template runs.
+        self._isolation = await asyncio.to_thread(isolation_config, self.app, self.endpoint)
         ours, theirs = socket.socketpair()
         try:
             self.template = subprocess.Popen(
@@ -152,6 +157,8 @@ class ProcessBackend:
             "events": manifest.events,
             # What a slave sets its own to at once, so it does not keep the template's.
             "slave_oom_score_adj": self._slave_oom_score_adj,
+            # The user it runs as and what it may reach (trust/sandbox.py); None: as we do.
+            "isolation": self._isolation,
         }
 
     def spawn(self, slave_id: str) -> None:

@@ -11,6 +11,9 @@ node → template: ``["configure", config]``, ``["fork", slave_id]``, ``["exit"]
 template → node: ``["loaded"]`` or ``["failed", reason, code_fault]``,
 ``["forked", slave_id, pid]``, ``["fork-failed", slave_id, reason]``, ``["exited", pid, status]``
 
+An isolated app's template confines itself (``trust/sandbox.py``: a mount namespace, the
+app's own uid, ``no_new_privs``) after importing the runtime and before loading the app.
+
 It is a child subreaper and takes every process its slaves start with it when it exits
 (``orphans.py``): on ``exit``, on SIGTERM, and on the node's death, which the kernel tells it
 as SIGTERM (``PR_SET_PDEATHSIG``).
@@ -34,6 +37,7 @@ from typing import Any
 from cocaine_core.backends.orphans import become_subreaper, kill_descendants, reap_any
 from cocaine_core.backends.pipe import FramedPipe
 from cocaine_core.errors import AppLoadError
+from cocaine_core.trust.sandbox import SandboxError, confine
 
 EXIT_LOAD_FAILED = 3  # the app's code could not be loaded: do not respawn blindly
 PR_SET_PDEATHSIG = 1
@@ -95,7 +99,13 @@ def template_main(sock: socket.socket, node_pid: int) -> None:
     config: dict[str, Any] = early.pop(0)[1]
     try:
         runtime = importlib.import_module(config["runtime"])
+        if config.get("isolation"):
+            # Our runtime is imported (as root, so it can read itself); the app's code is not.
+            confine(config["isolation"], config["root"])
+            die_with_parent(node_pid, signal.SIGTERM)  # a change of uid cleared it
         app = runtime.load(config)
+    except SandboxError as exc:
+        _fail(pipe, str(exc), False)
     except AppLoadError as exc:
         _fail(pipe, str(exc), exc.code_fault)
     except BaseException as exc:  # the app's own import may raise anything

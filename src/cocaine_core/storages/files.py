@@ -33,7 +33,8 @@ class FileStorage:
         self.uri = uri
         self.root = Path(path)
         try:
-            self.root.mkdir(parents=True, exist_ok=True)
+            # Private from the start: apps that run as users of their own must not read it.
+            self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
             raise StorageError(f"cannot create the storage folder {self.root}: "
                                f"{exc.strerror}") from None

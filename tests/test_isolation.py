@@ -1,0 +1,207 @@
+"""Apps as users of their own (issue 14, item 4): a real ``cocaine node`` run as root gives
+each app's template and slaves an unprivileged uid, ``no_new_privs`` and a view of the disk in
+which storage, keys, the run folder and other apps are out of reach."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from cocaine_core import archive
+from cocaine_core.backends.process import node_processes
+from cocaine_core.testing import process_gone, wait_until
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="isolation needs a node run as root")
+
+PROBE = """\
+import json, os, socket, subprocess
+
+def whoami(request):
+    return json.dumps({"uid": os.getuid(), "gid": os.getgid(), "groups": os.getgroups(),
+                       "pid": os.getpid(), "ppid": os.getppid(),
+                       "home": os.environ.get("HOME"), "cwd": os.getcwd()}).encode()
+
+def probe(request):
+    # Each path: "listed" / "read" / "connected", or the error's name.
+    out = {}
+    for kind, path in json.loads(request.data):
+        try:
+            if kind == "connect":
+                with socket.socket(socket.AF_UNIX) as s:
+                    s.connect(path)
+                out[path] = "connected"
+            elif kind == "list":
+                os.listdir(path)
+                out[path] = "listed"
+            else:
+                with open(path, "rb") as f:
+                    f.read(1)
+                out[path] = "read"
+        except OSError as exc:
+            out[path] = type(exc).__name__
+    return json.dumps(out).encode()
+
+def spawn(request):
+    return str(subprocess.Popen(["sleep", "1000"]).pid).encode()
+"""
+TASKS = {name: {"type": "native-server"} for name in ("whoami", "probe", "spawn")}
+LOW, HIGH = 61500, 61599
+
+
+def deploy(node, name: str, pool_limit: int = 2) -> None:
+    """Deploy the probe app, its archive holding a file of mode 0600 beside its code."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for member, text, mode in (("app.py", PROBE, 0o644), ("secret.txt", "mine\n", 0o600)):
+            info = tarfile.TarInfo(member)
+            info.size, info.mode = len(text.encode()), mode
+            tar.addfile(info, io.BytesIO(text.encode()))
+    code = buffer.getvalue()
+    manifest = {"type": "python", "args": {"source": "app.py"}, "tasks": TASKS,
+                "engine": {"pool-limit": pool_limit}}
+    with node.client() as client:
+        client.control("deploy", name=name, manifest=manifest, archive=code,
+                       sha256=archive.sha256(code))
+
+
+def ask(node, app: str, event: str, data: object = None) -> dict:
+    with node.client() as client:
+        return json.loads(client.call(app, event, json.dumps(data).encode()))
+
+
+def status(pid: int) -> dict[str, str]:
+    with open(f"/proc/{pid}/status") as f:
+        return {k: v.strip() for k, _, v in (line.partition(":") for line in f)}
+
+
+def mount_points(pid: int) -> dict[str, str]:
+    """Process ``pid``'s view of the disk: each mount point with its file system type."""
+    found = {}
+    with open(f"/proc/{pid}/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            found[fields[4]] = fields[fields.index("-") + 1]
+    return found
+
+
+def code_root(node, app: str) -> Path:
+    """The app's unpacked code, found from outside in the node's run folder."""
+    versions = list((node.run_dir / "code" / app).iterdir())
+    assert len(versions) == 1, versions
+    return versions[0]
+
+
+def engine_socket(node, app: str) -> Path:
+    found = [p for p in node.run_dir.iterdir() if p.name.startswith(f"{app}.")]
+    assert len(found) == 1, found
+    return found[0]
+
+
+@pytest.fixture
+def node(node_process):
+    return node_process("--app-uids", f"{LOW}-{HIGH}")
+
+
+def test_apps_run_as_their_own_unprivileged_users(node, tmp_path):
+    deploy(node, "one")
+    deploy(node, "two")
+    one, two = ask(node, "one", "whoami"), ask(node, "two", "whoami")
+    for seen in (one, two):
+        assert LOW <= seen["uid"] <= HIGH and seen["gid"] == seen["uid"], seen
+        assert seen["groups"] == [] and seen["home"] == "/", seen
+    assert one["uid"] != two["uid"]
+    deploy(node, "one", pool_limit=3)  # a new version: the same user
+    assert ask(node, "one", "whoami")["uid"] == one["uid"]
+    # From outside: the slave and its template, with no privilege left.
+    one = ask(node, "one", "whoami")
+    template = one["ppid"]
+    processes = node_processes(node.process.pid)
+    assert one["pid"] in processes and template in processes
+    for pid in (one["pid"], template):
+        seen = status(pid)
+        assert seen["Uid"].split() == [str(one["uid"])] * 4, seen["Uid"]
+        assert seen["Gid"].split() == [str(one["uid"])] * 4, seen["Gid"]
+        assert seen["NoNewPrivs"] == "1" and int(seen["CapEff"], 16) == 0, seen
+
+
+def test_an_app_reads_its_code_and_nothing_of_the_node_or_other_apps(node, tmp_path):
+    deploy(node, "one")
+    deploy(node, "two")
+    mine, theirs = code_root(node, "one"), code_root(node, "two")
+    keys = Path(os.environ["XDG_CONFIG_HOME"]) / "cocaine"
+    assert keys.is_dir()  # the node made (or found) its user's key there
+    targets = [("read", str(mine / "app.py")), ("read", str(mine / "secret.txt")),
+               ("list", str(mine)),
+               ("list", str(node.storage)), ("list", str(node.storage / "code")),
+               ("list", str(node.run_dir)), ("list", str(node.run_dir / "code")),
+               ("read", str(theirs / "app.py")), ("list", str(theirs)),
+               ("connect", str(engine_socket(node, "two"))),
+               ("list", str(keys)), ("read", str(keys / "id_ed25519"))]
+    seen = ask(node, "one", "probe", targets)
+    assert seen.pop(str(mine / "app.py")) == "read"
+    assert seen.pop(str(mine / "secret.txt")) == "read"  # packed 0600: still the app's
+    assert seen.pop(str(mine)) == "listed"
+    refused = {"PermissionError", "FileNotFoundError"}
+    assert all(result in refused for result in seen.values()), seen
+    # The same probe as root would succeed: the targets exist, the refusals are isolation.
+    for _kind, path in targets:
+        assert os.path.exists(path), path
+    # Storage and keys are covered in the app's view even where the disk's modes would do.
+    mounts = mount_points(ask(node, "one", "whoami")["pid"])
+    for folder in (node.storage, keys):
+        assert mounts.get(os.path.realpath(folder)) == "tmpfs", (folder, mounts)
+    # The other app's code stays its own group's alone on disk.
+    info = os.stat(theirs / "app.py")
+    assert info.st_uid == 0 and info.st_mode & 0o007 == 0, oct(info.st_mode)
+
+
+def test_processes_an_isolated_app_starts_stop_with_it(node, tmp_path):
+    deploy(node, "kids")
+    with node.client() as client:
+        child = int(client.call("kids", "spawn"))
+    assert not process_gone(child)
+    assert status(child)["NoNewPrivs"] == "1"
+    node.cli("app", "remove", "kids")
+    wait_until(lambda: process_gone(child), timeout=15, message="the app's child to stop")
+
+
+def test_app_uids_none_runs_apps_as_the_node_user(node_process, tmp_path):
+    node = node_process("--app-uids", "none")
+    deploy(node, "plain")
+    assert ask(node, "plain", "whoami")["uid"] == 0
+    assert "--app-uids none: apps run as root" in node.log.read_text()
+
+
+@pytest.mark.parametrize("value", ["61999-61000", "0-100", "abc", "61000-", "1000-2000000",
+                                   "61000-4294967295"])
+def test_a_bad_app_uids_is_a_clear_error(tmp_path, value):
+    cocaine = Path(sys.executable).with_name("cocaine")
+    run_dir = Path("/tmp") / f"cocaine-bad-uids-{os.getpid()}"
+    result = subprocess.run([str(cocaine), "node", "--app-uids", value, "--storage",
+                             f"files://{tmp_path / 'storage'}", "--run-dir", str(run_dir)],
+                            capture_output=True, timeout=60)
+    shutil.rmtree(run_dir, ignore_errors=True)
+    text = (result.stdout + result.stderr).decode()
+    assert result.returncode != 0 and "--app-uids" in text and "LOW-HIGH" in text, text
+
+
+def test_a_storage_folder_others_can_read_is_made_private(node_process):
+    folder = Path(tempfile.mkdtemp(prefix="cocaine-open-", dir="/tmp"))
+    try:
+        os.chmod(folder, 0o755)
+        (folder / "storage").mkdir(mode=0o755)
+        os.chmod(folder / "storage", 0o755)
+        node = node_process("--app-uids", f"{LOW}-{HIGH}", folder=folder)
+        assert os.stat(node.storage).st_mode & 0o777 == 0o700
+        assert "was readable by others (mode 755): made it 0700" in node.log.read_text()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
