@@ -117,3 +117,9 @@ class BusyError(NodeError):
 def join_names(names: Sequence[str]) -> str:
     """Render a list of names for a message: ``'a', 'b'`` or ``(none)``."""
     return ", ".join(f"'{n}'" for n in sorted(names)) if names else "(none)"
+
+
+class TrustError(CocaineError):
+    """A key could not be made, read or used; or a request's signature was refused (401)."""
+
+    code = 401

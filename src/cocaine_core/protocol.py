@@ -45,6 +45,7 @@ class Status(IntEnum):
     """Error codes carried by ERROR messages (as the original's)."""
 
     BAD_REQUEST = 400  # the request could not be understood
+    UNAUTHORIZED = 401  # a control request unsigned, or signed by a key the node refuses
     NOT_FOUND = 404  # no such app or event
     SERVER_ERROR = 500  # engine or slave failure
     APP_ERROR = 502  # the handler raised
