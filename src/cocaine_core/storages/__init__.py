@@ -13,8 +13,8 @@ from urllib.parse import urlsplit
 from cocaine_core.errors import StorageError
 from cocaine_core.plugins import get_host
 
-#: The namespaces a node uses: app records, packed code, public keys.
-NAMESPACES = ("apps", "code", "keys")
+#: The namespaces a node uses: app records, packed code, public keys, its Curve key pair.
+NAMESPACES = ("apps", "code", "keys", "curve")
 
 
 class Storage(Protocol):
