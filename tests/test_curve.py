@@ -288,7 +288,7 @@ def test_a_malformed_client_keys_file_is_a_clear_error_at_start(tmp_path: Path, 
     done = subprocess.run([COCAINE, "node", "--curve", "--client-keys", str(keys),
                            "--listen", f"tcp://127.0.0.1:{free_port()}", "--storage",
                            f"files://{tmp_path / 'storage'}", "--run-dir",
-                           f"/tmp/cocaine-curve-{free_port()}"],
+                           str(tmp_path / "run")],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode != 0
     assert f"line {line}" in done.stderr + done.stdout and "Traceback" not in done.stderr
@@ -299,7 +299,7 @@ def test_client_keys_without_curve_is_refused(tmp_path: Path) -> None:
     keys.write_text("")
     done = subprocess.run([COCAINE, "node", "--client-keys", str(keys), "--storage",
                            f"files://{tmp_path / 'storage'}", "--run-dir",
-                           f"/tmp/cocaine-curve-{free_port()}"],
+                           str(tmp_path / "run")],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode != 0 and "--client-keys needs --curve" in done.stderr + done.stdout
 
@@ -371,7 +371,7 @@ def test_listening_beyond_loopback_without_curve_warns(tmp_path: Path, host: str
                                                        curve: bool, warned: bool) -> None:
     command = [COCAINE, "node", "--listen", f"tcp://{host}:{free_port()}", "--storage",
                f"files://{tmp_path / 'storage'}", "--run-dir",
-               f"/tmp/cocaine-curve-{free_port()}", "--log-format", "plain",
+               str(tmp_path / "run"), "--log-format", "plain",
                *(["--curve"] if curve else [])]
     text = _log_after_start(command, tmp_path / "node.log", "node ready")
     assert ("in plaintext" in text) is warned, text
