@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import pwd
 import shutil
 import subprocess
 import sys
@@ -17,8 +18,10 @@ from pathlib import Path
 import pytest
 
 from cocaine_core import archive
-from cocaine_core.backends.process import node_processes
-from cocaine_core.testing import process_gone, wait_until
+from cocaine_core.backends.process import node_processes, slave_oom_score_adj
+from cocaine_core.errors import NodeError
+from cocaine_core.testing import NodeProcess, process_gone, wait_until
+from cocaine_core.trust.app_users import DEFAULT_APP_UIDS, AppUsers, parse_app_uids
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="isolation needs a node run as root")
 
@@ -57,17 +60,20 @@ TASKS = {name: {"type": "native-server"} for name in ("whoami", "probe", "spawn"
 LOW, HIGH = 61500, 61599
 
 
-def deploy(node, name: str, pool_limit: int = 2) -> None:
+def deploy(node, name: str, pool_limit: int = 2, limits: dict | None = None,
+           prelude: str = "") -> None:
     """Deploy the probe app, its archive holding a file of mode 0600 beside its code."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        for member, text, mode in (("app.py", PROBE, 0o644), ("secret.txt", "mine\n", 0o600)):
+        for member, text, mode in (("app.py", prelude + PROBE, 0o644),
+                                   ("secret.txt", "mine\n", 0o600)):
             info = tarfile.TarInfo(member)
             info.size, info.mode = len(text.encode()), mode
             tar.addfile(info, io.BytesIO(text.encode()))
     code = buffer.getvalue()
     manifest = {"type": "python", "args": {"source": "app.py"}, "tasks": TASKS,
-                "engine": {"pool-limit": pool_limit}}
+                "engine": {"pool-limit": pool_limit, **({"resource-limits": limits}
+                                                         if limits else {})}}
     with node.client() as client:
         client.control("deploy", name=name, manifest=manifest, archive=code,
                        sha256=archive.sha256(code))
@@ -115,6 +121,9 @@ def test_apps_run_as_their_own_unprivileged_users(node, tmp_path):
     deploy(node, "one")
     deploy(node, "two")
     one, two = ask(node, "one", "whoami"), ask(node, "two", "whoami")
+    with node.client() as client:
+        apps = client.control("info")["apps"]
+    assert apps["one"]["uid"] == one["uid"] and apps["two"]["uid"] == two["uid"]
     for seen in (one, two):
         assert LOW <= seen["uid"] <= HIGH and seen["gid"] == seen["uid"], seen
         assert seen["groups"] == [] and seen["home"] == "/", seen
@@ -174,6 +183,57 @@ def test_processes_an_isolated_app_starts_stop_with_it(node, tmp_path):
     wait_until(lambda: process_gone(child), timeout=15, message="the app's child to stop")
 
 
+def test_isolated_slaves_keep_their_oom_order_and_cgroup(node_process, tmp_path):
+    if not Path("/sys/fs/cgroup/pids").is_dir():
+        pytest.skip("no cgroup v1 pids hierarchy here")
+    node = node_process("--app-uids", f"{LOW}-{HIGH}", "--name", f"iso-{os.getpid()}")
+    deploy(node, "limited", limits={"pids": {"pids.max": 200}})
+    slave = ask(node, "limited", "whoami")
+    template = slave["ppid"]
+    # The node set the template's score as root (lowered, where the machine lets it); the
+    # slave raised its own above it, as its user.
+    expected = slave_oom_score_adj(oom(template), oom(node.process.pid))
+    assert oom(slave["pid"]) == expected > oom(template)
+    groups = dict(line.split(":", 2)[1:]
+                  for line in Path(f"/proc/{slave['pid']}/cgroup").read_text().splitlines())
+    assert groups["pids"].endswith(":limited"), groups  # the app's group, not the node's
+    assert Path(f"/proc/{template}/cgroup").read_text() == \
+        Path(f"/proc/{slave['pid']}/cgroup").read_text()
+
+
+def oom(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/oom_score_adj").read_text())
+
+
+def test_without_cap_sys_admin_the_app_does_not_load_and_never_runs_as_root(tmp_path):
+    """As in a container that lacks CAP_SYS_ADMIN: the template cannot make its mount
+    namespace: the app does not load, and says why and what to do; its code never ran, as
+    root or otherwise."""
+    if shutil.which("setpriv") is None:
+        pytest.skip("setpriv (util-linux) is not installed")
+    shared = Path(tempfile.mkdtemp(prefix="cocaine-shared-", dir="/tmp"))
+    os.chmod(shared, 0o777)
+    node = NodeProcess(tmp_path / "capped", "--app-uids", f"{LOW}-{HIGH}", wrapper=(
+        "setpriv", "--bounding-set=-sys_admin", "--inh-caps=-sys_admin"))
+    try:
+        node.start()
+        assert "CapEff" in status(node.process.pid)
+        assert not int(status(node.process.pid)["CapEff"], 16) & (1 << 21)  # no SYS_ADMIN
+        marker = shared / "ran"
+        deploy(node, "boxed", prelude=f"open({str(marker)!r}, 'w').write('ran')\n")
+        # Not the code's fault: the app waits, loading again now and then, and says why.
+        with node.client() as client:
+            app = client.control("info")["apps"]["boxed"]
+        assert app["state"] == "starting" and app["pool"]["total"] == 0, app
+        message = app["load"]["last-failure"]
+        assert "unshare(CLONE_NEWNS)" in message and "--app-uids none" in message, message
+        assert not marker.exists(), "the app's code ran"
+    finally:
+        node.kill()
+        shutil.rmtree(node.run_dir, ignore_errors=True)
+        shutil.rmtree(shared, ignore_errors=True)
+
+
 def test_app_uids_none_runs_apps_as_the_node_user(node_process, tmp_path):
     node = node_process("--app-uids", "none")
     deploy(node, "plain")
@@ -205,3 +265,32 @@ def test_a_storage_folder_others_can_read_is_made_private(node_process):
         assert "was readable by others (mode 755): made it 0700" in node.log.read_text()
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+# -- the node's choice of uids -------------------------------------------------------------------
+
+
+def test_a_uid_a_process_runs_as_or_the_machine_knows_is_never_handed_out():
+    with subprocess.Popen(["setpriv", "--reuid", str(HIGH - 1), "--regid", str(HIGH - 1),
+                           "--clear-groups", "sleep", "30"]) as squatter:
+        try:
+            wait_until(lambda: str(HIGH - 1) in status(squatter.pid)["Uid"].split(),
+                       message="the process to run as its uid")
+            users = AppUsers(HIGH - 1, HIGH)
+            assert users.user_for("app").uid == HIGH  # HIGH - 1 is in use
+            assert users.user_for("app") == users.user_for("app")  # one uid per name
+            with pytest.raises(NodeError, match=f"--app-uids {HIGH - 1}-{HIGH}"):
+                users.user_for("another")
+        finally:
+            squatter.kill()
+    known = pwd.getpwnam("nobody").pw_uid
+    assert AppUsers(known, known + 1).user_for("app").uid == known + 1
+
+
+def test_app_uids_ranges():
+    assert parse_app_uids(None, euid=0) == DEFAULT_APP_UIDS
+    assert parse_app_uids(None, euid=1000) is None  # not root: apps run as the node's user
+    assert parse_app_uids("none", euid=0) is None
+    assert parse_app_uids("1000-1000", euid=0) == (1000, 1000)
+    with pytest.raises(NodeError, match="needs the node to run as root"):
+        parse_app_uids("61000-61999", euid=1000)
