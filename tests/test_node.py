@@ -6,8 +6,10 @@ import base64
 import io
 import json
 import os
+import shutil
 import signal
 import tarfile
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -116,7 +118,10 @@ def test_kill_during_deploys_leaves_storage_consistent(node_process, tmp_path):
     a restart, storage holds version 1 whole, and nothing of version 2."""
     node = node_process()
     node.cli("app", "deploy", str(make(tmp_path / "v1" / "app", "1")))
-    importing, release = tmp_path / "importing", tmp_path / "release"
+    # The app runs as a user of its own: it may write only where anyone may.
+    shared = Path(tempfile.mkdtemp(prefix="cocaine-shared-", dir="/tmp"))
+    os.chmod(shared, 0o777)
+    importing, release = shared / "importing", shared / "release"
     manifest = make(tmp_path / "v2" / "app", "2")
     with open(manifest.parent / "app.py", "a") as f:
         f.write(BLOCKING_IMPORT.format(importing=str(importing), release=str(release)))
@@ -131,6 +136,7 @@ def test_kill_during_deploys_leaves_storage_consistent(node_process, tmp_path):
     finally:
         release.touch()
         deployer.join(timeout=150)
+        shutil.rmtree(shared, ignore_errors=True)
     assert not deployer.is_alive()
     node.start()
     assert not list(node.storage.glob("*/.*.tmp"))
