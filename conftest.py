@@ -1,5 +1,5 @@
-"""Shared fixtures: the node and app factories come from ``cocaine_core.testing``; every test
-is checked for slave processes left behind."""
+"""Shared fixtures: the node and app factories come from ``cocaine_core.testing`` (which also
+gives the run a key folder of its own); every test is checked for slave processes left behind."""
 
 import pytest
 

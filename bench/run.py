@@ -31,12 +31,12 @@ from bench.results import ScenarioResult, Stopwatch  # noqa: E402
 from bench.session import Bench, Settings  # noqa: E402
 
 #: Every scenario, in the order they run.
-SCENARIOS = ("throughput", "latency", "growth", "timer", "fsmonitor", "memory", "overload",
-             "chaos", "soak")
+SCENARIOS = ("throughput", "latency", "curve", "growth", "timer", "fsmonitor", "memory",
+             "overload", "chaos", "soak")
 #: Scenarios run only when named with --only (they need root, or take long).
 EXTRA = ("oom",)
 #: The scenarios that share servers (cocaine and the broker, started once).
-SHARING = ("throughput", "latency")
+SHARING = ("throughput", "latency", "curve")
 DEFAULT_JSON = ROOT / "bench" / "results" / "latest.json"
 
 

@@ -13,7 +13,7 @@ import pytest
 from cocaine_core.testing import leftover_slaves, process_gone, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
-SCENARIOS = {"throughput", "latency", "growth", "timer", "fsmonitor", "memory", "overload",
+SCENARIOS = {"throughput", "latency", "curve", "growth", "timer", "fsmonitor", "memory", "overload",
              "chaos", "soak"}
 
 

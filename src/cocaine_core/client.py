@@ -23,10 +23,9 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import os
-import struct
 import time
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import msgpack
@@ -34,18 +33,19 @@ import zmq
 import zmq.asyncio
 
 from cocaine_core import protocol
+from cocaine_core.client_connection import (
+    WATCHED,
+    ConnectionNews,
+    forget_unsent,
+    no_answer,
+    watcher,
+)
+from cocaine_core.client_frames import Body, decode_answer, request_frames, sent_deadline
 from cocaine_core.client_options import check_wait, connect
 from cocaine_core.errors import ProtocolError, ServiceError
 from cocaine_core.protocol import CONTROL_APP, DEFAULT_ENDPOINT, Code, Status
-
-Body = bytes | str | None
-
-_HANDSHAKE_FAILED = (zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
-                     | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
-#: What the socket monitor reports: a connect attempt that failed (refused, no socket file:
-#: nothing listens, whether or not a node was there before), a peer that does not speak
-#: ZeroMQ (or refused our keys).
-_WATCHED = zmq.EVENT_CONNECT_RETRIED | _HANDSHAKE_FAILED
+from cocaine_core.trust.client_keys import ClientKeys
+from cocaine_core.trust.keys import Signer
 
 #: An answer within this many ms costs the blocking client one poll, as it would without a
 #: monitor; only a slower one makes it read the monitor too.
@@ -58,89 +58,35 @@ _CONNECTION = -1
 CANCEL_LINGER_MS = 250
 
 
-def _body(data: Body, limit: int | None = None) -> bytes:
-    if data is None:
-        return b""
-    return protocol.check_body(data.encode() if isinstance(data, str) else bytes(data), limit)
-
-
-def _request(request_id: int, app: str, event: str, data: Body, urgent: bool,
-             timeout: float | None, deadline: float | None,
-             retry: bool = True, limit: int | None = None) -> list[bytes]:
-    policy: dict[str, Any] = {"urgent": urgent, "timeout": timeout, "deadline": deadline}
-    if not retry:  # only when off: the policy of every other request stays as it was
-        policy["retry"] = False
-    return [protocol.pack(Code.REQUEST, request_id, app, event, policy), _body(data, limit)]
-
-
-def _deadline(deadline: float | None, wait: float | None) -> float | None:
-    """The deadline to send: the caller's, else ``wait``. A client stops waiting when no part
-    of the answer came for ``wait`` seconds, the first part included, and no first part
-    comes before the job starts: a job that starts later has nobody left to answer."""
-    if deadline is not None or wait is None:
-        return deadline
-    return wait if 0 < wait < 10**9 else None  # what a node takes
-
-
-def _no_answer(endpoint: str, wait: float) -> ServiceError:
-    return ServiceError(Status.SERVER_ERROR, f"no answer from the node at {endpoint} within "
-                                             f"{wait:g} s: it may be busy or stuck; wait "
-                                             f"longer (--wait; Client(wait=...)), or read its "
-                                             f"log")
-
-
-def _event(frames: list[bytes]) -> int:
-    """The event number of a monitor message (16 bits, native order, then a 32-bit value)."""
-    return int(struct.unpack_from("=H", frames[0])[0])
-
-
-def _connection_error(endpoint: str, event: int) -> ServiceError | None:
-    """What a monitor event means for a request still waiting (None: nothing yet)."""
-    if event == zmq.EVENT_CONNECT_RETRIED:
-        path = endpoint.removeprefix("ipc://")
-        where = (f"{endpoint} (no socket file)" if endpoint.startswith("ipc://")
-                 and not os.path.exists(path) else endpoint)
-        return ServiceError(Status.UNAVAILABLE, f"nothing listens at {where}; is the node "
-                                                f"running? (cocaine node / cocaine run)")
-    if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
-        return ServiceError(Status.UNAVAILABLE, f"the node at {endpoint} refused this "
-                                                f"client's keys")
-    if event & _HANDSHAKE_FAILED:
-        return ServiceError(Status.UNAVAILABLE, f"what listens at {endpoint} is not a cocaine "
-                                                f"node (the ZeroMQ handshake failed); check "
-                                                f"the endpoint")
-    return None
-
-
-def _forget_unsent(sock: zmq.Socket[Any], endpoint: str) -> None:
-    """Drop the requests queued for a connection that never came: they would run if a node
-    appeared there later, long after their callers were told they failed."""
-    sock.disconnect(endpoint)
-    sock.connect(endpoint)
-
-
-def _decode(frames: list[bytes]) -> tuple[Any, int, bytes | None, Any]:
-    fields = protocol.unpack(frames[0])
-    if len(fields) < 2:
-        raise ProtocolError("reply header too short")
-    return fields[1], fields[0], (frames[1] if len(frames) > 1 else None), fields
-
-
 class Client:
     """A blocking client of one node. Not thread-safe: one per thread."""
     max_message: int | None = protocol.MAX_MESSAGE  # the node's: more is a 400 here (None: any)
 
     def __init__(self, endpoint: str = DEFAULT_ENDPOINT, *, wait: float | None = None,
-                 context: zmq.Context | None = None) -> None:
-        """``wait``: most seconds to wait for each message of an answer (None: forever)."""
+                 context: zmq.Context | None = None,
+                 key: Signer | str | Path | bool | None = None,
+                 server_key: str | bytes | None = None) -> None:
+        """``wait``: most seconds to wait for each message of an answer (None: forever).
+        ``key``: the Ed25519 key (a ``Signer`` or a file) that signs control requests
+        (None: ``$COCAINE_KEY`` or ``~/.config/cocaine/id_ed25519`` if it exists; False:
+        none). ``server_key``: the node's CurveZMQ public key (Z85), for a node run with
+        ``--curve``."""
         self.endpoint = endpoint
         self.wait = check_wait(wait)
+        self._keys = ClientKeys(key, server_key)
         self._context = context or zmq.Context.instance()
         self._socket = self._context.socket(zmq.DEALER)
         self._socket.setsockopt(zmq.LINGER, 0)
-        connect(self._socket, endpoint)
-        #: The monitor and a poller of both, made at the first slow answer (quick ones: none).
-        self._watching: tuple[zmq.Socket[bytes], zmq.Poller] | None = None
+        self._keys.secure(self._socket)
+        self._news = ConnectionNews.of(endpoint, self._keys)
+        #: The monitor and a poller of both, made before connecting (a refused handshake is
+        #: said once), read only at a slow answer.
+        self._watching: tuple[zmq.Socket[bytes], zmq.Poller] | None = watcher(self._socket)
+        try:
+            connect(self._socket, endpoint)
+        except ServiceError:
+            self._watching[0].close(linger=0)
+            raise
         self._ids = itertools.count(1)
         #: Requests sent whose answer has not ended: cancelled if the caller stops waiting.
         self._open: set[int] = set()
@@ -156,14 +102,14 @@ class Client:
         ``retry=False``: if the slave running the job dies, the job fails (500) rather than
         run again on another slave (for handlers that must not run twice)."""
         request_id = next(self._ids)
-        self._socket.send_multipart(_request(request_id, app, event, data, urgent, timeout,
-                                             _deadline(deadline, self.wait), retry,
-                                             self.max_message))
+        self._socket.send_multipart(request_frames(request_id, app, event, data, urgent, timeout,
+                                             sent_deadline(deadline, self.wait), retry,
+                                             self.max_message, self._keys.control(app)))
         self._open.add(request_id)
         try:
             while True:
                 self._await_answer()
-                rid, code, payload, fields = _decode(self._socket.recv_multipart())
+                rid, code, payload, fields = decode_answer(self._socket.recv_multipart())
                 if rid != request_id:
                     continue  # a late answer to an abandoned request
                 if code == Code.CHUNK:
@@ -199,17 +145,17 @@ class Client:
     def _watch(self, left: float | None) -> None:
         """Wait up to ``left`` seconds for a message, and give up as soon as the monitor says
         nothing listens: only news counts, so what it said before this wait is dropped."""
-        if self._watching is None:
-            monitor, poller = self._socket.get_monitor_socket(_WATCHED), zmq.Poller()
-            poller.register(self._socket, zmq.POLLIN)
-            poller.register(monitor, zmq.POLLIN)
-            self._watching = (monitor, poller)
+        assert self._watching is not None
         monitor, poller = self._watching
         while True:
             try:
-                monitor.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
+                self._news.read(monitor.recv_multipart(zmq.NOBLOCK))  # old: only a final
+            except zmq.Again:                                          # refusal still holds
                 break
+        if self._news.final is not None:
+            forget_unsent(self._socket, self.endpoint)
+            self._open.clear()
+            raise self._news.final
         deadline = None if left is None else time.monotonic() + left
         while True:
             ms = None if deadline is None else max(0, int((deadline - time.monotonic()) * 1000))
@@ -217,10 +163,10 @@ class Client:
             if self._socket in ready:
                 return
             if monitor not in ready:
-                raise _no_answer(self.endpoint, self.wait or 0)
-            error = _connection_error(self.endpoint, _event(monitor.recv_multipart()))
+                raise no_answer(self.endpoint, self.wait or 0)
+            error = self._news.read(monitor.recv_multipart())
             if error is not None:
-                _forget_unsent(self._socket, self.endpoint)
+                forget_unsent(self._socket, self.endpoint)
                 self._open.clear()  # no node has them: nothing to cancel
                 raise error
 
@@ -256,14 +202,26 @@ class AsyncClient:
     """The asyncio twin of ``Client``; many requests may be in flight at once."""
     max_message: int | None = protocol.MAX_MESSAGE  # as ``Client.max_message``
 
-    def __init__(self, endpoint: str = DEFAULT_ENDPOINT, *, wait: float | None = None) -> None:
+    def __init__(self, endpoint: str = DEFAULT_ENDPOINT, *, wait: float | None = None,
+                 key: Signer | str | Path | bool | None = None,
+                 server_key: str | bytes | None = None) -> None:
+        """``wait``, ``key`` and ``server_key`` as ``Client``'s."""
         self.endpoint = endpoint
         self.wait = check_wait(wait)
+        self._keys = ClientKeys(key, server_key)
         self._context = zmq.asyncio.Context.instance()
         self._socket = self._context.socket(zmq.DEALER)
         self._socket.setsockopt(zmq.LINGER, 0)
-        connect(self._socket, endpoint)
-        self._monitor: zmq.asyncio.Socket | None = None
+        self._keys.secure(self._socket)
+        self._news = ConnectionNews.of(endpoint, self._keys)
+        #: Made before connecting (a refused handshake is said once); read from the first
+        #: request on.
+        self._monitor: zmq.asyncio.Socket | None = self._socket.get_monitor_socket(WATCHED)
+        try:
+            connect(self._socket, endpoint)
+        except ServiceError:
+            self._monitor.close(linger=0)
+            raise
         self._ids = itertools.count(1)
         #: The requests waiting for their answer, each with the queue its messages go to.
         self._queues: dict[int, Any] = {}
@@ -283,22 +241,26 @@ class AsyncClient:
         self._queues[request_id] = queue
         if self._reader is None or self._reader.done():
             self._reader = asyncio.ensure_future(self._read())
-        if self._monitor is None:
-            self._monitor = self._socket.get_monitor_socket(_WATCHED)
+        if self._watcher is None and self._monitor is not None:
             self._watcher = asyncio.ensure_future(self._watch(self._monitor))
         ended = False  # the answer ended, or no node ever had the request
         try:
-            await self._socket.send_multipart(_request(request_id, app, event, data, urgent,
-                                                       timeout, _deadline(deadline, self.wait),
-                                                       retry, self.max_message))
+            await self._socket.send_multipart(request_frames(request_id, app, event, data, urgent,
+                                                       timeout, sent_deadline(deadline, self.wait),
+                                                       retry, self.max_message,
+                                                       self._keys.control(app)))
             # News read this soon may be older than the request (the loop reads the monitor
             # when it gets to it): only later news decides, as in ``Client``.
             news_after = asyncio.get_running_loop().time() + QUICK_MS / 1000
+            if self._news.final is not None:  # a refusal heard before still holds
+                ended = True
+                forget_unsent(self._socket, self.endpoint)
+                raise self._news.final
             while True:
                 try:
                     code, payload, fields = await asyncio.wait_for(queue.get(), self.wait)
                 except TimeoutError:
-                    raise _no_answer(self.endpoint, self.wait or 0) from None
+                    raise no_answer(self.endpoint, self.wait or 0) from None
                 if code == Code.CHUNK:
                     yield payload or b""
                 elif code == Code.CHOKE:
@@ -309,11 +271,12 @@ class AsyncClient:
                 elif code == Code.ERROR:
                     ended = True
                     raise ServiceError(int(fields[2]), str(fields[3]))
-                elif code == _CONNECTION and asyncio.get_running_loop().time() >= news_after:
-                    error = _connection_error(self.endpoint, fields[0])
+                elif code == _CONNECTION and (fields[0] is self._news.final or
+                                              asyncio.get_running_loop().time() >= news_after):
+                    error = fields[0] or self._news.final
                     if error is not None:
                         ended = True
-                        _forget_unsent(self._socket, self.endpoint)
+                        forget_unsent(self._socket, self.endpoint)
                         raise error
         finally:
             if self._queues.pop(request_id, None) is not None and not ended:
@@ -339,7 +302,7 @@ class AsyncClient:
         while self._queues:
             frames = await self._socket.recv_multipart()
             try:
-                rid, code, payload, fields = _decode(frames)
+                rid, code, payload, fields = decode_answer(frames)
             except ProtocolError:
                 continue
             queue = self._queues.get(rid)
@@ -351,9 +314,9 @@ class AsyncClient:
         # the requests waiting when it is read, after what they received before it (each
         # request judges whether it is news to it).
         while True:
-            event = _event(await monitor.recv_multipart())
+            error = self._news.read(await monitor.recv_multipart())
             for queue in self._queues.values():
-                queue.put_nowait((_CONNECTION, None, [event]))
+                queue.put_nowait((_CONNECTION, None, [error]))
 
     async def call(self, app: str, event: str, data: Body = None, **policy: Any) -> bytes:
         """Send a request and return its whole answer."""
@@ -387,14 +350,17 @@ class AsyncClient:
 
 
 def wait_for_node(endpoint: str, timeout: float = 10.0) -> None:
-    """Block until the node at ``endpoint`` answers ``list`` (handy in scripts and tests)."""
+    """Block until the node at ``endpoint`` answers ``list`` (handy in scripts and tests); a
+    refusal of this client's key (401) is an answer too."""
     deadline = time.monotonic() + timeout
     while True:
         with Client(endpoint, wait=0.5) as client:
             try:
                 client.control("list")
                 return
-            except ServiceError:
+            except ServiceError as exc:
+                if exc.code == Status.UNAUTHORIZED:
+                    return
                 if time.monotonic() > deadline:
                     raise
         time.sleep(0.05)  # a refusal is reported at once: do not spin

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import threading
 from collections.abc import Awaitable, Callable
@@ -36,8 +37,13 @@ if TYPE_CHECKING:
     from cocaine_core.engine import Engine
     from cocaine_core.engine.job import JobSink
     from cocaine_core.node import Node
+    from cocaine_core.trust.keyring import KeyEntry
 
 log = logging.getLogger("cocaine.control")
+
+#: Bodies up to this many bytes are hashed for their signature's check on the event loop;
+#: larger ones (an archive sent whole) in a thread, so the node keeps serving meanwhile.
+HASH_IN_LOOP = 256 * 1024
 
 class ControlService:
     """The methods of ``@node``."""
@@ -62,16 +68,35 @@ class ControlService:
             "restart": self.restart,
         }
 
-    def submit(self, sink: JobSink, method: str, body: bytes) -> None:
-        """Start ``method`` with the msgpack map in ``body``; its answer goes to ``sink``."""
-        handler = self.methods.get(method)
-        if handler is None:
+    def submit(self, sink: JobSink, method: str, body: bytes, auth: Any = None) -> None:
+        """Start ``method`` with the msgpack map in ``body``, if ``auth`` signs it with a key
+        the node authorizes (else a 401 saying what to do); its answer goes to ``sink``."""
+        try:
+            signer = self.node.guard.identify(auth)
+        except ServiceError as exc:
+            sink.error(exc.code, exc.message)
+            return
+        task = asyncio.get_running_loop().create_task(
+            self._verified(sink, method, body, auth, signer))
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+
+    async def _verified(self, sink: JobSink, method: str, body: bytes, auth: Any,
+                        signer: KeyEntry) -> None:
+        """Check the signature over ``body`` (hashed off the loop when large), then run
+        ``method``."""
+        digest = (hashlib.sha256(body).digest() if len(body) <= HASH_IN_LOOP
+                  else await asyncio.to_thread(_sha256, body))
+        try:
+            self.node.guard.verify(signer, method, digest, auth)
+        except ServiceError as exc:
+            sink.error(exc.code, exc.message)
+            return
+        if method not in self.methods:
             sink.error(Status.NOT_FOUND, f"the control service has no method '{method}'; "
                                          f"methods: {', '.join(sorted(self.methods))}")
             return
-        task = asyncio.get_running_loop().create_task(self.handle(sink, method, body))
-        self._running.add(task)
-        task.add_done_callback(self._running.discard)
+        await self.handle(sink, method, body)
 
     async def close(self) -> None:
         """Cancel the methods under way (the node is stopping) and drop partial uploads."""
@@ -363,6 +388,10 @@ async def _stored(name: str, saving: Awaitable[None]) -> None:
                            f"{getattr(exc, 'strerror', None) or exc}; free space in (or repair) "
                            f"the node's storage and deploy again. Nothing was changed: the "
                            f"stored version, if any, keeps serving") from None
+
+
+def _sha256(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
 
 
 def _rmtree(path: Path) -> None:

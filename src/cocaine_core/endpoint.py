@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from cocaine_core.engine import Engine
     from cocaine_core.engine.job import Job
     from cocaine_core.node import Node
+    from cocaine_core.trust.curve import CurveServer
 
 log = logging.getLogger("cocaine.endpoint")
 
@@ -184,6 +185,8 @@ class NativeEndpoint:
         self._reader: SocketReader | None = None
         self._peers: PeerWatch | None = None
         self._outbox: Outbox | None = None
+        #: CurveZMQ on the socket (``cocaine node --curve``), set before ``bind``; None: plain.
+        self.curve: CurveServer | None = None
 
     def bind(self) -> str:
         """Bind the endpoint and start serving; return the address bound (a ``:0`` port
@@ -196,9 +199,17 @@ class NativeEndpoint:
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         sock.setsockopt(zmq.HEARTBEAT_IVL, int(CLIENT_HEARTBEAT * 1000))
         sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, int(CLIENT_HEARTBEAT_TIMEOUT * 1000))
+        if self.curve is not None:
+            try:
+                self.curve.secure(sock)
+            except Exception:
+                sock.close()
+                raise
         try:
             sock.bind(self.listen)
         except zmq.ZMQError as exc:
+            if self.curve is not None:
+                self.curve.close()
             sock.close()
             raise NodeError(f"cannot listen on {self.listen}: {exc.strerror}; is another node "
                             f"running there? Choose another endpoint with --listen") from None
@@ -221,6 +232,8 @@ class NativeEndpoint:
         if self._socket is not None:
             self._socket.close(linger=100)
             self._socket = None
+        if self.curve is not None:
+            self.curve.close()
 
     # -- a request ------------------------------------------------------------------------------
 
@@ -267,7 +280,7 @@ class NativeEndpoint:
               body: bytes) -> None:
         """Hand a checked request to the control service or to its app's engine."""
         if app == CONTROL_APP:
-            self.node.control.submit(sink, event, body)
+            self.node.control.submit(sink, event, body, policy.auth)
             return
         engine = self._engine(app)
         driver = _native_driver(engine, event)

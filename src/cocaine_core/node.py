@@ -24,12 +24,17 @@ from cocaine_core.clients import DEFAULT_CLIENT_BACKLOG
 from cocaine_core.control import ControlService, UploadLimits
 from cocaine_core.endpoint import DEFAULT_MAX_MESSAGE, NativeEndpoint
 from cocaine_core.engine import AppState, Engine
-from cocaine_core.errors import CocaineError, NodeError
+from cocaine_core.errors import CocaineError, NodeError, TrustError
 from cocaine_core.manifest import Manifest, check_app_name, parse_manifest
 from cocaine_core.paths import check_ipc_path, check_run_dir
 from cocaine_core.ports import PortAllocator
 from cocaine_core.protocol import DEFAULT_ENDPOINT
 from cocaine_core.storages import Storage
+from cocaine_core.trust.app_users import AppUsers
+from cocaine_core.trust.curve import CurveServer, announce
+from cocaine_core.trust.keyring import KeyRing
+from cocaine_core.trust.keys import default_key_path, load_or_create
+from cocaine_core.trust.signatures import ControlGuard
 
 log = logging.getLogger("cocaine.node")
 
@@ -49,8 +54,18 @@ class Node:
                  deploy_timeout: float | None = None,
                  max_slaves: int | None = None,
                  max_message: int = DEFAULT_MAX_MESSAGE,
-                 client_backlog: int = DEFAULT_CLIENT_BACKLOG) -> None:
+                 client_backlog: int = DEFAULT_CLIENT_BACKLOG,
+                 owner_key: Path | None = None,
+                 app_users: AppUsers | None = None,
+                 curve: bool = False, client_keys: Path | None = None) -> None:
         self.listen = listen
+        #: CurveZMQ on the endpoint (``--curve``), and the clients it lets in (a file).
+        self.curve, self.client_keys = curve, client_keys
+        if client_keys is not None and not curve:
+            raise NodeError("--client-keys needs --curve: only CurveZMQ clients have keys a "
+                            "node can check; add --curve (clients then pass --server-key)")
+        #: The uids apps run as (``--app-uids``); None: apps run as the node's own user.
+        self.app_users = app_users
         #: Slaves across all apps, against ``--max-slaves`` (None: from this machine).
         self.slaves = SlaveBudget(max_slaves)
         self.ports = ports or PortAllocator()
@@ -68,6 +83,12 @@ class Node:
                                        client_backlog=client_backlog)
         self.store = AppStore(storage, self.run_dir / "code", limits) if storage else None
         self.control = ControlService(self, uploads)
+        #: The keys allowed to control this node (in storage, shared by nodes that share it),
+        #: and the check of every control request against them.
+        self.keys = KeyRing(storage)
+        self.guard = ControlGuard(self.keys)
+        #: The key authorized at the first start, when storage authorizes none.
+        self.owner_key = owner_key
         #: Names with a deploy, removal or restart under way (one operation per name).
         self.busy: dict[str, str] = {}
         #: True while the node starts the apps in its storage.
@@ -102,17 +123,43 @@ class Node:
             await asyncio.to_thread(self.store.drop_partials)
             await asyncio.to_thread(self.store.collect_garbage)
             self.loading = True  # from the first request on, apps not yet started are 503
+        authorized = await asyncio.to_thread(self._authorize_owner)
+        if self.curve:
+            self.endpoint.curve = await asyncio.to_thread(CurveServer.load, self.storage,
+                                                          self.client_keys)
         self.listen = self.endpoint.bind()
         self._guarded = {"protected": [self.run_dir] + ([Path(storage_root)] if storage_root
                                                         else []),
                          "code_root": self.run_dir / "code" if self.store else None}
         paths.guard(**self._guarded)
+        if authorized:  # said once the node listens: a node that cannot is one error line
+            log.info("%s", authorized)
         log.info("node %s listening on %s", self.name, self.listen)
+        announce(self.listen, self.endpoint.curve)
         if self.store is not None:
             try:
                 await self.load_from_storage()
             finally:
                 self.loading = False
+
+    def _authorize_owner(self) -> str | None:
+        """At the first start (no key was ever authorized, not even one revoked since),
+        authorize the key of the user running the node (made if needed), so that they, and
+        nobody else, can control it at once. Returns the line to log, if it did."""
+        if not self.keys.empty():
+            return None
+        path = self.owner_key or default_key_path()
+        try:
+            signer, made = load_or_create(path)
+        except TrustError as exc:
+            log.warning("no key is authorized to control this node, and the key of the user "
+                        "running it could not be used (%s): control requests are refused "
+                        "until an operator runs cocaine keys authorize", exc)
+            return None
+        self.keys.authorize(signer.public)
+        return (f"authorized {signer.fingerprint} ({path}{', made now' if made else ''}) to "
+                f"control this node, as no key was authorized yet; cocaine keys authorize "
+                f"adds others")
 
     async def stop(self) -> None:
         """Drain every app (see ``Engine.stop``), then close the endpoint."""
@@ -187,7 +234,8 @@ class Node:
         check_app_name(name)
         old = self.apps.get(name)
         app = AppInfo(name=name, manifest=manifest, run_dir=self.run_dir, node=self.name,
-                      root=root, ports=self.ports, slaves=self.slaves)
+                      root=root, ports=self.ports, slaves=self.slaves,
+                      user=self.app_users.user_for(name) if self.app_users else None)
         engine = Engine(app)
         first = old is None and name not in self.busy
         if first:
@@ -265,6 +313,8 @@ class Node:
             "uptime": round(time.time() - self.started_at, 3),
             "requests": self.endpoint.requests,
             "clients": self.endpoint.info(),
+            "control": self.guard.info(),
+            **(self.endpoint.curve.info() if self.endpoint.curve else {"curve-key": None}),
             "rss-bytes": _own_rss(),
             "slaves": self.slaves.info(),
             "busy": dict(self.busy),

@@ -20,6 +20,8 @@ class Policy:
     deadline: float | None = None
     #: False: never run the job twice (not even when its slave dies before it answered).
     retry: bool = True
+    #: A control request's signature (``trust.signatures`` checks it); None: unsigned.
+    auth: Any = None
 
     @classmethod
     def parse(cls, policy: Any) -> Policy:
@@ -42,7 +44,7 @@ class Policy:
                 raise _bad(f"policy.{key} must be a number of seconds above 0 and below "
                            f"1e9, or nil; got {value!r:.40}")
             times.append(value)
-        return cls(urgent, times[0], times[1], retry is not False)
+        return cls(urgent, times[0], times[1], retry is not False, policy.get("auth"))
 
 
 def _bad(message: str) -> ServiceError:

@@ -13,6 +13,12 @@ Use it from a ``conftest.py``::
 
 ``cocaine_node`` runs a real ``Node`` (real slave processes, real sockets) on an asyncio loop
 in a background thread, and stops it, with every process it started, after the test.
+
+Keys: a node takes control requests signed by a key it authorizes, and authorizes its user's
+key at its first start. So that a test run never makes or uses the keys in your home, the
+plugin points ``XDG_CONFIG_HOME`` at a folder of the run's own (removed after it) and unsets
+``COCAINE_KEY``: the nodes the tests start authorize that folder's key, and the CLI and
+clients sign with it.
 """
 
 from __future__ import annotations
@@ -37,6 +43,29 @@ from cocaine_core.manifest import Manifest, load_manifest
 from cocaine_core.node import Node
 
 T = TypeVar("T")
+
+
+_RUN_CONFIG: list[str] = []
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Give the test run a key folder of its own (see the module's docstring)."""
+    import os
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix="cocaine-test-config-")
+    _RUN_CONFIG.append(folder)
+    os.environ["XDG_CONFIG_HOME"] = folder
+    os.environ.pop("COCAINE_KEY", None)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Remove the run's key folder."""
+    import shutil
+
+    for folder in _RUN_CONFIG:
+        shutil.rmtree(folder, ignore_errors=True)
+    _RUN_CONFIG.clear()
 
 
 def free_port() -> int:
@@ -155,8 +184,13 @@ class RunningNode:
 class NodeProcess:
     """A real ``cocaine node`` process on a free port, with its own storage and run folder."""
 
-    def __init__(self, folder: Path, *extra: str, listen: str | None = None) -> None:
+    def __init__(self, folder: Path, *extra: str, listen: str | None = None,
+                 env: dict[str, str] | None = None, wrapper: tuple[str, ...] = ()) -> None:
         self.folder = folder
+        #: A command the node runs under (e.g. ``setpriv ...``), if any.
+        self.wrapper = wrapper
+        #: The node's environment (None: this process's).
+        self.env = env
         self.endpoint = listen or f"tcp://127.0.0.1:{free_port()}"
         self.storage = folder / "storage"
         self.run_dir = Path("/tmp") / f"cocaine-node-{free_port()}"
@@ -173,9 +207,9 @@ class NodeProcess:
         self.folder.mkdir(parents=True, exist_ok=True)
         log = open(self.log, "ab")  # noqa: SIM115 - the child keeps it
         self.process = subprocess.Popen(
-            [cocaine, "node", "--listen", self.endpoint, "--storage",
+            [*self.wrapper, cocaine, "node", "--listen", self.endpoint, "--storage",
              f"files://{self.storage}", "--run-dir", str(self.run_dir), "--log-format", "plain",
-             *self.extra], stdout=log, stderr=subprocess.STDOUT)
+             *self.extra], stdout=log, stderr=subprocess.STDOUT, env=self.env)
         log.close()
 
         def answers() -> bool:
@@ -184,6 +218,8 @@ class NodeProcess:
                 try:
                     info = client.control("info")  # apps from storage started:
                     return not info["busy"] and not info["loading"]
+                except ServiceError as exc:
+                    return exc.code == 401  # it answers, but not to this run's key
                 except Exception:
                     return False
 
@@ -260,8 +296,9 @@ def node_process(tmp_path: Path) -> Iterator[Callable[..., NodeProcess]]:
     started: list[NodeProcess] = []
 
     def factory(*extra: str, folder: Path | None = None, listen: str | None = None,
-                start: bool = True) -> NodeProcess:
-        node = NodeProcess(folder or tmp_path / f"node{len(started)}", *extra, listen=listen)
+                start: bool = True, env: dict[str, str] | None = None) -> NodeProcess:
+        node = NodeProcess(folder or tmp_path / f"node{len(started)}", *extra, listen=listen,
+                           env=env)
         started.append(node)
         return node.start() if start else node
 

@@ -8,7 +8,8 @@ from typing import Any
 import msgpack
 import zmq
 
-from cocaine_core.protocol import Code
+from cocaine_core.protocol import CONTROL_APP, Code
+from cocaine_core.trust.keys import Signer, default_key_path
 
 
 class Conversation:
@@ -65,7 +66,10 @@ class Conversation:
         """Send one request and return its answer's end: [CHOKE, id] with the data appended,
         or the ERROR header (checked: never 500)."""
         rid = f"request-{next(self.probes)}"
-        self.socket.send_multipart([msgpack.packb([Code.REQUEST, rid, app, event, None]),
+        policy = None
+        if app == CONTROL_APP:  # signed as the CLI would: what is fuzzed is the arguments
+            policy = {"auth": Signer.load(default_key_path()).sign(event, body)}
+        self.socket.send_multipart([msgpack.packb([Code.REQUEST, rid, app, event, policy]),
                                     body])
         data = b""
         while True:

@@ -13,7 +13,15 @@ from typing import Annotated
 
 import typer
 
-from cocaine_core.cli import app_cmd, calls, manifest_cmd, node_cmd, plugins_cmd, run_cmd
+from cocaine_core.cli import (
+    app_cmd,
+    calls,
+    keys_cmd,
+    manifest_cmd,
+    node_cmd,
+    plugins_cmd,
+    run_cmd,
+)
 from cocaine_core.errors import CocaineError, ServiceError
 
 app = typer.Typer(
@@ -47,6 +55,7 @@ app.command("call")(calls.call)
 app.command("info")(calls.info)
 app.command("plugins")(plugins_cmd.plugins)
 app.add_typer(manifest_cmd.manifest_app, name="manifest")
+app.add_typer(keys_cmd.keys_app, name="keys")
 
 
 @functools.cache

@@ -6,26 +6,17 @@ import copy
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 
 from cocaine_core import archive
-from cocaine_core.cli.options import NodeOption, WaitOption
+from cocaine_core.cli.options import KeyOption, NodeOption, ServerKeyOption, WaitOption, client
 from cocaine_core.errors import ManifestError, Problem
 from cocaine_core.jsontext import loads_lenient
 from cocaine_core.protocol import DEFAULT_ENDPOINT
 
-if TYPE_CHECKING:
-    from cocaine_core.client import Client
-
 app_app = typer.Typer(help="Deploy and manage the apps of a node.", no_args_is_help=True)
-
-
-def _client(node: str, wait: float) -> Client:
-    from cocaine_core.client import Client
-
-    return Client(node, wait=wait)
 
 
 def pack_app(manifest_path: Path) -> tuple[dict[str, Any], bytes]:
@@ -59,6 +50,8 @@ def deploy(
     name: Annotated[str | None, typer.Option(help="App name (default: from the file).")] = None,
     node: NodeOption = DEFAULT_ENDPOINT,
     wait: WaitOption = 120.0,
+    key: KeyOption = None,
+    server_key: ServerKeyOption = None,
 ) -> None:
     """Pack the app's code, upload it with its manifest, and start it on the node."""
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
@@ -67,17 +60,17 @@ def deploy(
 
     app_name = name or app_name_for(manifest)
     data, code = pack_app(manifest)
-    with _client(node, wait) as client, Progress(
+    with client(node, wait, key, server_key) as node_client, Progress(
             TextColumn(f"uploading {app_name}"), BarColumn(), DownloadColumn(),
             transient=True, disable=not sys.stderr.isatty()) as progress:
         task = progress.add_task("upload", total=len(code))
-        begun = client.control("upload-begin", size=len(code))
+        begun = node_client.control("upload-begin", size=len(code))
         step = int(begun["chunk-size"])
         for offset in range(0, len(code), step):
-            client.control("upload-chunk", upload=begun["upload"], offset=offset,
+            node_client.control("upload-chunk", upload=begun["upload"], offset=offset,
                            data=code[offset:offset + step])
             progress.update(task, completed=min(len(code), offset + step))
-        result = client.control("deploy", name=app_name, manifest=data,
+        result = node_client.control("deploy", name=app_name, manifest=data,
                                 upload=begun["upload"], sha256=archive.sha256(code))
     typer.echo(f"deployed {result['name']} version {result['version']} "
                f"({len(code)} bytes, sha256 {result['sha256'][:12]}): {result['state']}")
@@ -88,12 +81,14 @@ def list_apps(
     node: NodeOption = DEFAULT_ENDPOINT,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     wait: WaitOption = 10.0,
+    key: KeyOption = None,
+    server_key: ServerKeyOption = None,
 ) -> None:
     """List the node's apps, a line each: state, slaves, queue, jobs, tasks."""
     from cocaine_core.cli import views
 
-    with _client(node, wait) as client:
-        apps = client.control("info")["apps"]
+    with client(node, wait, key, server_key) as node_client:
+        apps = node_client.control("info")["apps"]
     if as_json:
         typer.echo(json.dumps(apps, indent=2))
         return
@@ -105,10 +100,12 @@ def app_info(
     name: Annotated[str, typer.Argument(help="The app.")],
     node: NodeOption = DEFAULT_ENDPOINT,
     wait: WaitOption = 10.0,
+    key: KeyOption = None,
+    server_key: ServerKeyOption = None,
 ) -> None:
     """Show one app: state, pool, jobs, slaves, tasks, and what is deployed (JSON)."""
-    with _client(node, wait) as client:
-        typer.echo(json.dumps(client.control("app-info", name=name), indent=2))
+    with client(node, wait, key, server_key) as node_client:
+        typer.echo(json.dumps(node_client.control("app-info", name=name), indent=2))
 
 
 @app_app.command("remove")
@@ -116,10 +113,12 @@ def remove(
     name: Annotated[str, typer.Argument(help="The app.")],
     node: NodeOption = DEFAULT_ENDPOINT,
     wait: WaitOption = 120.0,
+    key: KeyOption = None,
+    server_key: ServerKeyOption = None,
 ) -> None:
     """Stop an app (draining it) and remove it from the node's storage."""
-    with _client(node, wait) as client:
-        client.control("remove", name=name)
+    with client(node, wait, key, server_key) as node_client:
+        node_client.control("remove", name=name)
     typer.echo(f"removed {name}")
 
 
@@ -128,8 +127,10 @@ def restart(
     name: Annotated[str, typer.Argument(help="The app.")],
     node: NodeOption = DEFAULT_ENDPOINT,
     wait: WaitOption = 120.0,
+    key: KeyOption = None,
+    server_key: ServerKeyOption = None,
 ) -> None:
     """Start an app again from storage, on fresh slaves, without dropping a request."""
-    with _client(node, wait) as client:
-        result = client.control("restart", name=name)
+    with client(node, wait, key, server_key) as node_client:
+        result = node_client.control("restart", name=name)
     typer.echo(f"restarted {name}: {result['state']}")

@@ -8,7 +8,7 @@ from typing import Annotated, Any, BinaryIO
 
 import typer
 
-from cocaine_core.cli.options import NodeOption, WaitOption
+from cocaine_core.cli.options import KeyOption, NodeOption, ServerKeyOption, WaitOption, client
 from cocaine_core.errors import ServiceError
 from cocaine_core.protocol import CONTROL_APP, DEFAULT_ENDPOINT
 
@@ -33,22 +33,22 @@ def call(
     wait: Annotated[float, typer.Option(
         "--wait", help="Most seconds to wait for each part of the answer (at least --timeout "
                        "+ 5). If nothing listens at the endpoint, says so at once.")] = 60.0,
+    key: KeyOption = None,
+    server_key: ServerKeyOption = None,
 ) -> None:
     """Call APP's EVENT and print the answer's chunks as they arrive; @node's answers as JSON.
 
     On a terminal the answer ends with a newline even when it has none of its own.
     """
-    from cocaine_core.client import Client
-
     body = sys.stdin.buffer.read() if data == "-" else (data or "").encode()
     if app_name == CONTROL_APP:
         body = _control_arguments(body)
     if timeout is not None:
         wait = max(wait, timeout + 5)
     out = _Answer(sys.stdout.buffer)
-    with Client(node, wait=wait) as client:
+    with client(node, wait, key, server_key) as node_client:
         try:
-            chunks = client.stream(app_name, event, body, timeout=timeout, deadline=deadline,
+            chunks = node_client.stream(app_name, event, body, timeout=timeout, deadline=deadline,
                                    urgent=urgent, retry=not no_retry)
             if app_name == CONTROL_APP:
                 out.write(_control_answer(b"".join(chunks)))
@@ -117,13 +117,14 @@ def info(
     node: NodeOption = DEFAULT_ENDPOINT,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     wait: WaitOption = 10.0,
+    key: KeyOption = None,
+    server_key: ServerKeyOption = None,
 ) -> None:
     """Show the node's apps: pools, queues, jobs, latencies, memory and tasks."""
     from cocaine_core.cli import views
-    from cocaine_core.client import Client
 
-    with Client(node, wait=wait) as client:
-        data = client.control("info")
+    with client(node, wait, key, server_key) as node_client:
+        data = node_client.control("info")
     if as_json:
         typer.echo(json.dumps(data, indent=2))
         return

@@ -44,6 +44,8 @@ async def _host(node: Node, ready: Callable[[Node, Background], Awaitable[None]]
 
     def reload() -> None:
         log.info("SIGHUP: applying what changed in storage")
+        if node.endpoint.curve is not None:
+            node.endpoint.curve.reload()  # --client-keys
         background(node.load_from_storage())
 
     if reload_on_sighup:

@@ -23,12 +23,14 @@ from cocaine_core.protocol import DEFAULT_ENDPOINT
 if TYPE_CHECKING:
     from cocaine_core.cli.hosting import Background
     from cocaine_core.node import Node
+    from cocaine_core.trust.app_users import AppUsers
 
 log = logging.getLogger("cocaine.node")
 
 SETTINGS = ("listen", "storage", "run-dir", "port-range", "log-format", "log-level", "name",
             "max-upload", "max-unpacked", "max-archive-members", "max-uploads", "upload-space",
-            "upload-idle", "deploy-timeout", "max-slaves", "max-message", "client-backlog")
+            "upload-idle", "deploy-timeout", "max-slaves", "max-message", "client-backlog",
+            "app-uids", "curve", "client-keys")
 
 #: The numeric settings: kind, default, least and greatest value.
 LIMITS: dict[str, tuple[type, float, float, float]] = {
@@ -136,6 +138,15 @@ def node(
     client_backlog: Annotated[int | None, typer.Option(
         help="Most bytes of answers held for a client that does not read them; past it "
              "its requests are cancelled [64 MiB; 1 MiB to 4 GiB].")] = None,
+    app_uids: Annotated[str | None, typer.Option(
+        help="Uids apps run as, one each (LOW-HIGH), when the node runs as root; none runs "
+             "them as root [61000-61999 as root].")] = None,
+    curve: Annotated[bool | None, typer.Option(
+        "--curve/--no-curve", help="Encrypt and authenticate clients with CurveZMQ; they "
+                                   "pass the key cocaine info shows as --server-key.")] = None,
+    client_keys: Annotated[Path | None, typer.Option(
+        help="With --curve: only clients whose key this file lists (ssh-ed25519 lines or "
+             "Z85 Curve keys) may connect; SIGHUP reads it again.")] = None,
 ) -> None:
     """Run a node: serve the apps in storage, take deploys; SIGTERM drains, SIGHUP reloads."""
     from cocaine_core.archive import Limits
@@ -152,7 +163,8 @@ def node(
              "max-archive-members": max_archive_members, "max-uploads": max_uploads,
              "upload-space": upload_space, "upload-idle": upload_idle,
              "deploy-timeout": deploy_timeout, "max-slaves": max_slaves,
-             "max-message": max_message, "client-backlog": client_backlog}
+             "max-message": max_message, "client-backlog": client_backlog,
+             "app-uids": app_uids, "curve": curve, "client-keys": client_keys}
     settings.update({k: v for k, v in given.items() if v is not None})
     limits = {key: limit(settings, key) for key in LIMITS}
     setup_logging(str(settings.get("log-level", "info")),
@@ -161,6 +173,7 @@ def node(
         else PortAllocator()
     run = Path(settings.get("run-dir") or default_run_dir())
     store = open_storage(str(settings.get("storage") or default_storage()))
+    app_users = _app_users(settings, getattr(store, "root", None))
     check_run_dir(run, getattr(store, "root", None))
     run = prepare_run_dir(run)
     with _exclusive(run):
@@ -174,11 +187,38 @@ def node(
                         deploy_timeout=limits["deploy-timeout"],
                         max_slaves=limits["max-slaves"],
                         max_message=limits["max-message"],
-                        client_backlog=limits["client-backlog"])
+                        client_backlog=limits["client-backlog"], app_users=app_users,
+                        **_curve(settings))
         try:
             host(the_node, _ready, reload_on_sighup=True)
         finally:
             _clean_run_dir(run)
+
+
+def _app_users(settings: dict[str, Any], storage_root: Path | None) -> AppUsers | None:
+    """The uids apps run as (``--app-uids``), or None (a warning if root opted out)."""
+    from cocaine_core.trust.app_users import AppUsers, parse_app_uids, tighten_storage
+
+    given = settings.get("app-uids")
+    uids = parse_app_uids(given)
+    if uids is None:
+        if given is not None and os.geteuid() == 0:
+            log.warning("--app-uids none: apps run as root, like the node; any app can read "
+                        "storage, keys and every other app, and act as root")
+        return None
+    if storage_root is not None:
+        tighten_storage(Path(storage_root))
+    return AppUsers(*uids, hide=[Path(storage_root)] if storage_root else [])
+
+
+def _curve(settings: dict[str, Any]) -> dict[str, Any]:
+    """``--curve`` and ``--client-keys`` (checked) as the node takes them."""
+    curve, keys = settings.get("curve", False), settings.get("client-keys")
+    if not isinstance(curve, bool):
+        raise NodeError(f"'curve' in the config file must be true or false, got {curve!r}")
+    if keys is not None and not isinstance(keys, str | Path):
+        raise NodeError(f"'client-keys' in the config file must be a file name, got {keys!r}")
+    return {"curve": curve, "client_keys": Path(keys) if keys is not None else None}
 
 
 async def _ready(node: Node, background: Background) -> None:

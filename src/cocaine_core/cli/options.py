@@ -1,10 +1,15 @@
-"""Options shared by the commands that talk to a node: where it is, how long to wait for it."""
+"""Options shared by the commands that talk to a node: where it is, how long to wait for it,
+the key that signs control requests and the node's CurveZMQ key."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from cocaine_core.client import Client
 
 NodeOption = Annotated[str, typer.Option("--node", help="The node's endpoint.")]
 
@@ -12,3 +17,34 @@ NodeOption = Annotated[str, typer.Option("--node", help="The node's endpoint.")]
 WaitOption = Annotated[float, typer.Option(
     "--wait", help="Most seconds to wait for the node's answer. If nothing listens at the "
                    "endpoint, the command says so at once.")]
+
+KeyOption = Annotated[Path | None, typer.Option(
+    "--key", envvar="COCAINE_KEY", show_envvar=True,
+    help="The Ed25519 key that signs control requests [~/.config/cocaine/id_ed25519, "
+         "made by cocaine keys generate].")]
+
+ServerKeyOption = Annotated[str | None, typer.Option(
+    "--server-key", envvar="COCAINE_SERVER_KEY", show_envvar=True,
+    help="The node's CurveZMQ public key (or a file holding it), for a node run with "
+         "--curve; cocaine info and cocaine keys list on the node show it.")]
+
+
+def client(node: str, wait: float, key: Path | None = None,
+           server_key: str | None = None) -> Client:
+    """A ``Client`` of ``node`` with the command's wait, signing key and server key."""
+    from cocaine_core.client import Client
+
+    return Client(node, wait=wait, key=key, server_key=read_server_key(server_key))
+
+
+def read_server_key(given: str | None) -> str | None:
+    """The server key ``given`` on the command line: the key itself, or a file holding it."""
+    if not given or len(given.strip()) == 40:
+        return given
+    path = Path(given).expanduser()
+    try:
+        if path.is_file() and path.stat().st_size <= 4096:
+            return path.read_text().strip().split()[0]
+    except (OSError, IndexError, UnicodeDecodeError):
+        pass
+    return given

@@ -27,6 +27,9 @@ def run(
                                                           "changes.")] = False,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
     log_format: Annotated[str, typer.Option(help="auto, rich, plain or json.")] = "auto",
+    curve: Annotated[bool, typer.Option("--curve", help="CurveZMQ with a key pair made now "
+                                                        "(logged: clients pass it as "
+                                                        "--server-key).")] = False,
 ) -> None:
     """Host one app from MANIFEST on this machine until Ctrl-C (development)."""
     from cocaine_core.cli.hosting import host
@@ -51,7 +54,7 @@ def run(
         if reload:
             background(_watch(checked, engine))
 
-    host(Node(listen=listen), ready)
+    host(Node(listen=listen, curve=curve), ready)
 
 
 async def _watch(manifest: Manifest, engine: Engine) -> None:

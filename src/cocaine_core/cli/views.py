@@ -64,6 +64,10 @@ def node_lines(data: dict[str, Any], columns: int) -> list[str]:
     lines = wrap(f"node {data['node']} at {data['endpoint']} · pid {data['pid']} · "
                  f"up {data['uptime']:.0f}{_GLUE}s · {data['requests']} requests · "
                  f"rss {_mib(data.get('rss-bytes') or 0)}", columns, indent=2)
+    if data.get("curve-key"):
+        listed = data.get("client-keys")
+        lines.append(f"CurveZMQ: clients pass --server-key {data['curve-key']}"
+                     + ("" if listed is None else f" · {_plural(listed, 'client key')}"))
     if not data["apps"]:
         lines.append("no apps")
     for name, app in data["apps"].items():

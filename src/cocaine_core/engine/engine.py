@@ -374,6 +374,8 @@ class Engine:
         }
         if self.broken_reason:
             info["broken"] = self.broken_reason
+        if self.app.user is not None:
+            info["uid"] = self.app.user.uid  # isolated: the user the app runs as
         for record, result in get_host().call_each("cocaine_app_info", app=self.app):
             if isinstance(result, dict):
                 info[record.name] = result

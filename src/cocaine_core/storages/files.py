@@ -11,6 +11,7 @@ import contextlib
 import os
 import re
 import tempfile
+import time
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -18,6 +19,9 @@ from cocaine_core.errors import StorageError
 
 KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}$")
 NAMESPACE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+#: Seconds after which a temporary file is surely no write in progress (a write takes
+#: milliseconds; even a 4 GiB one on a slow disk, minutes).
+STALE_TEMPORARY = 3600.0
 
 
 class FileStorage:
@@ -90,10 +94,14 @@ class FileStorage:
             _fsync_dir(path.parent)
 
     def _clean_temporaries(self) -> None:
-        # Left by a write that was killed before its rename: never a valid value.
+        # Left by a write that was killed before its rename: never a valid value. Only old
+        # ones: another process sharing the storage (a node, `cocaine keys`) may be writing
+        # one right now, and its write would fail without it.
+        now = time.time()
         for temporary in self.root.glob("*/.*.tmp"):
             with contextlib.suppress(OSError):
-                temporary.unlink()
+                if now - temporary.lstat().st_mtime > STALE_TEMPORARY:
+                    temporary.unlink()
 
 
 def _fsync_dir(path: Path) -> None:
