@@ -187,15 +187,44 @@ def test_the_guard_takes_only_requests_within_the_skew(guarded, monkeypatch, off
 
 @pytest.mark.parametrize("auth, words", [
     (None, "unsigned"), ("x", "must be a map"), ({"key": 1}, "fingerprint"),
-    ({"key": "SHA256:x", "ts": "now"}, "time of signing"),
-    ({"key": "SHA256:x", "ts": 1.0, "nonce": b"short"}, "16 random bytes"),
-    ({"key": "SHA256:x", "ts": 1.0, "nonce": b"n" * 16, "sig": b"s"}, "64-byte"),
+    ({"key": "SHA256:" + "A" * 42 + "\nINFO forged"}, "43 base64"),
+    ({"key": SSH_FINGERPRINT, "ts": "now"}, "time of signing"),
+    ({"key": SSH_FINGERPRINT, "ts": 1.0, "nonce": b"short"}, "16 random bytes"),
+    ({"key": SSH_FINGERPRINT, "ts": 1.0, "nonce": b"n" * 16, "sig": b"s"}, "64-byte"),
 ])
 def test_a_malformed_auth_is_a_401_naming_the_field(guarded, auth, words: str) -> None:
     guard = guarded[0]
     with pytest.raises(ServiceError, match=words) as refused:
         guard.check("list", b"", auth)
     assert refused.value.code == 401
+
+
+def test_a_request_signed_before_the_node_started_is_refused(guarded, monkeypatch) -> None:
+    guard, signer, clock = guarded
+    before = signed_at(signer, clock, "list", b"", monkeypatch)
+    restarted = ControlGuard(guard.ring, clock)  # a node restarted: it saw no nonce
+    clock.now += 5
+    restarted.started = clock.now
+    with pytest.raises(ServiceError, match="before this node started") as refused:
+        restarted.check("list", b"", before)
+    assert refused.value.code == 401
+    restarted.check("list", b"", signed_at(signer, clock, "list", b"", monkeypatch))
+
+
+def test_a_key_that_floods_the_node_holds_back_only_itself(guarded, monkeypatch,
+                                                          tmp_path: Path) -> None:
+    guard, signer, clock = guarded
+    other = generate(tmp_path / "other")
+    guard.ring.authorize(other.public)
+    monkeypatch.setattr(signatures, "MAX_NONCES_PER_KEY", 2)
+    for _ in range(2):
+        guard.check("list", b"", signed_at(signer, clock, "list", b"", monkeypatch))
+    with pytest.raises(ServiceError, match=r"slow down") as held:
+        guard.check("list", b"", signed_at(signer, clock, "list", b"", monkeypatch))
+    assert held.value.code == 503
+    assert guard.check("list", b"", signed_at(other, clock, "list", b"", monkeypatch))
+    clock.now += 2 * MAX_SKEW + 1
+    guard.check("list", b"", signed_at(signer, clock, "list", b"", monkeypatch))
 
 
 def test_nonces_age_out_and_their_number_is_bounded(guarded, monkeypatch) -> None:

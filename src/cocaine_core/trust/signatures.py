@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -29,6 +30,13 @@ MAX_SKEW = 60.0
 #: Most nonces remembered at once: past it, signed requests are refused (503) until the
 #: oldest age out of the window (twice ``MAX_SKEW``).
 MAX_NONCES = 200_000
+#: Most nonces one key may hold: a key that floods the node slows down itself, not the
+#: node's other keys.
+MAX_NONCES_PER_KEY = 50_000
+#: Seconds a request may have been signed before the node started (clocks a little apart).
+START_GRACE = 1.0
+#: What a key's fingerprint looks like (``keys.PublicKey.fingerprint``).
+FINGERPRINT = re.compile(r"SHA256:[A-Za-z0-9+/]{43}")
 #: Seconds between two log lines about refused requests (the rest are counted).
 LOG_EVERY = 10.0
 
@@ -44,8 +52,13 @@ class ControlGuard:
     def __init__(self, ring: KeyRing, clock: Callable[[], float] = time.time) -> None:
         self.ring = ring
         self.clock = clock
-        #: nonce → the time after which it can be forgotten (its request would be stale).
-        self._nonces: OrderedDict[bytes, float] = OrderedDict()
+        #: When this node (its guard) started: nonces seen before are forgotten, so a
+        #: request signed before it is refused.
+        self.started = clock()
+        #: nonce → the time after which it can be forgotten (its request would be stale),
+        #: and the key that signed it; the nonces held per key.
+        self._nonces: OrderedDict[bytes, tuple[float, str]] = OrderedDict()
+        self._per_key: dict[str, int] = {}
         #: Requests refused, and accepted.
         self.refused = 0
         self.accepted = 0
@@ -79,7 +92,7 @@ class ControlGuard:
                 raise _refuse(f"the signature does not match the request: it was made by "
                               f"another key than {entry.key.fingerprint}, or the request was "
                               f"changed on the way")
-            self._remember(auth["nonce"], self.clock())
+            self._remember(auth["nonce"], entry.key.fingerprint, self.clock())
         except ServiceError as exc:
             self._refused(auth, exc)
             raise
@@ -97,8 +110,9 @@ class ControlGuard:
             raise _refuse("policy.auth must be a map with key, ts, nonce and sig")
         fingerprint, ts = auth.get("key"), auth.get("ts")
         nonce, signature = auth.get("nonce"), auth.get("sig")
-        if not isinstance(fingerprint, str) or not 0 < len(fingerprint) <= 100:
-            raise _refuse("policy.auth.key must be the signing key's fingerprint (SHA256:…)")
+        if not isinstance(fingerprint, str) or not FINGERPRINT.fullmatch(fingerprint):
+            raise _refuse("policy.auth.key must be the signing key's fingerprint: SHA256: and "
+                          "43 base64 characters, as cocaine keys show prints it")
         if isinstance(ts, bool) or not isinstance(ts, int | float) or not math.isfinite(ts):
             raise _refuse("policy.auth.ts must be the time of signing, in seconds since 1970")
         if not isinstance(nonce, bytes) or len(nonce) != NONCE_BYTES:
@@ -111,6 +125,10 @@ class ControlGuard:
                           f"{'before' if ts < now else 'after'} the node's time, more than "
                           f"{MAX_SKEW:g} s off: set the clock of the client's machine or of "
                           f"the node's right (NTP), then send it again")
+        if ts < self.started - START_GRACE:
+            raise _refuse(f"the request was signed {self.started - ts:.0f} s before this node "
+                          f"started: a request from before a restart is refused, so it cannot "
+                          f"be replayed to the new node; send it again")
         entry = self.ring.find(fingerprint)
         if entry is None:
             raise _refuse(f"the request is signed by key {fingerprint}, which this node does "
@@ -122,21 +140,32 @@ class ControlGuard:
                           f": sign with another key the node authorizes")
         return entry
 
-    def _remember(self, nonce: bytes, now: float) -> None:
-        nonces = self._nonces
+    def _remember(self, nonce: bytes, fingerprint: str, now: float) -> None:
+        nonces, per_key = self._nonces, self._per_key
         while nonces:
-            oldest, until = next(iter(nonces.items()))
+            oldest, (until, owner) = next(iter(nonces.items()))
             if until > now:
                 break
             del nonces[oldest]
+            left = per_key[owner] - 1
+            if left:
+                per_key[owner] = left
+            else:
+                del per_key[owner]
         if nonce in nonces:
             raise _refuse("the request's nonce was seen before: a replayed request is "
                           "refused. Send a new request (the CLI and Client make a fresh "
                           "nonce for each)")
+        window = f"{2 * MAX_SKEW:g} s"
+        if per_key.get(fingerprint, 0) >= MAX_NONCES_PER_KEY:
+            raise ServiceError(Status.UNAVAILABLE, f"key {fingerprint} signed more than "
+                               f"{MAX_NONCES_PER_KEY} requests in the last {window}; slow "
+                               f"down and retry in a moment")
         if len(nonces) >= MAX_NONCES:
             raise ServiceError(Status.UNAVAILABLE, f"the node holds {MAX_NONCES} signed "
-                               f"requests of the last {2 * MAX_SKEW:g} s; retry in a moment")
-        nonces[nonce] = now + 2 * MAX_SKEW
+                               f"requests of the last {window}; retry in a moment")
+        nonces[nonce] = (now + 2 * MAX_SKEW, fingerprint)
+        per_key[fingerprint] = per_key.get(fingerprint, 0) + 1
 
     def info(self) -> dict[str, Any]:
         """Counts for ``cocaine info``."""
