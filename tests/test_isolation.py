@@ -140,6 +140,12 @@ def test_apps_run_as_their_own_unprivileged_users(node, tmp_path):
         assert seen["Uid"].split() == [str(one["uid"])] * 4, seen["Uid"]
         assert seen["Gid"].split() == [str(one["uid"])] * 4, seen["Gid"]
         assert seen["NoNewPrivs"] == "1" and int(seen["CapEff"], 16) == 0, seen
+    # Started again from storage by a new node process: isolated as well.
+    assert node.stop() == 0
+    node.start()
+    again = ask(node, "one", "whoami")
+    assert LOW <= again["uid"] <= HIGH, again
+    assert status(again["pid"])["NoNewPrivs"] == "1"
 
 
 def test_an_app_reads_its_code_and_nothing_of_the_node_or_other_apps(node, tmp_path):
@@ -249,9 +255,11 @@ def test_a_bad_app_uids_is_a_clear_error(tmp_path, value):
     result = subprocess.run([str(cocaine), "node", "--app-uids", value, "--storage",
                              f"files://{tmp_path / 'storage'}", "--run-dir", str(run_dir)],
                             capture_output=True, timeout=60)
+    made = [path for path in (tmp_path / "storage", run_dir) if path.exists()]
     shutil.rmtree(run_dir, ignore_errors=True)
     text = (result.stdout + result.stderr).decode()
     assert result.returncode != 0 and "--app-uids" in text and "LOW-HIGH" in text, text
+    assert made == [], "refused before anything is made"
 
 
 def test_a_storage_folder_others_can_read_is_made_private(node_process):
