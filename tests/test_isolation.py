@@ -160,7 +160,8 @@ def test_an_app_reads_its_code_and_nothing_of_the_node_or_other_apps(node, tmp_p
                ("list", str(node.run_dir)), ("list", str(node.run_dir / "code")),
                ("read", str(theirs / "app.py")), ("list", str(theirs)),
                ("connect", str(engine_socket(node, "two"))),
-               ("list", str(keys)), ("read", str(keys / "id_ed25519"))]
+               ("list", str(keys)), ("read", str(keys / "id_ed25519")),
+               ("read", f"/proc/{node.process.pid}/cmdline")]  # other users' processes
     seen = ask(node, "one", "probe", targets)
     assert seen.pop(str(mine / "app.py")) == "read"
     assert seen.pop(str(mine / "secret.txt")) == "read"  # packed 0600: still the app's
