@@ -77,7 +77,8 @@ def request(sock: zmq.Socket[bytes], request_id: int, event: str, body: bytes = 
 @pytest.fixture
 def node(node_process: Any, tmp_path: Path) -> tuple[NodeProcess, Path]:
     beats = tmp_path / "beats"
-    node = node_process()
+    # The app reports its chunks in a file of the test's: it runs as the node's user.
+    node = node_process("--app-uids", "none")
     manifest = write_app(tmp_path / "flow", APP.replace("BEATS_PATH", repr(str(beats))), TASKS,
                          engine={"pool-limit": 2, "pool-min": 2, "termination-timeout": 2})
     node.cli("app", "deploy", str(manifest), "--name", "flow")

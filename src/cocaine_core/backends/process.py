@@ -36,7 +36,8 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from cocaine_core.appinfo import AppInfo, SlaveInfo
-from cocaine_core.backends import BackendEvents, SlaveBackend
+from cocaine_core.backends import BackendEvents, SlaveBackend, template_messages
+from cocaine_core.backends.census import TEMPLATE_MODULE, node_processes
 from cocaine_core.backends.oom import (
     SLAVE_OOM_SCORE_STEP,
     TEMPLATE_OOM_SCORE_ADJ,
@@ -49,12 +50,10 @@ from cocaine_core.backends.output import AppOutput
 from cocaine_core.backends.pipe import FramedPipe
 from cocaine_core.errors import AppLoadError
 from cocaine_core.plugins import get_host
-from cocaine_core.trust.app_users import isolation_config
+from cocaine_core.trust.app_users import app_environment, isolation_config
 
 log = logging.getLogger("cocaine.backend")
 
-#: The module a template process runs (``python -m``): it names our processes in ``ps``.
-TEMPLATE_MODULE = "cocaine_core.backends.template_entry"
 
 #: Fork requests sent to a template and not yet answered, at most; more wait in the node.
 FORKS_IN_FLIGHT = 8
@@ -89,6 +88,8 @@ class ProcessBackend:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = False
         self._slave_oom_score_adj = 0
+        #: The uid an isolated app runs as (None: the node's).
+        self._uid = app.user.uid if app.user is not None else None
         self._isolation: dict[str, Any] | None = None
 
     @property
@@ -103,13 +104,17 @@ class ProcessBackend:
         self._isolation = await asyncio.to_thread(isolation_config, self.app, self.endpoint)
         ours, theirs = socket.socketpair()
         try:
+            # -P and, isolated, "/" as the working folder: nothing of the app's folder is
+            # on sys.path (an app's socket.py must not be imported by the template as root).
+            isolated = self._isolation is not None
             self.template = subprocess.Popen(
-                [sys.executable, "-m", TEMPLATE_MODULE,
+                [sys.executable, "-P", "-m", TEMPLATE_MODULE,
                  str(theirs.fileno()), str(os.getpid())],
                 pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                env={**os.environ, TREE_VARIABLE: self.tree},
-                cwd=str(self.app.root or self.app.manifest.root),
+                env={**(app_environment(os.environ) if isolated else os.environ),
+                     TREE_VARIABLE: self.tree},
+                cwd="/" if isolated else str(self.app.root or self.app.manifest.root),
             )
         finally:
             theirs.close()
@@ -213,9 +218,14 @@ class ProcessBackend:
             self.app.slaves.give()
 
     def signal(self, slave_id: str, signum: int) -> None:
-        """Send ``signum`` to a live slave."""
+        """Send ``signum`` to a live slave (only while its pid is still the app's)."""
         pid = self._pids.get(slave_id)
         if pid is not None:
+            self._kill(pid, signum)
+
+    def _kill(self, pid: int, signum: int) -> None:
+        template = self.template.pid if self.template is not None else -1
+        if template_messages.owned(pid, template, self._uid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signum)
 
@@ -227,30 +237,46 @@ class ProcessBackend:
             self._on_template_exit()
             return
         for message in messages:
-            self._handle(message)
+            try:
+                self._handle(message)
+            except template_messages.BadMessage as exc:
+                # The template runs the app's code: what it says is checked, never trusted.
+                log.error("app %s: its template process broke the protocol (%s); killing it",
+                          self.app.name, exc)
+                if self._loaded is not None and not self._loaded.done():  # the code did it
+                    self._loaded.set_result(["failed", f"its template process broke the "
+                                                       f"protocol: {exc}", True])
+                self._kill_template()
+                return
             if self._pipe is None:
                 return
 
-    def _handle(self, message: list[Any]) -> None:
-        kind = message[0]
+    def _handle(self, message: Any) -> None:
+        kind, fields = template_messages.check(message)
         if kind in ("loaded", "failed"):
             if self._loaded is not None and not self._loaded.done():
-                self._loaded.set_result(message)
+                self._loaded.set_result([kind, *fields])
         elif kind == "forked":
-            _, slave_id, pid = message
+            slave_id, pid = fields
+            if slave_id not in self._in_flight or pid in self._ids:
+                raise template_messages.BadMessage(f"it reported slave {slave_id!r:.80} "
+                                                   f"(pid {pid}), which it was not asked for")
             self._in_flight.discard(slave_id)
             self._pids[slave_id] = pid
             self._ids[pid] = slave_id
             self._send_forks()
             self.events.slave_spawned(slave_id, pid)
         elif kind == "fork-failed":
-            _, slave_id, reason = message
+            slave_id, reason = fields
+            if slave_id not in self._in_flight:
+                raise template_messages.BadMessage(f"it reported a failed fork of slave "
+                                                   f"{slave_id!r:.80}, not asked for")
             self._in_flight.discard(slave_id)
             self._uncount(slave_id)
             self._send_forks()
             self.events.spawn_failed(slave_id, reason)
         elif kind == "exited":
-            _, pid, status = message
+            pid, status = fields
             slave_id = self._ids.pop(pid, None)
             if slave_id is not None:
                 self._pids.pop(slave_id, None)
@@ -302,8 +328,7 @@ class ProcessBackend:
             pid = self._pids.pop(slave_id)
             self._ids.pop(pid, None)
             self._uncount(slave_id)
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+            self._kill(pid, signal.SIGKILL)
             self.events.slave_exited(slave_id, -signal.SIGKILL)
         for slave_id in list(self._counted):
             self._uncount(slave_id)
@@ -352,28 +377,8 @@ class ProcessBackend:
             output.close()
 
 
-def node_processes(node_pid: int) -> dict[int, int]:
-    """Live templates and slaves that the node in process ``node_pid`` started (found by the
-    command line a template is started with, which its forked slaves share), each with its
-    parent's pid; zombies left out. For tests, benchmarks and operators' checks."""
-    found: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                args = f.read().split(b"\0")
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                fields = f.read().rsplit(b")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if (TEMPLATE_MODULE.encode() in args and args[-2:-1] == [str(node_pid).encode()]
-                and fields[0] != b"Z"):
-            found[int(entry)] = int(fields[1])
-    return found
-
-__all__ = ["SLAVE_OOM_SCORE_STEP", "TEMPLATE_OOM_SCORE_ADJ", "ProcessBackend", "node_processes",
-           "oom_score_adj", "protect_from_oom_killer", "slave_oom_score_adj"]
+__all__ = ["SLAVE_OOM_SCORE_STEP", "TEMPLATE_MODULE", "TEMPLATE_OOM_SCORE_ADJ", "ProcessBackend",
+           "node_processes", "oom_score_adj", "protect_from_oom_killer", "slave_oom_score_adj"]
 
 if TYPE_CHECKING:
     _follows_the_contract: type[SlaveBackend] = ProcessBackend

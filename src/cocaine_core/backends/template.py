@@ -37,7 +37,7 @@ from typing import Any
 from cocaine_core.backends.orphans import become_subreaper, kill_descendants, reap_any
 from cocaine_core.backends.pipe import FramedPipe
 from cocaine_core.errors import AppLoadError
-from cocaine_core.trust.sandbox import SandboxError, confine
+from cocaine_core.trust.sandbox import SandboxError, become_dumpable, confine
 
 EXIT_LOAD_FAILED = 3  # the app's code could not be loaded: do not respawn blindly
 PR_SET_PDEATHSIG = 1
@@ -105,7 +105,9 @@ def template_main(sock: socket.socket, node_pid: int) -> None:
             die_with_parent(node_pid, signal.SIGTERM)  # a change of uid cleared it
         app = runtime.load(config)
     except SandboxError as exc:
-        _fail(pipe, str(exc), False)
+        # Not the code's fault, but no retry will mend it (the node's set-up will): the app
+        # is refused (broken) at once, saying why and what to do.
+        _fail(pipe, str(exc), True)
     except AppLoadError as exc:
         _fail(pipe, str(exc), exc.code_fault)
     except BaseException as exc:  # the app's own import may raise anything
@@ -234,6 +236,8 @@ def _become_slave(pipe: FramedPipe, config: dict[str, Any], runtime: Any, app: A
     """In the forked child: drop the template's duties and serve as a slave. Never returns."""
     code = 1
     try:
+        if config.get("isolation"):
+            become_dumpable()  # its own /proc files again, to set its oom_score_adj
         reset_oom_score_adj(config.get("slave_oom_score_adj"))
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)

@@ -169,11 +169,12 @@ def node(
     limits = {key: limit(settings, key) for key in LIMITS}
     setup_logging(str(settings.get("log-level", "info")),
                   str(settings.get("log-format", "auto")))
+    uids = _app_uids(settings)
     ports = PortAllocator.parse(str(settings["port-range"])) if "port-range" in settings \
         else PortAllocator()
     run = Path(settings.get("run-dir") or default_run_dir())
     store = open_storage(str(settings.get("storage") or default_storage()))
-    app_users = _app_users(settings, getattr(store, "root", None))
+    app_users = _app_users(uids, getattr(store, "root", None))
     check_run_dir(run, getattr(store, "root", None))
     run = prepare_run_dir(run)
     with _exclusive(run):
@@ -195,16 +196,23 @@ def node(
             _clean_run_dir(run)
 
 
-def _app_users(settings: dict[str, Any], storage_root: Path | None) -> AppUsers | None:
+def _app_uids(settings: dict[str, Any]) -> tuple[int, int] | None:
     """The uids apps run as (``--app-uids``), or None (a warning if root opted out)."""
-    from cocaine_core.trust.app_users import AppUsers, parse_app_uids, tighten_storage
+    from cocaine_core.trust.app_users import parse_app_uids
 
-    given = settings.get("app-uids")
-    uids = parse_app_uids(given)
+    uids = parse_app_uids(settings.get("app-uids"))
+    if uids is None and settings.get("app-uids") is not None and os.geteuid() == 0:
+        log.warning("--app-uids none: apps run as root, like the node; any app can read "
+                    "storage, keys and every other app, and act as root")
+    return uids
+
+
+def _app_users(uids: tuple[int, int] | None, storage_root: Path | None) -> AppUsers | None:
+    """The node's ``AppUsers`` for ``uids`` (None: apps run as the node's user), its storage
+    folder made private from them."""
+    from cocaine_core.trust.app_users import AppUsers, tighten_storage
+
     if uids is None:
-        if given is not None and os.geteuid() == 0:
-            log.warning("--app-uids none: apps run as root, like the node; any app can read "
-                        "storage, keys and every other app, and act as root")
         return None
     if storage_root is not None:
         tighten_storage(Path(storage_root))

@@ -16,6 +16,7 @@ import logging
 import os
 import pwd
 import stat
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -220,3 +221,20 @@ def isolation_config(app: AppInfo, endpoint: str) -> dict[str, Any] | None:
                            code_fault=False) from None
     return {"uid": user.uid, "gid": user.gid, "reach": reach,
             "private": [str(app.run_dir)], "hide": list(user.hide)}
+
+
+#: The node's environment variables an isolated app keeps (by name, or by prefix when the
+#: name ends in ``*``): what a locale, a Python and cocaine's plugin loading need; no
+#: operator's secrets, no paths of the node's own (``TMPDIR``, ``XDG_*``).
+APP_ENVIRONMENT = ("PATH", "LANG", "LANGUAGE", "LC_*", "TZ", "TERM", "PYTHON*",
+                   "COCAINE_LOAD_PLUGINS", "COCAINE_DISABLE_PLUGINS", "COCAINE_STRICT_PLUGINS",
+                   "VIRTUAL_ENV")
+
+
+def app_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """What of the node's ``environ`` an isolated app's processes get (``APP_ENVIRONMENT``)."""
+    def kept(name: str) -> bool:
+        return any(name.startswith(pattern[:-1]) if pattern.endswith("*") else name == pattern
+                   for pattern in APP_ENVIRONMENT)
+
+    return {name: value for name, value in environ.items() if kept(name)}

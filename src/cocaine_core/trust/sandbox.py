@@ -44,6 +44,12 @@ OPT_OUT = ("or run apps as the node's own user with cocaine node --app-uids none
            "recommended: every app can then read storage, keys and other apps)")
 
 _LEAF = "\0"  # marks a trie node that is itself a reached path
+#: The scratch folders each isolated app gets a tmpfs of its own on, and their options
+#: (their pages count against the app's memory limit, when it has one).
+TMP_FOLDERS = {"/tmp": "mode=1777,size=256m", "/var/tmp": "mode=1777,size=256m",
+               "/dev/shm": "mode=1777,size=64m"}
+#: The scratch folders covered while opening the chains (this process confines itself once).
+_tmp_covered: set[str] = set()
 
 
 class SandboxError(Exception):
@@ -73,13 +79,20 @@ def confine(spec: dict[str, Any], root: str) -> None:
         if os.path.isdir(path) and not os.path.islink(path) and path not in covered:
             _mount(libc, "tmpfs", path, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
                    "mode=0,size=4k", f"hiding {path}")
+    # Scratch folders of the app's own: nothing another app (or user) leaves or reads there.
+    for path, options in TMP_FOLDERS.items():
+        if path not in _tmp_covered and os.path.isdir(path) and not os.path.islink(path):
+            _mount(libc, "tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, options,
+                   f"making {path} the app's own")
+    _tmp_covered.clear()
     # Best effort: a kernel before 5.8 shares one /proc per pid namespace, and a hidepid
     # there would change the whole machine's; it refuses "invisible" there.
     with contextlib.suppress(SandboxError):
         _mount(libc, "proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC,
                "hidepid=invisible", "mounting /proc")
     _drop(libc, uid, gid)
-    os.environ.update({"HOME": "/", "USER": str(uid), "LOGNAME": str(uid)})
+    # Its home is its own /tmp: writable (~/.cache works), private, gone with the app.
+    os.environ.update({"HOME": "/tmp", "USER": str(uid), "LOGNAME": str(uid)})
     try:
         os.chdir(root)
     except OSError as exc:
@@ -151,21 +164,26 @@ def _open_chains(libc: Any, node: dict[str, Any], path: str, covered: list[str],
             any(_inside(path, folder) for folder in covered) or not _searchable(path, uid, gid))
     except OSError as exc:
         raise SandboxError(f"isolating the app: cannot read {path}: {exc.strerror}") from None
-    if cover:
-        _cover(libc, path, children)
+    if cover or path in TMP_FOLDERS:
+        # A scratch folder on the way (a run folder in /tmp) becomes the app's own too,
+        # holding the way through.
+        _cover(libc, path, children, TMP_FOLDERS.get(path, "mode=0711,size=64k"))
+        if path in TMP_FOLDERS:
+            _tmp_covered.add(path)
     for name in children:
         _open_chains(libc, node[name], os.path.join(path, name), covered, uid, gid)
 
 
-def _cover(libc: Any, folder: str, names: list[str]) -> None:
-    """Mount an empty tmpfs on ``folder`` holding only ``names``, each the original."""
+def _cover(libc: Any, folder: str, names: list[str], options: str) -> None:
+    """Mount an empty tmpfs (``options``) on ``folder`` holding only ``names``, each the
+    original."""
     opened: list[tuple[str, int, bool]] = []
     try:
         for name in names:
             fd = os.open(os.path.join(folder, name), os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
             opened.append((name, fd, stat.S_ISDIR(os.fstat(fd).st_mode)))
         # 0711: passable, not listable, as the folder it stands for was to this user.
-        _mount(libc, "tmpfs", folder, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0711,size=64k",
+        _mount(libc, "tmpfs", folder, "tmpfs", MS_NOSUID | MS_NODEV, options,
                f"covering {folder}")
         for name, fd, is_folder in opened:
             target = os.path.join(folder, name)
@@ -208,15 +226,22 @@ def _drop(libc: Any, uid: int, gid: int) -> None:
         raise SandboxError(f"isolating the app failed: becoming uid {uid}: "
                            f"{exc.strerror}; {OPT_OUT}") from None
     _call(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(PR_SET_NO_NEW_PRIVS)", "")
-    # setuid made the process undumpable, which makes its /proc files root's: a slave could
-    # not even raise its own oom_score_adj.
-    _call(libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0), "prctl(PR_SET_DUMPABLE)", "")
+    # setuid left the template undumpable, and so it stays: no slave (running the app's
+    # handlers) may trace it or take its pipe to the node. Each slave makes itself dumpable
+    # again (``become_dumpable``), so that it owns its /proc files (its oom_score_adj).
     status = _status()
     if (os.getresuid() != (uid, uid, uid) or os.getresgid() != (gid, gid, gid)
             or os.getgroups() or status.get("CapEff", "1").strip("0")
             or status.get("CapPrm", "1").strip("0") or status.get("NoNewPrivs") != "1"):
         raise SandboxError(f"isolating the app failed: after dropping to uid {uid} the "
                            f"process still holds privileges ({status}); {OPT_OUT}")
+
+
+def become_dumpable() -> None:
+    """Make this process (a slave just forked from an undumpable template) own its /proc
+    files again; nothing to do where it already does."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)
 
 
 def _status() -> dict[str, str]:
