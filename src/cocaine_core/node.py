@@ -31,7 +31,7 @@ from cocaine_core.ports import PortAllocator
 from cocaine_core.protocol import DEFAULT_ENDPOINT
 from cocaine_core.storages import Storage
 from cocaine_core.trust.app_users import AppUsers
-from cocaine_core.trust.curve import CurveServer, announce
+from cocaine_core.trust.curve import CurveServer, announce, server_public_key
 from cocaine_core.trust.keyring import KeyRing
 from cocaine_core.trust.keys import default_key_path, load_or_create
 from cocaine_core.trust.signatures import ControlGuard
@@ -136,11 +136,23 @@ class Node:
             log.info("%s", authorized)
         log.info("node %s listening on %s", self.name, self.listen)
         announce(self.listen, self.endpoint.curve)
+        if not self.curve and self.storage is not None and await self._held_curve_key():
+            log.warning("this node runs without --curve, yet its storage holds a Curve key "
+                        "pair: a node of it ran with --curve before, and its clients now talk "
+                        "to this one in plaintext; add --curve if that was not meant")
         if self.store is not None:
             try:
                 await self.load_from_storage()
             finally:
                 self.loading = False
+
+    async def _held_curve_key(self) -> bool:
+        """Whether this node's storage holds a Curve key pair (a node of it ran --curve)."""
+        assert self.storage is not None
+        try:
+            return await asyncio.to_thread(server_public_key, self.storage) is not None
+        except CocaineError:
+            return True  # a damaged one: it was there
 
     def _authorize_owner(self) -> str | None:
         """At the first start (no key was ever authorized, not even one revoked since),

@@ -25,6 +25,7 @@ from cocaine_core.cli import (
 from cocaine_core.errors import CocaineError, ServiceError
 
 app = typer.Typer(
+    rich_markup_mode=None,
     name="cocaine",
     help="Your personal App Engine: apps as a JSON manifest plus code.",
     no_args_is_help=True,

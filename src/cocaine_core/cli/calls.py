@@ -46,7 +46,7 @@ def call(
     if timeout is not None:
         wait = max(wait, timeout + 5)
     out = _Answer(sys.stdout.buffer)
-    with client(node, wait, key, server_key) as node_client:
+    with client(node, wait, key, server_key, control=app_name == CONTROL_APP) as node_client:
         try:
             chunks = node_client.stream(app_name, event, body, timeout=timeout, deadline=deadline,
                                    urgent=urgent, retry=not no_retry)

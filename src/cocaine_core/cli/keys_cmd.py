@@ -10,16 +10,20 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
 from cocaine_core.cli.options import KeyOption
+from cocaine_core.errors import TrustError
 
 if TYPE_CHECKING:
     from cocaine_core.storages import Storage
     from cocaine_core.trust.keyring import KeyRing
+
+T = TypeVar("T")
 
 keys_app = typer.Typer(help="Make your key; authorize, list and revoke a node's keys.",
                        no_args_is_help=True)
@@ -32,16 +36,32 @@ ConfigOption = Annotated[Path | None, typer.Option(
 
 
 def _storage(storage: str | None, config: Path | None) -> Storage:
+    """The node's storage, which must exist: a mistyped --storage is an error, never a new,
+    empty storage that no node reads."""
+    from urllib.parse import unquote, urlsplit
+
     from cocaine_core.cli.node_cmd import default_storage, read_config
     from cocaine_core.storages import open_storage
 
     if storage is None and config is not None:
         storage = read_config(config).get("storage")
-    return open_storage(str(storage or default_storage()))
+    uri = str(storage or default_storage())
+    parts = urlsplit(uri)
+    if parts.scheme == "files" and not Path(unquote(parts.path)).is_dir():
+        raise TrustError(f"no storage at {uri}: give the node's own --storage (or its "
+                         f"--config); a node keeps its storage in "
+                         f"{default_storage()} by default, for the user running it")
+    return open_storage(uri)
 
 
-def _ring(storage: str | None, config: Path | None) -> KeyRing:
-    return _ring_of(_storage(storage, config))
+def _write(what: str, store: Storage, change: Callable[[], T]) -> T:
+    """Run ``change`` on the node's keys in ``store``; a storage that refuses it is an error
+    saying what to do, never a traceback."""
+    try:
+        return change()
+    except OSError as exc:
+        raise TrustError(f"cannot {what} in {store.uri}: {exc.strerror}; run this as the "
+                         f"node's user (the one who may write its storage)") from None
 
 
 @keys_app.command("generate")
@@ -89,9 +109,14 @@ def authorize(
     from cocaine_core.trust.keys import read_public
 
     public = read_public(key)
-    entry = _ring(storage, config).authorize(public)
+    store = _storage(storage, config)
+    entry = _write("authorize the key", store, lambda: _ring_of(store).authorize(public))
     typer.echo(f"authorized {entry.key.fingerprint}"
-               + (f" ({entry.key.comment})" if entry.key.comment else ""))
+               + (f" ({entry.key.comment})" if entry.key.comment else "")
+               + f" in {store.uri}")
+    if "PRIVATE KEY" in _head(key):
+        typer.echo(f"note: {key} is a private key; only its public half was stored. A private "
+                   f"key stays with its owner: if it was copied here, make a new one", err=True)
 
 
 @keys_app.command("revoke")
@@ -108,11 +133,16 @@ def revoke(
     if not fingerprint.strip().startswith("SHA256:") and (
             Path(fingerprint).expanduser().is_file() or fingerprint.startswith("ssh-")):
         fingerprint = read_public(fingerprint).fingerprint
-    ring = _ring(storage, config)
-    entry = ring.revoke(fingerprint)
+    store = _storage(storage, config)
+    ring = _ring_of(store)
+    before = ring.find(fingerprint)
+    entry = _write("revoke the key", store, lambda: ring.revoke(fingerprint))
     left = sum(1 for other in ring.entries() if other.active)
-    typer.echo(f"revoked {entry.key.fingerprint}"
-               + (f" ({entry.key.comment})" if entry.key.comment else "")
+    name = entry.key.fingerprint + (f" ({entry.key.comment})" if entry.key.comment else "")
+    if before is not None and not before.active:
+        typer.echo(f"{name} was already revoked, on {_when(before.revoked or 0)}")
+        return
+    typer.echo(f"revoked {name} in {store.uri}"
                + ("" if left else "; no key is authorized now: nobody can control the node "
                                   "until one is (cocaine keys authorize)"))
 
@@ -149,6 +179,15 @@ def _ring_of(store: Storage) -> KeyRing:
     from cocaine_core.trust.keyring import KeyRing
 
     return KeyRing(store)
+
+
+def _head(given: str) -> str:
+    """The start of the file ``given`` names ("" if it names none)."""
+    try:
+        with open(Path(given).expanduser(), "rb") as f:
+            return f.read(200).decode("utf-8", "replace")
+    except OSError:
+        return ""
 
 
 def _when(moment: float) -> str:

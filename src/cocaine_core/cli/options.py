@@ -30,11 +30,36 @@ ServerKeyOption = Annotated[str | None, typer.Option(
 
 
 def client(node: str, wait: float, key: Path | None = None,
-           server_key: str | None = None) -> Client:
-    """A ``Client`` of ``node`` with the command's wait, signing key and server key."""
+           server_key: str | None = None, *, control: bool = True) -> Client:
+    """A ``Client`` of ``node`` with the command's wait, signing key and server key. For a
+    command that controls the node, the user's default key is made if there is none yet
+    (as ``cocaine node`` does at its first start, which may be running right now)."""
     from cocaine_core.client import Client
 
+    if control and key is None:
+        _make_default_key()
     return Client(node, wait=wait, key=key, server_key=read_server_key(server_key))
+
+
+def _make_default_key() -> None:
+    import os
+
+    import typer
+
+    from cocaine_core.errors import TrustError
+    from cocaine_core.trust.keys import KEY_ENV, default_key_path, load_or_create
+
+    path = default_key_path()
+    if os.environ.get(KEY_ENV) or os.path.lexists(path):
+        return
+    try:
+        signer, made = load_or_create(path)
+    except TrustError:
+        return  # no place for it (no home): requests go unsigned and the node says why
+    if made:
+        typer.echo(f"made your key {path} ({signer.fingerprint}): a node you start "
+                   f"authorizes it at its first start; on other nodes, have the operator "
+                   f"run cocaine keys authorize {path}.pub", err=True)
 
 
 def read_server_key(given: str | None) -> str | None:

@@ -12,7 +12,9 @@ from cocaine_core.trust.keys import Signer, resolve_signer
 
 class ClientKeys:
     """A client's keys: the Ed25519 key that signs its control requests (loaded at the
-    first one, unless given), and CurveZMQ on its socket when a server key is given."""
+    first one, or at once for CurveZMQ, whose client key derives from it), and CurveZMQ on
+    its socket when a server key is given. A key file that cannot be used fails the first
+    request that needs it, never a call to an app, which needs none."""
 
     def __init__(self, key: Signer | str | Path | bool | None,
                  server_key: str | bytes | None) -> None:
@@ -20,8 +22,6 @@ class ClientKeys:
         self.server_key = server_key
         self._signer: Signer | None = None
         self._resolved = False
-        if (key is not None and key is not True and key is not False) or server_key:
-            self.signer()  # a key named, or needed for Curve: its errors show at once
 
     def signer(self) -> Signer | None:
         """The signing key (None: requests go unsigned; the node says what to do)."""

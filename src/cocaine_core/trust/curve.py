@@ -286,6 +286,9 @@ def announce(endpoint: str, curve: CurveServer | None, *, how: str = "--curve") 
             " (a key pair for this run only)"
         log.info("CurveZMQ on%s: clients pass --server-key %s (COCAINE_SERVER_KEY)%s", made,
                  curve.public.decode(), listed)
+        if curve.allowed is not None and not curve.allowed:
+            log.warning("--client-keys %s lists no key: no client can connect to this node "
+                        "(add the .pub line of each client that may)", curve.client_keys)
     elif beyond_loopback(endpoint):
         log.warning("listening on %s, beyond this machine, without CurveZMQ: requests, answers "
                     "and uploaded code cross the network in plaintext, and anyone who can "

@@ -172,6 +172,9 @@ class Signer:
         """Read a private key file (OpenSSH or PKCS#8 PEM, unencrypted). It must be readable
         by its owner only, as ssh demands; a clear ``TrustError`` otherwise."""
         text = _read_key_file(path, "private key")
+        if "PRIVATE KEY" not in text and text.lstrip().startswith(("ssh-", "ecdsa-", "sk-")):
+            raise TrustError(f"{path} is a public key; a key to sign with is the private "
+                             f"one, the file without .pub")
         mode = os.stat(path).st_mode
         if mode & 0o077:
             raise TrustError(f"the private key {path} may be read by other users (mode "
