@@ -134,6 +134,9 @@ def main(argv: list[str] | None = None) -> int:
         os.environ[SECONDS_VARIABLE] = str(args.soak_seconds)
     signal.signal(signal.SIGTERM, _interrupt)  # stop what we started, as on Ctrl-C
     folder = Path(tempfile.mkdtemp(prefix="cocaine-bench-", dir="/tmp"))  # short: ipc paths
+    # The nodes and clients of the run sign with a key of its own, never the user's.
+    os.environ["XDG_CONFIG_HOME"] = str(folder / "config")
+    os.environ.pop("COCAINE_KEY", None)
     bench = Bench(settings=settings, folder=folder, peers=args.peers, verbose=not args.quiet)
     started = datetime.datetime.now(datetime.UTC)
     watch = Stopwatch()
