@@ -5,9 +5,11 @@ messages to the node, a handler taking its template's pipe, the node's environme
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
+import signal
 import subprocess
 import tarfile
 from pathlib import Path
@@ -16,6 +18,7 @@ import pytest
 
 from cocaine_core import archive
 from cocaine_core.errors import ServiceError
+from cocaine_core.testing import process_gone, wait_until
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="isolation needs a node run as root")
 
@@ -41,6 +44,22 @@ def steal(request):
     return f"pidfd_getfd: errno {sorted(errors)}".encode()
 
 
+def fill(request):
+    # As many files as it can make in its /tmp: the count is bounded, not the machine's.
+    made = 0
+    try:
+        while made < 100_000:
+            open(f"/tmp/f{made}", "w").close()
+            made += 1
+    except OSError as exc:
+        return f"{made} {type(exc).__name__}".encode()
+    return str(made).encode()
+
+def escape(request):
+    # A process that leaves its template's tree, and the marker in its environment.
+    import subprocess
+    return str(subprocess.Popen(["sleep", "300"], env={}, start_new_session=True).pid).encode()
+
 def scratch(request):
     path, text = json.loads(request.data)
     if text is not None:
@@ -52,10 +71,11 @@ def scratch(request):
     except OSError as exc:
         return type(exc).__name__.encode()
 """
-TASKS = {name: {"type": "native-server"} for name in ("whoami", "steal", "scratch")}
+TASKS = {name: {"type": "native-server"} for name in ("whoami", "steal", "scratch", "fill",
+                                                        "escape")}
 
 
-def deploy(node, name: str, files: dict[str, str]) -> None:
+def deploy(node, name: str, files: dict[str, str], engine: dict | None = None) -> None:
     """Deploy a package app whose folder holds ``files``."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
@@ -64,7 +84,8 @@ def deploy(node, name: str, files: dict[str, str]) -> None:
             info.size = len(text.encode())
             tar.addfile(info, io.BytesIO(text.encode()))
     code = buffer.getvalue()
-    manifest = {"type": "python", "args": {"source": "app"}, "tasks": TASKS}
+    manifest = {"type": "python", "args": {"source": "app"}, "tasks": TASKS,
+                "engine": engine or {}}
     with node.client() as client:
         client.control("deploy", name=name, manifest=manifest, archive=code,
                        sha256=archive.sha256(code))
@@ -140,8 +161,68 @@ def test_each_app_has_a_tmp_of_its_own(node) -> None:
     deploy(node, "reader", {"__init__.py": HANDLERS})
     assert call(node, "writer", "scratch", ["/tmp/left-behind", "private"]) == b"private"
     assert call(node, "reader", "scratch", ["/tmp/left-behind", None]) == b"FileNotFoundError"
-    assert call(node, "reader", "scratch", ["/dev/shm/left", "x"]) == b"x"
-    assert call(node, "writer", "scratch", ["/dev/shm/left", None]) == b"FileNotFoundError"
+    for folder in ("/dev/shm", "/run/lock", "/var/tmp"):
+        assert call(node, "reader", "scratch", [f"{folder}/left", "x"]) == b"x"
+        assert call(node, "writer", "scratch", [f"{folder}/left", None]) == \
+            b"FileNotFoundError"
     assert not Path("/tmp/left-behind").exists()
     home = call(node, "writer", "scratch", ["/tmp/.cache-probe", "home"])  # HOME is /tmp
     assert home == b"home"
+
+
+def test_an_app_s_scratch_folder_holds_a_bounded_number_of_files(node) -> None:
+    deploy(node, "filler", {"__init__.py": HANDLERS})
+    made, error = call(node, "filler", "fill").decode().split()
+    assert int(made) <= 16_384 and error == "OSError", (made, error)
+
+
+def test_a_process_that_left_its_app_s_tree_is_stopped_with_the_app(node) -> None:
+    # Its import keeps the template from taking its tree with it when it exits.
+    keep = ("import sys\n"
+            "sys.modules['cocaine_core.backends.template'].kill_descendants = lambda *a: 0\n")
+    deploy(node, "leaver", {"__init__.py": keep + HANDLERS})
+    deploy(node, "stays", {"__init__.py": HANDLERS})
+    pid = int(call(node, "leaver", "escape"))
+    stays = int(call(node, "stays", "escape"))
+    try:
+        assert not process_gone(pid)
+        with node.client() as client:
+            client.control("remove", name="leaver")
+        wait_until(lambda: process_gone(pid), timeout=10, message="the escaped process to end")
+        assert not process_gone(stays), "another app's process was killed"
+    finally:
+        for victim in (pid, stays):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(victim, signal.SIGKILL)
+
+
+FORK_FORGER = """
+import sys
+_template = sys.modules["cocaine_core.backends.template"]
+
+def _fork(pipe, config, runtime, app, slave_id, template_pid, children, wake):
+    # A real slave id the node asked for, with the pid of a process that is not the app's.
+    _template._tell(pipe, ["forked", slave_id, VICTIM])
+
+_template._fork = _fork
+"""
+
+
+def test_a_slave_pid_that_is_not_the_template_s_child_never_reaches_the_hooks(node) -> None:
+    victim = subprocess.Popen(["sleep", "300"])
+    groups = Path(f"/proc/{victim.pid}/cgroup").read_text()
+    try:
+        deploy(node, "forker", {"__init__.py": FORK_FORGER.replace("VICTIM", str(victim.pid))
+                                + HANDLERS},
+               engine={"resource-limits": {"pids": {"pids.max": 64}}})
+        with node.client(wait=5) as client, contextlib.suppress(ServiceError):
+            client.call("forker", "whoami", b"")  # the first fork: forged
+        wait_until(lambda: "is not its child" in node.log.read_text(), timeout=20,
+                   message="the forged fork to be refused")
+        assert Path(f"/proc/{victim.pid}/cgroup").read_text() == groups, "moved"
+        with node.client() as client:
+            client.control("remove", name="forker")
+        assert victim.poll() is None and node.process.poll() is None
+    finally:
+        victim.kill()
+        victim.wait()

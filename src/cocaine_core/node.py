@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 from cocaine_core import __version__, archive, paths
 from cocaine_core.appinfo import AppInfo, SlaveBudget
 from cocaine_core.appstore import AppRecord, AppStore
+from cocaine_core.backends.orphans import kill_user
 from cocaine_core.clients import DEFAULT_CLIENT_BACKLOG
 from cocaine_core.control import ControlService, UploadLimits
 from cocaine_core.endpoint import DEFAULT_MAX_MESSAGE, NativeEndpoint
@@ -265,6 +266,7 @@ class Node:
         if refuse_broken and engine.state is AppState.BROKEN:
             reason = engine.broken_reason
             await engine.stop()
+            await self._sweep_user(engine)
             kept = " ; the running version keeps serving" if old else ""
             raise NodeError(f"app '{name}': its code failed to load: {reason}{kept}")
         self.apps[name] = engine
@@ -311,7 +313,19 @@ class Node:
             await engine.stop()
         finally:
             self.apps.pop(name, None)
+            await self._sweep_user(engine)
         log.info("app %s stopped", name)
+
+    async def _sweep_user(self, engine: Engine) -> None:
+        """Once no version of an isolated app runs, end every process of its uid: one that
+        left its template's tree (and its marker) is stopped with the app all the same."""
+        user = engine.app.user
+        if user is None or engine.name in self.apps:
+            return
+        killed = await asyncio.to_thread(kill_user, user.uid)
+        if killed:
+            log.warning("app %s: killed %d process(es) of its uid %d left running after it "
+                        "stopped", engine.name, killed, user.uid)
 
     # -- introspection ------------------------------------------------------------------------
 

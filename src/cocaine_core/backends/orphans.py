@@ -28,6 +28,7 @@ import ctypes
 import os
 import signal
 import time
+from collections.abc import Callable
 
 #: The environment variable that marks every process below one template.
 TREE_VARIABLE = "COCAINE_APP_TREE"
@@ -125,14 +126,44 @@ def marked(value: str) -> list[int]:
     return found
 
 
+def of_user(uid: int) -> list[int]:
+    """Pids of live processes (zombies left out) running as ``uid`` (real, effective, saved
+    or file-system): an isolated app's, whatever they did to their environment."""
+    me, found = os.getpid(), []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        try:
+            with open(f"/proc/{entry}/status", "rb") as f:
+                fields = dict(line.split(b":", 1) for line in f.read().splitlines()
+                              if b":" in line)
+        except OSError:
+            continue
+        if fields.get(b"State", b"").strip().startswith(b"Z"):
+            continue
+        if str(uid).encode() in fields.get(b"Uid", b"").split():
+            found.append(int(entry))
+    return found
+
+
+def kill_user(uid: int, timeout: float = KILL_TIMEOUT) -> int:
+    """SIGKILL every process of ``uid`` (an isolated app's, once no version of it runs),
+    until none is left (or ``timeout`` passes); return how many were killed."""
+    return _kill_until_none(lambda: of_user(uid), timeout)
+
+
 def kill_marked(value: str, timeout: float = KILL_TIMEOUT) -> int:
     """SIGKILL every process carrying the marker ``value``, until none is left for a moment
     (or ``timeout`` passes); return how many were killed. Zombies (already dead, awaiting a
     parent) no longer show an environment and are left to their parent."""
+    return _kill_until_none(lambda: marked(value), timeout)
+
+
+def _kill_until_none(find: Callable[[], list[int]], timeout: float) -> int:
     deadline = time.monotonic() + timeout
     killed = 0
     while time.monotonic() < deadline:
-        found = marked(value)
+        found = find()
         if not found:
             break
         for pid in found:

@@ -59,6 +59,8 @@ log = logging.getLogger("cocaine.backend")
 FORKS_IN_FLIGHT = 8
 #: What the node's side of a template's pipe may hold unsent (bytes).
 OUTBOX = 2**20
+#: Seconds the node waits for a template whose pipe closed to exit before it kills it.
+REAP_WAIT = 0.1
 
 
 class ProcessBackend:
@@ -233,23 +235,32 @@ class ProcessBackend:
         assert self._pipe is not None
         try:
             messages = self._pipe.receive()
-        except (EOFError, OSError, ValueError):
+        except (EOFError, OSError):
             self._on_template_exit()
+            return
+        except ValueError as exc:  # not a frame of ours: as bad as a bad message
+            self._broke_protocol(template_messages.BadMessage(f"a damaged frame: {exc}"))
             return
         for message in messages:
             try:
                 self._handle(message)
             except template_messages.BadMessage as exc:
-                # The template runs the app's code: what it says is checked, never trusted.
-                log.error("app %s: its template process broke the protocol (%s); killing it",
-                          self.app.name, exc)
-                if self._loaded is not None and not self._loaded.done():  # the code did it
-                    self._loaded.set_result(["failed", f"its template process broke the "
-                                                       f"protocol: {exc}", True])
-                self._kill_template()
+                self._broke_protocol(exc)
                 return
             if self._pipe is None:
                 return
+
+    def _broke_protocol(self, exc: template_messages.BadMessage) -> None:
+        """The template (which runs the app's code) sent what it must not: kill it; while
+        it loads, that is the code's fault (the app is refused, never retried blindly)."""
+        log.error("app %s: its template process broke the protocol (%s); killing it",
+                  self.app.name, exc)
+        if self._loaded is not None and not self._loaded.done():
+            self._loaded.set_result(["failed", f"its template process broke the protocol: "
+                                               f"{exc}", True])
+        self._kill_template()
+        if self._pipe is not None:
+            self._on_template_exit()
 
     def _handle(self, message: Any) -> None:
         kind, fields = template_messages.check(message)
@@ -258,6 +269,11 @@ class ProcessBackend:
                 self._loaded.set_result([kind, *fields])
         elif kind == "forked":
             slave_id, pid = fields
+            template = self.template.pid if self.template is not None else -1
+            if template_messages.child_of(pid, template, self._uid) is False:
+                raise template_messages.BadMessage(f"it reported pid {pid} as slave "
+                                                   f"{slave_id!r:.80}, a process that is not "
+                                                   f"its child")
             if slave_id not in self._in_flight or pid in self._ids:
                 raise template_messages.BadMessage(f"it reported slave {slave_id!r:.80} "
                                                    f"(pid {pid}), which it was not asked for")
@@ -335,13 +351,13 @@ class ProcessBackend:
         self._notify_template_exit(status)
 
     def _reap_template(self) -> int:
+        # Its pipe closed: it exits, or is made to (the app's code may hold it up).
         assert self.template is not None
         try:
-            code = self.template.wait(timeout=2)
+            return self.template.wait(timeout=REAP_WAIT)
         except subprocess.TimeoutExpired:
             self.template.kill()
-            code = self.template.wait()
-        return code
+            return self.template.wait()
 
     def _notify_template_exit(self, status: int) -> None:
         if self.template_info is not None:

@@ -49,15 +49,32 @@ def check(message: Any) -> tuple[str, list[Any]]:
 def owned(pid: int, template_pid: int, uid: int | None) -> bool:
     """Whether process ``pid`` is still the app's: a child of its template, or, for an app
     running as ``uid``, a process of that user; never this process (the node)."""
+    found = _parent_and_owner(pid)
+    return found is not None and (found[0] == template_pid or
+                                  (uid is not None and found[1] == uid))
+
+
+def child_of(pid: int, template_pid: int, uid: int | None) -> bool | None:
+    """Whether process ``pid`` is a child of the template (and, for an app running as
+    ``uid``, runs as it): what a slave the template says it forked must be before the node
+    hands it to the spawn hooks (which may move it into a cgroup, as root). None: it is gone
+    already (a slave may die at once; its exit follows)."""
+    if pid > 1 and pid != os.getpid() and not os.path.exists(f"/proc/{pid}"):
+        return None
+    found = _parent_and_owner(pid)
+    return found is not None and found[0] == template_pid and (uid is None or found[1] == uid)
+
+
+def _parent_and_owner(pid: int) -> tuple[int, int] | None:
+    """Process ``pid``'s parent and owner; None if it is gone, unreadable, or the node."""
     if pid <= 1 or pid == os.getpid():
-        return False
+        return None
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             parent = int(f.read().rsplit(b")", 1)[1].split()[1])
-        owner = os.stat(f"/proc/{pid}").st_uid
+        return parent, os.stat(f"/proc/{pid}").st_uid
     except (OSError, ValueError, IndexError):
-        return False
-    return parent == template_pid or (uid is not None and owner == uid)
+        return None
 
 
 def _pid(value: Any) -> bool:

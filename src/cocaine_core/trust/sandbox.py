@@ -44,10 +44,13 @@ OPT_OUT = ("or run apps as the node's own user with cocaine node --app-uids none
            "recommended: every app can then read storage, keys and other apps)")
 
 _LEAF = "\0"  # marks a trie node that is itself a reached path
-#: The scratch folders each isolated app gets a tmpfs of its own on, and their options
-#: (their pages count against the app's memory limit, when it has one).
-TMP_FOLDERS = {"/tmp": "mode=1777,size=256m", "/var/tmp": "mode=1777,size=256m",
-               "/dev/shm": "mode=1777,size=64m"}
+#: The world-writable folders each isolated app gets a tmpfs of its own on, and their
+#: options: bytes and files (inodes, kernel memory ``size`` does not count) both bounded;
+#: their pages count against the app's memory limit, when it has one.
+TMP_FOLDERS = {"/tmp": "mode=1777,size=256m,nr_inodes=16k",
+               "/var/tmp": "mode=1777,size=256m,nr_inodes=16k",
+               "/dev/shm": "mode=1777,size=64m,nr_inodes=4k",
+               "/run/lock": "mode=1777,size=1m,nr_inodes=1k"}
 #: The scratch folders covered while opening the chains (this process confines itself once).
 _tmp_covered: set[str] = set()
 
