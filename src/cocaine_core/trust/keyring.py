@@ -91,14 +91,17 @@ class KeyRing:
 
     def entries(self) -> list[KeyEntry]:
         """Every key, authorized or revoked, oldest first."""
-        names = sorted(self._memory) if self.storage is None else self.storage.keys(NAMESPACE)
-        found = [entry for name in names[:MAX_KEYS] if (entry := self.get(name)) is not None]
+        found = [entry for name in self._names()[:MAX_KEYS]
+                 if (entry := self.get(name)) is not None]
         return sorted(found, key=lambda entry: entry.added)
 
     def empty(self) -> bool:
         """Whether no key was ever authorized here (a revoked key counts: it was)."""
-        names = list(self._memory) if self.storage is None else self.storage.keys(NAMESPACE)
-        return not names
+        return not self._names()
+
+    def _names(self) -> list[str]:
+        """The stored entries' names, sorted."""
+        return sorted(self._memory) if self.storage is None else self.storage.keys(NAMESPACE)
 
     def _put(self, name: str, entry: KeyEntry) -> None:
         data = json.dumps({"key": entry.key.openssh(), "added": entry.added,

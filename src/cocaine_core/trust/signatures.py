@@ -78,7 +78,7 @@ class ControlGuard:
         try:
             return self._identify(auth)
         except ServiceError as exc:
-            self._refused(auth, exc)
+            self._refused(exc)
             raise
 
     def verify(self, entry: KeyEntry, method: str, digest: bytes, auth: Any) -> None:
@@ -94,11 +94,11 @@ class ControlGuard:
                               f"changed on the way")
             self._remember(auth["nonce"], entry.key.fingerprint, self.clock())
         except ServiceError as exc:
-            self._refused(auth, exc)
+            self._refused(exc)
             raise
         self.accepted += 1
 
-    def _refused(self, auth: Any, exc: ServiceError) -> None:
+    def _refused(self, exc: ServiceError) -> None:
         self.refused += 1
         self._log_refusal(exc.message)
 
