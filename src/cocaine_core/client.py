@@ -38,6 +38,8 @@ from cocaine_core.client_connection import (
     ConnectionNews,
     forget_unsent,
     no_answer,
+    send_bounded,
+    send_bounded_async,
     watcher,
 )
 from cocaine_core.client_frames import Body, decode_answer, request_frames, sent_deadline
@@ -102,9 +104,11 @@ class Client:
         ``retry=False``: if the slave running the job dies, the job fails (500) rather than
         run again on another slave (for handlers that must not run twice)."""
         request_id = next(self._ids)
-        self._socket.send_multipart(request_frames(request_id, app, event, data, urgent, timeout,
-                                             sent_deadline(deadline, self.wait), retry,
-                                             self.max_message, self._keys.control(app)))
+        assert self._watching is not None
+        send_bounded(self._socket, self._watching[0], self._news,
+                     request_frames(request_id, app, event, data, urgent, timeout,
+                                    sent_deadline(deadline, self.wait), retry, self.max_message,
+                                    self._keys.control(app)), self.wait)
         self._open.add(request_id)
         try:
             while True:
@@ -245,10 +249,12 @@ class AsyncClient:
             self._watcher = asyncio.ensure_future(self._watch(self._monitor))
         ended = False  # the answer ended, or no node ever had the request
         try:
-            await self._socket.send_multipart(request_frames(request_id, app, event, data, urgent,
-                                                       timeout, sent_deadline(deadline, self.wait),
-                                                       retry, self.max_message,
-                                                       self._keys.control(app)))
+            frames = request_frames(request_id, app, event, data, urgent, timeout,
+                                    sent_deadline(deadline, self.wait), retry, self.max_message,
+                                    self._keys.control(app))
+            ended = True  # until it is sent, there is nothing to cancel
+            await send_bounded_async(self._socket, self._news, frames, self.wait)
+            ended = False
             # News read this soon may be older than the request (the loop reads the monitor
             # when it gets to it): only later news decides, as in ``Client``.
             news_after = asyncio.get_running_loop().time() + QUICK_MS / 1000

@@ -17,12 +17,19 @@ What libzmq 4.3 reports to a client (found by trying each case):
   retry;
 - a client key not in the node's ``--client-keys``: ``HANDSHAKE_FAILED_AUTH`` with the ZAP
   status (400), once, never retried.
+
+A refused handshake also ends the socket's only pipe, at a moment of libzmq's choosing: a
+send after it would wait forever for room. So clients send without blocking and, when there
+is no room, wait for it at most ``wait`` seconds while they watch the news (``send_bounded``,
+``send_bounded_async``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import struct
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -51,6 +58,14 @@ def no_answer(endpoint: str, wait: float) -> ServiceError:
                                              f"{wait:g} s: it may be busy or stuck; wait "
                                              f"longer (--wait; Client(wait=...)), or read its "
                                              f"log")
+
+
+def not_sent(endpoint: str, wait: float) -> ServiceError:
+    """The error of a request that could not even be handed to the connection in ``wait``."""
+    return ServiceError(Status.UNAVAILABLE, f"could not send to the node at {endpoint} within "
+                                            f"{wait:g} s: the connection is down or the node "
+                                            f"takes nothing more from this client; nothing was "
+                                            f"sent, so the request can be retried")
 
 
 def monitor_event(frames: list[bytes]) -> int:
@@ -177,3 +192,65 @@ class ConnectionNews:
         if error is not None and final(event, value):
             self.final = error
         return error
+
+
+#: Milliseconds between two looks at the news while a send waits for room.
+SEND_POLL_MS = 100
+
+
+def _check_final(sock: Any, news: ConnectionNews) -> None:
+    if news.final is not None:
+        forget_unsent(sock, news.endpoint)  # a new pipe: the next request tries again
+        raise news.final
+
+
+def send_bounded(sock: zmq.Socket[bytes], monitor: zmq.Socket[bytes], news: ConnectionNews,
+                 frames: list[Any], wait: float | None) -> None:
+    """Send ``frames`` on a blocking client's socket; if there is no room, wait for it up to
+    ``wait`` seconds (None: forever), failing at once when the monitor says the connection
+    was refused for good."""
+    try:
+        sock.send_multipart(frames, zmq.NOBLOCK)
+        return
+    except zmq.Again:
+        pass
+    deadline = None if wait is None else time.monotonic() + wait
+    while True:
+        while monitor.poll(0):
+            news.read(monitor.recv_multipart())
+        _check_final(sock, news)
+        left = None if deadline is None else deadline - time.monotonic()
+        if left is not None and left <= 0:
+            raise not_sent(news.endpoint, wait or 0)
+        ms = SEND_POLL_MS if left is None else max(1, min(SEND_POLL_MS, int(left * 1000)))
+        if sock.poll(ms, zmq.POLLOUT):
+            try:
+                sock.send_multipart(frames, zmq.NOBLOCK)
+                return
+            except zmq.Again:
+                continue
+
+
+async def send_bounded_async(sock: Any, news: ConnectionNews, frames: list[Any],
+                             wait: float | None) -> None:
+    """``send_bounded`` for an ``AsyncClient``'s socket, whose monitor a task of its own reads
+    into ``news``."""
+    try:
+        await sock.send_multipart(frames, flags=zmq.NOBLOCK)
+        return
+    except zmq.Again:
+        pass
+    loop = asyncio.get_running_loop()
+    deadline = None if wait is None else loop.time() + wait
+    while True:
+        _check_final(sock, news)
+        left = None if deadline is None else deadline - loop.time()
+        if left is not None and left <= 0:
+            raise not_sent(news.endpoint, wait or 0)
+        ms = SEND_POLL_MS if left is None else max(1, min(SEND_POLL_MS, int(left * 1000)))
+        if await sock.poll(ms, zmq.POLLOUT):
+            try:
+                await sock.send_multipart(frames, flags=zmq.NOBLOCK)
+                return
+            except zmq.Again:
+                continue

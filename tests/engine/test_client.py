@@ -121,6 +121,7 @@ def not_a_node() -> Iterator[str]:
     try:
         yield f"tcp://127.0.0.1:{server.getsockname()[1]}"
     finally:
+        server.shutdown(socket.SHUT_RDWR)  # wakes the thread's accept(); close() alone does not
         server.close()
 
 
@@ -245,3 +246,73 @@ def test_a_refused_async_request_is_not_delivered_when_a_node_comes_later() -> N
                 sock.close()
 
     assert asyncio.run(main()) == b"second"
+
+
+#: A ZMTP 3.0 greeting of a CurveZMQ server: signature, version 3.0, mechanism, as-server, filler.
+CURVE_GREETING = (b"\xff" + b"\0" * 8 + b"\x7f" + bytes([3, 0]) + b"CURVE".ljust(20, b"\0")
+                  + b"\x01" + b"\0" * 31)
+
+
+@pytest.fixture
+def curve_greeter() -> Iterator[str]:
+    """A TCP server that greets as a ``--curve`` node does and then holds the connection: a
+    plain client reads the mechanism before any close, so libzmq gives the connection up
+    (``HANDSHAKE_FAILED_PROTOCOL``) every time, not only when the race goes that way."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    held: list[socket.socket] = []
+
+    def serve() -> None:
+        while True:
+            try:
+                connection, _ = server.accept()
+            except OSError:
+                return
+            held.append(connection)
+            connection.sendall(CURVE_GREETING)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"tcp://127.0.0.1:{server.getsockname()[1]}"
+    finally:
+        server.shutdown(socket.SHUT_RDWR)
+        server.close()
+        thread.join(timeout=5)
+        for connection in held:
+            connection.close()
+
+
+def no_room(sock: zmq.Socket) -> bool:  # type: ignore[type-arg]
+    return not sock.getsockopt(zmq.EVENTS) & zmq.POLLOUT
+
+
+def test_a_send_after_libzmq_dropped_the_refused_connection_fails_at_once(
+        curve_greeter) -> None:
+    # A refused handshake ends the socket's only pipe: a blocking send would wait forever.
+    with Client(curve_greeter, wait=30, key=False) as client:
+        deadline = time.monotonic() + 10
+        while not no_room(client._socket) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert no_room(client._socket), "libzmq kept the refused connection's pipe"
+        started = time.monotonic()
+        with pytest.raises(ServiceError) as caught:
+            client.call("hello", "echo", b"x")
+        assert time.monotonic() - started < 5
+        assert caught.value.code == 503 and "--server-key" in caught.value.message
+
+
+def test_an_async_send_after_libzmq_dropped_the_refused_connection_fails_at_once(
+        curve_greeter) -> None:
+    async def main() -> ServiceError:
+        async with AsyncClient(curve_greeter, wait=30, key=False) as client:
+            deadline = time.monotonic() + 10
+            while not no_room(client._socket) and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            assert no_room(client._socket), "libzmq kept the refused connection's pipe"
+            with pytest.raises(ServiceError) as caught:
+                await asyncio.wait_for(client.call("hello", "echo", b"x"), 5)
+            return caught.value
+    error = asyncio.run(main())
+    assert error.code == 503 and "--server-key" in error.message
