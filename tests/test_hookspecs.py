@@ -26,6 +26,7 @@ import typer
 
 from cocaine_core import hookimpl, hookspecs
 from cocaine_core.appinfo import AppInfo, SlaveInfo
+from cocaine_core.cluster.discovery import NodeRecord, open_discovery
 from cocaine_core.drivers import Driver
 from cocaine_core.errors import ManifestError, Problem
 from cocaine_core.hookspecs import Registrar
@@ -122,6 +123,25 @@ def memory_storage(uri: str) -> dict[str, Any]:
     return {"uri": uri}
 
 
+class LonelyDiscovery:
+    """A discovery that never finds anyone."""
+
+    def __init__(self, node: Any) -> None:
+        self.node = node
+
+    async def start(self, me: NodeRecord) -> None:
+        self.me = me
+
+    def peers(self) -> dict[str, NodeRecord]:
+        return {}
+
+    def info(self) -> dict[str, Any]:
+        return {"discovery": "test-lonely", "peers": {}}
+
+    async def stop(self) -> None:
+        return None
+
+
 class Registering:
     """Registers one name of each kind, noting the object each hook received."""
 
@@ -156,6 +176,11 @@ class Registering:
         self._note("cocaine_register_engine_keys", registry)
         registry.add("x-test-quota", Key("x-test-quota", positive_int, 5, "jobs a minute"))
 
+    @hookimpl
+    def cocaine_register_discoveries(self, registry: Registrar) -> None:
+        self._note("cocaine_register_discoveries", registry)
+        registry.add("test-lonely", LonelyDiscovery)
+
 
 def test_each_registration_hook_is_called_once_with_a_registrar(
         inline_plugin: Callable[..., Any], tmp_path: Path) -> None:
@@ -167,7 +192,7 @@ def test_each_registration_hook_is_called_once_with_a_registrar(
         assert isinstance(registries[0], Registrar), hook
     assert record.types == {"languages": ["test-shell"], "drivers": ["test-tick"],
                             "storages": ["test-memory"], "slave_backends": ["test-thread"],
-                            "engine_keys": ["x-test-quota"]}
+                            "engine_keys": ["x-test-quota"], "discoveries": ["test-lonely"]}
     for kind, names in record.types.items():
         assert get_host().registry(kind).owner(names[0]) is record
     # What they registered is what the core now uses.
@@ -179,6 +204,8 @@ def test_each_registration_hook_is_called_once_with_a_registrar(
     assert (manifest.type, manifest.engine.backend) == ("test-shell", "test-thread")
     assert manifest.engine.extra["x-test-quota"] == 5
     assert manifest.tasks["tick"].options == {"every": 1}
+    discovery = open_discovery("test-lonely", node=None)
+    assert isinstance(discovery, LonelyDiscovery) and discovery.peers() == {}
 
 
 # -- manifest -----------------------------------------------------------------------------------

@@ -96,6 +96,13 @@ class StorageError(CocaineError):
     """A storage could not read or write what it was asked to."""
 
 
+class StorageUnavailable(StorageError):
+    """A storage cannot be reached right now (an etcd cluster down or without a quorum):
+    nothing was read or written; the same request may succeed once it is back."""
+
+    code = 503
+
+
 class NodeError(CocaineError):
     """The node could not do what it was asked (bind, deploy, start an app)."""
 

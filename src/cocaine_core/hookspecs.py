@@ -107,6 +107,20 @@ def cocaine_register_engine_keys(registry: Registrar) -> None:
     """
 
 
+@hookspec
+def cocaine_register_discoveries(registry: Registrar) -> None:
+    """Register discoveries: the node's ``--discovery`` (how it finds the other nodes).
+
+    Called once when plugins load. Call ``registry.add(name, factory)``; the factory is
+    called with the ``Node`` (its storage, name and endpoint) and returns a
+    ``cocaine_core.cluster.discovery.Discovery``, or raises ``NodeError`` saying what the node
+    lacks for it.
+
+    :param registry: a ``Registrar`` for discoveries.
+    :returns: nothing.
+    """
+
+
 # ---------------------------------------------------------------------------------------------
 # Manifest: called when a manifest is checked (cocaine manifest check, deploy, run).
 # ---------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ KINDS: dict[str, tuple[str, str]] = {
     "storages": ("cocaine_register_storages", "storage"),
     "slave_backends": ("cocaine_register_slave_backends", "slave backend"),
     "engine_keys": ("cocaine_register_engine_keys", "engine key"),
+    "discoveries": ("cocaine_register_discoveries", "discovery"),
 }
 
 #: Names this project ships, by kind, and the distribution that provides each.
@@ -33,9 +34,10 @@ SHIPPED: dict[str, dict[str, str]] = {
         "zeromq-sink": "cocaine-zmq",
         "zeromq-subscriber": "cocaine-zmq",
     },
-    "storages": {"files": "cocaine-core"},
+    "storages": {"files": "cocaine-core", "etcd": "cocaine-etcd"},
     "slave_backends": {"process": "cocaine-core"},
     "engine_keys": {"resource-limits": "cocaine-cgroups"},
+    "discoveries": {"etcd": "cocaine-etcd"},
 }
 
 

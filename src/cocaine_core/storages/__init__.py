@@ -3,11 +3,20 @@
 A storage is registered with ``registry.add(scheme, factory)`` in
 ``cocaine_register_storages``; ``open_storage("files:///var/lib/cocaine")`` picks it by the
 URI's scheme and calls ``factory(uri)``.
+
+Every storage is a ``Storage``. A storage that several nodes share (``etcd``) may also be a
+``WatchedStorage`` (nodes follow what others write), a ``ConditionalStorage`` (a write that
+holds only if what it depends on is still there) and ``Closable``. The node uses each of
+these when the storage has it, and works without.
+
+The methods are blocking: the node calls them in threads. A storage that cannot be reached
+raises ``StorageUnavailable`` (503) and must never answer as if it were empty.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Callable, Sequence
+from typing import Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
 from cocaine_core.errors import StorageError
@@ -15,6 +24,10 @@ from cocaine_core.plugins import get_host
 
 #: The namespaces a node uses: app records, packed code, public keys, its Curve key pair.
 NAMESPACES = ("apps", "code", "keys", "curve")
+
+#: What a watch reports: a (namespace, key) that was written or removed, or None: the watch
+#: was cut and resumed (or started), so anything may have changed; read everything again.
+Change = tuple[str, str] | None
 
 
 class Storage(Protocol):
@@ -40,6 +53,44 @@ class Storage(Protocol):
 
     def remove(self, namespace: str, key: str) -> None:
         """Remove ``key`` (no error if it is absent)."""
+        ...
+
+
+@runtime_checkable
+class WatchedStorage(Protocol):
+    """A storage others write to as well, which tells its readers what changed."""
+
+    def watch(self, namespaces: Sequence[str],
+              changed: Callable[[Change], None]) -> Callable[[], None]:
+        """Call ``changed`` (from any thread, never concurrently) for every write or removal
+        of a key of ``namespaces`` by anyone, this process included, in the order they
+        happened; ``changed(None)`` once the watch runs and again each time it resumes after
+        the storage was unreachable. Returns a function that stops the watch."""
+        ...
+
+    def available(self) -> bool:
+        """Whether the storage answered its last request or keep-alive (False while it is
+        unreachable)."""
+        ...
+
+
+@runtime_checkable
+class ConditionalStorage(Protocol):
+    """A storage that can make a write depend on other keys, atomically."""
+
+    def put_if_present(self, namespace: str, key: str, value: bytes,
+                       requires: Sequence[tuple[str, str]]) -> bool:
+        """Store ``value`` under ``key`` only if every ``(namespace, key)`` of ``requires``
+        has a value, in one step; False (nothing written) if one has none."""
+        ...
+
+
+@runtime_checkable
+class Closable(Protocol):
+    """A storage holding connections or threads, released by ``close``."""
+
+    def close(self) -> None:
+        """Release what the storage holds (idempotent); it is not used afterwards."""
         ...
 
 

@@ -1,0 +1,1 @@
+"""The cluster: how nodes find each other (``discovery``) and, later, share load."""

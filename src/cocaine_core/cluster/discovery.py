@@ -1,0 +1,87 @@
+"""Discovery: how a node makes itself known to the other nodes and learns of them.
+
+A discovery is registered by name in ``cocaine_register_discoveries`` and picked with
+``cocaine node --discovery NAME``. The node calls ``start`` once it listens, with its own
+record, reads ``peers()`` whenever it needs the current view, and calls ``stop`` as it
+leaves. A discovery never raises from ``peers``; one that loses its medium (an etcd outage)
+keeps the last view it had and says so in ``info``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any, Protocol
+
+import attrs
+
+from cocaine_core.errors import NodeError
+
+#: The most bytes a node record may take once encoded (it is read from the network).
+MAX_RECORD = 16 * 1024
+
+
+@attrs.frozen
+class NodeRecord:
+    """What a node says of itself: a unique id, its name, its endpoint and when it started."""
+
+    id: str
+    name: str
+    endpoint: str
+    started: float
+    version: str = ""
+
+    @classmethod
+    def new(cls, name: str, endpoint: str, version: str = "") -> NodeRecord:
+        """A record with a fresh id (unique across restarts and hosts of the same name)."""
+        return cls(id=uuid.uuid4().hex[:16], name=name, endpoint=endpoint,
+                   started=round(time.time(), 3), version=version)
+
+    def to_json(self) -> bytes:
+        """The record as published."""
+        return json.dumps(attrs.asdict(self), sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> NodeRecord:
+        """Read a published record; NodeError if it is not one."""
+        if len(data) > MAX_RECORD:
+            raise NodeError(f"a node record of {len(data)} bytes is over {MAX_RECORD}")
+        try:
+            fields = json.loads(data)
+            record = cls(id=str(fields["id"]), name=str(fields["name"]),
+                         endpoint=str(fields["endpoint"]), started=float(fields["started"]),
+                         version=str(fields.get("version", "")))
+        except (ValueError, TypeError, KeyError) as exc:
+            raise NodeError(f"not a node record: {exc}") from None
+        return record
+
+
+class Discovery(Protocol):
+    """One way for a node to find its peers (see the module's docstring)."""
+
+    async def start(self, me: NodeRecord) -> None:
+        """Make this node known (it now listens at ``me.endpoint``) and begin following the
+        others; raise ``NodeError`` if the node cannot join at all."""
+        ...
+
+    def peers(self) -> dict[str, NodeRecord]:
+        """The other nodes known now, by id (never this node)."""
+        ...
+
+    def info(self) -> dict[str, Any]:
+        """What ``cocaine info`` shows of the discovery: its name, state and peers."""
+        ...
+
+    async def stop(self) -> None:
+        """Leave: others stop seeing this node at once where the medium allows."""
+        ...
+
+
+def open_discovery(name: str, node: Any) -> Discovery:
+    """The discovery ``name`` for ``node`` (the plugin that registered it builds it)."""
+    from cocaine_core.plugins import get_host
+
+    factory = get_host().registry("discoveries").get(name, where=f"--discovery {name!r}")
+    discovery: Discovery = factory(node)
+    return discovery
