@@ -21,8 +21,8 @@ from typing import Any
 import attrs
 
 from cocaine_core import archive
-from cocaine_core.errors import NodeError, StorageError
-from cocaine_core.storages import Storage
+from cocaine_core.errors import NodeError, StorageError, StorageUnavailable
+from cocaine_core.storages import ConditionalStorage, Storage
 
 log = logging.getLogger("cocaine.store")
 
@@ -73,6 +73,8 @@ class AppStore:
         for name in self.storage.keys("apps"):
             try:
                 record = AppRecord.from_json(self.storage.get("apps", name))
+            except StorageUnavailable:
+                raise  # never taken for "no app": the node would stop what runs
             except (StorageError, KeyError) as exc:
                 log.error("storage: app record '%s' is unreadable (%s); skipped", name, exc)
                 continue
@@ -95,10 +97,34 @@ class AppStore:
         while nothing has changed). Until its record is saved, no record points to it."""
         self.storage.put("code", record.code_key, code)
 
-    def save_record(self, record: AppRecord) -> None:
-        """Store the record (the commit point), then drop the app's older code."""
-        self.storage.put("apps", record.name, record.to_json())
+    def save_record(self, record: AppRecord, code: bytes | None = None) -> None:
+        """Store the record (the commit point), then drop the app's older code.
+
+        The record is written only while its code is stored: on a storage that nodes share,
+        another node starting meanwhile may have collected that code as an orphan. Then the
+        code is stored again (when given) and the record written once more; without it,
+        StorageError."""
+        for attempt in range(2):
+            if self._put_record(record):
+                break
+            if code is None or attempt:
+                raise StorageError(f"the code of app '{record.name}' ({record.code_key}) "
+                                   f"left the storage before its record was written; deploy "
+                                   f"again")
+            log.warning("app %s: its code left the storage before its record was written "
+                        "(another node collected it); storing it again", record.name)
+            self.save_code(record, code)
         self._drop_code(record.name, keep=record.code_key)
+
+    def _put_record(self, record: AppRecord) -> bool:
+        """Write ``record`` if its code is stored (in one step where the storage can)."""
+        requires = [("code", record.code_key)]
+        if isinstance(self.storage, ConditionalStorage):
+            return self.storage.put_if_present("apps", record.name, record.to_json(), requires)
+        if not self.storage.exists(*requires[0]):
+            return False
+        self.storage.put("apps", record.name, record.to_json())
+        return True
 
     def drop_unrecorded(self, record: AppRecord) -> None:
         """Remove ``record``'s code if the stored record of its app points elsewhere (a

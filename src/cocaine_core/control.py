@@ -9,32 +9,28 @@ named in ``deploy``, so a client can show progress and the node never holds one 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
-import threading
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import msgpack
 
 from cocaine_core import archive
-from cocaine_core.appstore import AppRecord
+from cocaine_core.deploy_steps import install
 from cocaine_core.errors import (
     BusyError,
     CocaineError,
     NodeError,
     NotFoundError,
     ServiceError,
-    StorageError,
+    StorageUnavailable,
 )
-from cocaine_core.manifest import check_app_name, parse_manifest
+from cocaine_core.manifest import check_app_name
 from cocaine_core.protocol import Status
 from cocaine_core.uploads import UPLOAD_CHUNK, UploadLimits, Uploads
 
 if TYPE_CHECKING:
-    from cocaine_core.engine import Engine
     from cocaine_core.engine.job import JobSink
     from cocaine_core.node import Node
     from cocaine_core.trust.keyring import KeyEntry
@@ -71,26 +67,33 @@ class ControlService:
     def submit(self, sink: JobSink, method: str, body: bytes, auth: Any = None) -> None:
         """Start ``method`` with the msgpack map in ``body``, if ``auth`` signs it with a key
         the node authorizes (else a 401 saying what to do); its answer goes to ``sink``."""
+        guard = self.node.guard
         try:
-            signer = self.node.guard.identify(auth)
+            fingerprint = guard.screen(auth)
+            known, entry = guard.ring.cached(fingerprint)
+            signer = guard.admit(fingerprint, entry) if known else None
         except ServiceError as exc:
             sink.error(exc.code, exc.message)
             return
         task = asyncio.get_running_loop().create_task(
-            self._verified(sink, method, body, auth, signer))
+            self._verified(sink, method, body, auth, fingerprint, signer))
         self._running.add(task)
         task.add_done_callback(self._running.discard)
 
     async def _verified(self, sink: JobSink, method: str, body: bytes, auth: Any,
-                        signer: KeyEntry) -> None:
-        """Check the signature over ``body`` (hashed off the loop when large), then run
-        ``method``."""
-        digest = (hashlib.sha256(body).digest() if len(body) <= HASH_IN_LOOP
-                  else await asyncio.to_thread(_sha256, body))
+                        fingerprint: str, signer: KeyEntry | None) -> None:
+        """Find the signing key (in a thread: the storage may be remote), check the
+        signature over ``body`` (hashed off the loop when large), then run ``method``."""
+        guard = self.node.guard
         try:
-            self.node.guard.verify(signer, method, digest, auth)
-        except ServiceError as exc:
-            sink.error(exc.code, exc.message)
+            if signer is None:
+                signer = guard.admit(fingerprint,
+                                     await asyncio.to_thread(guard.ring.find, fingerprint))
+            digest = (hashlib.sha256(body).digest() if len(body) <= HASH_IN_LOOP
+                      else await asyncio.to_thread(_sha256, body))
+            guard.verify(signer, method, digest, auth)
+        except CocaineError as exc:  # ServiceError; StorageUnavailable: the keys are remote
+            sink.error(exc.code, exc.message if isinstance(exc, ServiceError) else str(exc))
             return
         if method not in self.methods:
             sink.error(Status.NOT_FOUND, f"the control service has no method '{method}'; "
@@ -141,7 +144,13 @@ class ControlService:
         """One app: its engine's state, and its stored record."""
         name = _name(args)
         engine = self.node.apps.get(name)
-        record = self.node.store.get(name) if self.node.store else None
+        try:
+            record = await asyncio.to_thread(self.node.store.get, name) if self.node.store \
+                else None
+        except StorageUnavailable:
+            if engine is None:
+                raise
+            record = engine.record  # what runs, while the store cannot say more
         if engine is None and record is None:
             raise _not_found(name, self.node)
         out: dict[str, Any] = engine.info() if engine else {"state": "stopped"}
@@ -189,7 +198,7 @@ class ControlService:
             outer = asyncio.current_task()
             assert outer is not None
             inner = asyncio.get_running_loop().create_task(
-                self._install(name, manifest_data, code, checksum))
+                install(self.node, self._store(), name, manifest_data, code, checksum))
             self._deploys[name] = (outer, inner)
             try:
                 # The code's load is bounded by the deploy timeout (Node.run_app); the whole
@@ -220,66 +229,6 @@ class ControlService:
                  record.sha256[:12])
         return {"name": name, "version": record.version, "sha256": record.sha256,
                 "state": engine.state.value}
-
-    async def _install(self, name: str, manifest_data: dict[str, Any], code: bytes,
-                       checksum: str) -> tuple[Engine, AppRecord]:
-        """Check, unpack and start the code, then store it (the commit point). Cancelled
-        while unpacking or loading, it removes what it unpacked; once the new version has
-        started it finishes (a cancel then comes too late and is dropped)."""
-        from cocaine_core.node import run_to_end
-
-        store = self._store()
-        await asyncio.to_thread(archive.check_archive, code, store.limits)
-        previous = store.get(name)
-        record = AppRecord(name=name, manifest=manifest_data, sha256=checksum,
-                           version=(previous.version + 1) if previous else 1)
-        running = self.node.apps.get(name)
-        running_root = running.app.root if running else None
-        stop = threading.Event()
-        unpacking = asyncio.ensure_future(asyncio.to_thread(store.unpack, record, code,
-                                                            stop.is_set))
-        try:
-            root: Path = await asyncio.shield(unpacking)
-        except asyncio.CancelledError:
-            stop.set()  # the thread removes its partial folder and stops
-            await asyncio.wait({unpacking}, timeout=60)
-            if unpacking.done() and not unpacking.exception() and \
-                    unpacking.result() != running_root:
-                await asyncio.to_thread(_rmtree, unpacking.result())
-            raise
-        try:
-            manifest = parse_manifest(manifest_data, root=root,
-                                      source=f"the manifest of app '{name}'")
-            await _stored(name, asyncio.to_thread(store.save_code, record, code))
-            engine = await self.node.run_app(name, manifest, root, refuse_broken=True)
-        except BaseException:
-            await run_to_end(asyncio.to_thread(store.drop_unrecorded, record))
-            if root != running_root:
-                await run_to_end(asyncio.to_thread(_rmtree, root))
-                with contextlib.suppress(OSError):  # the app's folder, if nothing else is
-                    root.parent.rmdir()
-            raise
-        engine.record = record
-        try:
-            await _stored(name, run_to_end(asyncio.to_thread(store.save_record, record)))
-        except CocaineError:
-            # The new version runs but is not stored: it would vanish at the next start.
-            await run_to_end(self._undo(record, previous))
-            raise
-        store.forget_unpacked(name, keep=root)
-        return engine, record
-
-    async def _undo(self, record: AppRecord, previous: AppRecord | None) -> None:
-        """Stop a version whose record could not be stored, and start the stored one again."""
-        store = self._store()
-        await self.node.remove_app(record.name)
-        await asyncio.to_thread(store.drop_unrecorded, record)
-        if previous is not None:
-            try:
-                await self.node.start_record(previous)
-            except CocaineError as exc:
-                log.error("app %s: the stored version %d did not start again: %s",
-                          record.name, previous.version, exc)
 
     async def _archive(self, args: dict[str, Any]) -> bytes:
         if isinstance(args.get("archive"), bytes):
@@ -312,7 +261,8 @@ class ControlService:
         if name in self.node.busy:
             raise BusyError(f"app '{name}' is busy with a {self.node.busy[name]} right now; "
                             f"try again when it is done")
-        if name not in self.node.apps and not (self.node.store and self.node.store.get(name)):
+        stored = await asyncio.to_thread(self.node.store.get, name) if self.node.store else None
+        if name not in self.node.apps and stored is None:
             if cancelled:
                 return {"name": name, "removed": True, "cancelled-deploy": True}
             raise _not_found(name, self.node)
@@ -330,7 +280,7 @@ class ControlService:
         """Start an app again from storage (fresh slaves on freshly loaded code)."""
         name = _name(args)
         store = self._store()
-        record = store.get(name)
+        record = await asyncio.to_thread(store.get, name)
         if record is None:
             raise _not_found(name, self.node)
         with self._claim(name, "restart"):
@@ -378,23 +328,5 @@ async def _cancel(task: asyncio.Task[Any]) -> None:
     await asyncio.wait({task}, timeout=120)
 
 
-async def _stored(name: str, saving: Awaitable[None]) -> None:
-    """Await a write to storage; a failure (a full disk) is a 500 saying what to do."""
-    try:
-        await saving
-    except (OSError, StorageError) as exc:
-        log.error("app %s: storage refused its code or record: %s", name, exc)
-        raise ServiceError(Status.SERVER_ERROR, f"the deploy of app '{name}' was not stored: "
-                           f"{getattr(exc, 'strerror', None) or exc}; free space in (or repair) "
-                           f"the node's storage and deploy again. Nothing was changed: the "
-                           f"stored version, if any, keeps serving") from None
-
-
 def _sha256(data: bytes) -> bytes:
     return hashlib.sha256(data).digest()
-
-
-def _rmtree(path: Path) -> None:
-    import shutil
-
-    shutil.rmtree(path, ignore_errors=True)

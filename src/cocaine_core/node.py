@@ -7,40 +7,42 @@ app's engine or to the control service (``@node``: ``cocaine_core.control``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import shutil
 import socket
 import tempfile
 import time
-from collections.abc import Awaitable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from cocaine_core import __version__, archive, paths
 from cocaine_core.appinfo import AppInfo, SlaveBudget
 from cocaine_core.appstore import AppRecord, AppStore
 from cocaine_core.backends.orphans import kill_user
 from cocaine_core.clients import DEFAULT_CLIENT_BACKLOG
+from cocaine_core.cluster.discovery import Discovery, NodeRecord, advertised, open_discovery
 from cocaine_core.control import ControlService, UploadLimits
 from cocaine_core.endpoint import DEFAULT_MAX_MESSAGE, NativeEndpoint
 from cocaine_core.engine import AppState, Engine
-from cocaine_core.errors import CocaineError, NodeError, TrustError
+from cocaine_core.errors import CocaineError, NodeError, StorageUnavailable
 from cocaine_core.manifest import Manifest, check_app_name, parse_manifest
 from cocaine_core.paths import check_ipc_path, check_run_dir
-from cocaine_core.ports import PortAllocator
+from cocaine_core.ports import PortAllocator, check_listen_port
 from cocaine_core.protocol import DEFAULT_ENDPOINT
-from cocaine_core.storages import Storage
+from cocaine_core.storages import Storage, WatchedStorage
+from cocaine_core.store_follower import StoreFollower
+from cocaine_core.tasks import run_to_end
 from cocaine_core.trust.app_users import AppUsers
 from cocaine_core.trust.curve import CurveServer, announce, server_public_key
 from cocaine_core.trust.keyring import KeyRing
-from cocaine_core.trust.keys import default_key_path, load_or_create
+from cocaine_core.trust.owner import authorize_owner
 from cocaine_core.trust.signatures import ControlGuard
 
 log = logging.getLogger("cocaine.node")
 
 DEFAULT_MAX_UPLOAD = 100 * 2**20
-T = TypeVar("T")
 
 
 class Node:
@@ -58,7 +60,8 @@ class Node:
                  client_backlog: int = DEFAULT_CLIENT_BACKLOG,
                  owner_key: Path | None = None,
                  app_users: AppUsers | None = None,
-                 curve: bool = False, client_keys: Path | None = None) -> None:
+                 curve: bool = False, client_keys: Path | None = None,
+                 discovery: str | None = None) -> None:
         self.listen = listen
         #: CurveZMQ on the endpoint (``--curve``), and the clients it lets in (a file).
         self.curve, self.client_keys = curve, client_keys
@@ -86,8 +89,16 @@ class Node:
         self.control = ControlService(self, uploads)
         #: The keys allowed to control this node (in storage, shared by nodes that share it),
         #: and the check of every control request against them.
-        self.keys = KeyRing(storage)
+        self.keys = KeyRing(storage, cache=isinstance(storage, WatchedStorage))
         self.guard = ControlGuard(self.keys)
+        #: Follows a storage other nodes write too (etcd): their deploys reach this node.
+        self.follower = (StoreFollower(self, storage) if isinstance(storage, WatchedStorage)
+                         else None)
+        #: How this node finds the others (``--discovery``), made at start.
+        self.discovery_name = discovery
+        self.discovery: Discovery | None = None
+        #: This node as its discovery announces it (made once it listens).
+        self.record: NodeRecord | None = None
         #: The key authorized at the first start, when storage authorizes none.
         self.owner_key = owner_key
         #: Names with a deploy, removal or restart under way (one operation per name).
@@ -110,7 +121,7 @@ class Node:
         os.chmod(self.run_dir, 0o700)
         storage_root = getattr(self.storage, "root", None)
         check_run_dir(self.run_dir, storage_root)
-        _check_port(self.listen)
+        check_listen_port(self.listen)
         if self.listen.startswith("ipc://"):  # libzmq would unlink whatever has that path
             check_ipc_path(self.listen[len("ipc://"):], f"node {self.name}", protected=False)
             where = paths.real(self.listen[6:])
@@ -122,8 +133,13 @@ class Node:
         if self.store is not None:
             # Before anything listens: no deploy can be half-way through storing its code.
             await asyncio.to_thread(self.store.drop_partials)
-            await asyncio.to_thread(self.store.collect_garbage)
+            try:
+                await asyncio.to_thread(self.store.collect_garbage)
+            except StorageUnavailable as exc:
+                log.warning("%s; orphaned code is collected at a later start", exc)
             self.loading = True  # from the first request on, apps not yet started are 503
+        if self.discovery_name is not None:  # a discovery the node lacks: an error at once
+            self.discovery = open_discovery(self.discovery_name, self)
         authorized = await asyncio.to_thread(self._authorize_owner)
         if self.curve:
             self.endpoint.curve = await asyncio.to_thread(CurveServer.load, self.storage,
@@ -144,8 +160,18 @@ class Node:
         if self.store is not None:
             try:
                 await self.load_from_storage()
+            except StorageUnavailable as exc:
+                if self.follower is None:
+                    raise
+                log.error("%s; this node starts without its apps, and starts them once the "
+                          "store is back", exc)
             finally:
                 self.loading = False
+        if self.follower is not None:
+            self.follower.start()
+        if self.discovery is not None:
+            self.record = NodeRecord.new(self.name, advertised(self.listen), __version__)
+            await self.discovery.start(self.record)
 
     async def _held_curve_key(self) -> bool:
         """Whether this node's storage holds a Curve key pair (a node of it ran --curve)."""
@@ -156,27 +182,23 @@ class Node:
             return True  # a damaged one: it was there
 
     def _authorize_owner(self) -> str | None:
-        """At the first start (no key was ever authorized, not even one revoked since),
-        authorize the key of the user running the node (made if needed), so that they, and
-        nobody else, can control it at once. Returns the line to log, if it did."""
-        if not self.keys.empty():
-            return None
-        path = self.owner_key or default_key_path()
+        """At the first start, authorize the key of the user running the node (see
+        ``trust.owner.authorize_owner``); the line to log, if it did."""
         try:
-            signer, made = load_or_create(path)
-        except TrustError as exc:
-            log.warning("no key is authorized to control this node, and the key of the user "
-                        "running it could not be used (%s): control requests are refused "
-                        "until an operator runs cocaine keys authorize", exc)
+            return authorize_owner(self.keys, self.owner_key)
+        except StorageUnavailable as exc:
+            log.warning("%s; whether a key is authorized to control this node is checked "
+                        "again at its next start", exc)
             return None
-        self.keys.authorize(signer.public)
-        return (f"authorized {signer.fingerprint} ({path}{', made now' if made else ''}) to "
-                f"control this node, as no key was authorized yet; cocaine keys authorize "
-                f"adds others")
 
     async def stop(self) -> None:
         """Drain every app (see ``Engine.stop``), then close the endpoint."""
         self.stopping = True
+        if self.discovery is not None:  # the others stop sending work here first
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.discovery.stop(), 10)
+        if self.follower is not None:
+            await self.follower.stop()
         await asyncio.gather(*(self.remove_app(name) for name in list(self.apps)),
                              return_exceptions=True)
         self.endpoint.close()
@@ -209,6 +231,7 @@ class Node:
         for name in [n for n in self.apps if n not in records and n not in self.busy]:
             if name not in self.busy and await asyncio.to_thread(store.get, name) is None:
                 await self.remove_app(name)
+                store.forget_unpacked(name)
         todo = [record for name, record in records.items() if name not in self.busy
                 and _outdated(self.apps.get(name), record)]
         for record in todo:
@@ -345,32 +368,16 @@ class Node:
             "slaves": self.slaves.info(),
             "busy": dict(self.busy),
             "loading": self.loading,
+            "store": self._store_info(),
+            "discovery": self.discovery.info() if self.discovery else None,
             "apps": {name: engine.info() for name, engine in sorted(self.apps.items())},
         }
 
-
-async def run_to_end(awaitable: Awaitable[T]) -> T:
-    """Await ``awaitable`` to its end even if the caller is cancelled meanwhile (the cancel is
-    then dropped): a step that must not be left half-done (a hand-over, a store)."""
-    task = asyncio.ensure_future(awaitable)
-    while True:
-        try:
-            return await asyncio.shield(task)
-        except asyncio.CancelledError:
-            if task.cancelled():
-                raise
-            current = asyncio.current_task()
-            if current is not None:
-                current.uncancel()
-
-
-def _check_port(endpoint: str) -> None:
-    """Refuse a ``tcp://`` port past 65535 (libzmq would quietly listen on it modulo 65536)."""
-    if endpoint.startswith("tcp://"):
-        port = endpoint.rsplit(":", 1)[-1]
-        if port.isdecimal() and int(port) > 65535:
-            raise NodeError(f"cannot listen on {endpoint}: a port is at most 65535; choose "
-                            f"another --listen")
+    def _store_info(self) -> dict[str, Any] | None:
+        """The storage's URI and, for one other nodes share, whether it is reachable."""
+        if self.storage is None:
+            return None
+        return {"uri": self.storage.uri, **(self.follower.info() if self.follower else {})}
 
 
 def _outdated(engine: Engine | None, record: AppRecord) -> bool:

@@ -51,3 +51,12 @@ class PortAllocator:
         except ValueError:
             raise NodeError(f"port range {text!r} is not FIRST-LAST, e.g. 10100-10999") from None
         return cls(first, last)
+
+
+def check_listen_port(endpoint: str) -> None:
+    """Refuse a ``tcp://`` port past 65535 (libzmq would quietly listen on it modulo 65536)."""
+    if endpoint.startswith("tcp://"):
+        port = endpoint.rsplit(":", 1)[-1]
+        if port.isdecimal() and int(port) > 65535:
+            raise NodeError(f"cannot listen on {endpoint}: a port is at most 65535; choose "
+                            f"another --listen")

@@ -19,6 +19,7 @@ from cocaine_core.errors import NodeError
 from cocaine_core.paths import check_run_dir, clean_run_dir, open_run_lock, prepare_run_dir
 from cocaine_core.ports import DEFAULT_PORT_RANGE, PortAllocator
 from cocaine_core.protocol import DEFAULT_ENDPOINT
+from cocaine_core.storages import Closable, Storage
 
 if TYPE_CHECKING:
     from cocaine_core.cli.hosting import Background
@@ -30,7 +31,7 @@ log = logging.getLogger("cocaine.node")
 SETTINGS = ("listen", "storage", "run-dir", "port-range", "log-format", "log-level", "name",
             "max-upload", "max-unpacked", "max-archive-members", "max-uploads", "upload-space",
             "upload-idle", "deploy-timeout", "max-slaves", "max-message", "client-backlog",
-            "app-uids", "curve", "client-keys")
+            "app-uids", "curve", "client-keys", "discovery")
 
 #: The numeric settings: kind, default, least and greatest value.
 LIMITS: dict[str, tuple[type, float, float, float]] = {
@@ -147,14 +148,13 @@ def node(
     client_keys: Annotated[Path | None, typer.Option(
         help="With --curve: only clients whose key this file lists (ssh-ed25519 lines or "
              "Z85 Curve keys) may connect; SIGHUP reads it again.")] = None,
+    discovery: Annotated[str | None, typer.Option(
+        help="How this node makes itself known to the other nodes: etcd (registers in the "
+             "--storage etcd://... it shares with them) [none].")] = None,
 ) -> None:
     """Run a node: serve the apps in storage, take deploys; SIGTERM drains, SIGHUP reloads."""
-    from cocaine_core.archive import Limits
-    from cocaine_core.cli.hosting import host
     from cocaine_core.cli.logs import setup_logging
-    from cocaine_core.node import Node
     from cocaine_core.storages import open_storage
-    from cocaine_core.uploads import UploadLimits
 
     settings = read_config(config) if config else {}
     given = {"listen": listen, "storage": storage, "run-dir": run_dir, "port-range": port_range,
@@ -164,7 +164,8 @@ def node(
              "upload-space": upload_space, "upload-idle": upload_idle,
              "deploy-timeout": deploy_timeout, "max-slaves": max_slaves,
              "max-message": max_message, "client-backlog": client_backlog,
-             "app-uids": app_uids, "curve": curve, "client-keys": client_keys}
+             "app-uids": app_uids, "curve": curve, "client-keys": client_keys,
+             "discovery": discovery}
     settings.update({k: v for k, v in given.items() if v is not None})
     limits = {key: limit(settings, key) for key in LIMITS}
     setup_logging(str(settings.get("log-level", "info")),
@@ -174,6 +175,24 @@ def node(
         else PortAllocator()
     run = Path(settings.get("run-dir") or default_run_dir())
     store = open_storage(str(settings.get("storage") or default_storage()))
+    try:
+        _serve(settings, limits, uids, ports, run, store)
+    finally:
+        if isinstance(store, Closable):
+            store.close()
+
+
+def _serve(settings: dict[str, Any], limits: dict[str, Any], uids: tuple[int, int] | None,
+           ports: PortAllocator, run: Path, store: Storage) -> None:
+    """Run the node on ``store`` until it is told to stop."""
+    from cocaine_core.archive import Limits
+    from cocaine_core.cli.hosting import host
+    from cocaine_core.node import Node
+    from cocaine_core.uploads import UploadLimits
+
+    discovery = settings.get("discovery")
+    if discovery is not None and not isinstance(discovery, str):
+        raise NodeError(f"'discovery' in the config file must be a name, got {discovery!r}")
     app_users = _app_users(uids, getattr(store, "root", None))
     check_run_dir(run, getattr(store, "root", None))
     run = prepare_run_dir(run)
@@ -189,7 +208,7 @@ def node(
                         max_slaves=limits["max-slaves"],
                         max_message=limits["max-message"],
                         client_backlog=limits["client-backlog"], app_users=app_users,
-                        **_curve(settings))
+                        discovery=discovery, **_curve(settings))
         try:
             host(the_node, _ready, reload_on_sighup=True)
         finally:

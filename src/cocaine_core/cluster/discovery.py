@@ -10,6 +10,7 @@ keeps the last view it had and says so in ``info``.
 from __future__ import annotations
 
 import json
+import socket
 import time
 import uuid
 from typing import Any, Protocol
@@ -76,6 +77,20 @@ class Discovery(Protocol):
     async def stop(self) -> None:
         """Leave: others stop seeing this node at once where the medium allows."""
         ...
+
+
+def advertised(listen: str) -> str:
+    """The endpoint other nodes reach this one at: ``listen``, with a wildcard host
+    (``*``, ``0.0.0.0``, ``::``) replaced by this host's address."""
+    scheme, sep, rest = listen.partition("://")
+    host, colon, port = rest.rpartition(":")
+    if scheme != "tcp" or not sep or host not in ("*", "0.0.0.0", "[::]", "::"):
+        return listen
+    try:
+        address = socket.gethostbyname(socket.gethostname())
+    except OSError:
+        address = "127.0.0.1"
+    return f"tcp://{address}{colon}{port}"
 
 
 def open_discovery(name: str, node: Any) -> Discovery:

@@ -4,13 +4,15 @@ Each key is one value, named by the hex of its SHA-256 (so a fingerprint finds i
 read): ``{"key": "ssh-ed25519 AAAA… comment", "added": time, "revoked": time or null}``. A
 revoked key stays listed, so the node can tell its owner why a request was refused. Nodes
 that share a storage share their keys; a change counts from the next request, since the node
-reads the key of every signed request afresh.
+reads the key of every signed request afresh, or, from a storage that reports changes
+(etcd), keeps what it read until the storage says the key changed (``forget``).
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -24,6 +26,8 @@ if TYPE_CHECKING:
 NAMESPACE = "keys"
 #: The most keys a node lists (a bound on what ``cocaine keys list`` reads).
 MAX_KEYS = 10_000
+#: The most lookups a caching ring remembers, found or not (the least recently used go).
+MAX_CACHED = 4096
 
 
 @attrs.frozen
@@ -48,9 +52,17 @@ class KeyEntry:
 class KeyRing:
     """The authorized keys in ``storage``, or in memory for a node without one."""
 
-    def __init__(self, storage: Storage | None) -> None:
+    def __init__(self, storage: Storage | None, *, cache: bool = False) -> None:
+        """``cache``: keep what ``find`` read until ``forget`` (for a storage that says when
+        its keys change)."""
         self.storage = storage
         self._memory: dict[str, bytes] = {}
+        self.cache = cache
+        self._cached: OrderedDict[str, KeyEntry | None] = OrderedDict()
+
+    def forget(self) -> None:
+        """Drop what the cache holds: the keys in storage changed (or may have)."""
+        self._cached.clear()
 
     def authorize(self, key: PublicKey) -> KeyEntry:
         """Authorize ``key`` (again, if it was revoked); return its entry."""
@@ -78,7 +90,27 @@ class KeyRing:
             name = digest_of_fingerprint(fingerprint).hex()
         except TrustError:
             return None
-        return self.get(name)
+        if not self.cache:
+            return self.get(name)
+        if name in self._cached:
+            self._cached.move_to_end(name)
+            return self._cached[name]
+        entry = self.get(name)
+        self._cached[name] = entry
+        if len(self._cached) > MAX_CACHED:
+            self._cached.popitem(last=False)
+        return entry
+
+    def cached(self, fingerprint: str) -> tuple[bool, KeyEntry | None]:
+        """``(True, entry)`` if a caching ring holds ``fingerprint``'s lookup (no storage
+        read needed), else ``(False, None)``."""
+        try:
+            name = digest_of_fingerprint(fingerprint).hex()
+        except TrustError:
+            return True, None
+        if name in self._cached:
+            return True, self._cached[name]
+        return False, None
 
     def get(self, name: str) -> KeyEntry | None:
         """The entry stored under ``name`` (a key's SHA-256 in hex), or None."""
@@ -110,6 +142,7 @@ class KeyRing:
             self._memory[name] = data
         else:
             self.storage.put(NAMESPACE, name, data)
+        self._cached.pop(name, None)
 
 
 def _decode(name: str, data: bytes) -> KeyEntry | None:

@@ -75,8 +75,24 @@ class ControlGuard:
     def identify(self, auth: Any) -> KeyEntry:
         """The first, cheap half of ``check``: ``auth``'s shape and time, and its key, which
         must be authorized (a 401 otherwise)."""
+        fingerprint = self.screen(auth)
+        return self.admit(fingerprint, self.ring.find(fingerprint))
+
+    def screen(self, auth: Any) -> str:
+        """What ``identify`` checks before it reads the key: ``auth``'s shape and time
+        (a 401 otherwise). Returns the fingerprint to look up (``KeyRing.find``, which may
+        read a storage over the network: a caller on the event loop runs it in a thread)."""
         try:
-            return self._identify(auth)
+            return self._screen(auth)
+        except ServiceError as exc:
+            self._refused(exc)
+            raise
+
+    def admit(self, fingerprint: str, entry: KeyEntry | None) -> KeyEntry:
+        """The rest of ``identify``, given what the key ring holds for ``fingerprint``: the
+        key must be authorized and not revoked (a 401 otherwise)."""
+        try:
+            return self._admit(fingerprint, entry)
         except ServiceError as exc:
             self._refused(exc)
             raise
@@ -102,7 +118,7 @@ class ControlGuard:
         self.refused += 1
         self._log_refusal(exc.message)
 
-    def _identify(self, auth: Any) -> KeyEntry:
+    def _screen(self, auth: Any) -> str:
         if auth is None:
             raise _refuse(f"the control service takes signed requests only, and this one is "
                           f"unsigned: {_HOW_TO_SIGN}")
@@ -129,7 +145,9 @@ class ControlGuard:
             raise _refuse(f"the request was signed {self.started - ts:.0f} s before this node "
                           f"started: a request from before a restart is refused, so it cannot "
                           f"be replayed to the new node; send it again")
-        entry = self.ring.find(fingerprint)
+        return fingerprint
+
+    def _admit(self, fingerprint: str, entry: KeyEntry | None) -> KeyEntry:
         if entry is None:
             raise _refuse(f"the request is signed by key {fingerprint}, which this node does "
                           f"not authorize: have its operator run `cocaine keys authorize` with "
