@@ -7,10 +7,12 @@ tests (it does not skip them) with a message saying how to install it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from cocaine_etcd.storage import EtcdStorage
 from cocaine_etcd.testing import EtcdCluster, EtcdMissing
 
 
@@ -41,3 +43,29 @@ def etcd3(tmp_path: Path) -> Iterator[EtcdCluster]:
         yield cluster
     finally:
         cluster.stop_all()
+
+
+@pytest.fixture
+def store(etcd: EtcdCluster) -> Iterator[EtcdStorage]:
+    """An EtcdStorage on the one-member ``etcd``, prefix /t; closed after the test."""
+    storage = EtcdStorage(etcd.uri("t"))
+    try:
+        yield storage
+    finally:
+        storage.close()
+
+
+def raw_keys(storage: EtcdStorage, prefix: bytes) -> dict[bytes, int]:
+    """Every etcd key under ``prefix`` (as the storage's client sees it) with its
+    mod revision: what the storage wrote, read around its API."""
+    found = storage.connection.call(lambda c: c.get_prefix(prefix, keys_only=True), "test")
+    return {kv.key: kv.mod_revision for kv in found}
+
+
+def wait_until(condition: Callable[[], object], timeout: float, what: str) -> None:
+    """Return once ``condition()`` is true; fail after ``timeout`` seconds naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"not within {timeout} s: {what}")
+        time.sleep(0.02)

@@ -1,0 +1,187 @@
+"""A storage watch: follow ``P/<namespace>/`` for some namespaces, through outages.
+
+One etcd watch per namespace (never ``P/chunks/``: the chunks are big and the index tells
+all), all on the current member's connection. The events are handed, in the order they
+arrive, to a dispatcher thread that calls ``changed``: so ``changed`` may block, or use the
+storage, without stalling the storage's loop; it is never called concurrently.
+
+When the watch is cut (the member died, etcd is down) it reconnects, to the next member,
+with a backoff from 0.2 s to 2 s, and resumes each namespace from the revision after the
+last event it delivered: nothing written meanwhile (through another member) is lost. It
+then calls ``changed(None)`` (anything may have changed: read again). If etcd compacted
+those revisions away it starts from now, after ``changed(None)`` too.
+
+Within a namespace, events come in revision order. Across namespaces they come in revision
+order while the watch is live (etcd sends them on one stream); when it resumes, each
+namespace's backlog comes whole, one namespace after the other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import aetcd.exceptions
+
+from cocaine_core.storages import Change
+from cocaine_etcd.connection import ATTEMPT_TIMEOUT, EtcdConnection, is_unreachable, reason
+
+log = logging.getLogger("cocaine.etcd")
+
+#: Seconds between reconnection attempts: the first, and the most.
+BACKOFF_FIRST = 0.2
+BACKOFF_MAX = 2.0
+#: Changes waiting for ``changed``: past this many, they collapse into one None (re-read
+#: everything), so a stuck reader cannot make the storage hold unbounded memory.
+MAX_PENDING = 10_000
+#: Seconds ``stop`` waits for the dispatcher thread to finish the change in hand.
+STOP_TIMEOUT = 2.0
+
+
+class _Cut(Exception):
+    """The watch stream ended: reconnect."""
+
+
+class PrefixWatch:
+    """Namespaces' prefixes followed on ``connection``, reported to ``changed``."""
+
+    def __init__(self, connection: EtcdConnection, prefixes: dict[str, bytes],
+                 changed: Callable[[Change], None]) -> None:
+        self.connection = connection
+        self.prefixes = prefixes
+        self.changed = changed
+        self.next_revision: dict[str, int] = {}
+        self._pending: collections.deque[Change] = collections.deque()
+        self._wake = threading.Condition()
+        self._stopped = False
+        self._live = False
+        self._task: asyncio.Future[None] | None = None
+        self._dispatcher = threading.Thread(target=self._dispatch, daemon=True,
+                                            name="etcd watch")
+
+    def start(self) -> None:
+        """Begin watching (returns at once; ``changed(None)`` follows once it runs)."""
+        self._dispatcher.start()
+        self._task = self.connection.submit(self._follow())  # type: ignore[assignment]
+        self.connection.on_close.append(self.stop)
+
+    def stop(self) -> None:
+        """Stop watching; no ``changed`` call starts after this returns (bounded)."""
+        with self._wake:
+            if self._stopped:
+                return
+            self._stopped = True
+            self._pending.clear()
+            self._wake.notify_all()
+        if self._task is not None:
+            self._task.cancel()
+        if threading.current_thread() is not self._dispatcher:
+            self._dispatcher.join(timeout=STOP_TIMEOUT)
+
+    # -- the dispatcher thread ---------------------------------------------------------------
+
+    def _report(self, change: Change) -> None:
+        with self._wake:
+            if self._stopped:
+                return
+            if len(self._pending) >= MAX_PENDING:
+                self._pending.clear()
+                change = None
+            self._pending.append(change)
+            self._wake.notify()
+
+    def _dispatch(self) -> None:
+        while True:
+            with self._wake:
+                while not self._pending and not self._stopped:
+                    self._wake.wait()
+                if self._stopped:
+                    return
+                change = self._pending.popleft()
+            try:
+                self.changed(change)
+            except Exception:
+                log.exception("a storage watch's reader failed on %s", change)
+
+    # -- the loop's side ---------------------------------------------------------------------
+
+    async def _follow(self) -> None:
+        backoff = BACKOFF_FIRST
+        while not self._stopped:
+            index, client = self.connection.current()
+            self._live = False
+            try:
+                if not self.next_revision:
+                    await self._from_now()
+                await self._stream(client)
+            except aetcd.exceptions.RevisionCompactedError as exc:
+                log.warning("storage watch: revisions up to %s were compacted; reading "
+                            "everything again", exc.compacted_revision)
+                self.next_revision = {}
+                continue
+            except asyncio.CancelledError:
+                raise
+            except (Exception, _Cut) as exc:
+                if not (isinstance(exc, _Cut) or is_unreachable(exc)):
+                    log.exception("storage watch failed; resuming")
+                else:
+                    log.info("storage watch: %s %s; resuming in %.1f s",
+                             self.connection.uri.endpoint_names()[index], reason(exc),
+                             backoff)
+                await self.connection.failed(index)
+                if self._live:
+                    backoff = BACKOFF_FIRST
+                await asyncio.sleep(backoff)
+                backoff = min(BACKOFF_MAX, backoff * 2)
+                continue
+
+    async def _from_now(self) -> None:
+        first = next(iter(self.prefixes.values()))
+        found = await self.connection.run(lambda c: c.get_prefix(first, keys_only=True),
+                                          "start a watch")
+        revision = int(found.header.revision) + 1
+        self.next_revision = {ns: revision for ns in self.prefixes}
+
+    async def _stream(self, client: aetcd.Client) -> None:
+        events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        watches = []
+        pumps: list[asyncio.Task[None]] = []
+        try:
+            for ns, prefix in self.prefixes.items():
+                watch = await asyncio.wait_for(
+                    client.watch_prefix(prefix, start_revision=self.next_revision[ns]),
+                    ATTEMPT_TIMEOUT)
+                watches.append(watch)
+                pumps.append(asyncio.create_task(self._pump(ns, watch, events)))
+            self.connection.available = True
+            self._live = True
+            self._report(None)
+            while True:
+                ns, event = await events.get()
+                if isinstance(event, BaseException):
+                    raise event
+                key = event.kv.key[len(self.prefixes[ns]):].decode(errors="replace")
+                self.next_revision[ns] = int(event.kv.mod_revision) + 1
+                self._report((ns, key))
+        finally:
+            for pump in pumps:
+                pump.cancel()
+            for watch in watches:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(watch.cancel(), 0.5)
+
+    @staticmethod
+    async def _pump(ns: str, watch: Any, events: asyncio.Queue[tuple[str, Any]]) -> None:
+        try:
+            async for event in watch:
+                await events.put((ns, event))
+            await events.put((ns, _Cut("the watch stream ended")))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            await events.put((ns, exc))
