@@ -1,0 +1,126 @@
+"""The etcd discovery: nodes under leases see each other, leave at once, die within the TTL."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import types
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cocaine_etcd.discovery import LEASE_TTL, EtcdDiscovery
+from cocaine_etcd.storage import EtcdStorage
+from cocaine_etcd.testing import EtcdCluster
+
+from cocaine_core.cluster.discovery import NodeRecord
+from cocaine_core.errors import NodeError
+from cocaine_core.storages.files import FileStorage
+
+from .conftest import wait_until
+
+
+class Nodes:
+    """Discoveries of pretend nodes, each on a storage of its own (as separate nodes are)."""
+
+    def __init__(self, cluster: EtcdCluster) -> None:
+        self.cluster = cluster
+        self.storages: list[EtcdStorage] = []
+
+    def join(self, name: str) -> tuple[EtcdDiscovery, NodeRecord]:
+        storage = EtcdStorage(self.cluster.uri("c"))
+        self.storages.append(storage)
+        discovery = EtcdDiscovery(types.SimpleNamespace(storage=storage))
+        me = NodeRecord.new(name, f"tcp://127.0.0.1:{10000 + len(self.storages)}")
+        asyncio.run(discovery.start(me))
+        return discovery, me
+
+    def close(self) -> None:
+        for storage in self.storages:
+            storage.close()
+
+
+@pytest.fixture
+def nodes(etcd: EtcdCluster) -> Iterator[Nodes]:
+    """A factory of discoveries on the one-member ``etcd``."""
+    made = Nodes(etcd)
+    try:
+        yield made
+    finally:
+        made.close()
+
+
+def test_needs_an_etcd_storage(tmp_path: Path) -> None:
+    node = types.SimpleNamespace(storage=FileStorage(f"files://{tmp_path}"))
+    with pytest.raises(NodeError, match="--discovery etcd needs --storage etcd://"):
+        EtcdDiscovery(node)
+
+
+def test_nodes_see_each_other_and_a_leaving_one_goes_at_once(nodes: Nodes) -> None:
+    a, me_a = nodes.join("a")
+    b, me_b = nodes.join("b")
+    wait_until(lambda: set(a.peers()) == {me_b.id} and set(b.peers()) == {me_a.id}, 5,
+               "both nodes see each other (and not themselves)")
+    assert a.peers()[me_b.id] == me_b
+    info = a.info()
+    assert info["discovery"] == "etcd" and info["state"] == "joined"
+    assert info["peers"] == {me_b.id: {"name": "b", "endpoint": me_b.endpoint,
+                                       "started": me_b.started}}
+    began = time.monotonic()
+    asyncio.run(b.stop())
+    wait_until(lambda: a.peers() == {}, 1.0, "a dropped b at once")
+    print(f"a left node dropped after {time.monotonic() - began:.2f} s")
+    assert b.info()["state"] == "stopped"
+
+
+def test_a_dead_node_drops_out_within_the_lease(nodes: Nodes) -> None:
+    a, _ = nodes.join("a")
+    _, me_b = nodes.join("b")
+    wait_until(lambda: me_b.id in a.peers(), 5, "a sees b")
+    began = time.monotonic()
+    nodes.storages[1].close()  # b's process is gone: no revoke, no more keep-alives
+    wait_until(lambda: me_b.id not in a.peers(), LEASE_TTL + 2, "b's lease expired")
+    took = time.monotonic() - began
+    print(f"a dead node dropped after {took:.2f} s (lease {LEASE_TTL} s)")
+    assert took > 1.0  # it was the lease, not a revoke
+
+
+def test_unreadable_records_are_skipped(nodes: Nodes, caplog: pytest.LogCaptureFixture) -> None:
+    a, _ = nodes.join("a")
+    store = nodes.storages[0]
+    store.connection.call(lambda c: c.put(b"/c/nodes/bogus", b"{not json"), "test")
+    _, me_b = nodes.join("b")
+    wait_until(lambda: me_b.id in a.peers(), 5, "a sees b")
+    assert "bogus" not in a.peers()
+    assert caplog.text.count("unreadable node record bogus") == 2  # once by each node
+    store.connection.call(lambda c: c.put(b"/c/nodes/bogus", b"{still not"), "test")
+    store.connection.call(lambda c: c.put(b"/c/nodes/mark", b"{"), "test")
+    wait_until(lambda: caplog.text.count("unreadable node record mark") == 2, 5, "seen")
+    assert caplog.text.count("unreadable node record bogus") == 2
+
+
+def test_a_lost_lease_is_granted_again(nodes: Nodes) -> None:
+    a, me_a = nodes.join("a")
+    b, _ = nodes.join("b")
+    wait_until(lambda: me_a.id in b.peers(), 5, "b sees a")
+    lost = a.lease_id
+    assert lost is not None
+    nodes.storages[1].connection.call(lambda c: c.revoke_lease(lost), "test")  # as if expired
+    wait_until(lambda: a.lease_id not in (None, lost) and me_a.id in b.peers(), LEASE_TTL,
+               "a registered again under a new lease")
+    assert a.info()["state"] == "joined"
+
+
+def test_etcd_down_longer_than_the_lease(etcd: EtcdCluster, nodes: Nodes) -> None:
+    a, me_a = nodes.join("a")
+    b, me_b = nodes.join("b")
+    wait_until(lambda: me_b.id in a.peers() and me_a.id in b.peers(), 5, "joined")
+    etcd.stop(0)
+    wait_until(lambda: a.info()["state"] == "unavailable", LEASE_TTL, "a noticed")
+    assert set(a.peers()) == {me_b.id}  # the last view, kept
+    time.sleep(LEASE_TTL + 1)  # the outage lasts longer than a lease
+    etcd.restart(0)
+    wait_until(lambda: a.info()["state"] == "joined" and b.info()["state"] == "joined",
+               LEASE_TTL, "both joined again")
+    wait_until(lambda: me_b.id in a.peers() and me_a.id in b.peers(), LEASE_TTL,
+               "both registered again and see each other")
