@@ -13,15 +13,15 @@ process the cluster started. Used by this distribution's tests and by the cluste
     ...
     cluster.stop_all()
 
-The members die with the process that started them (``PR_SET_PDEATHSIG``), so a test run
-that is itself killed leaves no etcd behind. Start them from the test's own thread: the
-signal follows the thread that started them.
+The members die with the process that started them (``PR_SET_PDEATHSIG`` through
+util-linux's ``setpriv``, when it is installed), so a test run that is itself killed leaves
+no etcd behind. Start them from the test's own thread: the signal follows the thread that
+started them.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
 import shutil
@@ -78,10 +78,12 @@ def free_port() -> int:
         return port
 
 
-def _die_with_parent() -> None:
-    # Runs in the child between fork and exec: SIGKILL it when the parent's thread exits.
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+def _die_with_parent() -> list[str]:
+    # setpriv (util-linux) sets PR_SET_PDEATHSIG, then execs etcd (same PID). Not a
+    # preexec_fn: Python code between fork and exec in a process running gRPC's threads
+    # can crash the child.
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "KILL", "--"] if setpriv else []
 
 
 class EtcdMember:
@@ -137,9 +139,9 @@ class EtcdMember:
             return
         self._close_log()
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - kept open while it runs
-        self.process = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL,
-                                        stdout=self._log, stderr=subprocess.STDOUT,
-                                        preexec_fn=_die_with_parent)
+        self.process = subprocess.Popen(_die_with_parent() + self.command(),
+                                        stdin=subprocess.DEVNULL, stdout=self._log,
+                                        stderr=subprocess.STDOUT)
 
     def healthy(self, timeout: float = 1.0) -> bool:
         """Whether the member answers ``/health`` with true (it has a leader: a quorum)."""
