@@ -185,7 +185,9 @@ class NodeProcess:
     """A real ``cocaine node`` process on a free port, with its own storage and run folder."""
 
     def __init__(self, folder: Path, *extra: str, listen: str | None = None,
-                 env: dict[str, str] | None = None, wrapper: tuple[str, ...] = ()) -> None:
+                 env: dict[str, str] | None = None, wrapper: tuple[str, ...] = (),
+                 storage_uri: str | None = None) -> None:
+        """``storage_uri``: the node's ``--storage`` (default: ``files://`` in ``folder``)."""
         self.folder = folder
         #: A command the node runs under (e.g. ``setpriv ...``), if any.
         self.wrapper = wrapper
@@ -193,6 +195,7 @@ class NodeProcess:
         self.env = env
         self.endpoint = listen or f"tcp://127.0.0.1:{free_port()}"
         self.storage = folder / "storage"
+        self.storage_uri = storage_uri or f"files://{self.storage}"
         self.run_dir = Path("/tmp") / f"cocaine-node-{free_port()}"
         self.extra = extra
         self.log = folder / "node.log"
@@ -200,17 +203,7 @@ class NodeProcess:
 
     def start(self, timeout: float = 30.0) -> NodeProcess:
         """Start the node and wait until it answers."""
-        import subprocess
-        import sys
-
-        cocaine = str(Path(sys.executable).with_name("cocaine"))
-        self.folder.mkdir(parents=True, exist_ok=True)
-        log = open(self.log, "ab")  # noqa: SIM115 - the child keeps it
-        self.process = subprocess.Popen(
-            [*self.wrapper, cocaine, "node", "--listen", self.endpoint, "--storage",
-             f"files://{self.storage}", "--run-dir", str(self.run_dir), "--log-format", "plain",
-             *self.extra], stdout=log, stderr=subprocess.STDOUT, env=self.env)
-        log.close()
+        self.spawn()
 
         def answers() -> bool:
             assert self.process.poll() is None, f"the node exited:\n{self.log.read_text()}"
@@ -226,19 +219,35 @@ class NodeProcess:
         wait_until(answers, timeout=timeout, message="the node to answer")
         return self
 
+    def spawn(self) -> NodeProcess:
+        """Start the node's process, without waiting for it to answer."""
+        import subprocess
+        import sys
+
+        cocaine = str(Path(sys.executable).with_name("cocaine"))
+        self.folder.mkdir(parents=True, exist_ok=True)
+        log = open(self.log, "ab")  # noqa: SIM115 - the child keeps it
+        self.process = subprocess.Popen(
+            [*self.wrapper, cocaine, "node", "--listen", self.endpoint, "--storage",
+             self.storage_uri, "--run-dir", str(self.run_dir), "--log-format", "plain",
+             *self.extra], stdout=log, stderr=subprocess.STDOUT, env=self.env)
+        log.close()
+        return self
+
     def client(self, wait: float | None = 60.0) -> Client:
         """A blocking client of this node."""
         return Client(self.endpoint, wait=wait)
 
     def cli(self, *args: str, check: bool = True, cwd: Path | None = None,
-            input: bytes | None = None) -> Any:
-        """Run ``cocaine ARGS --node ENDPOINT``; returns the CompletedProcess."""
+            input: bytes | None = None, env: dict[str, str] | None = None) -> Any:
+        """Run ``cocaine ARGS --node ENDPOINT`` (in ``env``, if given); returns the
+        CompletedProcess."""
         import subprocess
         import sys
 
         cocaine = str(Path(sys.executable).with_name("cocaine"))
         result = subprocess.run([cocaine, *args, "--node", self.endpoint], cwd=cwd,
-                                capture_output=True, input=input, timeout=120)
+                                capture_output=True, input=input, timeout=120, env=env)
         if check and result.returncode != 0:
             raise AssertionError(f"cocaine {' '.join(args)} failed ({result.returncode}):\n"
                                  f"{result.stdout.decode()}{result.stderr.decode()}")
@@ -296,9 +305,10 @@ def node_process(tmp_path: Path) -> Iterator[Callable[..., NodeProcess]]:
     started: list[NodeProcess] = []
 
     def factory(*extra: str, folder: Path | None = None, listen: str | None = None,
-                start: bool = True, env: dict[str, str] | None = None) -> NodeProcess:
+                start: bool = True, env: dict[str, str] | None = None,
+                storage_uri: str | None = None) -> NodeProcess:
         node = NodeProcess(folder or tmp_path / f"node{len(started)}", *extra, listen=listen,
-                           env=env)
+                           env=env, storage_uri=storage_uri)
         started.append(node)
         return node.start() if start else node
 

@@ -46,7 +46,7 @@ async def _host(node: Node, ready: Callable[[Node, Background], Awaitable[None]]
         log.info("SIGHUP: applying what changed in storage")
         if node.endpoint.curve is not None:
             node.endpoint.curve.reload()  # --client-keys
-        background(node.load_from_storage())
+        background(_reload(node))
 
     if reload_on_sighup:
         loop.add_signal_handler(signal.SIGHUP, reload)
@@ -60,3 +60,14 @@ async def _host(node: Node, ready: Callable[[Node, Background], Awaitable[None]]
             task.cancel()
         await node.stop()
     log.info("node stopped")
+
+
+async def _reload(node: Node) -> None:
+    """SIGHUP's work: the apps made to match storage; a storage that cannot be reached (or
+    read) is one log line, and what runs keeps running."""
+    from cocaine_core.errors import CocaineError
+
+    try:
+        await node.load_from_storage()
+    except CocaineError as exc:
+        log.error("SIGHUP: storage could not be read (%s); the apps running keep running", exc)

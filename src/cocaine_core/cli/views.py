@@ -68,11 +68,29 @@ def node_lines(data: dict[str, Any], columns: int) -> list[str]:
         listed = data.get("client-keys")
         lines.append(f"CurveZMQ: clients pass --server-key {data['curve-key']}"
                      + ("" if listed is None else f" · {_plural(listed, 'client key')}"))
+    lines.extend(_cluster_lines(data, columns))
     if not data["apps"]:
         lines.append("no apps")
     for name, app in data["apps"].items():
         lines.append("")
         lines.extend(app_lines(name, app, columns))
+    return lines
+
+
+def _cluster_lines(data: dict[str, Any], columns: int) -> list[str]:
+    """The store other nodes share (reachable or not) and the peers a discovery sees."""
+    lines: list[str] = []
+    store = data.get("store") or {}
+    if store.get("followed"):
+        state = "reachable" if store.get("available") else "UNREACHABLE: apps keep running"
+        lines.extend(wrap(f"store {store.get('uri')} · {state}", columns, indent=2))
+    discovery = data.get("discovery")
+    if discovery:
+        peers = discovery.get("peers") or {}
+        names = ", ".join(f"{p.get('name')} ({p.get('endpoint')})" for p in peers.values())
+        lines.extend(wrap(f"discovery {discovery.get('discovery')} · "
+                          f"{discovery.get('state', '')} · {_plural(len(peers), 'peer')}"
+                          + (f": {names}" if names else ""), columns, indent=2))
     return lines
 
 
