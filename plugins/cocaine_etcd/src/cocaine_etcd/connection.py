@@ -24,8 +24,8 @@ import aetcd
 import aetcd.exceptions
 import grpc
 
-from cocaine_core.errors import StorageUnavailable
-from cocaine_etcd.uri import EtcdURI
+from cocaine_core.errors import StorageError, StorageUnavailable
+from cocaine_etcd.uri import PASSWORD_ENV, EtcdURI
 
 log = logging.getLogger("cocaine.etcd")
 
@@ -87,6 +87,8 @@ def is_unreachable(exc: BaseException) -> bool:
         return True
     if isinstance(exc, grpc.aio.AioRpcError):
         return exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+    if isinstance(exc, aetcd.exceptions.UnauthenticatedError):
+        return "token" in str(exc).lower()  # expired: a new connection logs in again
     if isinstance(exc, aetcd.exceptions.ClientError):
         text = str(exc).lower()
         return "leader" in text or "unavailable" in text or "timed out" in text
@@ -193,6 +195,8 @@ class EtcdConnection:
             try:
                 result = await asyncio.wait_for(op(client), budget)
             except BaseException as exc:
+                if isinstance(exc, aetcd.exceptions.ClientError) and not is_unreachable(exc):
+                    raise self.refused(what, exc) from None
                 if not is_unreachable(exc):
                     raise
                 why = reason(exc)
@@ -209,6 +213,18 @@ class EtcdConnection:
                 raise self.unavailable(what, tried, self.loop.time() - began)
             if len(tried) % len(self.clients) == 0:
                 await asyncio.sleep(min(ROUND_PAUSE, left))
+
+    def refused(self, what: str, exc: BaseException) -> StorageError:
+        """The error for a request etcd answered with a refusal (login, permission)."""
+        detail = (str(exc) or type(exc).__name__).splitlines()[0][:300]
+        hint = ""
+        if "authentication failed" in detail or "user name is empty" in detail:
+            hint = (f"; check the user in the URI and ${PASSWORD_ENV}" if self.uri.username
+                    else "; etcd requires a login: etcd://USER@HOST:PORT/PREFIX with the "
+                         f"password in ${PASSWORD_ENV}")
+        elif "permission denied" in detail:
+            hint = f"; grant the user read-write on the prefix {self.uri.prefix}/"
+        return StorageError(f"etcd at {self.uri.uri} refused to {what}: {detail}{hint}")
 
     def unavailable(self, what: str, tried: list[str],
                     elapsed: float = TOTAL_TIMEOUT) -> StorageUnavailable:
