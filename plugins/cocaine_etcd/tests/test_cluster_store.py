@@ -228,12 +228,14 @@ def test_keys_authorized_in_the_store_control_every_node(
     listed = json.loads(cocaine("keys", "list", "--json", "--storage", uri).stdout)["keys"]
     assert len(listed) == 2
     # B learns of the key through the store's watch: no restart, no SIGHUP.
-    wait_until(lambda: b.cli("app", "list", check=False, env=env).returncode == 0,
-               timeout=CONVERGE, message="B to take the key authorized through the store")
+    wait_until(lambda: all(n.cli("app", "list", check=False, env=env).returncode == 0
+                           for n in (a, b)),
+               timeout=CONVERGE, message="A and B to take the key authorized in the store")
     fingerprint = next(k["fingerprint"] for k in listed if k["fingerprint"] in made.stdout)
     cocaine("keys", "revoke", fingerprint, "--storage", uri)
-    wait_until(lambda: b.cli("app", "list", check=False, env=env).returncode != 0,
-               timeout=CONVERGE, message="B to refuse the key revoked through the store")
+    wait_until(lambda: all(n.cli("app", "list", check=False, env=env).returncode != 0
+                           for n in (a, b)),
+               timeout=CONVERGE, message="A and B to refuse the key revoked in the store")
 
 
 def test_nodes_register_under_leases_and_drop_out(
