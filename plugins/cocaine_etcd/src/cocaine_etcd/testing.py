@@ -45,8 +45,8 @@ STOP_TIMEOUT = 5.0
 
 MISSING = ("etcd is not installed (no 'etcd' on PATH): the cocaine-etcd tests run real etcd "
            "members. Install Debian's etcd-server package (`apt-get install etcd-server`; "
-           "CI's .ci/run installs it), or put etcd's release binary on PATH, or set "
-           "COCAINE_ETCD_BINARY to its path.")
+           "scripts/test, the repo's test command, installs it), or put etcd's release "
+           "binary on PATH, or set COCAINE_ETCD_BINARY to its path.")
 
 
 class EtcdMissing(RuntimeError):
