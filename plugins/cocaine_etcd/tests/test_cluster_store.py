@@ -3,6 +3,7 @@ three members), deploying, upgrading and removing through any node and seeing it
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -14,10 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cocaine_etcd.storage import EtcdStorage
 from cocaine_etcd.testing import EtcdCluster
 
+from cocaine_core.appstore import AppRecord, AppStore
 from cocaine_core.client import Client
-from cocaine_core.errors import ServiceError
+from cocaine_core.errors import ServiceError, StorageError
 from cocaine_core.testing import NodeProcess, wait_until, write_app
 
 CODE = """
@@ -256,3 +259,71 @@ def test_nodes_register_under_leases_and_drop_out(
     b.process.wait()
     took = timed(lambda: peers(a) == set(), "a killed node to drop out", 20)
     print(f"kill -9 -> dropped out in {took:.2f} s")
+
+
+def test_a_large_app_travels_in_chunks_and_arrives_whole(
+        etcd: EtcdCluster, cluster_nodes: Any, tmp_path: Path) -> None:
+    a, b = cluster_nodes(etcd.uri("cocaine"), 2)
+    folder = tmp_path / "big"
+    package = folder / "app"  # a package: the folder is packed whole, blob and all
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text(BIG)
+    blob = os.urandom(3 * 2**20 + 12345)  # incompressible: the archive is over 3 chunks
+    (package / "blob.bin").write_bytes(blob)
+    manifest = folder / "manifest.json"
+    manifest.write_text(json.dumps({"type": "python", "args": {"source": "app"},
+                                    "tasks": TASKS}))
+    a.cli("app", "deploy", str(manifest))
+    digest = hashlib.sha256(blob).hexdigest().encode()
+    timed(lambda: answer(b, "big") == digest, "the 3 MiB app to answer on B")
+    storage = EtcdStorage(etcd.uri("cocaine"))
+    try:
+        chunks = storage.connection.call(
+            lambda c: c.get_prefix(b"/cocaine/chunks/", keys_only=True), "test")
+        assert len(list(chunks)) >= 4
+    finally:
+        storage.close()
+
+
+BIG = """
+import hashlib
+from pathlib import Path
+
+DIGEST = hashlib.sha256((Path(__file__).parent / "blob.bin").read_bytes()).hexdigest()
+
+
+def echo(request):
+    return DIGEST
+"""
+
+
+def test_clusters_under_other_prefixes_share_nothing(
+        etcd: EtcdCluster, cluster_nodes: Any, node_process: Any, tmp_path: Path) -> None:
+    (a,) = cluster_nodes(etcd.uri("blue"), 1)
+    green = node_process(storage_uri=etcd.uri("green"), folder=tmp_path / "green")
+    a.cli("app", "deploy", str(write_echo(tmp_path / "hello", "v1")))
+    assert answer(a) == b"v1|hi"
+    time.sleep(1)  # what a change takes to reach a node here (0.2 s) five times over
+    assert apps_of(green) == []
+
+
+def test_a_record_is_written_only_while_its_code_is_stored(etcd: EtcdCluster,
+                                                           tmp_path: Path) -> None:
+    # Another node starting meanwhile may collect the code of a deploy still loading as an
+    # orphan: the record then stores the code again rather than point at nothing.
+    storage = EtcdStorage(etcd.uri("cocaine"))
+    try:
+        store = AppStore(storage, tmp_path / "code")
+        code = b"not really a tar, but bytes" * 1000
+        record = AppRecord(name="hello", manifest={}, sha256=hashlib.sha256(code).hexdigest())
+        store.save_code(record, code)
+        other = AppStore(storage, tmp_path / "other")  # "another node" at its start
+        other.collect_garbage()
+        assert not storage.exists("code", record.code_key)
+        with pytest.raises(StorageError, match="left the storage"):
+            store.save_record(record)  # without the code at hand: refused, nothing written
+        assert store.get("hello") is None
+        store.save_record(record, code)
+        assert store.get("hello") == record and storage.get("code", record.code_key) == code
+    finally:
+        storage.close()
