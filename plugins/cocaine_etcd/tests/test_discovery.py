@@ -89,10 +89,12 @@ def test_unreadable_records_are_skipped(nodes: Nodes, caplog: pytest.LogCaptureF
     a, _ = nodes.join("a")
     store = nodes.storages[0]
     store.connection.call(lambda c: c.put(b"/c/nodes/bogus", b"{not json"), "test")
-    _, me_b = nodes.join("b")
-    wait_until(lambda: me_b.id in a.peers(), 5, "a sees b")
+    b, me_b = nodes.join("b")
+    wait_until(lambda: me_b.id in a.peers() and b.peers().keys() == {a.me.id}, 5,  # type: ignore[union-attr]
+               "a and b see each other")
     assert "bogus" not in a.peers()
-    assert caplog.text.count("unreadable node record bogus") == 2  # once by each node
+    wait_until(lambda: caplog.text.count("unreadable node record bogus") == 2, 5,
+               "logged once by each node")
     store.connection.call(lambda c: c.put(b"/c/nodes/bogus", b"{still not"), "test")
     store.connection.call(lambda c: c.put(b"/c/nodes/mark", b"{"), "test")
     wait_until(lambda: caplog.text.count("unreadable node record mark") == 2, 5, "seen")
