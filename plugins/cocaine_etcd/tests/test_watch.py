@@ -44,6 +44,7 @@ def test_writes_and_removals_by_others_in_order(etcd: EtcdCluster, store: EtcdSt
         other.put("apps", "b", b"2")
         other.remove("apps", "a")
         other.put("keys", "k", b"not watched")
+        other.connection.call(lambda c: c.put(b"/t/apps/not a key", b""), "hand-written")
         other.remove("code", "a@1")
         store.put("apps", "c", b"mine too")
         expected = [("apps", "a"), ("code", "a@1"), ("apps", "b"), ("apps", "a"),

@@ -29,6 +29,7 @@ from typing import Any
 import aetcd.exceptions
 
 from cocaine_core.storages import Change
+from cocaine_core.storages.files import KEY
 from cocaine_etcd.connection import ATTEMPT_TIMEOUT, EtcdConnection, is_unreachable, reason
 
 log = logging.getLogger("cocaine.etcd")
@@ -167,7 +168,8 @@ class PrefixWatch:
                     raise event
                 key = event.kv.key[len(self.prefixes[ns]):].decode(errors="replace")
                 self.next_revision[ns] = int(event.kv.mod_revision) + 1
-                self._report((ns, key))
+                if KEY.fullmatch(key):  # not a key of the storage's (written by hand): skip
+                    self._report((ns, key))
         finally:
             for pump in pumps:
                 pump.cancel()
