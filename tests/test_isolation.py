@@ -299,6 +299,18 @@ def test_a_uid_a_process_runs_as_or_the_machine_knows_is_never_handed_out():
     assert AppUsers(known, known + 1).user_for("app").uid == known + 1
 
 
+def test_nodes_of_one_machine_never_hand_out_the_same_uid(tmp_path):
+    first = AppUsers(HIGH - 2, HIGH, claims=tmp_path)
+    second = AppUsers(HIGH - 2, HIGH, claims=tmp_path)  # another node of this machine
+    uids = {first.user_for("one").uid, second.user_for("one").uid,
+            first.user_for("two").uid}
+    assert len(uids) == 3  # the same app name on two nodes: two uids
+    with pytest.raises(NodeError, match="another node's"):
+        second.user_for("two")
+    del first  # a node that ends lets its uids go
+    assert second.user_for("two").uid in uids
+
+
 def test_app_uids_ranges():
     assert parse_app_uids(None, euid=0) == DEFAULT_APP_UIDS
     assert parse_app_uids(None, euid=1000) is None  # not root: apps run as the node's user

@@ -11,6 +11,7 @@ or one any process runs as, is skipped.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import grp
 import logging
 import os
@@ -18,7 +19,7 @@ import pwd
 import stat
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from cocaine_core.appinfo import AppUser
 from cocaine_core.errors import AppLoadError, NodeError
@@ -77,11 +78,36 @@ def key_folder() -> Path:
     return Path(base) / "cocaine"
 
 
-class AppUsers:
-    """Hands each app name a uid of its own from ``low..high``, for the node's life."""
+#: Where nodes of one machine claim the uids they hand out (a lock file each, held for the
+#: node's life): two nodes never give one uid to two apps, whose processes could then signal
+#: each other, and whose removal would stop the other's (every process of an app's uid is).
+UID_CLAIMS = Path("/run/cocaine-uids")
 
-    def __init__(self, low: int, high: int, hide: list[Path] | None = None) -> None:
+
+def claim_uid(uid: int, folder: Path = UID_CLAIMS) -> IO[bytes] | None:
+    """Lock ``uid`` (the open file holding the lock: closing it, or the end of the process
+    however it ends, lets it go), or None if another node of this machine holds it."""
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(folder / str(uid), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return os.fdopen(fd, "rb", buffering=0)
+
+
+class AppUsers:
+    """Hands each app name a uid of its own from ``low..high``, for the node's life; a uid
+    is claimed machine-wide first (``claim_uid``), so nodes sharing a machine never share
+    one."""
+
+    def __init__(self, low: int, high: int, hide: list[Path] | None = None,
+                 claims: Path = UID_CLAIMS) -> None:
         self.low, self.high = low, high
+        self.claims = claims
+        #: The lock of each uid this node handed out (held until the node ends).
+        self._claimed: dict[int, IO[bytes]] = {}
         self._users: dict[str, AppUser] = {}
         self._hide = tuple(str(Path(os.path.realpath(path))) for path in
                            [*(hide or []), key_folder()])
@@ -110,10 +136,15 @@ class AppUsers:
         for uid in range(self.low, self.high + 1):
             if uid in taken or uid in running or _known(uid):
                 continue
+            claim = claim_uid(uid, self.claims)
+            if claim is None:  # another node of this machine hands it out
+                continue
+            self._claimed[uid] = claim
             return uid
         raise NodeError(f"no uid is free in --app-uids {self.setting} for another app "
                         f"({len(taken)} app(s) hold one; the others have a passwd or group "
-                        f"entry or run processes): give the node a wider --app-uids range")
+                        f"entry, run processes or are another node's): give the node a "
+                        f"wider --app-uids range, or other nodes of this machine other ones")
 
     def info(self) -> dict[str, int]:
         """Each app's uid, by app name."""
