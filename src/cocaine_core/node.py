@@ -178,6 +178,8 @@ class Node:
         assert self.storage is not None
         try:
             return await asyncio.to_thread(server_public_key, self.storage) is not None
+        except StorageUnavailable:
+            return False  # cannot tell now: no warning on a guess
         except CocaineError:
             return True  # a damaged one: it was there
 
