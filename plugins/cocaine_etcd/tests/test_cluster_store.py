@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -327,3 +328,42 @@ def test_a_record_is_written_only_while_its_code_is_stored(etcd: EtcdCluster,
         assert store.get("hello") == record and storage.get("code", record.code_key) == code
     finally:
         storage.close()
+
+
+def test_requests_flowing_through_an_etcd_outage_all_succeed(
+        etcd: EtcdCluster, cluster_nodes: Any, tmp_path: Path) -> None:
+    a, b = cluster_nodes(etcd.uri("cocaine"), 2)
+    a.cli("app", "deploy", str(write_echo(tmp_path / "hello", "v1")))
+    timed(lambda: answer(b) == b"v1|hi", "the app to run on B")
+    stop = threading.Event()
+    results: dict[str, list[Any]] = {"ok": [], "failed": []}
+
+    def load(node: NodeProcess) -> None:
+        with Client(node.endpoint, wait=10) as client:
+            while not stop.is_set():
+                try:
+                    assert client.call("hello", "echo", b"x") == b"v1|x"
+                    results["ok"].append(node.endpoint)
+                except (ServiceError, AssertionError) as exc:
+                    results["failed"].append(exc)
+
+    threads = [threading.Thread(target=load, args=(node,)) for node in (a, b)]
+    for thread in threads:
+        thread.start()
+    try:
+        wait_until(lambda: len(results["ok"]) > 50, timeout=30, message="requests to flow")
+        etcd.kill(0)
+        during = len(results["ok"])
+        wait_until(lambda: len(results["ok"]) > during + 200, timeout=60,
+                   message="requests to flow with etcd down")
+        etcd.restart(0)
+        timed(lambda: _available(a) and _available(b), "both nodes to see the store back")
+        after = len(results["ok"])
+        wait_until(lambda: len(results["ok"]) > after + 50, timeout=30,
+                   message="requests to flow after etcd is back")
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=30)
+    assert results["failed"] == []
+    assert {a.endpoint, b.endpoint} <= set(results["ok"])
