@@ -37,6 +37,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("cocaine.control")
 
+#: Most seconds a removal waits for the app's start from storage to end before it is refused
+#: as busy (a removal right after a deploy through another node finds the start under way).
+START_WAIT = 30.0
+
 #: Bodies up to this many bytes are hashed for their signature's check on the event loop;
 #: larger ones (an archive sent whole) in a thread, so the node keeps serving meanwhile.
 HASH_IN_LOOP = 256 * 1024
@@ -194,6 +198,7 @@ class ControlService:
         if args.get("sha256") != checksum:
             raise NodeError("the code archive's sha256 does not match: it was damaged on the "
                             "way; deploy again")
+        await self._settle(name)
         with self._claim(name, "deploy"):
             outer = asyncio.current_task()
             assert outer is not None
@@ -248,8 +253,9 @@ class ControlService:
 
     async def remove(self, args: dict[str, Any]) -> dict[str, Any]:
         """Stop an app (draining it) and remove it from storage. A deploy of the same name
-        under way is cancelled first; during a restart or a start from storage the answer is
-        503 (busy), never 404."""
+        under way is cancelled first; a start from storage (a deploy made through another
+        node, arriving here) is waited for, up to ``START_WAIT`` seconds; during a restart,
+        or a start that takes longer, the answer is 503 (busy), never 404."""
         name = _name(args)
         cancelled = False
         deploying = self._deploys.get(name)
@@ -258,6 +264,7 @@ class ControlService:
             inner.cancel()
             await asyncio.wait({outer}, timeout=120)
             cancelled = True
+        await self._settle(name)
         if name in self.node.busy:
             raise BusyError(f"app '{name}' is busy with a {self.node.busy[name]} right now; "
                             f"try again when it is done")
@@ -283,6 +290,7 @@ class ControlService:
         record = await asyncio.to_thread(store.get, name)
         if record is None:
             raise _not_found(name, self.node)
+        await self._settle(name)
         with self._claim(name, "restart"):
             engine = await self.node.start_record(record)
         return {"name": name, "state": engine.state.value}
@@ -292,6 +300,14 @@ class ControlService:
             raise NodeError("this node has no storage (cocaine run hosts one app); deploy to "
                             "a node started with cocaine node")
         return self.node.store
+
+    async def _settle(self, name: str) -> None:
+        """Wait (up to ``START_WAIT`` s) while ``name`` starts from storage: a change made
+        through another node is arriving here, and what comes next should follow it."""
+        waited = 0.0
+        while self.node.busy.get(name) == "start" and waited < START_WAIT:
+            await asyncio.sleep(0.05)
+            waited += 0.05
 
     def _claim(self, name: str, what: str) -> _Claim:
         return _Claim(self.node.busy, name, what)

@@ -367,3 +367,35 @@ def test_requests_flowing_through_an_etcd_outage_all_succeed(
             thread.join(timeout=30)
     assert results["failed"] == []
     assert {a.endpoint, b.endpoint} <= set(results["ok"])
+
+
+SLOW_IMPORT = """
+import time
+
+time.sleep(2)  # a slow import: the app starts for a while on every node
+
+
+def echo(request):
+    return b"slow|" + request.data
+"""
+
+
+def test_a_removal_through_a_node_still_starting_the_app_waits_for_the_start(
+        etcd: EtcdCluster, cluster_nodes: Any, tmp_path: Path) -> None:
+    a, b = cluster_nodes(etcd.uri("cocaine"), 2)
+
+    def busy(node: NodeProcess) -> dict[str, str]:
+        with Client(node.endpoint, wait=20) as client:
+            return dict(client.control("info")["busy"])
+
+    deploying = threading.Thread(target=a.cli, args=(
+        "app", "deploy", str(write_app(tmp_path / "hello", SLOW_IMPORT, TASKS))))
+    deploying.start()
+    try:
+        wait_until(lambda: busy(b).get("hello") == "start", timeout=CONVERGE,
+                   message="B to be starting the app deployed through A")
+    finally:
+        deploying.join(timeout=120)
+    removed = b.cli("app", "remove", "hello", check=False)
+    assert removed.returncode == 0, removed.stderr.decode()  # not 503 "busy with a start"
+    timed(lambda: apps_of(a) == [] and apps_of(b) == [], "the app to be gone from both")
