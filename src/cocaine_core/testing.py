@@ -195,7 +195,7 @@ class NodeProcess:
         self.env = env
         self.endpoint = listen or f"tcp://127.0.0.1:{free_port()}"
         self.storage = folder / "storage"
-        self.storage_uri = storage_uri or f"files://{self.storage}"
+        self._storage_uri = storage_uri
         self.run_dir = Path("/tmp") / f"cocaine-node-{free_port()}"
         self.extra = extra
         self.log = folder / "node.log"
@@ -233,6 +233,11 @@ class NodeProcess:
              *self.extra], stdout=log, stderr=subprocess.STDOUT, env=self.env)
         log.close()
         return self
+
+    @property
+    def storage_uri(self) -> str:
+        """The node's ``--storage``: the URI given, else ``files://`` at ``storage``."""
+        return self._storage_uri or f"files://{self.storage}"
 
     def client(self, wait: float | None = 60.0) -> Client:
         """A blocking client of this node."""
