@@ -28,6 +28,7 @@ from typing import Any
 
 import aetcd.exceptions
 
+from cocaine_core.errors import StorageUnavailable
 from cocaine_core.storages import Change
 from cocaine_core.storages.files import KEY
 from cocaine_etcd.connection import ATTEMPT_TIMEOUT, EtcdConnection, is_unreachable, reason
@@ -61,6 +62,8 @@ class PrefixWatch:
         self._wake = threading.Condition()
         self._stopped = False
         self._live = False
+        #: Whether the watch is cut (an outage being reported: one line for all of it).
+        self._down = False
         self._task: asyncio.Future[None] | None = None
         self._dispatcher = threading.Thread(target=self._dispatch, daemon=True,
                                             name="etcd watch")
@@ -128,12 +131,19 @@ class PrefixWatch:
             except asyncio.CancelledError:
                 raise
             except (Exception, _Cut) as exc:
-                if not (isinstance(exc, _Cut) or is_unreachable(exc)):
-                    log.exception("storage watch failed; resuming")
+                unreachable = isinstance(exc, _Cut | StorageUnavailable) or is_unreachable(exc)
+                # One line per outage, however long: the retries go on quietly (debug).
+                if self._down:
+                    log.debug("storage watch: %s: %s", self.connection.uri.endpoint_names()[
+                        index], exc)
+                elif not unreachable:
+                    log.exception("storage watch failed; resuming (quietly until it works)")
                 else:
-                    log.info("storage watch: %s %s; resuming in %.1f s",
-                             self.connection.uri.endpoint_names()[index], reason(exc),
-                             backoff)
+                    log.warning("storage watch: %s %s; resuming every %.1f s at most, quietly "
+                                "until it works", self.connection.uri.endpoint_names()[index],
+                                reason(exc) if not isinstance(exc, StorageUnavailable)
+                                else "cannot be reached", BACKOFF_MAX)
+                self._down = True
                 await self.connection.failed(index)
                 if self._live:
                     backoff = BACKOFF_FIRST
@@ -161,6 +171,9 @@ class PrefixWatch:
                 pumps.append(asyncio.create_task(self._pump(ns, watch, events)))
             self.connection.available = True
             self._live = True
+            if self._down:
+                log.info("storage watch: following %s again", self.connection.uri.uri)
+                self._down = False
             self._report(None)
             while True:
                 ns, event = await events.get()
