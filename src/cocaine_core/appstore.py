@@ -12,6 +12,8 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
+import re
 import shutil
 import time
 from collections.abc import Callable
@@ -22,9 +24,15 @@ import attrs
 
 from cocaine_core import archive
 from cocaine_core.errors import NodeError, StorageError, StorageUnavailable
+from cocaine_core.manifest import check_app_name
 from cocaine_core.storages import ConditionalStorage, Storage
 
 log = logging.getLogger("cocaine.store")
+
+#: What a stored code checksum and version may be (a storage others write to may hold
+#: anything: a record that is not one is skipped, never followed).
+SHA256 = re.compile(r"[0-9a-f]{64}")
+MAX_VERSION = 2**53
 
 
 @attrs.frozen
@@ -48,12 +56,37 @@ class AppRecord:
 
     @classmethod
     def from_json(cls, data: bytes) -> AppRecord:
-        """Read a stored record; StorageError if it is not one."""
+        """Read a stored record; StorageError if it is not one this node could have written
+        (a storage others write to may hold anything)."""
         try:
             fields = json.loads(data)
-            return cls(**fields)
+            record = cls(**fields)
         except (ValueError, TypeError) as exc:
             raise StorageError(f"not an app record: {exc}") from None
+        problem = _record_problem(record)
+        if problem:
+            raise StorageError(f"not an app record: {problem}")
+        return record
+
+
+def _record_problem(record: AppRecord) -> str | None:
+    """What makes ``record`` one no node could have stored, if anything."""
+    try:
+        check_app_name(record.name)
+    except NodeError:
+        return f"its name {record.name!r} is no app name"
+    if not isinstance(record.manifest, dict):
+        return "its manifest is not a map"
+    if not isinstance(record.sha256, str) or not SHA256.fullmatch(record.sha256):
+        return "its sha256 is not 64 hex digits"
+    if isinstance(record.version, bool) or not isinstance(record.version, int) or \
+            not 1 <= record.version <= MAX_VERSION:
+        return f"its version {record.version!r} is not a whole number from 1"
+    if isinstance(record.deployed_at, bool) or \
+            not isinstance(record.deployed_at, int | float) or \
+            not math.isfinite(record.deployed_at):
+        return "its deployed_at is not a time"
+    return None
 
 
 class AppStore:
@@ -66,31 +99,54 @@ class AppStore:
         #: What one archive may unpack to (the node's ``--max-unpacked`` and
         #: ``--max-archive-members``).
         self.limits = limits or archive.Limits()
+        #: The records left out, by name, with the digest of the value logged (bounded by
+        #: the records there are).
+        self._skipped: dict[str, str] = {}
 
     def records(self) -> dict[str, AppRecord]:
-        """Every stored app whose record and code are whole; the others are logged."""
+        """Every stored app whose record and code are whole; the others are logged, each
+        once until its record changes."""
         records: dict[str, AppRecord] = {}
         for name in self.storage.keys("apps"):
+            data = b""
             try:
-                record = AppRecord.from_json(self.storage.get("apps", name))
+                data = self.storage.get("apps", name)
+                record = AppRecord.from_json(data)
+                if record.name != name:
+                    raise StorageError(f"it names the app {record.name!r}")
+                if not self.storage.exists("code", record.code_key):
+                    self._skip(name, data, f"the code of app '{name}' ({record.code_key}) "
+                                           f"is missing; skipped: deploy it again")
+                    continue
             except StorageUnavailable:
                 raise  # never taken for "no app": the node would stop what runs
             except (StorageError, KeyError) as exc:
-                log.error("storage: app record '%s' is unreadable (%s); skipped", name, exc)
+                self._skip(name, data, f"app record '{name}' is unreadable ({exc}); skipped")
                 continue
-            if not self.storage.exists("code", record.code_key):
-                log.error("storage: the code of app '%s' (%s) is missing; skipped: deploy "
-                          "it again", name, record.code_key)
-                continue
+            self._skipped.pop(name, None)
             records[name] = record
+        for gone in set(self._skipped) - set(records) - set(self.storage.keys("apps")):
+            self._skipped.pop(gone, None)
         return records
 
+    def _skip(self, name: str, data: bytes, message: str) -> None:
+        """Log a record left out, once until its value changes (a bad record is read again
+        at every change of the store, and must not fill the log)."""
+        digest = archive.sha256(data)
+        if self._skipped.get(name) != digest:
+            self._skipped[name] = digest
+            log.error("storage: %s", message)
+
     def get(self, name: str) -> AppRecord | None:
-        """The stored record of ``name``, if any."""
+        """The stored record of ``name``, if any (StorageError if it is not one)."""
         try:
-            return AppRecord.from_json(self.storage.get("apps", name))
+            record = AppRecord.from_json(self.storage.get("apps", name))
         except KeyError:
             return None
+        if record.name != name:
+            raise StorageError(f"the record stored as app '{name}' names the app "
+                               f"{record.name!r}; remove it (cocaine app remove {name})")
+        return record
 
     def save_code(self, record: AppRecord, code: bytes) -> None:
         """Store a version's code (before it is started: a full disk then refuses the deploy

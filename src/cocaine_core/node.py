@@ -105,6 +105,8 @@ class Node:
         self.busy: dict[str, str] = {}
         #: True while the node starts the apps in its storage.
         self.loading = False
+        #: Stored records that did not start, by name: not tried again until they change.
+        self._failed: dict[str, AppRecord] = {}
         #: True once the node drains to stop: requests for apps already stopped get 503.
         self.stopping = False
         #: Apps loading their code at once: each is an interpreter starting and importing, and
@@ -220,31 +222,40 @@ class Node:
 
     # -- apps in storage -----------------------------------------------------------------------
 
-    async def load_from_storage(self) -> None:
+    async def load_from_storage(self, *, retry: bool = False) -> None:
         """Make the running apps match storage: start new, replace changed, stop removed.
 
-        Called at start and on SIGHUP. An app that fails to start is logged; the others run.
-        Deploys and removals may run meanwhile: what storage said is read again before an
-        app is stopped or started, and a record older than the running version is left.
+        Called at start, on SIGHUP (``retry``) and as a shared storage changes. An app that
+        fails to start is logged; the others run. A record that failed is not tried again
+        until it changes, or ``retry``. Deploys and removals may run meanwhile: what storage
+        said is read again before an app is stopped or started, and a record older than the
+        running version is left.
         """
         assert self.store is not None
         store = self.store
+        if retry:
+            self._failed.clear()
         records = await asyncio.to_thread(store.records)
         for name in [n for n in self.apps if n not in records and n not in self.busy]:
             if name not in self.busy and await asyncio.to_thread(store.get, name) is None:
                 await self.remove_app(name)
                 store.forget_unpacked(name)
         todo = [record for name, record in records.items() if name not in self.busy
-                and _outdated(self.apps.get(name), record)]
+                and _outdated(self.apps.get(name), record) and self._failed.get(name) != record]
         for record in todo:
             self.busy[record.name] = "start"
         async def start(record: AppRecord) -> None:
             try:
                 if await asyncio.to_thread(store.get, record.name) == record:
                     await self.start_record(record)
+                    self._failed.pop(record.name, None)
+            except StorageUnavailable:
+                raise
             except CocaineError as exc:
+                self._failed[record.name] = record
                 log.error("app %s from storage did not start: %s", record.name, exc)
             except Exception as exc:  # storage changed under it: one line, the rest go on
+                self._failed[record.name] = record
                 log.error("app %s from storage did not start: %s: %s", record.name,
                           type(exc).__name__, exc)
             finally:

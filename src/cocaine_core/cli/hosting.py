@@ -68,6 +68,6 @@ async def _reload(node: Node) -> None:
     from cocaine_core.errors import CocaineError
 
     try:
-        await node.load_from_storage()
+        await node.load_from_storage(retry=True)
     except CocaineError as exc:
         log.error("SIGHUP: storage could not be read (%s); the apps running keep running", exc)

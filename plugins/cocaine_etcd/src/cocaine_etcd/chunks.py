@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -44,6 +45,9 @@ SWEEP_ATTEMPTS = 3
 #: Chunks deleted per sweep transaction (under --max-txn-ops 128).
 SWEEP_BATCH = 100
 INDEX_FORMAT = 1
+#: What the name of a chunk is (the hex SHA-256 of its bytes).
+CHUNK_NAME = re.compile(rb"[0-9a-f]{64}")
+DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
 def sha256(data: bytes) -> str:
@@ -146,8 +150,7 @@ class CodeChunks:
             return None
         try:
             index = json.loads(kv.value)
-            if not isinstance(index, dict) or not isinstance(index.get("chunks"), list):
-                raise ValueError("not an index")
+            _check_index(index)
         except ValueError:
             raise StorageError(f"the index of code {key!r} in etcd is damaged "
                                f"({len(kv.value)} bytes that are not a chunk index); "
@@ -210,7 +213,9 @@ class CodeChunks:
             chunks = await self.connection.run(
                 lambda c: c.get_prefix(self.chunk_prefix, keys_only=True), "list code chunks")
             # Chunks written after the read may belong to a put not yet published: later.
+            # Only what is a chunk's name (64 hex digits): never a key of anything else.
             orphans = [kv.key for kv in chunks if kv.mod_revision <= seen
+                       and CHUNK_NAME.fullmatch(kv.key[len(self.chunk_prefix):])
                        and kv.key[len(self.chunk_prefix):].decode() not in referenced]
             clean = True
             for batch in _batches(orphans, SWEEP_BATCH):
@@ -230,3 +235,20 @@ class CodeChunks:
                 return removed
         log.info("sweep: code indexes kept changing; unused chunks are left for the next one")
         return removed
+
+
+def _check_index(index: Any) -> None:
+    """ValueError unless ``index`` is one this storage could have written: before a chunk is
+    read, so a damaged or hostile index cannot make a node read (and hold) more than the
+    largest code there may be."""
+    if not isinstance(index, dict) or not isinstance(index.get("chunks"), list):
+        raise ValueError("not an index")
+    chunks, size = index["chunks"], index.get("size")
+    if not 0 < len(chunks) <= MAX_CHUNKS or not all(isinstance(d, str) and DIGEST.fullmatch(d)
+                                                    for d in chunks):
+        raise ValueError("bad chunk list")
+    if isinstance(size, bool) or not isinstance(size, int) or \
+            not (len(chunks) - 1) * CHUNK_SIZE <= size <= len(chunks) * CHUNK_SIZE:
+        raise ValueError("bad size")
+    if not isinstance(index.get("sha256"), str) or not DIGEST.fullmatch(index["sha256"]):
+        raise ValueError("bad sha256")

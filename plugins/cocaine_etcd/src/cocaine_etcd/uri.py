@@ -25,6 +25,8 @@ MAX_PREFIX = 128
 PASSWORD_ENV = "COCAINE_ETCD_PASSWORD"
 
 _SEGMENT = re.compile(r"^[A-Za-z0-9_.-]+$")
+#: The folders a storage keeps under its prefix: no prefix may continue into one of them.
+RESERVED_SEGMENTS = ("apps", "code", "chunks", "keys", "curve", "nodes", "nonces")
 _HOST = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*"
                    r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 _USER = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -73,6 +75,13 @@ def _prefix(uri: str, path: str) -> str:
         if not _SEGMENT.fullmatch(segment) or segment in (".", ".."):
             raise _fail(uri, f"prefix segment {segment!r} is not letters, digits, '_', '.', "
                              "'-' (segments are separated by single '/')")
+    for segment in segments[1:]:
+        if segment in RESERVED_SEGMENTS:
+            raise _fail(uri, f"prefix segment {segment!r} is where a cluster on the shorter "
+                             f"prefix keeps its {segment}: a cluster nested there would have "
+                             f"its data read and removed by that one; choose another name "
+                             f"(names taken below the first segment: "
+                             f"{', '.join(RESERVED_SEGMENTS)})")
     prefix = "/" + "/".join(segments)
     if len(prefix) > MAX_PREFIX:
         raise _fail(uri, f"the prefix is {len(prefix)} characters, over {MAX_PREFIX}")
