@@ -86,6 +86,18 @@ class ConditionalStorage(Protocol):
 
 
 @runtime_checkable
+class NonceStorage(Protocol):
+    """A storage several nodes share that can tell a request's nonce was used at any of
+    them: a signed request captured on its way to one node is refused by the others."""
+
+    def claim_nonce(self, nonce: bytes, ttl: float) -> bool:
+        """Mark ``nonce`` (16 to 64 bytes) used for at least ``ttl`` seconds, in one step;
+        False (nothing changed) if it already is. Raises ``StorageUnavailable`` when the
+        storage cannot be reached."""
+        ...
+
+
+@runtime_checkable
 class Closable(Protocol):
     """A storage holding connections or threads, released by ``close``."""
 
