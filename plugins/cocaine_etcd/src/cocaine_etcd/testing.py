@@ -70,12 +70,22 @@ def etcd_binary() -> str:
     return found
 
 
+#: The ports this process handed out: the kernel may offer a port again once it is free,
+#: and two members given the same one make etcd refuse the cluster ("duplicate url").
+_given: set[int] = set()
+
+
 def free_port() -> int:
-    """A TCP port of 127.0.0.1 that nobody listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    """A TCP port of 127.0.0.1 that nobody listens on right now, never one this process
+    handed out before."""
+    for _ in range(1000):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port: int = s.getsockname()[1]
+        if port not in _given:
+            _given.add(port)
+            return port
+    raise RuntimeError("no free 127.0.0.1 port this process has not handed out already")
 
 
 def _die_with_parent() -> list[str]:
