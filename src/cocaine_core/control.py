@@ -28,17 +28,27 @@ from cocaine_core.errors import (
 )
 from cocaine_core.manifest import check_app_name
 from cocaine_core.protocol import Status
+from cocaine_core.storages import NonceStorage
+from cocaine_core.trust.signatures import MAX_SKEW
 from cocaine_core.uploads import UPLOAD_CHUNK, UploadLimits, Uploads
 
 if TYPE_CHECKING:
     from cocaine_core.engine.job import JobSink
     from cocaine_core.node import Node
     from cocaine_core.trust.keyring import KeyEntry
+    from cocaine_core.trust.signatures import ControlGuard
 
 log = logging.getLogger("cocaine.control")
 
-#: Most seconds a removal waits for the app's start from storage to end before it is refused
-#: as busy (a removal right after a deploy through another node finds the start under way).
+#: Most control requests under way at once (looking up their key, checking, running): past
+#: it, one more is a 503 at once, so a flood holds a bounded amount of the node.
+MAX_UNDER_WAY = 256
+#: The methods that change what a node runs: their nonce is claimed in a shared storage too.
+CHANGING = frozenset({"deploy", "remove", "restart"})
+
+#: Most seconds a deploy, removal or restart waits for the app's start or stop from storage
+#: to end before it is refused as busy (a removal right after a deploy through another node
+#: finds the start under way).
 START_WAIT = 30.0
 
 #: Bodies up to this many bytes are hashed for their signature's check on the event loop;
@@ -79,6 +89,10 @@ class ControlService:
         except ServiceError as exc:
             sink.error(exc.code, exc.message)
             return
+        if len(self._running) >= MAX_UNDER_WAY:
+            sink.error(Status.UNAVAILABLE, f"this node has {MAX_UNDER_WAY} control requests "
+                                           f"under way; retry in a moment")
+            return
         task = asyncio.get_running_loop().create_task(
             self._verified(sink, method, body, auth, fingerprint, signer))
         self._running.add(task)
@@ -92,10 +106,12 @@ class ControlService:
         try:
             if signer is None:
                 signer = guard.admit(fingerprint,
-                                     await asyncio.to_thread(guard.ring.find, fingerprint))
+                                     await asyncio.to_thread(_find_key, guard, fingerprint))
             digest = (hashlib.sha256(body).digest() if len(body) <= HASH_IN_LOOP
                       else await asyncio.to_thread(_sha256, body))
             guard.verify(signer, method, digest, auth)
+            if method in CHANGING and isinstance(self.node.storage, NonceStorage):
+                await self._claim_nonce(auth["nonce"])
         except CocaineError as exc:  # ServiceError; StorageUnavailable: the keys are remote
             sink.error(exc.code, exc.message if isinstance(exc, ServiceError) else str(exc))
             return
@@ -104,6 +120,16 @@ class ControlService:
                                          f"methods: {', '.join(sorted(self.methods))}")
             return
         await self.handle(sink, method, body)
+
+    async def _claim_nonce(self, nonce: bytes) -> None:
+        """Refuse (401) a changing request whose nonce another node sharing the storage took
+        already: a request captured on its way to one node, replayed to another."""
+        storage = self.node.storage
+        assert isinstance(storage, NonceStorage)
+        if not await asyncio.to_thread(storage.claim_nonce, nonce, 2 * MAX_SKEW):
+            raise ServiceError(Status.UNAUTHORIZED, "the request's nonce was taken by another "
+                                                    "node of this cluster: a replayed request "
+                                                    "is refused. Send a new request")
 
     async def close(self) -> None:
         """Cancel the methods under way (the node is stopping) and drop partial uploads."""
@@ -158,6 +184,9 @@ class ControlService:
         if engine is None and record is None:
             raise _not_found(name, self.node)
         out: dict[str, Any] = engine.info() if engine else {"state": "stopped"}
+        if engine is not None and engine.record is not None:  # what runs here, which the
+            out["running"] = {"version": engine.record.version,  # store may have passed
+                              "sha256": engine.record.sha256}
         if record is not None:
             out["deployed"] = {"version": record.version, "sha256": record.sha256,
                                "at": record.deployed_at, "manifest": record.manifest}
@@ -302,10 +331,11 @@ class ControlService:
         return self.node.store
 
     async def _settle(self, name: str) -> None:
-        """Wait (up to ``START_WAIT`` s) while ``name`` starts from storage: a change made
-        through another node is arriving here, and what comes next should follow it."""
+        """Wait (up to ``START_WAIT`` s) while ``name`` starts or stops as storage says: a
+        change made through another node is arriving here, and what comes next should
+        follow it."""
         waited = 0.0
-        while self.node.busy.get(name) == "start" and waited < START_WAIT:
+        while self.node.busy.get(name) in ("start", "stop") and waited < START_WAIT:
             await asyncio.sleep(0.05)
             waited += 0.05
 
@@ -342,6 +372,19 @@ async def _cancel(task: asyncio.Task[Any]) -> None:
     """Cancel ``task`` and wait (bounded) until it has undone its work."""
     task.cancel()
     await asyncio.wait({task}, timeout=120)
+
+
+def _find_key(guard: ControlGuard, fingerprint: str) -> KeyEntry | None:
+    """``guard.ring.find`` in a worker thread, any failure of the storage's turned into
+    StorageUnavailable: a thread's own CancelledError would end the request's task silently,
+    with no answer to the client."""
+    try:
+        return guard.ring.find(fingerprint)
+    except CocaineError:
+        raise
+    except BaseException as exc:
+        raise StorageUnavailable(f"the keys could not be read from the storage "
+                                 f"({type(exc).__name__}: {exc}); retry in a moment") from None
 
 
 def _sha256(data: bytes) -> bytes:

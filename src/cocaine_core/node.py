@@ -28,6 +28,7 @@ from cocaine_core.endpoint import DEFAULT_MAX_MESSAGE, NativeEndpoint
 from cocaine_core.engine import AppState, Engine
 from cocaine_core.errors import CocaineError, NodeError, StorageUnavailable
 from cocaine_core.manifest import Manifest, check_app_name, parse_manifest
+from cocaine_core.node_info import node_info
 from cocaine_core.paths import check_ipc_path, check_run_dir
 from cocaine_core.ports import PortAllocator, check_listen_port
 from cocaine_core.protocol import DEFAULT_ENDPOINT
@@ -119,6 +120,8 @@ class Node:
 
     async def start(self) -> None:
         """Bind the endpoint; raise NodeError naming it if it is taken."""
+        if self.discovery_name is not None:  # a discovery the node lacks: an error at once
+            self.discovery = open_discovery(self.discovery_name, self)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.run_dir, 0o700)
         storage_root = getattr(self.storage, "root", None)
@@ -140,8 +143,6 @@ class Node:
             except StorageUnavailable as exc:
                 log.warning("%s; orphaned code is collected at a later start", exc)
             self.loading = True  # from the first request on, apps not yet started are 503
-        if self.discovery_name is not None:  # a discovery the node lacks: an error at once
-            self.discovery = open_discovery(self.discovery_name, self)
         authorized = await asyncio.to_thread(self._authorize_owner)
         if self.curve:
             self.endpoint.curve = await asyncio.to_thread(CurveServer.load, self.storage,
@@ -237,9 +238,14 @@ class Node:
             self._failed.clear()
         records = await asyncio.to_thread(store.records)
         for name in [n for n in self.apps if n not in records and n not in self.busy]:
-            if name not in self.busy and await asyncio.to_thread(store.get, name) is None:
+            if await asyncio.to_thread(store.get, name) is not None or name in self.busy:
+                continue  # stored after all, or a deploy began meanwhile: it decides
+            self.busy[name] = "stop"
+            try:
                 await self.remove_app(name)
                 store.forget_unpacked(name)
+            finally:
+                self.busy.pop(name, None)
         todo = [record for name, record in records.items() if name not in self.busy
                 and _outdated(self.apps.get(name), record) and self._failed.get(name) != record]
         for record in todo:
@@ -366,31 +372,8 @@ class Node:
     # -- introspection ------------------------------------------------------------------------
 
     def info(self) -> dict[str, Any]:
-        """The node's state: its apps' pools, queues, jobs and tasks."""
-        return {
-            "node": self.name,
-            "version": __version__,
-            "endpoint": self.listen,
-            "pid": os.getpid(),
-            "uptime": round(time.time() - self.started_at, 3),
-            "requests": self.endpoint.requests,
-            "clients": self.endpoint.info(),
-            "control": self.guard.info(),
-            **(self.endpoint.curve.info() if self.endpoint.curve else {"curve-key": None}),
-            "rss-bytes": _own_rss(),
-            "slaves": self.slaves.info(),
-            "busy": dict(self.busy),
-            "loading": self.loading,
-            "store": self._store_info(),
-            "discovery": self.discovery.info() if self.discovery else None,
-            "apps": {name: engine.info() for name, engine in sorted(self.apps.items())},
-        }
-
-    def _store_info(self) -> dict[str, Any] | None:
-        """The storage's URI and, for one other nodes share, whether it is reachable."""
-        if self.storage is None:
-            return None
-        return {"uri": self.storage.uri, **(self.follower.info() if self.follower else {})}
+        """The node's state: its apps' pools, queues, jobs and tasks (``node_info``)."""
+        return node_info(self)
 
 
 def _outdated(engine: Engine | None, record: AppRecord) -> bool:
@@ -398,11 +381,3 @@ def _outdated(engine: Engine | None, record: AppRecord) -> bool:
     not newer either (a deploy may have finished since ``record`` was read)."""
     running = engine.record if engine is not None else None
     return running is None or (running != record and running.version <= record.version)
-
-
-def _own_rss() -> int | None:
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return None

@@ -101,7 +101,8 @@ class Registry:
         """Explain an unknown name: who ships it, or what is installed."""
         prefix = f"{where}: " if where else ""
         provider = SHIPPED.get(self.kind, {}).get(name)
-        installed = f"installed {self.label}s: {join_names(self.names())}"
+        plural = self.label[:-1] + "ies" if self.label.endswith("y") else self.label + "s"
+        installed = f"installed {plural}: {join_names(self.names())}"
         if provider:
             return (f"{prefix}{self.label} '{name}' is provided by {provider}, which is not "
                     f"installed or failed to load (see 'cocaine plugins'); "

@@ -53,8 +53,10 @@ class StoreFollower:
         self._stop_watch = self.storage.watch(FOLLOWED, changed)
 
     def _changed(self, change: Change) -> None:
-        if change is None or change[0] == "keys":
+        if change is None:
             self.node.keys.forget()
+        elif change[0] == "keys":
+            self.node.keys.forget(change[1])
         if change is None or change[0] == "apps":
             self._dirty = True
             if self._task is None or self._task.done():

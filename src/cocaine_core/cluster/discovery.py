@@ -10,6 +10,8 @@ keeps the last view it had and says so in ``info``.
 from __future__ import annotations
 
 import json
+import math
+import re
 import socket
 import time
 import uuid
@@ -50,12 +52,40 @@ class NodeRecord:
             raise NodeError(f"a node record of {len(data)} bytes is over {MAX_RECORD}")
         try:
             fields = json.loads(data)
-            record = cls(id=str(fields["id"]), name=str(fields["name"]),
-                         endpoint=str(fields["endpoint"]), started=float(fields["started"]),
-                         version=str(fields.get("version", "")))
+            if not isinstance(fields, dict):
+                raise ValueError("not a map")
+            record = cls(id=fields["id"], name=fields["name"], endpoint=fields["endpoint"],
+                         started=fields["started"], version=fields.get("version", ""))
         except (ValueError, TypeError, KeyError) as exc:
             raise NodeError(f"not a node record: {exc}") from None
+        problem = _record_problem(record)
+        if problem:
+            raise NodeError(f"not a node record: {problem}")
         return record
+
+
+#: What a node's id, name and endpoint may be in a record read from the network.
+NODE_ID = re.compile(r"[0-9a-f]{8,64}")
+NODE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,252}")
+ENDPOINT = re.compile(r"tcp://(\[[0-9A-Fa-f:.]{2,45}\]|[A-Za-z0-9][A-Za-z0-9_.-]{0,252}):"
+                      r"[0-9]{1,5}")
+
+
+def _record_problem(record: NodeRecord) -> str | None:
+    """What makes ``record`` one no node could have published, if anything."""
+    if not isinstance(record.id, str) or not NODE_ID.fullmatch(record.id):
+        return "its id is not 8 to 64 hex digits"
+    if not isinstance(record.name, str) or not NODE_NAME.fullmatch(record.name):
+        return "its name is not a host name"
+    if not isinstance(record.endpoint, str) or not ENDPOINT.fullmatch(record.endpoint) or \
+            not 0 < int(record.endpoint.rsplit(":", 1)[1]) < 65536:
+        return "its endpoint is not tcp://HOST:PORT"
+    if isinstance(record.started, bool) or not isinstance(record.started, int | float) or \
+            not math.isfinite(record.started):
+        return "its start time is not a time"
+    if not isinstance(record.version, str) or len(record.version) > 64:
+        return "its version is not a short text"
+    return None
 
 
 class Discovery(Protocol):

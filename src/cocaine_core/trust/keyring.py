@@ -5,14 +5,15 @@ read): ``{"key": "ssh-ed25519 AAAA… comment", "added": time, "revoked": time o
 revoked key stays listed, so the node can tell its owner why a request was refused. Nodes
 that share a storage share their keys; a change counts from the next request, since the node
 reads the key of every signed request afresh, or, from a storage that reports changes
-(etcd), keeps what it read until the storage says the key changed (``forget``).
+(etcd), holds every key in memory and reads one again when the storage says it changed
+(``forget``).
 """
 
 from __future__ import annotations
 
 import json
+import threading
 import time
-from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -26,8 +27,6 @@ if TYPE_CHECKING:
 NAMESPACE = "keys"
 #: The most keys a node lists (a bound on what ``cocaine keys list`` reads).
 MAX_KEYS = 10_000
-#: The most lookups a caching ring remembers, found or not (the least recently used go).
-MAX_CACHED = 4096
 
 
 @attrs.frozen
@@ -53,16 +52,27 @@ class KeyRing:
     """The authorized keys in ``storage``, or in memory for a node without one."""
 
     def __init__(self, storage: Storage | None, *, cache: bool = False) -> None:
-        """``cache``: keep what ``find`` read until ``forget`` (for a storage that says when
-        its keys change)."""
+        """``cache``: hold every key in memory, read once and then again only where the
+        storage says a key changed (``forget``): for a storage that reports its changes.
+        Then an unknown fingerprint is refused without reading the storage at all."""
         self.storage = storage
         self._memory: dict[str, bytes] = {}
         self.cache = cache
-        self._cached: OrderedDict[str, KeyEntry | None] = OrderedDict()
+        #: Every entry by name, once read (None: not read yet, or all of it may be stale),
+        #: and the names whose entry changed since.
+        self._mirror: dict[str, KeyEntry | None] | None = None
+        self._stale: set[str] = set()
+        self._lock = threading.Lock()
 
-    def forget(self) -> None:
-        """Drop what the cache holds: the keys in storage changed (or may have)."""
-        self._cached.clear()
+    def forget(self, name: str | None = None) -> None:
+        """The entry ``name`` changed in storage (None: any may have): read it again when a
+        request needs it."""
+        with self._lock:
+            if name is None:
+                self._mirror = None
+                self._stale.clear()
+            else:
+                self._stale.add(name)
 
     def authorize(self, key: PublicKey) -> KeyEntry:
         """Authorize ``key`` (again, if it was revoked); return its entry."""
@@ -92,25 +102,27 @@ class KeyRing:
             return None
         if not self.cache:
             return self.get(name)
-        if name in self._cached:
-            self._cached.move_to_end(name)
-            return self._cached[name]
-        entry = self.get(name)
-        self._cached[name] = entry
-        if len(self._cached) > MAX_CACHED:
-            self._cached.popitem(last=False)
-        return entry
+        with self._lock:  # one reader fills the mirror; the others then find it there
+            if self._mirror is None:
+                self._mirror = {n: self.get(n) for n in self._names()[:MAX_KEYS]}
+                self._stale.clear()
+            if name in self._stale:
+                self._mirror[name] = self.get(name)
+                self._stale.discard(name)
+            return self._mirror.get(name)
 
     def cached(self, fingerprint: str) -> tuple[bool, KeyEntry | None]:
-        """``(True, entry)`` if a caching ring holds ``fingerprint``'s lookup (no storage
-        read needed), else ``(False, None)``."""
+        """``(True, entry)`` when the answer of ``find`` is known without reading storage (a
+        caching ring that holds every key; an unknown key's entry is None), else
+        ``(False, None)``."""
         try:
             name = digest_of_fingerprint(fingerprint).hex()
         except TrustError:
             return True, None
-        if name in self._cached:
-            return True, self._cached[name]
-        return False, None
+        mirror = self._mirror
+        if mirror is None or name in self._stale:
+            return False, None
+        return True, mirror.get(name)
 
     def get(self, name: str) -> KeyEntry | None:
         """The entry stored under ``name`` (a key's SHA-256 in hex), or None."""
@@ -142,7 +154,7 @@ class KeyRing:
             self._memory[name] = data
         else:
             self.storage.put(NAMESPACE, name, data)
-        self._cached.pop(name, None)
+        self.forget(name)
 
 
 def _decode(name: str, data: bytes) -> KeyEntry | None:
