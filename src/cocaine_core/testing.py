@@ -243,6 +243,19 @@ class NodeProcess:
         """A blocking client of this node."""
         return Client(self.endpoint, wait=wait)
 
+    def answer(self, app: str, event: str, data: bytes = b"") -> bytes | None:
+        """What ``app`` answers to ``event`` here, or None if it fails (not served here)."""
+        try:
+            with Client(self.endpoint, wait=5) as client:
+                return client.call(app, event, data)
+        except ServiceError:
+            return None
+
+    def apps(self) -> list[str]:
+        """The names of the apps this node runs."""
+        with Client(self.endpoint, wait=20) as client:
+            return sorted(client.control("list"))
+
     def cli(self, *args: str, check: bool = True, cwd: Path | None = None,
             input: bytes | None = None, env: dict[str, str] | None = None) -> Any:
         """Run ``cocaine ARGS --node ENDPOINT`` (in ``env``, if given); returns the

@@ -4,10 +4,11 @@ it; both saying at once when nothing listens, or when what listens is not a node
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -101,12 +102,14 @@ def test_a_missing_ipc_socket_file_is_an_error_at_once(calls, tmp_path: Path) ->
     assert error.message.startswith(f"nothing listens at {endpoint} (no socket file); ")
 
 
-@pytest.fixture
-def not_a_node() -> Iterator[str]:
-    """A TCP server that answers every connection with an HTTP error and hangs up."""
+@contextlib.contextmanager
+def tcp_server(greet: Callable[[socket.socket], None]) -> Iterator[str]:
+    """A TCP server on 127.0.0.1 that calls ``greet`` with each connection it accepts (and
+    closes them all at the end); yields its endpoint."""
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen()
+    held: list[socket.socket] = []
 
     def serve() -> None:
         while True:
@@ -114,15 +117,30 @@ def not_a_node() -> Iterator[str]:
                 connection, _ = server.accept()
             except OSError:
                 return
-            with connection:
-                connection.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+            held.append(connection)
+            greet(connection)
 
-    threading.Thread(target=serve, daemon=True).start()
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
     try:
         yield f"tcp://127.0.0.1:{server.getsockname()[1]}"
     finally:
         server.shutdown(socket.SHUT_RDWR)  # wakes the thread's accept(); close() alone does not
         server.close()
+        thread.join(timeout=5)
+        for connection in held:
+            connection.close()
+
+
+@pytest.fixture
+def not_a_node() -> Iterator[str]:
+    """A TCP server that answers every connection with an HTTP error and hangs up."""
+    def greet(connection: socket.socket) -> None:
+        connection.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+        connection.close()
+
+    with tcp_server(greet) as endpoint:
+        yield endpoint
 
 
 @pytest.mark.parametrize("calls", [call_sync, call_async], ids=["Client", "AsyncClient"])
@@ -258,30 +276,8 @@ def curve_greeter() -> Iterator[str]:
     """A TCP server that greets as a ``--curve`` node does and then holds the connection: a
     plain client reads the mechanism before any close, so libzmq gives the connection up
     (``HANDSHAKE_FAILED_PROTOCOL``) every time, not only when the race goes that way."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen()
-    held: list[socket.socket] = []
-
-    def serve() -> None:
-        while True:
-            try:
-                connection, _ = server.accept()
-            except OSError:
-                return
-            held.append(connection)
-            connection.sendall(CURVE_GREETING)
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield f"tcp://127.0.0.1:{server.getsockname()[1]}"
-    finally:
-        server.shutdown(socket.SHUT_RDWR)
-        server.close()
-        thread.join(timeout=5)
-        for connection in held:
-            connection.close()
+    with tcp_server(lambda connection: connection.sendall(CURVE_GREETING)) as endpoint:
+        yield endpoint
 
 
 def no_room(sock: zmq.Socket) -> bool:  # type: ignore[type-arg]

@@ -30,16 +30,13 @@ TASKS = {"echo": {"type": "native-server"}}
 
 
 def answer(node: NodeProcess, app: str = "hello") -> bytes | None:
-    try:
-        with Client(node.endpoint, wait=5) as client:
-            return client.call(app, "echo", b"hi")
-    except ServiceError:
-        return None
+    """What ``app`` on ``node`` answers to ``echo hi``, or None if it does not serve it."""
+    return node.answer(app, "echo", b"hi")
 
 
 def apps_of(node: NodeProcess) -> list[str]:
-    with Client(node.endpoint, wait=20) as client:
-        return sorted(client.control("list"))
+    """The apps ``node`` runs."""
+    return node.apps()
 
 
 def test_a_flood_signed_by_unknown_keys_is_refused_at_once_and_holds_nothing(

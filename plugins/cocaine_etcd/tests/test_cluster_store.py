@@ -46,17 +46,12 @@ def write_echo(folder: Path, version: str) -> Path:
 
 def answer(node: NodeProcess, app: str = "hello") -> bytes | None:
     """What ``app`` on ``node`` answers to ``echo hi``, or None if it does not serve it."""
-    try:
-        with Client(node.endpoint, wait=5) as client:
-            return client.call(app, "echo", b"hi")
-    except ServiceError:
-        return None
+    return node.answer(app, "echo", b"hi")
 
 
 def apps_of(node: NodeProcess) -> list[str]:
     """The apps ``node`` runs."""
-    with Client(node.endpoint, wait=20) as client:
-        return sorted(client.control("list"))
+    return node.apps()
 
 
 def timed(condition: Callable[[], bool], what: str, timeout: float = CONVERGE) -> float:
