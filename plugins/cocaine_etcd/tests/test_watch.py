@@ -131,15 +131,16 @@ def test_compacted_history_starts_over_from_now(etcd: EtcdCluster, store: EtcdSt
     stop = store.watch(["apps"], seen)
     try:
         wait_until(lambda: seen.changes == [None], 5, "the watch started")
-        etcd.kill(0)
-        wait_until(lambda: not store.available(), 5, "the watch noticed")
-        # While it is cut, the revisions after its position are compacted away.
-        stop.__self__.next_revision = {"apps": 2}  # type: ignore[attr-defined]
-        etcd.restart(0)
         for i in range(3):
             store.put("apps", "a", str(i).encode())
         head = store.connection.call(lambda c: c.get_prefix(b"/t/"), "test").header.revision
         store.connection.call(lambda c: c.compact(head, physical=True), "test")
+        etcd.kill(0)
+        wait_until(lambda: not store.available(), 5, "the watch noticed")
+        # While it is cut, its position goes back to revisions compacted away (as if it had
+        # been cut long before the compaction).
+        stop.__self__.next_revision = {"apps": 2}  # type: ignore[attr-defined]
+        etcd.restart(0)
         wait_until(lambda: "were compacted" in caplog.text, 10, "the compaction noticed")
         wait_until(lambda: seen.changes.count(None) >= 2, 5, "restarted from now")
         writes = iter(range(100))

@@ -54,7 +54,13 @@ CHANNEL_OPTIONS = {
     "grpc.max_send_message_length": 4 * 2**20,
     "grpc.keepalive_time_ms": 10_000,
     "grpc.keepalive_timeout_ms": 5_000,
+    # Each channel its own connections: a channel made again after a member failed must
+    # not share gRPC's global pool's connection still waiting out its reconnect backoff.
+    "grpc.use_local_subchannel_pool": 1,
 }
+
+#: Why a request whose member's connection was closed under it moved on.
+RESET = "dropped the connection (it was failing other requests)"
 
 #: Errors that mean "this member cannot serve now": try the next one.
 UNREACHABLE: tuple[type[BaseException], ...] = (
@@ -136,14 +142,7 @@ class EtcdConnection:
         """Run ``op(client)`` with failover and wait for it (from any thread but the loop's);
         StorageUnavailable if no member could serve it in ``TOTAL_TIMEOUT`` seconds."""
         self._not_on_loop()
-        future = self.submit(self.run(op, what))
-        try:
-            return future.result(timeout=TOTAL_TIMEOUT + ATTEMPT_TIMEOUT + 1.0)
-        except concurrent.futures.TimeoutError:
-            future.cancel()
-            self.available = False
-            raise self.unavailable(what, ["no answer in time"],
-                                   TOTAL_TIMEOUT + ATTEMPT_TIMEOUT + 1.0) from None
+        return self.wait(self.run(op, what), what, TOTAL_TIMEOUT + ATTEMPT_TIMEOUT + 1.0)
 
     def wait(self, coro: Coroutine[Any, Any, T], what: str, timeout: float) -> T:
         """Run ``coro`` (several requests, each through ``run``) on the private loop and wait
@@ -156,6 +155,12 @@ class EtcdConnection:
             future.cancel()
             self.available = False
             raise self.unavailable(what, ["no answer in time"], timeout) from None
+        except (concurrent.futures.CancelledError, asyncio.CancelledError):
+            # Cancelled on the loop (the storage closing): never let a CancelledError out
+            # to the caller's thread, where it would end the node's task silently.
+            self.available = False
+            raise self.unavailable(what, ["the request was cancelled (the storage is "
+                                          "closing or its connection was reset)"]) from None
 
     def _not_on_loop(self) -> None:
         if threading.current_thread() is self._thread:
@@ -166,16 +171,18 @@ class EtcdConnection:
         """The member requests go to now: its index and client."""
         return self._current, self.clients[self._current]
 
-    async def failed(self, index: int) -> None:
-        """Member ``index`` could not serve: drop its connection (gRPC would wait up to its
-        reconnect backoff before trying again, failing every request meanwhile, even once
-        the member is back) and move on to the next member (once, however many requests
-        saw it fail)."""
+    async def failed(self, index: int, close: bool = True) -> None:
+        """Member ``index`` could not serve: move on to the next member (once, however many
+        requests saw it fail) and, with ``close``, drop its connection (gRPC would wait up to
+        its reconnect backoff before trying again, failing every request meanwhile, even
+        once the member is back). Requests in flight on a dropped connection are cancelled;
+        ``run`` sends them to the next member. ``close=False`` for a watch stream that just
+        ended: the connection may still serve the other requests."""
         self.available = False
         if self._current == index:
             self._current = (index + 1) % len(self.clients)
         client = self.clients[index]
-        if client.channel is not None:
+        if close and client.channel is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(client.close(), 1.0)
 
@@ -194,6 +201,18 @@ class EtcdConnection:
             budget = min(ATTEMPT_TIMEOUT, max(0.05, deadline - self.loop.time()))
             try:
                 result = await asyncio.wait_for(op(client), budget)
+            except asyncio.CancelledError as exc:
+                task = asyncio.current_task()
+                if task is None or task.cancelling():
+                    raise  # this request itself is being cancelled
+                # The member's connection was closed under the request (another request
+                # found the member failing): the member could not serve it; try the next.
+                tried.append(f"{self.uri.endpoint_names()[index]} {RESET}")
+                refused_all = False
+                log.debug("etcd %s: connection reset under a request (%r)",
+                          self.uri.endpoint_names()[index], exc)
+                if self._current == index:
+                    self._current = (index + 1) % len(self.clients)
             except BaseException as exc:
                 if isinstance(exc, aetcd.exceptions.ClientError) and not is_unreachable(exc):
                     raise self.refused(what, exc) from None

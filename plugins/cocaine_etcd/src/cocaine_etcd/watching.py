@@ -7,9 +7,17 @@ storage, without stalling the storage's loop; it is never called concurrently.
 
 When the watch is cut (the member died, etcd is down) it reconnects, to the next member,
 with a backoff from 0.2 s to 2 s, and resumes each namespace from the revision after the
-last event it delivered: nothing written meanwhile (through another member) is lost. It
-then calls ``changed(None)`` (anything may have changed: read again). If etcd compacted
-those revisions away it starts from now, after ``changed(None)`` too.
+last event it delivered: nothing written meanwhile (through another member) is lost. If
+etcd compacted those revisions away it starts from now.
+
+A watch counts as live only once its member proved it serves: a linearizable read (one
+key) on the same connection succeeds after the watch was created; and while it runs the
+member is checked that way every ``CHECK_EVERY`` seconds. A member that lost its quorum
+(it accepts watches but sends nothing) or hangs fails that check within
+``CHECK_EVERY + ATTEMPT_TIMEOUT`` seconds and the watch moves to the next member. Only a
+live watch ends an outage: one warning when it begins, one line when the watch follows
+again, ``available`` true again, and ``changed(None)`` (anything may have changed: read
+again), which also comes at the very start and after a compaction, never on every retry.
 
 Within a namespace, events come in revision order. Across namespaces they come in revision
 order while the watch is live (etcd sends them on one stream); when it resumes, each
@@ -41,12 +49,20 @@ BACKOFF_MAX = 2.0
 #: Changes waiting for ``changed``: past this many, they collapse into one None (re-read
 #: everything), so a stuck reader cannot make the storage hold unbounded memory.
 MAX_PENDING = 10_000
+#: Seconds between checks that the member a live watch is on still serves (a linearizable
+#: read, bounded by ``ATTEMPT_TIMEOUT``): a hung or quorum-less member is left within
+#: ``CHECK_EVERY + ATTEMPT_TIMEOUT`` seconds.
+CHECK_EVERY = 2.0
 #: Seconds ``stop`` waits for the dispatcher thread to finish the change in hand.
 STOP_TIMEOUT = 2.0
 
 
 class _Cut(Exception):
     """The watch stream ended: reconnect."""
+
+
+class _Unserving(Exception):
+    """The member the watch is on failed a linearizable read: leave it."""
 
 
 class PrefixWatch:
@@ -64,6 +80,8 @@ class PrefixWatch:
         self._live = False
         #: Whether the watch is cut (an outage being reported: one line for all of it).
         self._down = False
+        #: Whether the next live watch reports ``changed(None)`` (start, outage, compaction).
+        self._reread = True
         self._task: asyncio.Future[None] | None = None
         self._dispatcher = threading.Thread(target=self._dispatch, daemon=True,
                                             name="etcd watch")
@@ -127,29 +145,57 @@ class PrefixWatch:
                 log.warning("storage watch: revisions up to %s were compacted; reading "
                             "everything again", exc.compacted_revision)
                 self.next_revision = {}
+                self._reread = True
                 continue
             except asyncio.CancelledError:
                 raise
-            except (Exception, _Cut) as exc:
-                unreachable = isinstance(exc, _Cut | StorageUnavailable) or is_unreachable(exc)
+            except (Exception, _Cut, _Unserving) as exc:
+                unreachable = (isinstance(exc, _Cut | _Unserving | StorageUnavailable)
+                               or is_unreachable(exc))
+                name = self.connection.uri.endpoint_names()[index]
                 # One line per outage, however long: the retries go on quietly (debug).
                 if self._down:
-                    log.debug("storage watch: %s: %s", self.connection.uri.endpoint_names()[
-                        index], exc)
+                    log.debug("storage watch: %s: %s", name, exc)
                 elif not unreachable:
                     log.exception("storage watch failed; resuming (quietly until it works)")
                 else:
                     log.warning("storage watch: %s %s; resuming every %.1f s at most, quietly "
-                                "until it works", self.connection.uri.endpoint_names()[index],
-                                reason(exc) if not isinstance(exc, StorageUnavailable)
-                                else "cannot be reached", BACKOFF_MAX)
+                                "until it works", name, self._why(exc), BACKOFF_MAX)
                 self._down = True
-                await self.connection.failed(index)
+                self._reread = True
+                # A stream that merely ended leaves the connection to the other requests;
+                # a member that failed a request gets a fresh one (gRPC's backoff).
+                await self.connection.failed(index, close=not isinstance(exc, _Cut))
                 if self._live:
                     backoff = BACKOFF_FIRST
                 await asyncio.sleep(backoff)
                 backoff = min(BACKOFF_MAX, backoff * 2)
                 continue
+
+    @staticmethod
+    def _why(exc: BaseException) -> str:
+        if isinstance(exc, StorageUnavailable):
+            return "cannot be reached"
+        if isinstance(exc, _Cut):
+            return "ended the watch"
+        if isinstance(exc, _Unserving):
+            return str(exc)
+        return reason(exc)
+
+    async def _check(self, client: aetcd.Client) -> None:
+        """A linearizable read of one key on ``client``; _Unserving if it fails."""
+        first = next(iter(self.prefixes.values()))
+        try:
+            await asyncio.wait_for(client.get(first), ATTEMPT_TIMEOUT)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is None or task.cancelling():
+                raise
+            raise _Unserving("dropped the connection") from None
+        except Exception as exc:
+            if not is_unreachable(exc):
+                raise
+            raise _Unserving(reason(exc)) from None
 
     async def _from_now(self) -> None:
         first = next(iter(self.prefixes.values()))
@@ -169,14 +215,25 @@ class PrefixWatch:
                     ATTEMPT_TIMEOUT)
                 watches.append(watch)
                 pumps.append(asyncio.create_task(self._pump(ns, watch, events)))
+            await self._check(client)  # the member serves (it has a quorum, it answers)
             self.connection.available = True
             self._live = True
             if self._down:
                 log.info("storage watch: following %s again", self.connection.uri.uri)
                 self._down = False
-            self._report(None)
+            if self._reread:
+                self._reread = False
+                self._report(None)
+            loop = asyncio.get_running_loop()
+            next_check = loop.time() + CHECK_EVERY
             while True:
-                ns, event = await events.get()
+                try:
+                    ns, event = await asyncio.wait_for(
+                        events.get(), max(0.0, next_check - loop.time()))
+                except TimeoutError:
+                    await self._check(client)
+                    next_check = loop.time() + CHECK_EVERY
+                    continue
                 if isinstance(event, BaseException):
                     raise event
                 key = event.kv.key[len(self.prefixes[ns]):].decode(errors="replace")
