@@ -7,11 +7,19 @@ import time
 import types
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from cocaine_etcd.discovery import LEASE_TTL, EtcdDiscovery
+from cocaine_etcd.discovery import (
+    KEEPALIVE_EVERY,
+    LEASE_TTL,
+    MAX_PEERS,
+    REVOKE_TIMEOUT,
+    EtcdDiscovery,
+)
 from cocaine_etcd.storage import EtcdStorage
 from cocaine_etcd.testing import EtcdCluster
+from cocaine_etcd.watching import STOP_TIMEOUT
 
 from cocaine_core.cluster.discovery import NodeRecord
 from cocaine_core.errors import NodeError
@@ -98,7 +106,12 @@ def test_unreadable_records_are_skipped(nodes: Nodes, caplog: pytest.LogCaptureF
     store.connection.call(lambda c: c.put(b"/c/nodes/bogus", b"{still not"), "test")
     store.connection.call(lambda c: c.put(b"/c/nodes/mark", b"{"), "test")
     wait_until(lambda: caplog.text.count("unreadable node record mark") == 2, 5, "seen")
-    assert caplog.text.count("unreadable node record bogus") == 2
+    # A record that changed (still bad) is told once more; one that did not, never again.
+    wait_until(lambda: caplog.text.count("unreadable node record bogus") == 4, 5, "changed")
+    _, me_c = nodes.join("c")  # a change the others follow; the bad records stay as they are
+    wait_until(lambda: me_c.id in a.peers(), 5, "a sees c")
+    assert caplog.text.count("unreadable node record bogus") == 4
+    assert caplog.text.count("unreadable node record mark") == 2
 
 
 def test_a_lost_lease_is_granted_again(nodes: Nodes) -> None:
@@ -126,3 +139,48 @@ def test_etcd_down_longer_than_the_lease(etcd: EtcdCluster, nodes: Nodes) -> Non
                LEASE_TTL, "both joined again")
     wait_until(lambda: me_b.id in a.peers() and me_a.id in b.peers(), LEASE_TTL,
                "both registered again and see each other")
+
+
+def test_stop_without_quorum_ends_in_bounds_and_never_raises(
+        etcd3: EtcdCluster, caplog: pytest.LogCaptureFixture) -> None:
+    made = Nodes(etcd3)
+    try:
+        a, me_a = made.join("a")
+        b, _ = made.join("b")
+        wait_until(lambda: me_a.id in b.peers(), 5, "b sees a")
+        index, _ = made.storages[0].connection.current()
+        for i in [i for i in range(3) if i != index][:2]:  # a's member is left, without quorum
+            etcd3.kill(i)
+        wait_until(lambda: a.info()["state"] == "unavailable", LEASE_TTL + 2, "a noticed")
+        time.sleep(2 * KEEPALIVE_EVERY)  # the watch and the keep-alive retry meanwhile
+        began = time.monotonic()
+        asyncio.run(a.stop())  # no exception, CancelledError included
+        took = time.monotonic() - began
+        print(f"stop without quorum took {took:.2f} s")
+        assert took < REVOKE_TIMEOUT + STOP_TIMEOUT + 1.0
+        assert a.info()["state"] == "stopped"
+        assert set(b.peers()) == {me_a.id}  # b keeps its last view
+        assert "Traceback" not in caplog.text and "reader failed" not in caplog.text
+        reads = caplog.text.count("cannot read the node records")
+        assert reads <= 2, caplog.text  # one line per outage for each node at most
+    finally:
+        made.close()
+
+
+def test_peers_are_capped(nodes: Nodes, caplog: pytest.LogCaptureFixture) -> None:
+    a, _ = nodes.join("a")
+    store = nodes.storages[0]
+    records = [NodeRecord.new(f"n{i}", f"tcp://127.0.0.1:{20000 + i}")
+               for i in range(MAX_PEERS + 5)]
+
+    async def put_all(client: Any) -> None:
+        for record in records:
+            await client.put(b"/c/nodes/" + record.id.encode(), record.to_json())
+
+    store.connection.wait(store.connection.run(put_all, "test", total=60), "test", 60)
+    wait_until(lambda: len(a.peers()) == MAX_PEERS, 20, "a holds the cap")
+    b, _ = nodes.join("b")  # one more change for a to follow
+    wait_until(lambda: len(b.peers()) == MAX_PEERS, 20, "b holds the cap")
+    time.sleep(0.5)
+    assert len(a.peers()) == MAX_PEERS
+    assert caplog.text.count(f"more than {MAX_PEERS} node records") == 2  # once by each node

@@ -16,7 +16,7 @@ import logging
 from typing import Any
 
 from cocaine_core.cluster.discovery import NodeRecord
-from cocaine_core.errors import NodeError, StorageError, StorageUnavailable
+from cocaine_core.errors import NodeError, StorageUnavailable
 from cocaine_core.storages import Change
 from cocaine_etcd.storage import EtcdStorage
 from cocaine_etcd.watching import PrefixWatch
@@ -31,6 +31,8 @@ LEASE_TTL = 5
 KEEPALIVE_EVERY = LEASE_TTL / 3
 #: Seconds ``stop`` may take to revoke the lease (then it expires by itself).
 REVOKE_TIMEOUT = 2.0
+#: Peers held at most (a store full of records, by mistake or malice, cannot grow the node).
+MAX_PEERS = 1024
 NEEDS_ETCD = ("--discovery etcd needs --storage etcd://HOST:PORT/PREFIX, where the nodes "
               "register")
 
@@ -49,7 +51,11 @@ class EtcdDiscovery:
         self.me: NodeRecord | None = None
         self.lease_id: int | None = None
         self._peers: dict[str, NodeRecord] = {}
-        self._unreadable: set[str] = set()
+        #: Records skipped as unreadable, by node id: the value's hash (one line until it
+        #: changes). Bounded like the peers.
+        self._unreadable: dict[str, int] = {}
+        self._over_cap = False
+        self._read_failing = False
         self._keeper: asyncio.Future[None] | None = None
         self._stop_watch: Any = None
 
@@ -81,21 +87,28 @@ class EtcdDiscovery:
                                  "started": p.started} for p in self.peers().values()}}
 
     async def stop(self) -> None:
-        """Revoke the lease (bounded), so the others drop this node at once; stop following."""
+        """Revoke the lease (bounded), so the others drop this node at once; stop following.
+        Never raises (but for its own cancellation): a lease not revoked expires by itself."""
         self.state = "stopped"
         if self._keeper is not None:
             self._keeper.cancel()
-        if self._stop_watch is not None:
-            await asyncio.to_thread(self._stop_watch)
         lease_id, self.lease_id = self.lease_id, None
-        if lease_id is None or self.connection.closed:
-            return
         try:
+            if self._stop_watch is not None:
+                await asyncio.to_thread(self._stop_watch)
+            if lease_id is None or self.connection.closed:
+                return
             revoke = self.connection.submit(self.connection.run(
                 lambda c: c.revoke_lease(lease_id), "revoke the node's lease",
                 total=REVOKE_TIMEOUT))
             await asyncio.wait_for(asyncio.wrap_future(revoke), REVOKE_TIMEOUT + 0.5)
-        except (TimeoutError, StorageError) as exc:
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # the caller cancels stop itself
+            log.warning("discovery: the lease's revocation was cut; the record expires "
+                        "within %d s", LEASE_TTL)
+        except Exception as exc:  # TimeoutError, StorageError, a closed connection
             log.warning("discovery: could not revoke the lease (%s); the record expires "
                         "within %d s", exc, LEASE_TTL)
 
@@ -140,35 +153,66 @@ class EtcdDiscovery:
 
     def _changed(self, change: Change) -> None:
         try:
-            if change is None:
-                found = self.connection.call(
-                    lambda c: c.get_prefix(self.prefix), "list the nodes")
-                peers = {}
-                for kv in found:
-                    record = self._read(kv.key, kv.value)
-                    if record is not None:
-                        peers[record.id] = record
-                self._peers = peers
-                if self.me is not None and self.me.id not in peers and self.lease_id:
-                    self._put_again()
-                self._peers.pop(self.me.id if self.me else "", None)
-                return
-            _, node_id = change
-            key = self.prefix + node_id.encode()
-            kv = self.connection.call(lambda c: c.get(key), "read a node record")
-            peers = dict(self._peers)
-            record = self._read(key, kv.value) if kv is not None else None
-            if self.me is not None and node_id == self.me.id:
-                if record is None and self.state != "stopped":
-                    self._put_again()
-                return
-            if record is None:
-                peers.pop(node_id, None)
-            else:
-                peers[node_id] = record
+            self._follow(change)
+        except Exception as exc:  # StorageUnavailable mostly: keep the last view
+            if not self._read_failing and self.state != "stopped":
+                log.warning("discovery: cannot read the node records (%s); keeping the last "
+                            "list of peers until etcd answers", exc)
+            self._read_failing = True
+        else:
+            if self._read_failing:
+                log.info("discovery: reading the node records again")
+            self._read_failing = False
+
+    def _follow(self, change: Change) -> None:
+        me = self.me.id if self.me is not None else ""
+        if change is None:
+            found = self.connection.call(lambda c: c.get_prefix(self.prefix), "list the nodes")
+            peers: dict[str, NodeRecord] = {}
+            seen = refused = False
+            for kv in found:
+                record = self._read(kv.key, kv.value)
+                if record is None:
+                    continue
+                if record.id == me:
+                    seen = True
+                elif self._admit(peers, record.id):
+                    peers[record.id] = record
+                else:
+                    refused = True
             self._peers = peers
-        except StorageUnavailable:
-            pass  # keep the last view; the watch resumes with None
+            self._over_cap = refused
+            if self.me is not None and not seen and self.lease_id:
+                self._put_again()
+            return
+        _, node_id = change
+        key = self.prefix + node_id.encode()
+        kv = self.connection.call(lambda c: c.get(key), "read a node record")
+        record = self._read(key, kv.value) if kv is not None else None
+        if node_id == me:
+            if record is None and self.state != "stopped":
+                self._put_again()
+            return
+        peers = dict(self._peers)
+        if record is None:
+            peers.pop(node_id, None)
+            if kv is None:
+                self._unreadable.pop(node_id, None)
+            if len(peers) < MAX_PEERS:
+                self._over_cap = False
+        elif self._admit(peers, node_id):
+            peers[node_id] = record
+        self._peers = peers
+
+    def _admit(self, peers: dict[str, NodeRecord], node_id: str) -> bool:
+        """Whether ``node_id`` fits among ``peers`` (at most MAX_PEERS; one line when not)."""
+        if node_id in peers or len(peers) < MAX_PEERS:
+            return True
+        if not self._over_cap:
+            log.warning("discovery: more than %d node records under %s; following the first "
+                        "%d only", MAX_PEERS, self.prefix.decode(errors="replace"), MAX_PEERS)
+            self._over_cap = True
+        return False
 
     def _put_again(self) -> None:
         # Our record vanished while our lease lives (deleted by hand): put it back.
@@ -182,15 +226,20 @@ class EtcdDiscovery:
             log.info("discovery: could not put the record back (%s)", exc)
 
     def _read(self, key: bytes, value: bytes) -> NodeRecord | None:
+        """The record in ``value``, or None (one line per bad record until it changes)."""
         name = key[len(self.prefix):].decode(errors="replace")
         try:
-            record = NodeRecord.from_json(value)
+            record = NodeRecord.from_json(bytes(value))
             if record.id != name:
                 raise NodeError(f"its id is {record.id!r}")
         except NodeError as exc:
-            if name not in self._unreadable:
-                self._unreadable.add(name)
-                log.warning("discovery: skipping the unreadable node record %s: %s", name, exc)
+            digest = hash(bytes(value))
+            if self._unreadable.get(name) != digest:
+                if len(self._unreadable) >= MAX_PEERS:
+                    self._unreadable.clear()
+                self._unreadable[name] = digest
+                log.warning("discovery: skipping the unreadable node record %s: %s",
+                            name[:200], exc)
             return None
+        self._unreadable.pop(name, None)
         return record
-
