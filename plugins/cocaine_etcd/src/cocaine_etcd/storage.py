@@ -11,6 +11,7 @@ Key layout under the prefix ``P`` (``/cocaine`` for ``etcd://h:2379/cocaine``)::
     P/keys/<name>            public keys (cocaine_core's trust)
     P/curve/<name>           the nodes' Curve key pair
     P/nodes/<node id>        a node record under the node's lease (discovery ``etcd``)
+    P/nonces/<hex>           a signed request's nonce, taken (under a shared lease)
 
 Values other than code are stored whole and may be up to 1 MiB. Every method is blocking
 (the node calls them in threads) and runs on the storage's private asyncio loop
@@ -20,7 +21,9 @@ Values other than code are stored whole and may be up to 1 MiB. Every method is 
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -38,8 +41,18 @@ log = logging.getLogger("cocaine.etcd")
 
 #: The largest value outside ``code`` (etcd refuses requests over 1.5 MiB by default).
 MAX_VALUE = 2**20
-#: Namespaces that are not the Storage's: chunks of code, and the discovery's node records.
-RESERVED = ("chunks", "nodes")
+#: Namespaces that are not the Storage's: chunks of code, the discovery's node records, and
+#: the nonces taken.
+RESERVED = ("chunks", "nodes", "nonces")
+#: A nonce's length in bytes (``claim_nonce``).
+NONCE_MIN, NONCE_MAX = 16, 64
+#: Seconds a nonce may be held at most (``claim_nonce``'s ``ttl``).
+NONCE_TTL_MAX = 86_400.0
+#: Seconds of one nonce lease's window: the nonces claimed within one window share a lease
+#: whose TTL is ``ttl + NONCE_WINDOW`` (one lease per window, not one per nonce).
+NONCE_WINDOW = 60.0
+#: Nonce leases held at once (one per window and ttl); the oldest are forgotten past this.
+MAX_NONCE_LEASES = 16
 
 
 class EtcdStorage:
@@ -51,6 +64,11 @@ class EtcdStorage:
         self.prefix = self.parsed.prefix.encode()
         self.connection = EtcdConnection(self.parsed)
         self.code = CodeChunks(self.connection, self.prefix)
+        #: Nonce leases by ttl (whole seconds): (end of their window on the loop's clock, id).
+        self._nonce_leases: dict[int, tuple[float, int]] = {}
+        self._nonce_lock: asyncio.Lock | None = None
+        #: Seconds of a nonce lease's window (``NONCE_WINDOW``; tests shorten it).
+        self.nonce_window = NONCE_WINDOW
 
     def __repr__(self) -> str:
         return f"EtcdStorage({self.uri!r})"
@@ -142,6 +160,61 @@ class EtcdStorage:
 
         done, _ = self.connection.call(txn, f"write {namespace}/{key}")
         return bool(done)
+
+    # -- NonceStorage ------------------------------------------------------------------------
+
+    def claim_nonce(self, nonce: bytes, ttl: float) -> bool:
+        """Mark ``nonce`` (16 to 64 bytes) taken for at least ``ttl`` seconds, in one
+        transaction (``P/nonces/<hex>``, written only if absent, under a lease shared by the
+        nonces of a ``NONCE_WINDOW``); False (nothing changed) if it is taken already.
+        StorageUnavailable when etcd cannot be reached."""
+        if not isinstance(nonce, bytes | bytearray) or not (
+                NONCE_MIN <= len(nonce) <= NONCE_MAX):
+            size = len(nonce) if isinstance(nonce, bytes | bytearray) else type(nonce).__name__
+            raise StorageError(f"a nonce is {NONCE_MIN} to {NONCE_MAX} bytes; got {size}")
+        if not isinstance(ttl, int | float) or not math.isfinite(ttl) or not (
+                0 < ttl <= NONCE_TTL_MAX):
+            raise StorageError(f"a nonce's ttl is more than 0 and at most {NONCE_TTL_MAX:g} "
+                               f"seconds; got {ttl!r}")
+        key = self.prefix + b"/nonces/" + bytes(nonce).hex().encode()
+        return self.connection.wait(self._claim(key, math.ceil(ttl)), "take a nonce",
+                                    3 * TOTAL_TIMEOUT + 1.0)
+
+    async def _claim(self, key: bytes, ttl: int) -> bool:
+        for attempt in range(2):
+            lease = await self._nonce_lease(ttl)
+
+            def txn(client: aetcd.Client, lease: int = lease) -> Any:
+                t = client.transactions
+                return client.transaction(compare=[t.version(key) == 0],
+                                          success=[t.put(key, b"", lease=lease)], failure=[])
+            try:
+                done, _ = await self.connection.run(txn, "take a nonce")
+            except StorageError as exc:
+                if "lease not found" not in str(exc) or attempt:
+                    raise
+                self._nonce_leases.pop(ttl, None)  # revoked or expired early: a new one
+                continue
+            return bool(done)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _nonce_lease(self, ttl: int) -> int:
+        """The lease for nonces of ``ttl`` claimed now: granted once per window."""
+        if self._nonce_lock is None:
+            self._nonce_lock = asyncio.Lock()
+        async with self._nonce_lock:
+            now = self.connection.loop.time()
+            held = self._nonce_leases.get(ttl)
+            if held is not None and now < held[0]:
+                return held[1]
+            lease = await self.connection.run(
+                lambda c: c.lease(ttl + math.ceil(self.nonce_window)), "grant a nonce lease")
+            for old in [t for t, (end, _) in self._nonce_leases.items() if end <= now]:
+                del self._nonce_leases[old]
+            while len(self._nonce_leases) >= MAX_NONCE_LEASES:
+                del self._nonce_leases[next(iter(self._nonce_leases))]
+            self._nonce_leases[ttl] = (now + self.nonce_window, int(lease.id))
+            return int(lease.id)
 
     # -- WatchedStorage ----------------------------------------------------------------------
 
