@@ -152,3 +152,19 @@ def test_compacted_history_starts_over_from_now(etcd: EtcdCluster, store: EtcdSt
         wait_until(written_and_seen, 5, "following from now")
     finally:
         stop()
+
+
+def test_a_watch_outlives_its_connection_dropped_under_it(store: EtcdStorage) -> None:
+    seen = Recorder()
+    stop = store.watch(["apps"], seen)
+    try:
+        wait_until(lambda: seen.changes == [None], 5, "the watch started")
+        for i in range(5):  # requests found the member failing and dropped its connection
+            store.connection.submit(store.connection.failed(0)).result(timeout=5)
+            store.put("apps", f"k{i}", b"1")
+        wait_until(lambda: all(("apps", f"k{i}") in seen.changes for i in range(5)), 10,
+                   "every write seen, the watch following again")
+        store.put("apps", "last", b"1")
+        wait_until(lambda: ("apps", "last") in seen.changes, 5, "still following")
+    finally:
+        stop()

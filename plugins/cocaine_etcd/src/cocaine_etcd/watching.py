@@ -138,9 +138,17 @@ class PrefixWatch:
             index, client = self.connection.current()
             self._live = False
             try:
-                if not self.next_revision:
-                    await self._from_now()
-                await self._stream(client)
+                try:
+                    if not self.next_revision:
+                        await self._from_now()
+                    await self._stream(client)
+                except asyncio.CancelledError:
+                    task = asyncio.current_task()
+                    if task is None or task.cancelling():
+                        raise  # stop()
+                    # The connection was closed under the watch (a request found the
+                    # member failing): a cut like any other, never the watch's end.
+                    raise _Cut("the connection was dropped") from None
             except aetcd.exceptions.RevisionCompactedError as exc:
                 log.warning("storage watch: revisions up to %s were compacted; reading "
                             "everything again", exc.compacted_revision)
