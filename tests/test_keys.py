@@ -238,3 +238,22 @@ def test_nonces_age_out_and_their_number_is_bounded(guarded, monkeypatch) -> Non
     clock.now += 2 * MAX_SKEW + 1  # the old ones could no longer be replayed: forgotten
     guard.check("list", b"", signed_at(signer, clock, "list", b"", monkeypatch))
     assert guard.info()["nonces"] == 1
+
+
+def test_a_caching_ring_past_its_bound_still_finds_every_key(tmp_path, monkeypatch) -> None:
+    from cocaine_core.trust import keyring as keyring_module
+
+    monkeypatch.setattr(keyring_module, "MAX_KEYS", 3)
+    storage = FileStorage(f"files://{tmp_path / 'store'}")
+    ring = KeyRing(storage, cache=True)
+    keys = [generate(tmp_path / f"k{i}" / "id", comment=f"k{i}").public for i in range(5)]
+    for key in keys:
+        ring.authorize(key)
+    # Only three entries fit the mirror; the others are read, never refused.
+    assert all(ring.find(key.fingerprint) is not None for key in keys)
+    ring.revoke(keys[4].fingerprint)
+    assert not ring.find(keys[4].fingerprint).active
+    ring.forget()  # the store said anything may have changed; a churn of names
+    for i in range(10):
+        ring.forget(f"{i:064x}")
+    assert all(ring.find(key.fingerprint) is not None for key in keys)

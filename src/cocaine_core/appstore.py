@@ -33,6 +33,8 @@ log = logging.getLogger("cocaine.store")
 #: anything: a record that is not one is skipped, never followed).
 SHA256 = re.compile(r"[0-9a-f]{64}")
 MAX_VERSION = 2**53
+#: How deep a stored manifest may nest (a real one nests four or five levels).
+MAX_DEPTH = 32
 
 
 @attrs.frozen
@@ -61,8 +63,8 @@ class AppRecord:
         try:
             fields = json.loads(data)
             record = cls(**fields)
-        except (ValueError, TypeError) as exc:
-            raise StorageError(f"not an app record: {exc}") from None
+        except (ValueError, TypeError, RecursionError) as exc:  # nested past Python's limit
+            raise StorageError(f"not an app record: {type(exc).__name__}") from None
         problem = _record_problem(record)
         if problem:
             raise StorageError(f"not an app record: {problem}")
@@ -77,6 +79,8 @@ def _record_problem(record: AppRecord) -> str | None:
         return f"its name {record.name!r} is no app name"
     if not isinstance(record.manifest, dict):
         return "its manifest is not a map"
+    if _depth(record.manifest) > MAX_DEPTH:
+        return f"its manifest nests deeper than {MAX_DEPTH} levels"
     if not isinstance(record.sha256, str) or not SHA256.fullmatch(record.sha256):
         return "its sha256 is not 64 hex digits"
     if isinstance(record.version, bool) or not isinstance(record.version, int) or \
@@ -87,6 +91,19 @@ def _record_problem(record: AppRecord) -> str | None:
             not math.isfinite(record.deployed_at):
         return "its deployed_at is not a time"
     return None
+
+
+def _depth(value: Any) -> int:
+    """How deep maps and lists nest in ``value`` (counted without recursion)."""
+    deepest, todo = 0, [(value, 1)]
+    while todo:
+        item, level = todo.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, level)
+            if level <= MAX_DEPTH:
+                todo.extend((v, level + 1) for v in (item.values() if isinstance(item, dict)
+                                                     else item))
+    return deepest
 
 
 class AppStore:

@@ -24,6 +24,7 @@ from cocaine_core.errors import (
     NodeError,
     NotFoundError,
     ServiceError,
+    StorageError,
     StorageUnavailable,
 )
 from cocaine_core.manifest import check_app_name
@@ -297,7 +298,13 @@ class ControlService:
         if name in self.node.busy:
             raise BusyError(f"app '{name}' is busy with a {self.node.busy[name]} right now; "
                             f"try again when it is done")
-        stored = await asyncio.to_thread(self.node.store.get, name) if self.node.store else None
+        try:
+            stored: Any = (await asyncio.to_thread(self.node.store.get, name)
+                           if self.node.store else None)
+        except StorageUnavailable:
+            raise
+        except StorageError:
+            stored = "damaged"  # a record no node could use: removing it is the way out
         if name not in self.node.apps and stored is None:
             if cancelled:
                 return {"name": name, "removed": True, "cancelled-deploy": True}

@@ -26,7 +26,7 @@ from cocaine_core.cluster.discovery import Discovery, NodeRecord, advertised, op
 from cocaine_core.control import ControlService, UploadLimits
 from cocaine_core.endpoint import DEFAULT_MAX_MESSAGE, NativeEndpoint
 from cocaine_core.engine import AppState, Engine
-from cocaine_core.errors import CocaineError, NodeError, StorageUnavailable
+from cocaine_core.errors import CocaineError, NodeError, StorageError, StorageUnavailable
 from cocaine_core.manifest import Manifest, check_app_name, parse_manifest
 from cocaine_core.node_info import node_info
 from cocaine_core.paths import check_ipc_path, check_run_dir
@@ -238,7 +238,13 @@ class Node:
             self._failed.clear()
         records = await asyncio.to_thread(store.records)
         for name in [n for n in self.apps if n not in records and n not in self.busy]:
-            if await asyncio.to_thread(store.get, name) is not None or name in self.busy:
+            try:
+                stored = await asyncio.to_thread(store.get, name)
+            except StorageUnavailable:
+                raise
+            except StorageError:
+                continue  # a damaged record (said once by records()): what runs keeps running
+            if stored is not None or name in self.busy:
                 continue  # stored after all, or a deploy began meanwhile: it decides
             self.busy[name] = "stop"
             try:

@@ -210,3 +210,33 @@ def test_unknown_keys_flooding_from_many_threads_leave_the_owner_served(
             thread.join(timeout=30)
     print(f"the owner's control request during the flood: worst {worst * 1000:.0f} ms")
     assert worst < 5
+
+
+def test_values_nested_past_python_s_limit_are_damaged_values_not_crashes(
+        etcd: EtcdCluster, node_process: Any, tmp_path: Path) -> None:
+    uri = etcd.uri("cocaine")
+    a = node_process(storage_uri=uri, folder=tmp_path / "a")
+    a.cli("app", "deploy", str(write_app(tmp_path / "hello", ECHO, TASKS)))
+    deep = "[" * 3000 + "]" * 3000  # json.loads raises RecursionError, not ValueError
+    storage = EtcdStorage(uri)
+    try:
+        good = json.loads(storage.get("apps", "hello"))
+        for namespace, key in (("apps", "deep"), ("keys", "ab" * 32), ("curve", "server")):
+            storage.put(namespace, key, deep.encode())
+        nested = {**good, "name": "nested", "manifest": json.loads("[" * 500 + "]" * 500)}
+        storage.put("apps", "nested", json.dumps({**nested, "manifest": {"x": nested[
+            "manifest"]}}).encode())
+        # A damaged record of the running app, and a deploy after all of it.
+        storage.put("apps", "hello", json.dumps({**good, "version": "2"}).encode())
+        a.cli("app", "deploy", str(write_app(tmp_path / "other", ECHO, TASKS)), "--name",
+              "other")
+        b = node_process(storage_uri=uri, folder=tmp_path / "b")  # starts, owner served
+        wait_until(lambda: answer(b, "other") == b"v1|hi", timeout=30,
+                   message="a node started among the damaged values to run the rest")
+        assert answer(a) == b"v1|hi"  # the app whose record is damaged keeps running
+        a.cli("app", "remove", "hello")  # the way out the message names works
+        assert "hello" not in storage.keys("apps")
+    finally:
+        storage.close()
+    for node in (a, b):
+        assert "Traceback" not in node.log.read_text()

@@ -56,8 +56,8 @@ class NodeRecord:
                 raise ValueError("not a map")
             record = cls(id=fields["id"], name=fields["name"], endpoint=fields["endpoint"],
                          started=fields["started"], version=fields.get("version", ""))
-        except (ValueError, TypeError, KeyError) as exc:
-            raise NodeError(f"not a node record: {exc}") from None
+        except (ValueError, TypeError, KeyError, RecursionError) as exc:
+            raise NodeError(f"not a node record: {type(exc).__name__}") from None
         problem = _record_problem(record)
         if problem:
             raise NodeError(f"not a node record: {problem}")

@@ -155,7 +155,7 @@ def _stored_secret(storage: Storage) -> bytes | None:
         secret = str(record["secret"]).encode("ascii")
         ok = len(secret) == Z85_KEY_LENGTH and len(z85.decode(secret)) == 32 and \
             zmq.curve_public(secret).decode() == record["public"]
-    except (ValueError, KeyError, TypeError, UnicodeError, zmq.ZMQError):
+    except (ValueError, KeyError, TypeError, UnicodeError, zmq.ZMQError, RecursionError):
         ok = False
     if not ok:
         raise NodeError(f"{where} is damaged; remove it to make a new one (clients then need "

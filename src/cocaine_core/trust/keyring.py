@@ -62,17 +62,23 @@ class KeyRing:
         #: and the names whose entry changed since.
         self._mirror: dict[str, KeyEntry | None] | None = None
         self._stale: set[str] = set()
+        #: Whether the mirror holds every name the storage had (at most ``MAX_KEYS``): if
+        #: not, a name it lacks is read from storage rather than refused.
+        self._complete = True
+        #: Counts ``forget(None)``: a mirror read while it changed is not kept.
+        self._generation = 0
         self._lock = threading.Lock()
 
     def forget(self, name: str | None = None) -> None:
         """The entry ``name`` changed in storage (None: any may have): read it again when a
-        request needs it."""
-        with self._lock:
-            if name is None:
-                self._mirror = None
-                self._stale.clear()
-            else:
-                self._stale.add(name)
+        request needs it. Never waits (it runs on the node's loop, while a thread may be
+        reading the keys)."""
+        if name is None or len(self._stale) >= MAX_KEYS:  # a churn: read it all again
+            self._generation += 1
+            self._mirror = None
+            self._stale = set()
+        else:
+            self._stale.add(name)
 
     def authorize(self, key: PublicKey) -> KeyEntry:
         """Authorize ``key`` (again, if it was revoked); return its entry."""
@@ -103,13 +109,23 @@ class KeyRing:
         if not self.cache:
             return self.get(name)
         with self._lock:  # one reader fills the mirror; the others then find it there
-            if self._mirror is None:
-                self._mirror = {n: self.get(n) for n in self._names()[:MAX_KEYS]}
-                self._stale.clear()
+            mirror = self._mirror
+            if mirror is None:
+                generation = self._generation
+                names = self._names()
+                self._stale.difference_update(names[:MAX_KEYS])
+                mirror = {n: self.get(n) for n in names[:MAX_KEYS]}
+                self._complete = len(names) <= MAX_KEYS
+                if generation == self._generation:
+                    self._mirror = mirror
             if name in self._stale:
-                self._mirror[name] = self.get(name)
                 self._stale.discard(name)
-            return self._mirror.get(name)
+                mirror[name] = self.get(name)
+                if mirror[name] is None:
+                    del mirror[name]  # removed: the mirror holds only what is stored
+            elif name not in mirror and not self._complete:
+                return self.get(name)  # past MAX_KEYS: read, never held
+            return mirror.get(name)
 
     def cached(self, fingerprint: str) -> tuple[bool, KeyEntry | None]:
         """``(True, entry)`` when the answer of ``find`` is known without reading storage (a
@@ -120,7 +136,8 @@ class KeyRing:
         except TrustError:
             return True, None
         mirror = self._mirror
-        if mirror is None or name in self._stale:
+        if mirror is None or name in self._stale or (name not in mirror and
+                                                     not self._complete):
             return False, None
         return True, mirror.get(name)
 
@@ -166,7 +183,7 @@ def _decode(name: str, data: bytes) -> KeyEntry | None:
         added = float(value.get("added") or 0.0)
         revoked = value.get("revoked")
         entry = KeyEntry(key, added, None if revoked is None else float(revoked))
-    except (ValueError, KeyError, TypeError, TrustError, AttributeError):
+    except (ValueError, KeyError, TypeError, TrustError, AttributeError, RecursionError):
         return None
     return entry if key.digest.hex() == name else None
 

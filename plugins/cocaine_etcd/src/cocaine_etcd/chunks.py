@@ -151,7 +151,7 @@ class CodeChunks:
         try:
             index = json.loads(kv.value)
             _check_index(index)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise StorageError(f"the index of code {key!r} in etcd is damaged "
                                f"({len(kv.value)} bytes that are not a chunk index); "
                                "deploy the app again") from None
@@ -207,7 +207,7 @@ class CodeChunks:
             for kv in indexes:
                 try:
                     referenced.update(str(d) for d in json.loads(kv.value)["chunks"])
-                except (ValueError, KeyError, TypeError):
+                except (ValueError, KeyError, TypeError, RecursionError):
                     log.warning("sweep: code index %s is damaged; its chunks may be removed",
                                 kv.key.decode(errors="replace"))
             chunks = await self.connection.run(

@@ -241,6 +241,10 @@ class EtcdConnection:
             hint = (f"; check the user in the URI and ${PASSWORD_ENV}" if self.uri.username
                     else "; etcd requires a login: etcd://USER@HOST:PORT/PREFIX with the "
                          f"password in ${PASSWORD_ENV}")
+        elif "space exceeded" in detail:
+            hint = ("; etcd's database is full: compact and defragment it (etcdctl compact "
+                    "REVISION; etcdctl defrag; etcdctl alarm disarm), and run etcd with "
+                    "--auto-compaction-retention so it stays small (docs/cluster.md)")
         elif "permission denied" in detail:
             hint = f"; grant the user read-write on the prefix {self.uri.prefix}/"
         return StorageError(f"etcd at {self.uri.uri} refused to {what}: {detail}{hint}")
