@@ -78,12 +78,17 @@ class Client:
         self._keys = ClientKeys(key, server_key)
         self._context = context or zmq.Context.instance()
         self._socket = self._context.socket(zmq.DEALER)
-        self._socket.setsockopt(zmq.LINGER, 0)
-        self._keys.secure(self._socket)
-        self._news = ConnectionNews.of(endpoint, self._keys)
-        #: The monitor and a poller of both, made before connecting (a refused handshake is
-        #: said once), read only at a slow answer.
-        self._watching: tuple[zmq.Socket[bytes], zmq.Poller] | None = watcher(self._socket)
+        try:  # a bad key is an error, never a socket left open in the context
+            self._socket.setsockopt(zmq.LINGER, 0)
+            self._keys.secure(self._socket)
+            self._news = ConnectionNews.of(endpoint, self._keys)
+            #: The monitor and a poller of both, made before connecting (a refused handshake
+            #: is said once), read only at a slow answer.
+            self._watching: tuple[zmq.Socket[bytes], zmq.Poller] | None = \
+                watcher(self._socket)
+        except BaseException:
+            self._socket.close(linger=0)
+            raise
         try:
             connect(self._socket, endpoint)
         except ServiceError:
@@ -215,12 +220,17 @@ class AsyncClient:
         self._keys = ClientKeys(key, server_key)
         self._context = zmq.asyncio.Context.instance()
         self._socket = self._context.socket(zmq.DEALER)
-        self._socket.setsockopt(zmq.LINGER, 0)
-        self._keys.secure(self._socket)
-        self._news = ConnectionNews.of(endpoint, self._keys)
-        #: Made before connecting (a refused handshake is said once); read from the first
-        #: request on.
-        self._monitor: zmq.asyncio.Socket | None = self._socket.get_monitor_socket(WATCHED)
+        try:  # a bad key is an error, never a socket left open in the context
+            self._socket.setsockopt(zmq.LINGER, 0)
+            self._keys.secure(self._socket)
+            self._news = ConnectionNews.of(endpoint, self._keys)
+            #: Made before connecting (a refused handshake is said once); read from the
+            #: first request on.
+            self._monitor: zmq.asyncio.Socket | None = \
+                self._socket.get_monitor_socket(WATCHED)
+        except BaseException:
+            self._socket.close(linger=0)
+            raise
         try:
             connect(self._socket, endpoint)
         except ServiceError:
