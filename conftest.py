@@ -3,7 +3,7 @@ gives the run a key folder of its own); every test is checked for slave processe
 
 import pytest
 
-pytest_plugins = ["cocaine_core.testing"]
+pytest_plugins = ["cocaine_core.testing", "cocaine_core.testing_netns"]
 
 
 @pytest.fixture(autouse=True)
