@@ -15,7 +15,7 @@ import pytest
 import zmq
 
 from cocaine_core import protocol
-from cocaine_core.endpoint import InFlight, NativeSink
+from cocaine_core.native_sink import InFlight, NativeSink
 from cocaine_core.engine.job import Job
 from cocaine_core.protocol import Code
 

@@ -9,6 +9,7 @@ named in ``deploy``, so a client can show progress and the node never holds one 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import msgpack
 
 from cocaine_core import archive
+from cocaine_core.cluster.cluster import cluster_nodes
 from cocaine_core.deploy_steps import install
 from cocaine_core.errors import (
     BusyError,
@@ -30,14 +32,13 @@ from cocaine_core.errors import (
 from cocaine_core.manifest import check_app_name
 from cocaine_core.protocol import Status
 from cocaine_core.storages import NonceStorage
-from cocaine_core.trust.signatures import MAX_SKEW
+from cocaine_core.trust.signatures import MAX_SKEW, find_key
 from cocaine_core.uploads import UPLOAD_CHUNK, UploadLimits, Uploads
 
 if TYPE_CHECKING:
     from cocaine_core.engine.job import JobSink
     from cocaine_core.node import Node
     from cocaine_core.trust.keyring import KeyEntry
-    from cocaine_core.trust.signatures import ControlGuard
 
 log = logging.getLogger("cocaine.control")
 
@@ -72,6 +73,7 @@ class ControlService:
             "list": self.list,
             "info": self.info,
             "app-info": self.app_info,
+            "cluster-nodes": functools.partial(cluster_nodes, node),
             "upload-begin": self.upload_begin,
             "upload-chunk": self.upload_chunk,
             "deploy": self.deploy,
@@ -107,7 +109,7 @@ class ControlService:
         try:
             if signer is None:
                 signer = guard.admit(fingerprint,
-                                     await asyncio.to_thread(_find_key, guard, fingerprint))
+                                     await asyncio.to_thread(find_key, guard, fingerprint))
             digest = (hashlib.sha256(body).digest() if len(body) <= HASH_IN_LOOP
                       else await asyncio.to_thread(_sha256, body))
             guard.verify(signer, method, digest, auth)
@@ -379,19 +381,6 @@ async def _cancel(task: asyncio.Task[Any]) -> None:
     """Cancel ``task`` and wait (bounded) until it has undone its work."""
     task.cancel()
     await asyncio.wait({task}, timeout=120)
-
-
-def _find_key(guard: ControlGuard, fingerprint: str) -> KeyEntry | None:
-    """``guard.ring.find`` in a worker thread, any failure of the storage's turned into
-    StorageUnavailable: a thread's own CancelledError would end the request's task silently,
-    with no answer to the client."""
-    try:
-        return guard.ring.find(fingerprint)
-    except CocaineError:
-        raise
-    except BaseException as exc:
-        raise StorageUnavailable(f"the keys could not be read from the storage "
-                                 f"({type(exc).__name__}: {exc}); retry in a moment") from None
 
 
 def _sha256(data: bytes) -> bytes:

@@ -21,21 +21,25 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import zmq
 
 from cocaine_core import clients, protocol
-from cocaine_core.clients import OnHanded, Outbox, PeerWatch
+from cocaine_core.clients import Outbox, PeerWatch
+from cocaine_core.cluster.load import free_slots
 from cocaine_core.drivers.native import NativeServer
 from cocaine_core.errors import CocaineError, NodeError, ProtocolError, ServiceError
+from cocaine_core.native_sink import InFlight, NativeSink
 from cocaine_core.policy import Policy
 from cocaine_core.protocol import CONTROL_APP, Code, Status
 from cocaine_core.zmqloop import SocketReader
 
 if TYPE_CHECKING:
+    from cocaine_core.cluster.forward import Forwarder
+    from cocaine_core.cluster.key import LinkSecurity
     from cocaine_core.engine import Engine
-    from cocaine_core.engine.job import Job
     from cocaine_core.node import Node
     from cocaine_core.trust.curve import CurveServer
 
@@ -50,122 +54,6 @@ DEFAULT_MAX_MESSAGE = protocol.MAX_MESSAGE
 #: which its connection is dropped: a client whose process is stopped, or whose machine
 #: vanished without closing its TCP connection, is then seen as gone (its jobs abandoned).
 CLIENT_HEARTBEAT, CLIENT_HEARTBEAT_TIMEOUT = 10.0, 30.0
-#: Most requests in flight the endpoint remembers for CANCEL (see ``InFlight``).
-IN_FLIGHT_LIMIT = 100_000
-
-#: A request in flight: the client's routing identity and the id it chose.
-RequestKey = tuple[bytes, Any]
-
-
-class NativeSink:
-    """Sends a job's answer back to the client that asked, over the node's ROUTER."""
-
-    __slots__ = ("envelope", "in_flight", "on_handed", "outbox", "request_id")
-
-    def __init__(self, outbox: Outbox, envelope: list[bytes], request_id: Any) -> None:
-        self.outbox = outbox
-        self.envelope = envelope
-        self.request_id = request_id
-        #: Where the request is remembered while its job runs (None: not cancellable).
-        self.in_flight: InFlight | None = None
-        self.on_handed: OnHanded = None
-
-    def watch_handoff(self, on_handed: OnHanded) -> None:
-        """Call ``on_handed`` as each chunk leaves for the client's socket (perhaps later
-        than ``chunk``: a client that reads slowly has a backlog)."""
-        self.on_handed = on_handed
-
-    @property
-    def key(self) -> RequestKey:
-        """The request this sink answers: the client's identity and its request id."""
-        return self.envelope[0], self.request_id
-
-    def chunk(self, data: bytes) -> None:
-        """Send one chunk."""
-        self.outbox.send([*self.envelope, protocol.pack(Code.CHUNK, self.request_id), data],
-                         self.on_handed)
-
-    def choke(self) -> None:
-        """Send the end of the answer."""
-        self._ended()
-        self.outbox.send([*self.envelope, protocol.pack(Code.CHOKE, self.request_id)])
-
-    def last(self, data: bytes) -> None:
-        """Send the last chunk with the end of the answer, in one message."""
-        self._ended()
-        self.outbox.send([*self.envelope, protocol.pack(Code.CHOKE, self.request_id), data])
-
-    def error(self, code: int, message: str) -> None:
-        """Send an error (no choke follows)."""
-        self._ended()
-        self.outbox.send([*self.envelope,
-                          protocol.pack(Code.ERROR, self.request_id, code, message)])
-
-    def _ended(self) -> None:
-        if self.in_flight is not None:
-            self.in_flight.ended(self)
-
-
-class InFlight:
-    """The jobs of the app requests in flight, by (client identity, request id), so that a
-    client's CANCEL finds its job.
-
-    A request is remembered from the moment its job is queued or started until the job ends
-    (its sink is told) or the client cancels it; so the map holds at most the jobs alive,
-    which each app's ``queue-limit`` and ``pool-limit`` bound, however many requests a client
-    sends without reading a single answer. ``limit`` is a last guard against a job that never
-    ends: past it, the oldest request is forgotten (it can no longer be cancelled; its
-    deadline still holds).
-    """
-
-    def __init__(self, limit: int = IN_FLIGHT_LIMIT) -> None:
-        self.limit = limit
-        #: Requests forgotten because the map was full.
-        self.evicted = 0
-        self._jobs: dict[RequestKey, tuple[Engine, Job]] = {}
-        #: Requests in flight per client (to find a gone client's at once).
-        self._clients: dict[bytes, int] = {}
-
-    def add(self, key: RequestKey, engine: Engine, job: Job) -> None:
-        """Remember ``job``, run by ``engine``, as the job of request ``key``. A client that
-        reuses an id still in flight can cancel only its latest request of that id."""
-        self.pop(key)
-        while len(self._jobs) >= self.limit:
-            self.pop(next(iter(self._jobs)))
-            self.evicted += 1
-        self._jobs[key] = (engine, job)
-        clients = self._clients
-        clients[key[0]] = clients.get(key[0], 0) + 1
-
-    def pop(self, key: RequestKey) -> tuple[Engine, Job] | None:
-        """Forget request ``key``; return its engine and job, or None if not in flight."""
-        entry = self._jobs.pop(key, None)
-        if entry is not None:
-            client, clients = key[0], self._clients
-            left = clients[client] - 1
-            if left:
-                clients[client] = left
-            else:
-                del clients[client]
-        return entry
-
-    def ended(self, sink: NativeSink) -> None:
-        """The job answering through ``sink`` has ended: forget its request."""
-        key = sink.key
-        entry = self._jobs.get(key)
-        if entry is not None and entry[1].sink is sink:
-            self.pop(key)
-
-    def of_client(self, client: bytes) -> list[RequestKey]:
-        """The requests of ``client`` in flight."""
-        if client not in self._clients:
-            return []
-        return [key for key in self._jobs if key[0] == client]
-
-    def __len__(self) -> int:
-        return len(self._jobs)
-
-
 class NativeEndpoint:
     """The node's ROUTER: receives requests, routes them, sends answers back."""
 
@@ -185,31 +73,39 @@ class NativeEndpoint:
         self._reader: SocketReader | None = None
         self._peers: PeerWatch | None = None
         self._outbox: Outbox | None = None
-        #: CurveZMQ on the socket (``cocaine node --curve``), set before ``bind``; None: plain.
+        #: CurveZMQ on the socket (``cocaine node --curve``; the cluster's key on a link
+        #: endpoint), set before ``bind``; None: plain.
         self.curve: CurveServer | None = None
+        #: What secures the socket instead, if anything (a link endpoint's cluster key).
+        self.security: CurveServer | LinkSecurity | None = None
+        #: Messages queued in ZeroMQ for each client before its backlog holds them.
+        self.send_hwm = clients.PEER_SEND_HWM
+        #: Handlers of messages other than REQUEST and CANCEL, by code: (frames, header).
+        self.handlers: dict[int, Callable[[list[bytes], list[Any]], None]] = {}
 
     def bind(self) -> str:
         """Bind the endpoint and start serving; return the address bound (a ``:0`` port
         resolved). ``NodeError`` naming the endpoint if it is taken."""
         sock: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.SNDHWM, clients.PEER_SEND_HWM)
+        sock.setsockopt(zmq.SNDHWM, self.send_hwm)
         sock.setsockopt(zmq.RCVHWM, HIGH_WATER_MARK)
         sock.setsockopt(zmq.MAXMSGSIZE, self.max_message)
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         sock.setsockopt(zmq.HEARTBEAT_IVL, int(CLIENT_HEARTBEAT * 1000))
         sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, int(CLIENT_HEARTBEAT_TIMEOUT * 1000))
-        if self.curve is not None:
+        security = self.security = self.security or self.curve
+        if security is not None:
             try:
-                self.curve.secure(sock)
+                security.secure(sock)
             except Exception:
                 sock.close()
                 raise
         try:
             sock.bind(self.listen)
         except zmq.ZMQError as exc:
-            if self.curve is not None:
-                self.curve.close()
+            if security is not None:
+                security.close()
             sock.close()
             raise NodeError(f"cannot listen on {self.listen}: {exc.strerror}; is another node "
                             f"running there? Choose another endpoint with --listen") from None
@@ -232,8 +128,8 @@ class NativeEndpoint:
         if self._socket is not None:
             self._socket.close(linger=100)
             self._socket = None
-        if self.curve is not None:
-            self.curve.close()
+        if self.security is not None:
+            self.security.close()
 
     # -- a request ------------------------------------------------------------------------------
 
@@ -254,6 +150,11 @@ class NativeEndpoint:
             if fields[0] == Code.CANCEL:
                 self.requests -= 1
                 self.cancel(envelope[0], request_id)
+                return
+            other = self.handlers.get(fields[0]) if self.handlers else None
+            if other is not None:
+                self.requests -= 1
+                other(frames, fields)
                 return
             if len(fields) >= 2 and request_id is None and fields[1] is not None:
                 raise _bad("the request_id must be an integer or a string")
@@ -278,10 +179,31 @@ class NativeEndpoint:
 
     def route(self, sink: NativeSink, app: str, event: str, policy: Policy,
               body: bytes) -> None:
-        """Hand a checked request to the control service or to its app's engine."""
+        """Hand a checked request to the control service, to its app's engine, or, in a
+        cluster, to a peer when this node has no free slot for it (``cluster/forward.py``)."""
         if app == CONTROL_APP:
             self.node.control.submit(sink, event, body, policy.auth)
             return
+        cluster = self.node.cluster
+        if cluster is not None and cluster.peered:
+            engine = self.node.apps.get(app)
+            if engine is None:
+                if cluster.forwarder.forward_anyway(sink, app, event, policy, body):
+                    return
+            elif _native_driver(engine, event) is not None and free_slots(engine) <= 0 and \
+                    cluster.forwarder.forward(sink, app, event, policy, body):
+                return
+        self.run_here(sink, app, event, policy, body)
+
+    def forwarder(self) -> Forwarder | None:
+        """Where the requests this endpoint's clients sent to peers are (None: not in a
+        cluster)."""
+        cluster = self.node.cluster
+        return None if cluster is None else cluster.forwarder
+
+    def run_here(self, sink: NativeSink, app: str, event: str, policy: Policy,
+                 body: bytes) -> None:
+        """Run a checked request on this node's engine of ``app`` (ServiceError if none)."""
         engine = self._engine(app)
         driver = _native_driver(engine, event)
         if driver is None:
@@ -298,6 +220,14 @@ class NativeEndpoint:
             sink.in_flight = self.in_flight
             self.in_flight.add(sink.key, engine, job)
 
+    def run_or_answer(self, sink: NativeSink, app: str, event: str, policy: Policy,
+                      body: bytes) -> None:
+        """``run_here``, answering the client with the error if it cannot run here."""
+        try:
+            self.run_here(sink, app, event, policy, body)
+        except CocaineError as exc:
+            sink.error(exc.code, exc.message if isinstance(exc, ServiceError) else str(exc))
+
     def cancel(self, client: bytes, request_id: Any) -> None:
         """``client`` no longer waits for request ``request_id``: abandon its job. Still
         queued, it is taken out and never runs; running, its slave is told to stop it (and
@@ -308,6 +238,9 @@ class NativeEndpoint:
                        "a string")
         entry = self.in_flight.pop((client, request_id))
         if entry is None:
+            forwarder = self.forwarder()
+            if forwarder is not None:
+                forwarder.cancel((client, request_id))
             return
         engine, job = entry
         # A redeploy moves queued jobs to the app's new engine: look in both queues.
@@ -329,6 +262,9 @@ class NativeEndpoint:
         if self._peers is not None:
             self._peers.forget(client)
         requests = self.in_flight.of_client(client)
+        forwarder = self.forwarder()
+        if forwarder is not None:
+            requests += forwarder.of_client(client)
         if not requests:
             return
         self.clients_gone += 1

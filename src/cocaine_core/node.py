@@ -22,6 +22,7 @@ from cocaine_core.appinfo import AppInfo, SlaveBudget
 from cocaine_core.appstore import AppRecord, AppStore
 from cocaine_core.backends.orphans import kill_user
 from cocaine_core.clients import DEFAULT_CLIENT_BACKLOG
+from cocaine_core.cluster.cluster import Cluster, ClusterSettings, load_key
 from cocaine_core.cluster.discovery import Discovery, NodeRecord, advertised, open_discovery
 from cocaine_core.control import ControlService, UploadLimits
 from cocaine_core.endpoint import DEFAULT_MAX_MESSAGE, NativeEndpoint
@@ -29,7 +30,7 @@ from cocaine_core.engine import AppState, Engine
 from cocaine_core.errors import CocaineError, NodeError, StorageError, StorageUnavailable
 from cocaine_core.manifest import Manifest, check_app_name, parse_manifest
 from cocaine_core.node_info import node_info
-from cocaine_core.paths import check_ipc_path, check_run_dir
+from cocaine_core.paths import check_run_dir
 from cocaine_core.ports import PortAllocator, check_listen_port
 from cocaine_core.protocol import DEFAULT_ENDPOINT
 from cocaine_core.storages import Storage, WatchedStorage
@@ -62,7 +63,8 @@ class Node:
                  owner_key: Path | None = None,
                  app_users: AppUsers | None = None,
                  curve: bool = False, client_keys: Path | None = None,
-                 discovery: str | None = None) -> None:
+                 discovery: str | None = None,
+                 cluster: ClusterSettings | None = None) -> None:
         self.listen = listen
         #: CurveZMQ on the endpoint (``--curve``), and the clients it lets in (a file).
         self.curve, self.client_keys = curve, client_keys
@@ -96,7 +98,12 @@ class Node:
         self.follower = (StoreFollower(self, storage) if isinstance(storage, WatchedStorage)
                          else None)
         #: How this node finds the others (``--discovery``), made at start.
-        self.discovery_name = discovery
+        self.discovery_name = cluster.discovery(discovery) if cluster else discovery
+        #: ``--cluster``: this node shares load with the others of that name (made at start).
+        self.cluster_settings = cluster
+        self.cluster: Cluster | None = None
+        #: The peers given with ``--peer`` (the ``static`` discovery reads them).
+        self.static_peers = list(cluster.peers) if cluster else []
         self.discovery: Discovery | None = None
         #: This node as its discovery announces it (made once it listens).
         self.record: NodeRecord | None = None
@@ -120,6 +127,11 @@ class Node:
 
     async def start(self) -> None:
         """Bind the endpoint; raise NodeError naming it if it is taken."""
+        settings = self.cluster_settings
+        if settings is not None:  # no key, no cluster: said before anything starts
+            settings.check()
+            key = await asyncio.to_thread(load_key, settings, self.storage)
+            self.cluster = Cluster(self, settings, key)
         if self.discovery_name is not None:  # a discovery the node lacks: an error at once
             self.discovery = open_discovery(self.discovery_name, self)
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -127,14 +139,7 @@ class Node:
         storage_root = getattr(self.storage, "root", None)
         check_run_dir(self.run_dir, storage_root)
         check_listen_port(self.listen)
-        if self.listen.startswith("ipc://"):  # libzmq would unlink whatever has that path
-            check_ipc_path(self.listen[len("ipc://"):], f"node {self.name}", protected=False)
-            where = paths.real(self.listen[6:])
-            for folder, what in ((storage_root, "storage"), (self.run_dir, "run")):
-                if folder is not None and paths.inside(where, paths.real(folder)):
-                    raise NodeError(f"cannot listen on {self.listen}: it lies inside the "
-                                    f"{what} folder {folder}, whose files the node manages; "
-                                    f"choose another --listen")
+        paths.check_node_listen(self.listen, self.name, storage_root, self.run_dir)
         if self.store is not None:
             # Before anything listens: no deploy can be half-way through storing its code.
             await asyncio.to_thread(self.store.drop_partials)
@@ -172,7 +177,9 @@ class Node:
                 self.loading = False
         if self.follower is not None:
             self.follower.start()
-        if self.discovery is not None:
+        if self.cluster is not None:
+            self.record = await self.cluster.start(self.discovery)
+        elif self.discovery is not None:
             self.record = NodeRecord.new(self.name, advertised(self.listen), __version__)
             await self.discovery.start(self.record)
 
@@ -202,10 +209,14 @@ class Node:
         if self.discovery is not None:  # the others stop sending work here first
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.discovery.stop(), 10)
+        if self.cluster is not None:  # peers send nothing more; what they sent still runs
+            self.cluster.leave()
         if self.follower is not None:
             await self.follower.stop()
         await asyncio.gather(*(self.remove_app(name) for name in list(self.apps)),
                              return_exceptions=True)
+        if self.cluster is not None:
+            await self.cluster.close()
         self.endpoint.close()
         await self.control.close()
         if self._guarded:

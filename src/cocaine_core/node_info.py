@@ -31,6 +31,7 @@ def node_info(node: Node) -> dict[str, Any]:
         "loading": node.loading,
         "store": _store_info(node),
         "discovery": node.discovery.info() if node.discovery else None,
+        "cluster": node.cluster.info() if node.cluster else None,
         "apps": {name: engine.info() for name, engine in sorted(node.apps.items())},
     }
 

@@ -110,6 +110,20 @@ def check_ipc_path(address: str, owner: str, *, protected: bool = True) -> None:
                         f"use; stop whatever listens there or choose another endpoint")
 
 
+def check_node_listen(listen: str, name: str, storage_root: str | Path | None,
+                      run_dir: Path) -> None:
+    """Refuse an ``ipc://`` endpoint a node cannot listen on: a path libzmq would unlink,
+    or one inside the storage or run folder, whose files the node manages."""
+    if not listen.startswith("ipc://"):
+        return
+    check_ipc_path(listen[len("ipc://"):], f"node {name}", protected=False)
+    where = real(listen[6:])
+    for folder, what in ((storage_root, "storage"), (run_dir, "run")):
+        if folder is not None and inside(where, real(folder)):
+            raise NodeError(f"cannot listen on {listen}: it lies inside the {what} folder "
+                            f"{folder}, whose files the node manages; choose another --listen")
+
+
 def socket_in_use(path: str) -> bool:
     """Whether something listens on the unix socket at ``path``."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:

@@ -16,6 +16,7 @@ import typer
 from cocaine_core.cli import (
     app_cmd,
     calls,
+    cluster_cmd,
     keys_cmd,
     manifest_cmd,
     node_cmd,
@@ -57,6 +58,7 @@ app.command("info")(calls.info)
 app.command("plugins")(plugins_cmd.plugins)
 app.add_typer(manifest_cmd.manifest_app, name="manifest")
 app.add_typer(keys_cmd.keys_app, name="keys")
+app.add_typer(cluster_cmd.cluster_app, name="cluster")
 
 
 @functools.cache

@@ -23,6 +23,7 @@ from cocaine_core.storages import Closable, Storage
 
 if TYPE_CHECKING:
     from cocaine_core.cli.hosting import Background
+    from cocaine_core.cluster.cluster import ClusterSettings
     from cocaine_core.node import Node
     from cocaine_core.trust.app_users import AppUsers
 
@@ -31,7 +32,8 @@ log = logging.getLogger("cocaine.node")
 SETTINGS = ("listen", "storage", "run-dir", "port-range", "log-format", "log-level", "name",
             "max-upload", "max-unpacked", "max-archive-members", "max-uploads", "upload-space",
             "upload-idle", "deploy-timeout", "max-slaves", "max-message", "client-backlog",
-            "app-uids", "curve", "client-keys", "discovery")
+            "app-uids", "curve", "client-keys", "discovery", "cluster", "cluster-key",
+            "cluster-listen", "peer")
 
 #: The numeric settings: kind, default, least and greatest value.
 LIMITS: dict[str, tuple[type, float, float, float]] = {
@@ -150,7 +152,18 @@ def node(
              "Z85 Curve keys) may connect; SIGHUP reads it again.")] = None,
     discovery: Annotated[str | None, typer.Option(
         help="How this node makes itself known to the other nodes: etcd (registers in the "
-             "--storage etcd://... it shares with them) [none].")] = None,
+             "--storage etcd://... it shares with them), mdns (its LAN), static (--peer) "
+             "[with --cluster: static if --peer is given, else mdns; else none].")] = None,
+    cluster: Annotated[str | None, typer.Option(
+        help="Join the cluster of this name: share load with its other nodes.")] = None,
+    cluster_key: Annotated[Path | None, typer.Option(
+        help="The cluster's key (cocaine cluster key FILE makes one) [with a shared etcd "
+             "store: the key stored there].")] = None,
+    cluster_listen: Annotated[str | None, typer.Option(
+        help="Where peers connect (tcp://HOST:PORT) [the --listen port + 1].")] = None,
+    peer: Annotated[list[str] | None, typer.Option(
+        help="A peer's link endpoint, tcp://HOST:PORT (its --listen port + 1); repeat for "
+             "more; implies --discovery static.")] = None,
 ) -> None:
     """Run a node: serve the apps in storage, take deploys; SIGTERM drains, SIGHUP reloads."""
     from cocaine_core.cli.logs import setup_logging
@@ -165,7 +178,8 @@ def node(
              "deploy-timeout": deploy_timeout, "max-slaves": max_slaves,
              "max-message": max_message, "client-backlog": client_backlog,
              "app-uids": app_uids, "curve": curve, "client-keys": client_keys,
-             "discovery": discovery}
+             "discovery": discovery, "cluster": cluster, "cluster-key": cluster_key,
+             "cluster-listen": cluster_listen, "peer": peer or None}
     settings.update({k: v for k, v in given.items() if v is not None})
     limits = {key: limit(settings, key) for key in LIMITS}
     setup_logging(str(settings.get("log-level", "info")),
@@ -208,7 +222,7 @@ def _serve(settings: dict[str, Any], limits: dict[str, Any], uids: tuple[int, in
                         max_slaves=limits["max-slaves"],
                         max_message=limits["max-message"],
                         client_backlog=limits["client-backlog"], app_users=app_users,
-                        discovery=discovery, **_curve(settings))
+                        discovery=discovery, cluster=_cluster(settings), **_curve(settings))
         try:
             host(the_node, _ready, reload_on_sighup=True)
         finally:
@@ -236,6 +250,30 @@ def _app_users(uids: tuple[int, int] | None, storage_root: Path | None) -> AppUs
     if storage_root is not None:
         tighten_storage(Path(storage_root))
     return AppUsers(*uids, hide=[Path(storage_root)] if storage_root else [])
+
+
+def _cluster(settings: dict[str, Any]) -> ClusterSettings | None:
+    """``--cluster`` and its companions (checked), or None without ``--cluster``."""
+    from cocaine_core.cluster.cluster import ClusterSettings
+
+    name = settings.get("cluster")
+    companions = [k for k in ("cluster-key", "cluster-listen", "peer") if k in settings]
+    if name is None:
+        if companions:
+            raise NodeError(f"--{companions[0]} needs --cluster NAME (the cluster to join)")
+        return None
+    key, listen, peers = (settings.get(k) for k in ("cluster-key", "cluster-listen", "peer"))
+    if not isinstance(name, str) or (key is not None and not isinstance(key, str | Path)) or \
+            (listen is not None and not isinstance(listen, str)):
+        raise NodeError("'cluster' and 'cluster-listen' in the config file must be texts and "
+                        "'cluster-key' a file name")
+    if isinstance(peers, str):
+        peers = [peers]
+    if peers is not None and (not isinstance(peers, list) or
+                              not all(isinstance(p, str) for p in peers)):
+        raise NodeError(f"'peer' in the config file must be a list of endpoints, got {peers!r}")
+    return ClusterSettings(name, Path(key) if key is not None else None, listen,
+                           tuple(peers or ()))
 
 
 def _curve(settings: dict[str, Any]) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-from cocaine_core.errors import ServiceError
+from cocaine_core.errors import CocaineError, ServiceError, StorageUnavailable
 from cocaine_core.protocol import Status
 from cocaine_core.trust.keyring import KeyEntry, KeyRing
 from cocaine_core.trust.keys import NONCE_BYTES, signing_payload
@@ -202,3 +202,16 @@ class ControlGuard:
 
 def _refuse(message: str) -> ServiceError:
     return ServiceError(Status.UNAUTHORIZED, message)
+
+
+def find_key(guard: ControlGuard, fingerprint: str) -> KeyEntry | None:
+    """``guard.ring.find`` in a worker thread, any failure of the storage's turned into
+    StorageUnavailable: a thread's own CancelledError would end the request's task silently,
+    with no answer to the client."""
+    try:
+        return guard.ring.find(fingerprint)
+    except CocaineError:
+        raise
+    except BaseException as exc:
+        raise StorageUnavailable(f"the keys could not be read from the storage "
+                                 f"({type(exc).__name__}: {exc}); retry in a moment") from None

@@ -1,0 +1,55 @@
+"""A node's link endpoint: the ROUTER its peers connect to (``--cluster-listen``).
+
+It is a native endpoint (same framing, same limits, same handling of a client that leaves or
+does not read) with three differences: only holders of the cluster key get in (CurveZMQ under
+the cluster's key pair, ``cluster/key.py``); a request that arrives here was forwarded by a
+peer and runs on this node, never forwarded again (one hop); and it takes the peers'
+announces (``ANNOUNCE``). Control (``@node``) is not served here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from cocaine_core.endpoint import NativeEndpoint
+from cocaine_core.errors import ServiceError
+from cocaine_core.protocol import CONTROL_APP, Status
+
+if TYPE_CHECKING:
+    from cocaine_core.cluster.forward import Forwarder
+    from cocaine_core.cluster.key import LinkSecurity
+    from cocaine_core.native_sink import NativeSink
+    from cocaine_core.node import Node
+    from cocaine_core.policy import Policy
+
+#: A peer's announce: ``[20, seq, record, loads, leaving]`` (``cluster/cluster.py``).
+ANNOUNCE = 20
+#: Messages queued in ZeroMQ for one peer (it carries many clients' answers).
+LINK_SEND_HWM = 10_000
+
+
+class LinkEndpoint(NativeEndpoint):
+    """The ROUTER of a node's link endpoint (see the module's docstring)."""
+
+    def __init__(self, node: Node, listen: str, security: LinkSecurity,
+                 on_announce: Callable[[list[bytes], list[Any]], None], *,
+                 max_message: int, client_backlog: int) -> None:
+        # A forwarded request carries a client's whole body and a header of the node's own.
+        super().__init__(node, listen, max_message=max_message + 4096,
+                         client_backlog=client_backlog)
+        self.security = security
+        self.send_hwm = LINK_SEND_HWM
+        self.handlers[ANNOUNCE] = on_announce
+
+    def route(self, sink: NativeSink, app: str, event: str, policy: Policy,
+              body: bytes) -> None:
+        """Run a forwarded request here (never forwarded again)."""
+        if app == CONTROL_APP:
+            raise ServiceError(Status.BAD_REQUEST, "control (@node) is not served on a "
+                                                   "cluster link; call the node's endpoint")
+        self.run_here(sink, app, event, policy, body)
+
+    def forwarder(self) -> Forwarder | None:
+        """None: nothing that arrives here was forwarded by this node."""
+        return None
