@@ -23,6 +23,7 @@ and the creating process's pid; a new ``Lan`` first removes what dead processes 
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import ipaddress
 import os
@@ -81,19 +82,15 @@ def _netns_pids(netns: str) -> list[int]:
 def _kill_all(pids: list[int], grace: float = TERM_GRACE) -> None:
     """SIGTERM ``pids``, then SIGKILL whichever still runs after ``grace`` seconds."""
     for pid in pids:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline and not all(process_gone(p) for p in pids):
         time.sleep(0.05)
     for pid in pids:
         if not process_gone(pid):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
 
 def sweep() -> list[str]:
@@ -117,8 +114,8 @@ def sweep() -> list[str]:
     return removed
 
 
-def _used_networks() -> list[ipaddress.IPv4Network]:
-    nets = []
+def _used_networks() -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
     for line in ip("-o", "-4", "addr", "show", check=False).splitlines():
         parts = line.split()
         if "inet" in parts:
