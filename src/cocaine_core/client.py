@@ -26,7 +26,7 @@ import itertools
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import msgpack
 import zmq
@@ -43,6 +43,7 @@ from cocaine_core.client_connection import (
     watcher,
 )
 from cocaine_core.client_frames import Body, decode_answer, request_frames, sent_deadline
+from cocaine_core.client_links import Endpoints, several
 from cocaine_core.client_options import check_wait, connect
 from cocaine_core.errors import ProtocolError, ServiceError
 from cocaine_core.protocol import CONTROL_APP, DEFAULT_ENDPOINT, Code, Status
@@ -61,10 +62,18 @@ CANCEL_LINGER_MS = 250
 
 
 class Client:
-    """A blocking client of one node. Not thread-safe: one per thread."""
+    """A blocking client of one node (of several: ``client_failover``). Not thread-safe."""
     max_message: int | None = protocol.MAX_MESSAGE  # the node's: more is a 400 here (None: any)
 
-    def __init__(self, endpoint: str = DEFAULT_ENDPOINT, *, wait: float | None = None,
+    def __new__(cls, endpoint: Endpoints = DEFAULT_ENDPOINT, *args: Any,
+                **kwargs: Any) -> Client:
+        """``Client([endpoint, ...])`` or ``Client("a,b")``: a ``FailoverClient``."""
+        if cls is Client and several(endpoint):
+            from cocaine_core.client_failover import FailoverClient
+            return super().__new__(FailoverClient)
+        return super().__new__(cls)
+
+    def __init__(self, endpoint: Endpoints = DEFAULT_ENDPOINT, *, wait: float | None = None,
                  context: zmq.Context | None = None,
                  key: Signer | str | Path | bool | None = None,
                  server_key: str | bytes | None = None) -> None:
@@ -73,7 +82,7 @@ class Client:
         (None: ``$COCAINE_KEY`` or ``~/.config/cocaine/id_ed25519`` if it exists; False:
         none). ``server_key``: the node's CurveZMQ public key (Z85), for a node run with
         ``--curve``."""
-        self.endpoint = endpoint
+        self.endpoint = endpoint = cast(str, endpoint)  # several: FailoverClient's __init__
         self.wait = check_wait(wait)
         self._keys = ClientKeys(key, server_key)
         self._context = context or zmq.Context.instance()
@@ -211,11 +220,19 @@ class AsyncClient:
     """The asyncio twin of ``Client``; many requests may be in flight at once."""
     max_message: int | None = protocol.MAX_MESSAGE  # as ``Client.max_message``
 
-    def __init__(self, endpoint: str = DEFAULT_ENDPOINT, *, wait: float | None = None,
+    def __new__(cls, endpoint: Endpoints = DEFAULT_ENDPOINT, *args: Any,
+                **kwargs: Any) -> AsyncClient:
+        """``AsyncClient([endpoint, ...])``: an ``AsyncFailoverClient``."""
+        if cls is AsyncClient and several(endpoint):
+            from cocaine_core.client_failover import AsyncFailoverClient
+            return super().__new__(AsyncFailoverClient)
+        return super().__new__(cls)
+
+    def __init__(self, endpoint: Endpoints = DEFAULT_ENDPOINT, *, wait: float | None = None,
                  key: Signer | str | Path | bool | None = None,
                  server_key: str | bytes | None = None) -> None:
         """``wait``, ``key`` and ``server_key`` as ``Client``'s."""
-        self.endpoint = endpoint
+        self.endpoint = endpoint = cast(str, endpoint)
         self.wait = check_wait(wait)
         self._keys = ClientKeys(key, server_key)
         self._context = zmq.asyncio.Context.instance()

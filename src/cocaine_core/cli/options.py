@@ -11,7 +11,10 @@ import typer
 if TYPE_CHECKING:
     from cocaine_core.client import Client
 
-NodeOption = Annotated[str, typer.Option("--node", help="The node's endpoint.")]
+NodeOption = Annotated[str, typer.Option(
+    "--node", help="The node's endpoint; or several, comma-separated "
+                   "(tcp://a:10053,tcp://b:10053): the first that can be reached serves, "
+                   "and a request whose node dies before it answers is sent to the next.")]
 
 #: Each command gives its own default: a quick look waits less than a deploy.
 WaitOption = Annotated[float, typer.Option(
