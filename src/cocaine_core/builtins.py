@@ -34,3 +34,14 @@ def cocaine_register_storages(registry: Registrar) -> None:
     from cocaine_core.storages.files import FileStorage
 
     registry.add("files", FileStorage)
+
+
+@hookimpl
+def cocaine_register_discoveries(registry: Registrar) -> None:
+    """Register the ``mdns`` (multicast DNS on the LAN) and ``static`` (``--peer``)
+    discoveries."""
+    from cocaine_core.cluster.mdns import MdnsDiscovery
+    from cocaine_core.cluster.static import StaticDiscovery
+
+    registry.add("mdns", MdnsDiscovery)
+    registry.add("static", StaticDiscovery)

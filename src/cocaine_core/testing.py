@@ -203,8 +203,10 @@ class NodeProcess:
 
     def start(self, timeout: float = 30.0) -> NodeProcess:
         """Start the node and wait until it answers."""
-        self.spawn()
+        return self.spawn().wait_ready(timeout)
 
+    def wait_ready(self, timeout: float = 30.0) -> NodeProcess:
+        """Wait until the node (spawned) answers, with the apps in its storage started."""
         def answers() -> bool:
             assert self.process.poll() is None, f"the node exited:\n{self.log.read_text()}"
             with Client(self.endpoint, wait=0.5) as client:

@@ -26,9 +26,11 @@ from cocaine_core.cluster.forward import Forwarder
 from cocaine_core.cluster.key import HOW_TO_MAKE, LinkSecurity, read_key_file, stored_key
 from cocaine_core.cluster.link import PeerLink
 from cocaine_core.cluster.link_endpoint import ANNOUNCE, LinkEndpoint
-from cocaine_core.cluster.load import app_loads, check_loads
+from cocaine_core.cluster.load import app_loads, check_loads, free_slots
 from cocaine_core.cluster.peers import Peer, PeerTable
+from cocaine_core.engine.job import Job
 from cocaine_core.errors import NodeError
+from cocaine_core.native_sink import NativeSink
 from cocaine_core.policy import Policy
 
 if TYPE_CHECKING:
@@ -225,18 +227,22 @@ class Cluster:
             self._offload()
 
     def _offload(self) -> None:
-        """Send jobs waiting in this node's queues to peers that announce free slots for
-        their app (oldest first; only requests of this node's clients that never started)."""
+        """Send the jobs waiting in this node's queues beyond its slots (those that would wait
+        for another job to end) to peers that announce free slots for their app: oldest
+        first, only requests of this node's own clients that never started."""
         node = self.node
         in_flight = node.endpoint.in_flight
         for name, engine in node.apps.items():
-            if not engine.queue:
+            excess = -free_slots(engine) if engine.queue else 0
+            if excess <= 0:  # what waits will run here as soon as a slave is free
                 continue
-            moved = []
+            moved: list[Job] = []
             for job in engine.queue:
+                if len(moved) >= excess:
+                    break
                 sink = job.sink
-                if job.attempts or job.finished or getattr(sink, "in_flight", None) is not \
-                        in_flight:
+                if job.attempts or job.finished or not isinstance(sink, NativeSink) or \
+                        sink.in_flight is not in_flight:
                     continue
                 left = None if job.deadline is None else job.deadline - time.monotonic()
                 if left is not None and left <= 0:
@@ -247,7 +253,7 @@ class Cluster:
                 moved.append(job)
             for job in moved:
                 engine.queue.remove(job)
-                in_flight.pop(job.sink.key)  # type: ignore[attr-defined]
+                in_flight.pop(job.sink.key)  # type: ignore[attr-defined]  # a NativeSink
             self.forwarder.offloaded += len(moved)
 
     def _watch_silence(self, now: float) -> None:

@@ -22,8 +22,9 @@ from urllib.parse import urlsplit
 from cocaine_core.errors import StorageError
 from cocaine_core.plugins import get_host
 
-#: The namespaces a node uses: app records, packed code, public keys, its Curve key pair.
-NAMESPACES = ("apps", "code", "keys", "curve")
+#: The namespaces a node uses: app records, packed code, public keys, its Curve key pair,
+#: cluster keys (``cocaine cluster key --storage``).
+NAMESPACES = ("apps", "code", "keys", "curve", "cluster")
 
 #: What a watch reports: a (namespace, key) that was written or removed, or None: the watch
 #: was cut and resumed (or started), so anything may have changed; read everything again.

@@ -26,7 +26,7 @@ PASSWORD_ENV = "COCAINE_ETCD_PASSWORD"
 
 _SEGMENT = re.compile(r"^[A-Za-z0-9_.-]+$")
 #: The folders a storage keeps under its prefix: no prefix may continue into one of them.
-RESERVED_SEGMENTS = ("apps", "code", "chunks", "keys", "curve", "nodes", "nonces")
+RESERVED_SEGMENTS = ("apps", "code", "chunks", "keys", "curve", "cluster", "nodes", "nonces")
 _HOST = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*"
                    r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 _USER = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")

@@ -1,0 +1,142 @@
+"""Balancing across hosts: each node in a network namespace of its own, joined by a bridge."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from cocaine_core.client import AsyncClient, Client
+from cocaine_core.errors import ServiceError
+from cocaine_core.testing import wait_until
+from tests.cluster.cluster_kit import (
+    Load,
+    cluster_info,
+    cluster_view,
+    deploy,
+    start_nodes,
+    wait_peered,
+)
+
+
+async def _burst(endpoint: str, body: bytes, count: int) -> list[bytes | BaseException]:
+    async with AsyncClient(endpoint, wait=60) as client:
+        return await asyncio.gather(*(client.call("where", "where", body)
+                                      for _ in range(count)), return_exceptions=True)
+
+
+def test_a_full_pool_has_its_requests_served_by_peers(lan, tmp_path):
+    nodes = start_nodes(lan, tmp_path, ["a", "b", "c"])
+    deploy(nodes, tmp_path, {"pool-limit": 1, "queue-limit": 50})
+    wait_peered(nodes, app="where")
+    a, addresses = nodes[0][1], {host.address for host, _ in nodes}
+    body = f"{lan.gateway} 0.4".encode()
+    started = time.monotonic()
+    answers = asyncio.run(_burst(a.endpoint, body, 9))
+    took = time.monotonic() - started
+    assert all(isinstance(answer, bytes) for answer in answers), answers
+    served = {answer.decode() for answer in answers if isinstance(answer, bytes)}
+    assert served == addresses  # every node served some: a's one slave could not alone
+    assert took < 9 * 0.4 * 0.7, f"9 jobs of 0.4 s on 3 one-slave nodes took {took:.2f} s"
+    info = cluster_info(a)
+    assert info["forwarded"] >= 4 and info["peers"] == 2
+
+
+def test_a_request_runs_locally_while_the_local_pool_has_room(lan, tmp_path):
+    nodes = start_nodes(lan, tmp_path, ["a", "b"])
+    deploy(nodes, tmp_path, {"pool-limit": 4})
+    wait_peered(nodes, app="where")
+    (host_a, a) = nodes[0]
+    answers = asyncio.run(_burst(a.endpoint, f"{lan.gateway} 0.2".encode(), 4))
+    assert {answer.decode() for answer in answers} == {host_a.address}  # type: ignore[union-attr]
+    assert cluster_info(a)["forwarded"] == 0
+
+
+def test_a_node_killed_under_load_loses_no_request_that_had_received_nothing(lan, tmp_path):
+    nodes = start_nodes(lan, tmp_path, ["a", "b", "c"])
+    deploy(nodes, tmp_path, {"pool-limit": 2, "queue-limit": 100})
+    wait_peered(nodes, app="where")
+    (_, a), (host_b, b) = nodes[0], nodes[1]
+    with Load(a.endpoint, f"{lan.gateway} 0.3".encode(), threads=10) as load:
+        load.wait_for(lambda: load.served[host_b.address] >= 4, 60, "b to serve requests")
+        b.kill()  # -9, with forwarded requests running there
+        before = sum(load.served.values())
+        load.wait_for(lambda: sum(load.served.values()) >= before + 30, 60,
+                      "30 more answers after b died")
+    assert not load.errors, load.errors[:5]
+    info = cluster_info(a)
+    assert info["retried"] >= 1, info  # b's requests ran again elsewhere
+    wait_until(lambda: [n["state"] for n in cluster_view(a)["nodes"]
+                        if n["endpoint"] == b.endpoint] in ([], ["silent"]), timeout=10,
+               message="b to be seen silent")
+
+
+def test_a_streamed_answer_cut_by_a_lost_node_fails_and_is_not_run_again(lan, tmp_path):
+    nodes = start_nodes(lan, tmp_path, ["a", "b"])
+    deploy(nodes, tmp_path, {"pool-limit": 1, "queue-limit": 10})
+    wait_peered(nodes, app="where")
+    (host_a, a), (host_b, b) = nodes
+    body = f"{lan.gateway} 30".encode()
+    with Client(a.endpoint, wait=60) as first, Client(a.endpoint, wait=60) as second:
+        held = first.stream("where", "stream", body)
+        assert next(held).decode() == host_a.address  # a's one slave is taken
+        cut = second.stream("where", "stream", body)
+        assert next(cut).decode() == host_b.address  # so b runs this one
+        b.kill()
+        with pytest.raises(ServiceError) as failed:
+            next(cut)
+        assert failed.value.code == 500 and "was lost" in failed.value.message
+        held.close()
+    assert cluster_info(a)["cut"] == 1
+
+
+def test_a_stopped_node_is_left_and_its_waiting_requests_run_elsewhere(lan, tmp_path):
+    nodes = start_nodes(lan, tmp_path, ["a", "b", "c"])
+    deploy(nodes, tmp_path, {"pool-limit": 1, "queue-limit": 100})
+    wait_peered(nodes, app="where")
+    (_, a), (host_b, b) = nodes[0], nodes[1]
+    with Load(a.endpoint, f"{lan.gateway} 0.2".encode(), threads=6) as load:
+        load.wait_for(lambda: load.served[host_b.address] >= 2, 60, "b to serve requests")
+        b.process.send_signal(19)  # SIGSTOP: its connections stay open, it answers nothing
+        try:
+            stopped_at = sum(load.served.values())
+            load.wait_for(lambda: sum(load.served.values()) >= stopped_at + 20, 60,
+                          "20 more answers while b is stopped")
+        finally:
+            b.process.send_signal(18)  # SIGCONT, so that it can be stopped
+    assert not load.errors, load.errors[:5]
+    assert cluster_info(a)["retried"] >= 1
+
+
+def test_a_node_that_joins_takes_load_within_seconds(lan, tmp_path):
+    nodes = start_nodes(lan, tmp_path, ["a", "b"])
+    deploy(nodes, tmp_path, {"pool-limit": 1, "queue-limit": 100})
+    wait_peered(nodes, app="where")
+    a = nodes[0][1]
+    key = tmp_path / "cluster.key"
+    with Load(a.endpoint, f"{lan.gateway} 0.2".encode(), threads=6) as load:
+        load.wait_for(lambda: sum(load.served.values()) >= 10, 60, "the load to flow")
+        host_c = lan.add_host("c")
+        c = host_c.node(tmp_path / "c", "--cluster", "blue", "--cluster-key", str(key),
+                        "--peer", f"tcp://{nodes[0][0].address}:10054").start(timeout=60)
+        deploy([(host_c, c)], tmp_path, {"pool-limit": 1, "queue-limit": 100})
+        joined = time.monotonic()
+        load.wait_for(lambda: load.served[host_c.address] >= 3, 30, "c to take load")
+        took = time.monotonic() - joined
+    assert not load.errors, load.errors[:5]
+    assert took < 15, f"c took {took:.1f} s to take load"
+
+
+def test_a_stopping_node_hands_its_peers_no_failures(lan, tmp_path):
+    nodes = start_nodes(lan, tmp_path, ["a", "b"])
+    deploy(nodes, tmp_path, {"pool-limit": 1, "queue-limit": 100})
+    wait_peered(nodes, app="where")
+    (_, a), (host_b, b) = nodes
+    with Load(a.endpoint, f"{lan.gateway} 0.2".encode(), threads=4) as load:
+        load.wait_for(lambda: load.served[host_b.address] >= 2, 60, "b to serve requests")
+        assert b.stop() == 0  # SIGTERM: it leaves, finishing what it runs
+        stopped = sum(load.served.values())
+        load.wait_for(lambda: sum(load.served.values()) >= stopped + 10, 60,
+                      "10 more answers after b stopped")
+    assert not load.errors, load.errors[:5]
