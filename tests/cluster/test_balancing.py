@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 import pytest
@@ -140,3 +141,35 @@ def test_a_stopping_node_hands_its_peers_no_failures(lan, tmp_path):
         load.wait_for(lambda: sum(load.served.values()) >= stopped + 10, 60,
                       "10 more answers after b stopped")
     assert not load.errors, load.errors[:5]
+
+
+def test_a_forwarded_request_keeps_its_timeout_and_its_retry_policy(lan, tmp_path):
+    nodes = start_nodes(lan, tmp_path, ["a", "b"])
+    deploy(nodes, tmp_path, {"pool-limit": 1, "queue-limit": 10})
+    wait_peered(nodes, app="where")
+    (host_a, a), (_, b) = nodes
+    with Client(a.endpoint, wait=60) as holder, Client(a.endpoint, wait=60) as client:
+        held = holder.stream("where", "stream", f"{lan.gateway} 60".encode())
+        assert next(held).decode() == host_a.address  # a's one slave is taken
+        with pytest.raises(ServiceError) as late:
+            client.call("where", "where", f"{lan.gateway} 5".encode(), timeout=0.5)
+        assert late.value.code == 504  # run on b, stopped there at its timeout
+        assert cluster_info(a)["forwarded"] == 1
+        outcome: list[BaseException] = []
+
+        def once() -> None:
+            try:
+                client.call("where", "where", f"{lan.gateway} 30".encode(), retry=False)
+            except BaseException as exc:
+                outcome.append(exc)
+
+        caller = threading.Thread(target=once)
+        caller.start()
+        wait_until(lambda: cluster_info(a)["in-flight"] == 1, timeout=10,
+                   message="the request to be forwarded")
+        b.kill()
+        caller.join(30)
+        assert len(outcome) == 1 and isinstance(outcome[0], ServiceError), outcome
+        assert outcome[0].code == 500 and "retry is off" in outcome[0].message
+        held.close()
+    assert cluster_info(a)["retried"] == 0

@@ -184,20 +184,22 @@ def node(
     limits = {key: limit(settings, key) for key in LIMITS}
     setup_logging(str(settings.get("log-level", "info")),
                   str(settings.get("log-format", "auto")))
+    cluster_settings = _cluster(settings)  # checked before anything is touched
     uids = _app_uids(settings)
     ports = PortAllocator.parse(str(settings["port-range"])) if "port-range" in settings \
         else PortAllocator()
     run = Path(settings.get("run-dir") or default_run_dir())
     store = open_storage(str(settings.get("storage") or default_storage()))
     try:
-        _serve(settings, limits, uids, ports, run, store)
+        _serve(settings, limits, uids, ports, run, store, cluster_settings)
     finally:
         if isinstance(store, Closable):
             store.close()
 
 
 def _serve(settings: dict[str, Any], limits: dict[str, Any], uids: tuple[int, int] | None,
-           ports: PortAllocator, run: Path, store: Storage) -> None:
+           ports: PortAllocator, run: Path, store: Storage,
+           cluster: ClusterSettings | None) -> None:
     """Run the node on ``store`` until it is told to stop."""
     from cocaine_core.archive import Limits
     from cocaine_core.cli.hosting import host
@@ -222,7 +224,7 @@ def _serve(settings: dict[str, Any], limits: dict[str, Any], uids: tuple[int, in
                         max_slaves=limits["max-slaves"],
                         max_message=limits["max-message"],
                         client_backlog=limits["client-backlog"], app_users=app_users,
-                        discovery=discovery, cluster=_cluster(settings), **_curve(settings))
+                        discovery=discovery, cluster=cluster, **_curve(settings))
         try:
             host(the_node, _ready, reload_on_sighup=True)
         finally:
@@ -272,8 +274,10 @@ def _cluster(settings: dict[str, Any]) -> ClusterSettings | None:
     if peers is not None and (not isinstance(peers, list) or
                               not all(isinstance(p, str) for p in peers)):
         raise NodeError(f"'peer' in the config file must be a list of endpoints, got {peers!r}")
-    return ClusterSettings(name, Path(key) if key is not None else None, listen,
-                           tuple(peers or ()))
+    settings = ClusterSettings(name, Path(key) if key is not None else None, listen,
+                               tuple(peers or ()))
+    settings.check()
+    return settings
 
 
 def _curve(settings: dict[str, Any]) -> dict[str, Any]:

@@ -322,7 +322,8 @@ class Cluster:
                 "forwarded": fwd.sent, "in-flight": len(fwd.forwards),
                 "retried": fwd.retried, "handed-back": fwd.handed_back, "cut": fwd.cut,
                 "offloaded": fwd.offloaded,
-                "refused": self.security.refused}
+                "refused": (self.endpoint.refused if self.endpoint else 0)
+                + self.security.refused}
 
     def nodes(self) -> dict[str, Any]:
         """For ``cocaine cluster nodes``: this node and every peer it knows, with their

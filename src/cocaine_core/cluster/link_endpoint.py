@@ -9,12 +9,18 @@ announces (``ANNOUNCE``). Control (``@node``) is not served here.
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
+
+import zmq
 
 from cocaine_core.endpoint import NativeEndpoint
 from cocaine_core.errors import ServiceError
 from cocaine_core.protocol import CONTROL_APP, Status
+from cocaine_core.zmqloop import SocketReader
 
 if TYPE_CHECKING:
     from cocaine_core.cluster.forward import Forwarder
@@ -23,6 +29,12 @@ if TYPE_CHECKING:
     from cocaine_core.node import Node
     from cocaine_core.policy import Policy
 
+log = logging.getLogger("cocaine.cluster")
+
+_FAILED = (zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+           | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
+#: Least seconds between two log lines about refused connections.
+REFUSED_LOG_EVERY = 60.0
 #: A peer's announce: ``[20, seq, record, loads, leaving]`` (``cluster/cluster.py``).
 ANNOUNCE = 20
 #: Messages queued in ZeroMQ for one peer (it carries many clients' answers).
@@ -41,6 +53,41 @@ class LinkEndpoint(NativeEndpoint):
         self.security = security
         self.send_hwm = LINK_SEND_HWM
         self.handlers[ANNOUNCE] = on_announce
+        #: Connections whose handshake failed: a client without the cluster's key.
+        self.refused = 0
+        self._refused_logged = 0.0
+        self._monitor: zmq.Socket[bytes] | None = None
+        self._monitor_reader: SocketReader | None = None
+
+    def bind(self) -> str:
+        """Bind (see ``NativeEndpoint.bind``), watching for refused handshakes."""
+        bound = super().bind()
+        assert self._socket is not None
+        self._monitor = self._socket.get_monitor_socket(_FAILED)
+        self._monitor_reader = SocketReader(self._monitor, self._on_event)
+        return bound
+
+    def _on_event(self, frames: list[bytes]) -> None:
+        self.refused += 1
+        now = time.monotonic()
+        if now - self._refused_logged >= REFUSED_LOG_EVERY:
+            self._refused_logged = now
+            log.warning("the cluster link endpoint %s refused a connection without the "
+                        "cluster's key (%d so far): a node of another cluster or key, or a "
+                        "stranger", self.listen, self.refused)
+
+    def close(self) -> None:
+        """Stop watching, then close (see ``NativeEndpoint.close``)."""
+        if self._monitor_reader is not None:
+            self._monitor_reader.close()
+            self._monitor_reader = None
+        if self._socket is not None and self._monitor is not None:
+            with contextlib.suppress(zmq.ZMQError):
+                self._socket.disable_monitor()
+        if self._monitor is not None:
+            self._monitor.close(linger=0)
+            self._monitor = None
+        super().close()
 
     def route(self, sink: NativeSink, app: str, event: str, policy: Policy,
               body: bytes) -> None:
