@@ -274,10 +274,10 @@ def _cluster(settings: dict[str, Any]) -> ClusterSettings | None:
     if peers is not None and (not isinstance(peers, list) or
                               not all(isinstance(p, str) for p in peers)):
         raise NodeError(f"'peer' in the config file must be a list of endpoints, got {peers!r}")
-    settings = ClusterSettings(name, Path(key) if key is not None else None, listen,
-                               tuple(peers or ()))
-    settings.check()
-    return settings
+    made = ClusterSettings(name, Path(key) if key is not None else None, listen,
+                           tuple(peers or ()))
+    made.check()
+    return made
 
 
 def _curve(settings: dict[str, Any]) -> dict[str, Any]:
