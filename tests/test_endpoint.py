@@ -15,8 +15,8 @@ import pytest
 import zmq
 
 from cocaine_core import protocol
-from cocaine_core.native_sink import InFlight, NativeSink
 from cocaine_core.engine.job import Job
+from cocaine_core.native_sink import InFlight, NativeSink
 from cocaine_core.protocol import Code
 
 APP = '''

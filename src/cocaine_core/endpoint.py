@@ -80,6 +80,8 @@ class NativeEndpoint:
         self.security: CurveServer | LinkSecurity | None = None
         #: Messages queued in ZeroMQ for each client before its backlog holds them.
         self.send_hwm = clients.PEER_SEND_HWM
+        #: More ZeroMQ options for the socket, set before it binds.
+        self.socket_options: dict[int, int] = {}
         #: Handlers of messages other than REQUEST and CANCEL, by code: (frames, header).
         self.handlers: dict[int, Callable[[list[bytes], list[Any]], None]] = {}
 
@@ -94,6 +96,8 @@ class NativeEndpoint:
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         sock.setsockopt(zmq.HEARTBEAT_IVL, int(CLIENT_HEARTBEAT * 1000))
         sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, int(CLIENT_HEARTBEAT_TIMEOUT * 1000))
+        for option, value in self.socket_options.items():
+            sock.setsockopt(option, value)
         security = self.security = self.security or self.curve
         if security is not None:
             try:

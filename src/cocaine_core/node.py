@@ -165,6 +165,8 @@ class Node:
             log.warning("this node runs without --curve, yet its storage holds a Curve key "
                         "pair: a node of it ran with --curve before, and its clients now talk "
                         "to this one in plaintext; add --curve if that was not meant")
+        if self.cluster is not None:  # before the apps load: peers serve them meanwhile
+            self.record = await self.cluster.start(self.discovery)
         if self.store is not None:
             try:
                 await self.load_from_storage()
@@ -177,9 +179,7 @@ class Node:
                 self.loading = False
         if self.follower is not None:
             self.follower.start()
-        if self.cluster is not None:
-            self.record = await self.cluster.start(self.discovery)
-        elif self.discovery is not None:
+        if self.cluster is None and self.discovery is not None:
             self.record = NodeRecord.new(self.name, advertised(self.listen), __version__)
             await self.discovery.start(self.record)
 

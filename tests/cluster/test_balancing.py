@@ -10,8 +10,9 @@ import pytest
 
 from cocaine_core.client import AsyncClient, Client
 from cocaine_core.errors import ServiceError
-from cocaine_core.testing import wait_until
+from cocaine_core.testing import wait_until, write_app
 from tests.cluster.cluster_kit import (
+    WHERE_APP,
     Load,
     cluster_info,
     cluster_view,
@@ -173,3 +174,49 @@ def test_a_forwarded_request_keeps_its_timeout_and_its_retry_policy(lan, tmp_pat
         assert outcome[0].code == 500 and "retry is off" in outcome[0].message
         held.close()
     assert cluster_info(a)["retried"] == 0
+
+
+def test_a_node_stopped_under_load_ends_soon_and_fails_nothing_a_peer_ran(lan, tmp_path):
+    nodes = start_nodes(lan, tmp_path, ["a", "b"])
+    deploy(nodes, tmp_path, {"pool-limit": 1, "queue-limit": 100})
+    wait_peered(nodes, app="where")
+    (_, a), (host_b, _) = nodes
+    with Load(a.endpoint, f"{lan.gateway} 0.2".encode(), threads=6) as load:
+        load.wait_for(lambda: load.served[host_b.address] >= 5, 60, "b to serve requests")
+        started = time.monotonic()
+        assert a.stop() == 0
+        took = time.monotonic() - started
+    assert took < 10, f"a took {took:.1f} s to stop"
+    assert not [e for e in load.errors if e.startswith("500")], load.errors[:5]
+
+
+def test_a_restarted_node_serves_through_its_peers_while_its_apps_load(lan, tmp_path):
+    nodes = start_nodes(lan, tmp_path, ["a", "b"])
+    slow = "import time\ntime.sleep(4)  # a slow import\n" + WHERE_APP
+    manifest = write_app(tmp_path / "slow", slow, {"where": {"type": "native-server"}},
+                         engine={"pool-limit": 2})
+    for _, node in nodes:
+        node.cli("app", "deploy", str(manifest), "--name", "where")
+    wait_peered(nodes, app="where")
+    (host_a, _), (_, b) = nodes
+    assert b.stop() == 0
+    b.spawn()
+    body = f"{lan.gateway} 0".encode()
+    served_while_loading: list[str] = []
+
+    def loading() -> bool:
+        with Client(b.endpoint, wait=5) as client:
+            try:
+                return bool(client.control("info")["loading"])
+            except ServiceError:
+                return False
+
+    wait_until(loading, timeout=30, message="b to listen while its app loads")
+    while loading() and not served_while_loading:
+        with Client(b.endpoint, wait=10) as client:
+            try:
+                served_while_loading.append(client.call("where", "where", body).decode())
+            except ServiceError as exc:
+                assert exc.code == 503, exc  # not peered yet: try again
+                time.sleep(0.1)
+    assert served_while_loading == [host_a.address]

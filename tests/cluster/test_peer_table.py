@@ -84,3 +84,17 @@ def test_the_link_key_pair_depends_on_the_key_and_the_cluster_name():
     assert link_keypair(new_key(), "blue") != link_keypair(key, "blue")
     with pytest.raises(NodeError, match="not a cluster key"):
         decode(b"cocaine-cluster-key-v1 c2hvcnQ=\n", "the file k")
+
+
+def test_a_live_peer_cannot_be_taken_over_and_a_restarted_one_replaces_its_old_entry():
+    table = PeerTable(me="f" * 16)
+    b = _record(2)
+    table.heard(b, 1, {"app": (1, 0, "r")}, False, now=0, via=b"b-conn")
+    hostile = table.heard(b, 2**62, {"app": (9, 0, "r")}, False, now=0.5, via=b"other")
+    assert hostile is None  # another connection claiming b's id while b is live
+    assert table.heard(b, 2, {"app": (2, 0, "r")}, False, now=1, via=b"b-conn") is not None
+    assert table.peers[b.id].free("app") == 2
+    restarted = NodeRecord(id="e" * 16, name="n2", endpoint=b.endpoint, started=2.0,
+                           cluster="blue", link=b.link)
+    table.heard(restarted, 1, {"app": (3, 0, "r")}, False, now=1.5, via=b"b-conn")
+    assert list(table.peers) == [restarted.id]  # the same link, a new node: the old is gone

@@ -23,7 +23,8 @@ from tests.fuzz.strategies import FUZZ, TEXT, json_values, msgpack_values
 
 VALUES = msgpack_values()
 #: The keys each method reads (control.py); others are drawn too.
-KEYS = {"list": [], "info": [], "app-info": ["name"], "upload-begin": ["size"],
+KEYS = {"list": [], "info": [], "app-info": ["name"], "cluster-nodes": [],
+        "upload-begin": ["size"],
         "upload-chunk": ["upload", "data", "offset"],
         "deploy": ["name", "manifest", "archive", "upload", "sha256"],
         "remove": ["name"], "restart": ["name"]}

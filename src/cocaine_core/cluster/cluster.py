@@ -21,11 +21,18 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from cocaine_core import __version__, protocol
-from cocaine_core.cluster.discovery import CLUSTER_NAME, Discovery, NodeRecord, advertised
+from cocaine_core.cluster.discovery import (
+    CLUSTER_NAME,
+    Discovery,
+    NodeRecord,
+    _is_endpoint,
+    advertised,
+)
 from cocaine_core.cluster.forward import Forwarder
 from cocaine_core.cluster.key import HOW_TO_MAKE, LinkSecurity, read_key_file, stored_key
 from cocaine_core.cluster.link import PeerLink
 from cocaine_core.cluster.link_endpoint import ANNOUNCE, LinkEndpoint
+from cocaine_core.cluster.links import Links
 from cocaine_core.cluster.load import app_loads, check_loads, free_slots
 from cocaine_core.cluster.peers import Peer, PeerTable
 from cocaine_core.engine.job import Job
@@ -44,12 +51,10 @@ TICK = 0.025
 ANNOUNCE_EVERY = 0.25
 #: Seconds between two looks at what the discovery proposes.
 SYNC_EVERY = 0.5
-#: The most links a node keeps (to members and to candidates its discovery proposed).
-MAX_LINKS = 1024
-#: Seconds a link to a candidate that never answered is kept once no discovery proposes it.
-UNUSED_LINK = 30.0
+#: The most records of a discovery looked at.
+MAX_CANDIDATES = 1024
 #: Most seconds a stopping node waits for the answers of the requests it forwarded.
-DRAIN_WAIT = 10.0
+DRAIN_WAIT = 30.0
 
 
 @attrs.frozen
@@ -67,6 +72,9 @@ class ClusterSettings:
         if not CLUSTER_NAME.fullmatch(self.name):
             raise NodeError(f"--cluster {self.name!r}: a cluster's name is 1 to 63 letters, "
                             f"digits, '-' or '_', starting with a letter or digit")
+        if self.listen is not None and not _is_endpoint(self.listen):
+            raise NodeError(f"--cluster-listen {self.listen!r}: peers reach a link over TCP; "
+                            f"give tcp://HOST:PORT with a port from 1 to 65535")
 
     def discovery(self, named: str | None) -> str:
         """The discovery to use: ``named``, else ``static`` with --peer, else ``mdns``."""
@@ -110,19 +118,20 @@ class Cluster:
         self.security = LinkSecurity(key, settings.name)
         self.table = PeerTable(self.id)
         self.forwarder = Forwarder(self.table, self._link_of, self._run_here)
-        self.links: dict[str, PeerLink] = {}
+        self.links = Links(self.security, self.forwarder.on_answer, self._link_lost)
         self.endpoint: LinkEndpoint | None = None
         self.discovery: Discovery | None = None
         self.record: NodeRecord | None = None
         #: True while at least one peer is live: only then does a request look at peers.
         self.peered = False
-        self.leaving = False
+        #: Stopping: ``leaving`` once peers are told, ``closing`` once nothing more is sent
+        #: to them.
+        self.leaving = self.closing = False
         self._seq = 0
         self._sent_loads: dict[str, list[Any]] | None = None
         self._sent_at = 0.0
         self._synced_at = 0.0
         self._silent: set[str] = set()
-        self._unused: dict[str, float] = {}
         self._task: asyncio.Task[None] | None = None
 
     # -- life -------------------------------------------------------------------------------------
@@ -152,23 +161,26 @@ class Cluster:
         return self.record
 
     def leave(self) -> None:
-        """Tell the peers this node takes no more requests (it is stopping)."""
+        """Tell the peers this node takes no more requests (it is stopping). Requests its
+        own clients send meanwhile may still go to them, while its apps drain."""
         self.leaving = True
-        self._announce(app_loads(self.node.apps))
+        if self.record is not None:
+            self._announce(app_loads(self.node.apps))
 
     async def close(self) -> None:
-        """Wait a moment for forwarded requests to end, then close everything."""
-        deadline = time.monotonic() + DRAIN_WAIT
-        while self.forwarder.forwards and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
+        """Forward nothing more, give the requests forwarded up to ``DRAIN_WAIT`` seconds
+        to end, then close everything."""
+        self.closing, self.peered = True, False
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        self.forwarder.fail_all(f"node {self.node.name} is stopping")
-        for link in self.links.values():
-            link.close()
-        self.links.clear()
+        deadline = time.monotonic() + DRAIN_WAIT
+        while self.forwarder.forwards and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        self.forwarder.fail_all(f"node {self.node.name} stopped while a peer ran the request "
+                                f"(it may have run there)")
+        self.links.close()
         if self.endpoint is not None:
             self.endpoint.close()
 
@@ -184,6 +196,7 @@ class Cluster:
                     self._announce(loads, now)
                 if self.peered:
                     self._offload()
+                self.forwarder.expire(now)
                 self._watch_silence(now)
                 if now - self._synced_at >= SYNC_EVERY:
                     self._synced_at = now
@@ -198,8 +211,7 @@ class Cluster:
         self._sent_loads, self._sent_at = loads, now or time.monotonic()
         header = protocol.pack(ANNOUNCE, self._seq, attrs.asdict(self.record), loads,
                                self.leaving)
-        for link in self.links.values():
-            link.send([header])
+        self.links.send_all([header])
 
     def _on_announce(self, frames: list[bytes], fields: list[Any]) -> None:
         """A peer's announce arrived on the link endpoint."""
@@ -213,15 +225,17 @@ class Cluster:
         if loads is None or record.cluster != self.name or not record.link:
             return
         known = record.id in self.table.peers
-        peer = self.table.heard(record, fields[1], loads, fields[4] is True)
-        if peer is None:
+        peer = self.table.heard(record, fields[1], loads, fields[4] is True, via=frames[0])
+        if peer is None or peer.record != record:
             return
         if not known:
             log.info("cluster %s: node %s (%s) joined", self.name, record.name, record.endpoint)
         if peer.record.id in self._silent:
             self._silent.discard(peer.record.id)
             log.info("cluster %s: node %s is heard again", self.name, record.name)
-        self._link_to(record.link)
+        self.links.ensure(record.link, trusted=True)
+        if self.closing:
+            return
         self.peered = True
         if any(free for free, _, _ in loads.values()):
             self._offload()
@@ -267,46 +281,29 @@ class Cluster:
 
     def _sync(self, now: float) -> None:
         """Links to what the discovery proposes and to the peers; drop links nobody needs."""
-        wanted: set[str] = set()
+        assert self.record is not None
+        proposed: set[str] = set()
         if self.discovery is not None:
-            for record in list(self.discovery.peers().values())[:MAX_LINKS]:
+            for record in list(self.discovery.peers().values())[:MAX_CANDIDATES]:
                 if record.cluster in ("", self.name) and record.id != self.id:
                     with contextlib.suppress(NodeError):
-                        wanted.add(record.link or link_listen(record.endpoint, None))
-        wanted.update(p.record.link for p in self.table.peers.values())
-        assert self.record is not None
-        wanted.discard(self.record.link)
-        for endpoint in wanted:
-            self._link_to(endpoint)
-            self._unused.pop(endpoint, None)
-        for endpoint in [e for e in self.links if e not in wanted]:
-            since = self._unused.setdefault(endpoint, now)
-            if now - since > UNUSED_LINK:
-                self._unused.pop(endpoint)
-                self.forwarder.lost(link=self.links[endpoint])
-                self.links.pop(endpoint).close()
+                        proposed.add(record.link or link_listen(record.endpoint, None))
+        members = {p.record.link for p in self.table.peers.values()}
+        trusted = getattr(self.discovery, "trusted", False)
+        for endpoint in (members, proposed):
+            endpoint.discard(self.record.link)
+        for link in self.links.sync(members | proposed if trusted else members,
+                                    () if trusted else proposed, now):
+            self.forwarder.lost(link=link)
         for peer in self.table.forget(now):
             self._silent.discard(peer.record.id)
             log.info("cluster %s: node %s forgotten (silent)", self.name, peer.record.name)
-
-    def _link_to(self, endpoint: str) -> PeerLink | None:
-        link = self.links.get(endpoint)
-        if link is None and len(self.links) < MAX_LINKS and not self.leaving:
-            try:
-                link = PeerLink(endpoint, self.security, self.forwarder.on_answer,
-                                self._link_lost)
-            except Exception as exc:
-                log.error("cluster %s: cannot link to %s: %s", self.name, endpoint, exc)
-                return None
-            self.links[endpoint] = link
-        return link
 
     def _link_lost(self, link: PeerLink) -> None:
         self.forwarder.lost(link=link)
 
     def _link_of(self, peer: Peer) -> PeerLink | None:
-        link = self.links.get(peer.record.link)
-        return link if link is not None and link.up else None
+        return self.links.up(peer.record.link)
 
     def _run_here(self, sink: Any, app: str, event: str, policy: Any, body: bytes) -> None:
         self.node.endpoint.run_or_answer(sink, app, event, policy, body)
@@ -322,8 +319,7 @@ class Cluster:
                 "forwarded": fwd.sent, "in-flight": len(fwd.forwards),
                 "retried": fwd.retried, "handed-back": fwd.handed_back, "cut": fwd.cut,
                 "offloaded": fwd.offloaded,
-                "refused": (self.endpoint.refused if self.endpoint else 0)
-                + self.security.refused}
+                "refused": self.endpoint.refused if self.endpoint else 0}
 
     def nodes(self) -> dict[str, Any]:
         """For ``cocaine cluster nodes``: this node and every peer it knows, with their
@@ -338,9 +334,7 @@ class Cluster:
                        for app, (free, queued, state) in _named(app_loads(self.node.apps))}}
         peers = sorted((p.view(now) for p in self.table.peers.values()),
                        key=lambda view: view["name"])
-        links = [{"endpoint": e, "up": link.up, "refused": link.refused}
-                 for e, link in sorted(self.links.items())]
-        return {"cluster": self.name, "nodes": [me, *peers], "links": links}
+        return {"cluster": self.name, "nodes": [me, *peers], "links": self.links.view()}
 
 
 def _named(loads: dict[str, list[Any]]) -> list[tuple[str, tuple[int, int, str]]]:

@@ -15,6 +15,7 @@ back: it runs here.
 
 from __future__ import annotations
 
+import heapq
 import logging
 import time
 from collections.abc import Callable
@@ -36,6 +37,9 @@ log = logging.getLogger("cocaine.cluster")
 
 #: The most requests forwarded and not yet answered (past it, requests run here).
 MAX_FORWARDS = 100_000
+#: Seconds past a forwarded request's deadline and timeout after which this node stops
+#: waiting for a peer that keeps neither (504), as its own engine would have.
+GIVE_UP_GRACE = 5.0
 
 #: Runs a request here, or answers why it cannot: (sink, app, event, policy, body).
 RunHere = Callable[["NativeSink", str, str, "Policy", bytes], None]
@@ -58,6 +62,8 @@ class Forward:
     link: Any = None
     received: bool = False
     attempts: int = 1
+    #: Monotonic time past which its answer cannot still be coming (None: no bound).
+    give_up: float | None = None
 
 
 class Forwarder:
@@ -70,6 +76,8 @@ class Forwarder:
         self.run_here = run_here
         self.forwards: dict[int, Forward] = {}
         self._by_request: dict[RequestKey, Forward] = {}
+        #: (give up at, id) of the forwards with a bound (some long ended: skipped).
+        self._give_ups: list[tuple[float, int]] = []
         self._ids = 0
         #: Requests forwarded, retried after a peer was lost, handed back by a peer, and
         #: failed because their peer was lost after part of the answer.
@@ -123,6 +131,9 @@ class Forwarder:
         self.forwards[fwd.id] = fwd
         if fwd.sink.request_id is not None:
             self._by_request[fwd.sink.key] = fwd
+        if policy.timeout is not None and fwd.deadline is not None:
+            fwd.give_up = fwd.deadline + policy.timeout + GIVE_UP_GRACE
+            heapq.heappush(self._give_ups, (fwd.give_up, fwd.id))
         self.table.sent(fwd.peer, fwd.app)
         self.sent += 1
         return True
@@ -163,6 +174,8 @@ class Forwarder:
                 self.handed_back += 1  # it filled up meanwhile, or lacks the app: run here
                 self.run_here(fwd.sink, fwd.app, fwd.event, self._left(fwd), fwd.body)
             else:
+                if status == Status.SERVER_ERROR and not fwd.received:
+                    self.table.distrust(fwd.peer, fwd.app)  # its slaves may be crashing
                 fwd.sink.error(status if isinstance(status, int) else Status.SERVER_ERROR,
                                message)
 
@@ -219,9 +232,29 @@ class Forwarder:
         """The forwarded requests of ``client``."""
         return [key for key in self._by_request if key[0] == client]
 
+    def expire(self, now: float) -> None:
+        """Fail (504) the forwarded requests whose peer kept neither their deadline nor their
+        timeout, and tell it to drop them."""
+        heap = self._give_ups
+        while heap and heap[0][0] <= now:
+            _, fid = heapq.heappop(heap)
+            fwd = self.forwards.get(fid)
+            if fwd is None or fwd.give_up is None or fwd.give_up > now:
+                continue
+            self._end(fwd)
+            fwd.link.send([protocol.pack(Code.CANCEL, fwd.id)])
+            fwd.sink.error(Status.TIMEOUT, f"node {fwd.peer.record.name} did not finish the "
+                                           f"request within its deadline and timeout; it was "
+                                           f"told to stop it")
+        if len(heap) > 4 * len(self.forwards) + 1024:  # mostly requests long answered
+            self._give_ups = [(f.give_up, f.id) for f in self.forwards.values()
+                              if f.give_up is not None]
+            heapq.heapify(self._give_ups)
+
     def fail_all(self, message: str) -> None:
-        """End every forwarded request with 503 and ``message`` (the node stops)."""
+        """End every forwarded request with 500 and ``message`` (the node stops: the peers
+        may have run them)."""
         for fwd in list(self.forwards.values()):
             self._end(fwd)
             fwd.link.send([protocol.pack(Code.CANCEL, fwd.id)])
-            fwd.sink.error(Status.UNAVAILABLE, message)
+            fwd.sink.error(Status.SERVER_ERROR, message)

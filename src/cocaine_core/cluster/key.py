@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import errno
 import os
 import secrets
 import stat
@@ -73,31 +74,44 @@ def decode(data: bytes, where: str) -> bytes:
 
 
 def write_key_file(path: Path, *, force: bool = False) -> bytes:
-    """Write a new key to ``path`` (mode 0600, never over an existing file unless ``force``);
-    return it."""
+    """Write a new key to ``path`` (mode 0600, never over an existing file unless ``force``,
+    and never into anything but a regular file); return it."""
     key = new_key()
-    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if force else os.O_EXCL)
     try:
-        fd = os.open(path, flags | os.O_NOFOLLOW, 0o600)
-    except FileExistsError:
-        raise NodeError(f"{path} exists: a cluster key is never overwritten by accident (every "
-                        f"node using it would be cut off); choose another file, or pass "
-                        f"--force") from None
+        existing = os.lstat(path)
+    except FileNotFoundError:
+        existing = None
+    except OSError as exc:
+        raise NodeError(f"cannot write the cluster key to {path}: {exc.strerror}") from None
+    if existing is not None and (not force or not stat.S_ISREG(existing.st_mode)):
+        what = "exists" if stat.S_ISREG(existing.st_mode) else \
+            "exists and is not a regular file (a link, a device, a pipe?)"
+        raise NodeError(f"{path} {what}: a cluster key is never written over it by accident "
+                        f"(every node using it would be cut off); choose another file"
+                        + (", or pass --force" if stat.S_ISREG(existing.st_mode) else ""))
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | \
+        (os.O_TRUNC if existing is not None else os.O_EXCL)
+    try:
+        fd = os.open(path, flags, 0o600)
     except OSError as exc:
         raise NodeError(f"cannot write the cluster key to {path}: {exc.strerror}") from None
     with os.fdopen(fd, "wb") as out:
+        if not stat.S_ISREG(os.fstat(out.fileno()).st_mode):
+            raise NodeError(f"{path} is not a regular file; choose another file")
         os.fchmod(out.fileno(), 0o600)
         out.write(encode(key))
     return key
 
 
 def read_key_file(path: Path) -> bytes:
-    """The key in ``path``; NodeError if it is missing, not a key, or readable by others."""
+    """The key in ``path``; NodeError if it is missing, not a regular file, not a key,
+    readable by others, or owned by another user than this one (or root)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError as exc:
-        raise NodeError(f"cannot read the cluster key {path}: {exc.strerror}; "
-                        f"{HOW_TO_MAKE}") from None
+        why = "it is a symbolic link: give the path of the file itself" \
+            if exc.errno == errno.ELOOP else exc.strerror
+        raise NodeError(f"cannot read the cluster key {path}: {why}; {HOW_TO_MAKE}") from None
     with os.fdopen(fd, "rb") as file:
         status = os.fstat(file.fileno())
         if not stat.S_ISREG(status.st_mode):
@@ -106,6 +120,10 @@ def read_key_file(path: Path) -> bytes:
             raise NodeError(f"the cluster key {path} may be read by other users (mode "
                             f"{stat.S_IMODE(status.st_mode):04o}): anyone who reads it joins "
                             f"the cluster; chmod 600 {path}")
+        if status.st_uid not in (os.geteuid(), 0):
+            raise NodeError(f"the cluster key {path} belongs to another user (uid "
+                            f"{status.st_uid}), who could change it; chown it to the user "
+                            f"running the node")
         data = file.read(MAX_FILE + 1)
     return decode(data[:MAX_FILE], f"the file {path}")
 

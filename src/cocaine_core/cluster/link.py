@@ -50,11 +50,13 @@ class PeerLink:
     """This node's DEALER to one peer's link endpoint (see the module's docstring)."""
 
     def __init__(self, endpoint: str, security: LinkSecurity, on_answer: OnAnswer,
-                 on_lost: OnLost) -> None:
+                 on_lost: OnLost, *, trusted: bool = True) -> None:
         self.endpoint = endpoint
         self.on_lost = on_lost
-        #: True while the connection is up and its handshake took.
-        self.up = False
+        #: True while the connection is up and its handshake took; ``ever_up`` once it has.
+        self.up = self.ever_up = False
+        #: Whether a trusted source named it (else a candidate: see ``links.py``).
+        self.trusted = trusted
         #: When the link was made (monotonic), and last lost or up.
         self.made = self.changed = time.monotonic()
         #: Handshakes refused (the node there does not hold this cluster's key).
@@ -96,13 +98,13 @@ class PeerLink:
         event = monitor_event(frames)
         if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
             if not self.up:
-                self.up, self.changed = True, time.monotonic()
+                self.up, self.ever_up, self.changed = True, True, time.monotonic()
                 log.info("cluster link to %s is up", self.endpoint)
             return
         if event & _FAILED:
             self.refused += 1
             now = time.monotonic()
-            if now - self._refused_logged >= REFUSED_LOG_EVERY:
+            if self.trusted and now - self._refused_logged >= REFUSED_LOG_EVERY:
                 self._refused_logged = now
                 log.warning("the node at %s does not take this node's cluster key (another "
                             "cluster, another key, or not a cluster link endpoint: a node's "

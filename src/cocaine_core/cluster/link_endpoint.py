@@ -37,6 +37,8 @@ _FAILED = (zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PRO
 REFUSED_LOG_EVERY = 60.0
 #: A peer's announce: ``[20, seq, record, loads, leaving]`` (``cluster/cluster.py``).
 ANNOUNCE = 20
+#: Milliseconds a connection to the link endpoint gets to finish its handshake.
+HANDSHAKE_MS = 5000
 #: Messages queued in ZeroMQ for one peer (it carries many clients' answers).
 LINK_SEND_HWM = 10_000
 
@@ -52,6 +54,9 @@ class LinkEndpoint(NativeEndpoint):
                          client_backlog=client_backlog)
         self.security = security
         self.send_hwm = LINK_SEND_HWM
+        # A connection that has not finished its handshake within this many ms is closed:
+        # half-open connections of strangers cannot pile up.
+        self.socket_options[zmq.HANDSHAKE_IVL] = HANDSHAKE_MS
         self.handlers[ANNOUNCE] = on_announce
         #: Connections whose handshake failed: a client without the cluster's key.
         self.refused = 0

@@ -9,6 +9,7 @@ only when it has none (``docs/cluster.md``).
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -24,15 +25,26 @@ STATES = {"starting": "s", "running": "r", "broken": "b", "stopping": "x", "stop
 STATE_NAMES = {"s": "starting", "r": "running", "b": "broken", "x": "stopping"}
 
 
+#: Crashes of an app's slaves within the engine's crash period (10 s) past which a node
+#: offers the app no free slot: its requests go to peers where it does not crash.
+CRASHING = 2
+
+
 def free_slots(engine: Engine) -> int:
-    """Jobs ``engine`` could take now without one of them waiting for another to end."""
+    """Jobs ``engine`` could take now without one of them waiting for another to end: none
+    while the app is not running or its slaves keep crashing; counting the slaves it may
+    still spawn only while it can spawn them."""
     if not engine.running():
         return 0
     pool = engine.pool
+    now = time.monotonic()
+    if pool.crashes.recent(now) >= CRASHING:
+        return 0
     busy = 0
     for slave in pool.slaves.values():
         busy += len(slave.jobs)
-    return pool.limit() * engine.config.concurrency - busy - len(engine.queue)
+    slots = pool.limit() if pool.can_spawn(now) else pool.active()
+    return slots * engine.config.concurrency - busy - len(engine.queue)
 
 
 def app_loads(apps: dict[str, Engine]) -> dict[str, list[Any]]:

@@ -18,6 +18,7 @@ one of this cluster's nodes is skipped (one log line per sender per minute), at 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
 import socket
@@ -329,6 +330,11 @@ class MdnsDiscovery:
             return None, f"its record is of cluster {record.cluster!r}"
         if not record.link:
             return None, "its record has no link"
+        host = record.link.removeprefix("tcp://").rpartition(":")[0].strip("[]")
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:  # a name would have this node look up and connect to anything
+            return None, "its link's host is not an IP address"
         return record, ""
 
     def _drop(self, name: str) -> None:

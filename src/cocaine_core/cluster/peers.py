@@ -43,6 +43,8 @@ class Peer:
     at_announce: dict[str, int] = attrs.field(factory=dict)
     #: Requests forwarded to it so far.
     forwarded: int = 0
+    #: The connection its announces come over (its DEALER's identity at this node's link).
+    via: bytes = b""
 
     def free(self, app: str) -> int:
         """Its free slots for ``app`` now, as this node best knows."""
@@ -79,23 +81,34 @@ class PeerTable:
         self._turn = itertools.count()
 
     def heard(self, record: NodeRecord, seq: int, loads: dict[str, tuple[int, int, str]],
-              leaving: bool, now: float | None = None) -> Peer | None:
-        """Take an announce; return its peer (None if it was dropped)."""
+              leaving: bool, now: float | None = None, via: bytes = b"") -> Peer | None:
+        """Take an announce that came over connection ``via``; return its peer (None if it
+        was dropped). A live peer's announces must keep coming over one connection (another
+        member cannot take its place); a new node at a known link replaces the old one (the
+        same node, restarted)."""
         if record.id == self.me:
             self.dropped += 1
             return None
         now = time.monotonic() if now is None else now
         peer = self.peers.get(record.id)
+        if peer is not None and via != peer.via and now - peer.heard <= SILENT:
+            self.dropped += 1
+            return None
         if peer is None:
+            for old in [p for p in self.peers.values() if record.link and
+                        p.record.link == record.link]:
+                if now - old.heard > SILENT or old.via == via:
+                    del self.peers[old.record.id]
             if len(self.peers) >= MAX_PEERS:
                 self.forget(now)
                 if len(self.peers) >= MAX_PEERS:
                     self.dropped += 1
                     return None
-            peer = self.peers[record.id] = Peer(record, loads, now, seq, leaving)
-        elif seq <= peer.seq:  # an old announce overtaken by a newer one: keep the newer
+            peer = self.peers[record.id] = Peer(record, loads, now, seq, leaving, via=via)
+        elif seq <= peer.seq and via == peer.via:  # overtaken by a newer one: keep that
             self.dropped += 1
             return peer
+        peer.via = via
         peer.record, peer.loads, peer.heard, peer.seq = record, loads, now, seq
         peer.leaving = leaving
         peer.at_announce = dict(peer.in_flight)
@@ -135,6 +148,14 @@ class PeerTable:
         for peer in gone:
             del self.peers[peer.record.id]
         return gone
+
+    def distrust(self, peer: Peer, app: str) -> None:
+        """``peer`` failed a request for ``app`` (500): count it no free slot for that app
+        until its next announce says otherwise."""
+        load = peer.loads.get(app)
+        if load is not None:
+            peer.loads[app] = (0, load[1], load[2])
+            peer.at_announce[app] = peer.in_flight.get(app, 0)
 
     def sent(self, peer: Peer, app: str) -> None:
         """A request for ``app`` was forwarded to ``peer``."""

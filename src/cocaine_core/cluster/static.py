@@ -29,6 +29,9 @@ def peer_id(endpoint: str) -> str:
 class StaticDiscovery:
     """The peers of ``--peer`` (module docstring); ``node.static_peers`` holds them."""
 
+    #: The operator named these peers: the cluster links them and keeps trying them.
+    trusted = True
+
     def __init__(self, node: Any) -> None:
         given = list(getattr(node, "static_peers", None) or [])
         if len(given) > MAX_PEERS:

@@ -102,8 +102,10 @@ class CrashBackoff:
         if not self._crashes:
             self.hold = 0.0
 
-    def recent(self) -> int:
-        """Crashes within the last ``PERIOD``."""
+    def recent(self, now: float | None = None) -> int:
+        """Crashes within the last ``PERIOD`` (of ``now``, if given: older ones forgotten)."""
+        if now is not None:
+            self._forget_old(now)
         return len(self._crashes)
 
     def info(self, now: float) -> dict[str, Any]:

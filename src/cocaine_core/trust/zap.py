@@ -120,8 +120,7 @@ class ZapHandler:
         if len(key) == 32 and policy(key):
             return [b"1.0", request_id, b"200", b"OK", z85.encode(key), b""]
         self._refused(address, key)
-        return [b"1.0", request_id, b"400", b"this client's key is not in --client-keys",
-                b"", b""]
+        return [b"1.0", request_id, b"400", b"this client's key is not let in", b"", b""]
 
     def _refused(self, address: bytes, key: bytes) -> None:
         self.refused += 1
@@ -129,8 +128,9 @@ class ZapHandler:
         now = time.monotonic()
         if now - self._logged_at >= REFUSED_LOG_EVERY:
             what = z85.encode(key).decode() if len(key) == 32 else "(no Curve key)"
-            log.warning("refused a client from %s: its Curve key %s is not in --client-keys"
-                        "%s", address.decode("ascii", "replace") or "?", what,
+            log.warning("refused a client from %s: its Curve key %s is not let in (not in "
+                        "--client-keys; on a cluster link, not the cluster's key)%s",
+                        address.decode("ascii", "replace") or "?", what,
                         f" ({self._unlogged - 1} more refused since the last such line)"
                         if self._unlogged > 1 else "")
             self._unlogged, self._logged_at = 0, now
