@@ -84,6 +84,8 @@ def test_three_nodes_find_each_other_with_no_configuration(lan, tmp_path):
     text = nodes[0][1].cli("cluster", "nodes").stdout.decode()
     assert "cluster blue: 3 node(s)" in text and "(this node)" in text
     assert all(node.endpoint in text for _, node in nodes)
+    info = nodes[0][1].cli("info").stdout.decode()  # the text view of a cluster's node
+    assert "discovery mdns · joined · 2 peers" in info and "cluster blue · link" in info
 
 
 def test_a_stranger_on_the_lan_neither_joins_nor_injects(lan, tmp_path):

@@ -87,10 +87,20 @@ def _cluster_lines(data: dict[str, Any], columns: int) -> list[str]:
     discovery = data.get("discovery")
     if discovery:
         peers = discovery.get("peers") or {}
-        names = ", ".join(f"{p.get('name')} ({p.get('endpoint')})" for p in peers.values())
-        lines.extend(wrap(f"discovery {discovery.get('discovery')} · "
-                          f"{discovery.get('state', '')} · {_plural(len(peers), 'peer')}"
+        names = ", ".join(f"{p.get('name')} ({p.get('endpoint')})" for p in peers.values()) \
+            if isinstance(peers, dict) else ""
+        count = len(peers) if isinstance(peers, dict) else int(peers)
+        lines.extend(wrap(f"discovery {discovery.get('discovery') or discovery.get('name')} · "
+                          f"{discovery.get('state', '')} · {_plural(count, 'peer')}"
                           + (f": {names}" if names else ""), columns, indent=2))
+    cluster = data.get("cluster")
+    if cluster:
+        lines.extend(wrap(
+            f"cluster {cluster['name']} · link {cluster['link']} · "
+            f"{_plural(cluster['peers'], 'peer')} up · forwarded {cluster['forwarded']} "
+            f"(retried {cluster['retried']}, handed back {cluster['handed-back']}, cut "
+            f"{cluster['cut']}) · refused {cluster['refused']} · cocaine cluster nodes shows "
+            f"them", columns, indent=2))
     return lines
 
 

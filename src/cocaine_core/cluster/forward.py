@@ -95,11 +95,6 @@ class Forwarder:
         deadline = None if policy.deadline is None else time.monotonic() + policy.deadline
         return self._send(Forward(0, sink, app, event, policy, body, deadline, peer))
 
-    def serving(self, app: str) -> bool:
-        """Whether a live peer runs ``app`` (a request for an app this node lacks goes there,
-        even with no free slot: it waits in that peer's queue)."""
-        return any(peer.serves(app) for peer in self.table.live())
-
     def forward_anyway(self, sink: NativeSink, app: str, event: str, policy: Policy,
                        body: bytes) -> bool:
         """Send a request for an app this node lacks to a live peer serving it (the one with

@@ -57,8 +57,8 @@ class PeerLink:
         self.up = self.ever_up = False
         #: Whether a trusted source named it (else a candidate: see ``links.py``).
         self.trusted = trusted
-        #: When the link was made (monotonic), and last lost or up.
-        self.made = self.changed = time.monotonic()
+        #: When the link was made (monotonic).
+        self.made = time.monotonic()
         #: Handshakes refused (the node there does not hold this cluster's key).
         self.refused = 0
         self._refused_logged = 0.0
@@ -98,7 +98,7 @@ class PeerLink:
         event = monitor_event(frames)
         if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
             if not self.up:
-                self.up, self.ever_up, self.changed = True, True, time.monotonic()
+                self.up = self.ever_up = True
                 log.info("cluster link to %s is up", self.endpoint)
             return
         if event & _FAILED:
@@ -111,7 +111,7 @@ class PeerLink:
                             "link is its --cluster-listen, by default its --listen port + 1)",
                             self.endpoint)
         if self.up:
-            self.up, self.changed = False, time.monotonic()
+            self.up = False
             log.info("cluster link to %s is down", self.endpoint)
             self.on_lost(self)
 
