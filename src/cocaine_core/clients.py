@@ -155,13 +155,17 @@ class Outbox:
 class PeerWatch:
     """Tells ``gone(identity)`` when the connection of a ROUTER's peer drops."""
 
-    def __init__(self, socket: zmq.Socket[bytes], gone: Callable[[bytes], None]) -> None:
+    def __init__(self, socket: zmq.Socket[bytes], gone: Callable[[bytes], None], *,
+                 more: int = 0, on_event: Callable[[int], None] | None = None) -> None:
+        """``more``: other monitor events to pass to ``on_event`` (a socket has one
+        monitor: whoever else wants its events gets them here)."""
         self.gone = gone
+        self.on_event = on_event
         #: The connection (file descriptor) of each identity seen, for ``SocketReader``.
         self.known: dict[bytes, int] = {}
         self._by_fd: dict[int, set[bytes]] = {}
         address = f"inproc://cocaine-peers-{next(_monitors)}"
-        socket.monitor(address, _DISCONNECTED)
+        socket.monitor(address, _DISCONNECTED | more)
         self._socket = socket
         self._monitor: zmq.Socket[bytes] = socket.context.socket(zmq.PAIR)
         self._monitor.setsockopt(zmq.RCVHWM, 0)  # never lose a disconnection
@@ -200,6 +204,8 @@ class PeerWatch:
     def _event(self, frames: list[bytes]) -> None:
         event, fd = struct.unpack_from("=HI", frames[0])
         if event != _DISCONNECTED:
+            if self.on_event is not None:
+                self.on_event(event)
             return
         for identity in self._by_fd.pop(fd, ()):
             self.known.pop(identity, None)

@@ -80,6 +80,9 @@ class NativeEndpoint:
         self.security: CurveServer | LinkSecurity | None = None
         #: Messages queued in ZeroMQ for each client before its backlog holds them.
         self.send_hwm = clients.PEER_SEND_HWM
+        #: Monitor events besides disconnections passed to ``monitor_event`` (a socket has one
+        #: monitor, which watches for clients whose connection dropped).
+        self.monitor_events = 0
         #: More ZeroMQ options for the socket, set before it binds.
         self.socket_options: dict[int, int] = {}
         #: Handlers of messages other than REQUEST and CANCEL, by code: (frames, header).
@@ -115,7 +118,8 @@ class NativeEndpoint:
                             f"running there? Choose another endpoint with --listen") from None
         self._socket = sock
         self.listen = sock.getsockopt_string(zmq.LAST_ENDPOINT) or self.listen
-        self._peers = PeerWatch(sock, self._connection_dropped)
+        self._peers = PeerWatch(sock, self._connection_dropped, more=self.monitor_events,
+                                on_event=self.monitor_event)
         self._reader = SocketReader(sock, self._on_request, sources=self._peers)
         self._outbox = Outbox(self._reader, self.client_gone, self.client_backlog)
         return self.listen
@@ -199,6 +203,9 @@ class NativeEndpoint:
                 return
         self.run_here(sink, app, event, policy, body)
 
+    def monitor_event(self, event: int) -> None:
+        """One of ``monitor_events`` happened on the socket (none by default)."""
+
     def forwarder(self) -> Forwarder | None:
         """Where the requests this endpoint's clients sent to peers are (None: not in a
         cluster)."""
@@ -267,13 +274,12 @@ class NativeEndpoint:
             self._peers.forget(client)
         requests = self.in_flight.of_client(client)
         forwarder = self.forwarder()
-        if forwarder is not None:
-            requests += forwarder.of_client(client)
-        if not requests:
+        forwarded = forwarder.drop_client(client) if forwarder is not None else 0
+        if not requests and not forwarded:
             return
         self.clients_gone += 1
         log.info("a client left with %d request(s) in flight (%s): their jobs are cancelled",
-                 len(requests), why)
+                 len(requests) + forwarded, why)
         for key in requests:
             self.cancel(client, key[1])
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import threading
 import time
 
@@ -220,3 +221,33 @@ def test_a_restarted_node_serves_through_its_peers_while_its_apps_load(lan, tmp_
                 assert exc.code == 503, exc  # not peered yet: try again
                 time.sleep(0.1)
     assert served_while_loading == [host_a.address]
+
+
+def test_a_peer_whose_connection_is_reset_is_not_taken_for_lost(lan, tmp_path):
+    nodes = start_nodes(lan, tmp_path, ["a", "b"])
+    deploy(nodes, tmp_path, {"pool-limit": 1, "queue-limit": 10})
+    wait_peered(nodes, app="where")
+    (host_a, a), (host_b, _) = nodes
+    answers: list[str] = []
+    with Client(a.endpoint, wait=60) as holder:
+        held = holder.stream("where", "stream", f"{lan.gateway} 60".encode())
+        assert next(held).decode() == host_a.address  # a's one slave is taken
+
+        def call() -> None:
+            with Client(a.endpoint, wait=60) as client:
+                answers.append(client.call("where", "where",
+                                           f"{lan.gateway} 3".encode()).decode())
+
+        caller = threading.Thread(target=call)
+        caller.start()
+        wait_until(lambda: cluster_info(a)["in-flight"] == 1, timeout=10,
+                   message="the request to be forwarded to b")
+        # b's announces to a: its connection to a's link is reset; b reconnects at once.
+        killed = host_b.popen(["ss", "-K", "dst", host_a.address, "dport", "=", "10054"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        assert killed.wait(10) == 0
+        caller.join(30)
+        held.close()
+    assert answers == [host_b.address]
+    assert cluster_info(a)["retried"] == 0
+    assert "fell silent" not in a.log.read_text()

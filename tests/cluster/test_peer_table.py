@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import msgpack
 import pytest
 
 from cocaine_core.cluster.discovery import NodeRecord
@@ -98,3 +99,74 @@ def test_a_live_peer_cannot_be_taken_over_and_a_restarted_one_replaces_its_old_e
                            cluster="blue", link=b.link)
     table.heard(restarted, 1, {"app": (3, 0, "r")}, False, now=1.5, via=b"b-conn")
     assert list(table.peers) == [restarted.id]  # the same link, a new node: the old is gone
+
+
+def test_a_peer_reconnected_over_a_new_connection_is_heard_at_once():
+    table = PeerTable(me="f" * 16)
+    b = _record(2)
+    table.heard(b, 1, {"app": (1, 0, "r")}, False, now=0, via=b"first")
+    assert table.heard(b, 2, {}, False, now=0.2, via=b"second") is None  # still pinned
+    table.release(b"first")  # the link endpoint saw that connection drop
+    assert table.heard(b, 3, {}, False, now=0.3, via=b"second") is not None
+    assert table.peers[b.id].via == b"second"
+
+
+class _Link:
+    """A stand-in for a PeerLink (a unit test of the forwarder alone)."""
+
+    def __init__(self) -> None:
+        self.up, self.sent = True, []
+
+    def send(self, frames):
+        self.sent.append(frames)
+        return True
+
+
+class _Sink:
+    def __init__(self, client: bytes, request_id: int) -> None:
+        self.envelope, self.request_id, self.errors = [client], request_id, []
+
+    @property
+    def key(self):
+        return self.envelope[0], self.request_id
+
+    def error(self, code, message):
+        self.errors.append(code)
+
+
+def _forwarder():
+    from cocaine_core.cluster.forward import Forwarder
+
+    table = PeerTable(me="f" * 16)
+    table.heard(_record(1), 1, {"app": (100, 0, "r")}, False, via=b"x")
+    link = _Link()
+    return Forwarder(table, lambda peer: link, lambda *args: None), link
+
+
+def test_a_forward_with_only_a_timeout_is_given_up_on_and_cancelled_at_the_peer():
+    import time
+
+    from cocaine_core.cluster.forward import GIVE_UP_GRACE, QUEUE_ALLOWANCE
+    from cocaine_core.policy import Policy
+    from cocaine_core.protocol import Code
+
+    forwarder, link = _forwarder()
+    sink = _Sink(b"client", 1)
+    assert forwarder.forward(sink, "app", "event", Policy(timeout=1.0), b"")
+    forwarder.expire(time.monotonic() + 1.0 + GIVE_UP_GRACE)  # it may still wait its turn
+    assert sink.errors == [] and forwarder.forwards
+    forwarder.expire(time.monotonic() + QUEUE_ALLOWANCE + 1.0 + GIVE_UP_GRACE + 1)
+    assert sink.errors == [504] and not forwarder.forwards
+    assert msgpack.unpackb(link.sent[-1][0])[0] == Code.CANCEL
+
+
+def test_a_client_that_leaves_has_every_forward_cancelled_even_with_reused_ids():
+    from cocaine_core.policy import Policy
+
+    forwarder, link = _forwarder()
+    assert link.up
+    for _ in range(2):  # the same request id twice, both forwarded
+        assert forwarder.forward(_Sink(b"client", 7), "app", "event", Policy(), b"")
+    assert forwarder.forward(_Sink(b"other", 7), "app", "event", Policy(), b"")
+    assert forwarder.drop_client(b"client") == 2
+    assert len(forwarder.forwards) == 1

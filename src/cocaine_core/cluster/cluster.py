@@ -54,7 +54,7 @@ SYNC_EVERY = 0.5
 #: The most records of a discovery looked at.
 MAX_CANDIDATES = 1024
 #: Most seconds a stopping node waits for the answers of the requests it forwarded.
-DRAIN_WAIT = 30.0
+DRAIN_WAIT = 10.0
 
 
 @attrs.frozen
@@ -144,6 +144,7 @@ class Cluster:
         endpoint = LinkEndpoint(node, where, self.security, self._on_announce,
                                 max_message=node.endpoint.max_message,
                                 client_backlog=node.endpoint.client_backlog)
+        endpoint.node_cluster_gone = self.table.release
         try:
             bound = endpoint.bind()
         except NodeError as exc:
@@ -267,7 +268,7 @@ class Cluster:
                 moved.append(job)
             for job in moved:
                 engine.queue.remove(job)
-                in_flight.pop(job.sink.key)  # type: ignore[attr-defined]  # a NativeSink
+                in_flight.ended(job.sink)  # type: ignore[arg-type]  # a NativeSink
             self.forwarder.offloaded += len(moved)
 
     def _watch_silence(self, now: float) -> None:

@@ -40,6 +40,9 @@ MAX_FORWARDS = 100_000
 #: Seconds past a forwarded request's deadline and timeout after which this node stops
 #: waiting for a peer that keeps neither (504), as its own engine would have.
 GIVE_UP_GRACE = 5.0
+#: Seconds a forwarded request with a timeout but no deadline is allowed to wait in the
+#: peer's queue before that bound counts (a peer takes one only when it has room).
+QUEUE_ALLOWANCE = 60.0
 
 #: Runs a request here, or answers why it cannot: (sink, app, event, policy, body).
 RunHere = Callable[["NativeSink", str, str, "Policy", bytes], None]
@@ -126,8 +129,10 @@ class Forwarder:
         self.forwards[fwd.id] = fwd
         if fwd.sink.request_id is not None:
             self._by_request[fwd.sink.key] = fwd
-        if policy.timeout is not None and fwd.deadline is not None:
-            fwd.give_up = fwd.deadline + policy.timeout + GIVE_UP_GRACE
+        if policy.timeout is not None:
+            start_by = fwd.deadline if fwd.deadline is not None else \
+                time.monotonic() + QUEUE_ALLOWANCE
+            fwd.give_up = start_by + policy.timeout + GIVE_UP_GRACE
             heapq.heappush(self._give_ups, (fwd.give_up, fwd.id))
         self.table.sent(fwd.peer, fwd.app)
         self.sent += 1
@@ -223,9 +228,14 @@ class Forwarder:
         fwd.link.send([protocol.pack(Code.CANCEL, fwd.id)])
         return True
 
-    def of_client(self, client: bytes) -> list[RequestKey]:
-        """The forwarded requests of ``client``."""
-        return [key for key in self._by_request if key[0] == client]
+    def drop_client(self, client: bytes) -> int:
+        """``client`` is gone: tell the peers to drop every request of it they run (also
+        those whose id it reused); return how many."""
+        gone = [fwd for fwd in self.forwards.values() if fwd.sink.envelope[0] == client]
+        for fwd in gone:
+            self._end(fwd)
+            fwd.link.send([protocol.pack(Code.CANCEL, fwd.id)])
+        return len(gone)
 
     def expire(self, now: float) -> None:
         """Fail (504) the forwarded requests whose peer kept neither their deadline nor their

@@ -9,7 +9,6 @@ announces (``ANNOUNCE``). Control (``@node``) is not served here.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -20,7 +19,6 @@ import zmq
 from cocaine_core.endpoint import NativeEndpoint
 from cocaine_core.errors import ServiceError
 from cocaine_core.protocol import CONTROL_APP, Status
-from cocaine_core.zmqloop import SocketReader
 
 if TYPE_CHECKING:
     from cocaine_core.cluster.forward import Forwarder
@@ -58,21 +56,15 @@ class LinkEndpoint(NativeEndpoint):
         # half-open connections of strangers cannot pile up.
         self.socket_options[zmq.HANDSHAKE_IVL] = HANDSHAKE_MS
         self.handlers[ANNOUNCE] = on_announce
+        #: Told of each peer connection that drops (the cluster releases its pin).
+        self.node_cluster_gone: Callable[[bytes], None] = lambda client: None
         #: Connections whose handshake failed: a client without the cluster's key.
         self.refused = 0
         self._refused_logged = 0.0
-        self._monitor: zmq.Socket[bytes] | None = None
-        self._monitor_reader: SocketReader | None = None
+        self.monitor_events = _FAILED
 
-    def bind(self) -> str:
-        """Bind (see ``NativeEndpoint.bind``), watching for refused handshakes."""
-        bound = super().bind()
-        assert self._socket is not None
-        self._monitor = self._socket.get_monitor_socket(_FAILED)
-        self._monitor_reader = SocketReader(self._monitor, self._on_event)
-        return bound
-
-    def _on_event(self, frames: list[bytes]) -> None:
+    def monitor_event(self, event: int) -> None:
+        """A handshake failed: count it, and say so at most once a minute."""
         self.refused += 1
         now = time.monotonic()
         if now - self._refused_logged >= REFUSED_LOG_EVERY:
@@ -80,19 +72,6 @@ class LinkEndpoint(NativeEndpoint):
             log.warning("the cluster link endpoint %s refused a connection without the "
                         "cluster's key (%d so far): a node of another cluster or key, or a "
                         "stranger", self.listen, self.refused)
-
-    def close(self) -> None:
-        """Stop watching, then close (see ``NativeEndpoint.close``)."""
-        if self._monitor_reader is not None:
-            self._monitor_reader.close()
-            self._monitor_reader = None
-        if self._socket is not None and self._monitor is not None:
-            with contextlib.suppress(zmq.ZMQError):
-                self._socket.disable_monitor()
-        if self._monitor is not None:
-            self._monitor.close(linger=0)
-            self._monitor = None
-        super().close()
 
     def route(self, sink: NativeSink, app: str, event: str, policy: Policy,
               body: bytes) -> None:
@@ -105,3 +84,9 @@ class LinkEndpoint(NativeEndpoint):
     def forwarder(self) -> Forwarder | None:
         """None: nothing that arrives here was forwarded by this node."""
         return None
+
+    def client_gone(self, client: bytes, why: str) -> None:
+        """A peer's connection is gone: its jobs are cancelled (see ``NativeEndpoint``), and
+        its announces may come over its next connection."""
+        super().client_gone(client, why)
+        self.node_cluster_gone(client)

@@ -332,9 +332,12 @@ class MdnsDiscovery:
             return None, "its record has no link"
         host = record.link.removeprefix("tcp://").rpartition(":")[0].strip("[]")
         try:
-            ipaddress.ip_address(host)
+            address = ipaddress.ip_address(host)
         except ValueError:  # a name would have this node look up and connect to anything
             return None, "its link's host is not an IP address"
+        if address.is_loopback or address.is_link_local or address.is_unspecified or \
+                address.is_multicast or address.is_reserved:
+            return None, "its link's address is not one a node on the LAN could have"
         return record, ""
 
     def _drop(self, name: str) -> None:

@@ -91,7 +91,7 @@ class PeerTable:
             return None
         now = time.monotonic() if now is None else now
         peer = self.peers.get(record.id)
-        if peer is not None and via != peer.via and now - peer.heard <= SILENT:
+        if peer is not None and peer.via and via != peer.via and now - peer.heard <= SILENT:
             self.dropped += 1
             return None
         if peer is None:
@@ -156,6 +156,13 @@ class PeerTable:
         if load is not None:
             peer.loads[app] = (0, load[1], load[2])
             peer.at_announce[app] = peer.in_flight.get(app, 0)
+
+    def release(self, via: bytes) -> None:
+        """The connection ``via`` dropped: its peer's announces may come over a new one (the
+        same node, reconnected) without waiting to fall silent first."""
+        for peer in self.peers.values():
+            if peer.via == via:
+                peer.via = b""
 
     def sent(self, peer: Peer, app: str) -> None:
         """A request for ``app`` was forwarded to ``peer``."""
