@@ -251,3 +251,23 @@ def test_a_peer_whose_connection_is_reset_is_not_taken_for_lost(lan, tmp_path):
     assert answers == [host_b.address]
     assert cluster_info(a)["retried"] == 0
     assert "fell silent" not in a.log.read_text()
+
+
+def test_a_peer_drops_the_jobs_of_a_node_that_died_while_they_waited(lan, tmp_path):
+    nodes = start_nodes(lan, tmp_path, ["a", "b"])
+    deploy(nodes, tmp_path, {"pool-limit": 1, "queue-limit": 10})
+    wait_peered(nodes, app="where")
+    (_, a), (_, b) = nodes
+    burst = threading.Thread(target=lambda: asyncio.run(
+        _burst(a.endpoint, f"{lan.gateway} 2".encode(), 6)), daemon=True)
+    burst.start()  # a runs one, forwards what b has room for, offloads the rest to b's queue
+    wait_until(lambda: cluster_info(a)["forwarded"] >= 2, timeout=20,
+               message="a to forward requests to b")
+    a.kill()
+
+    def abandoned() -> int:
+        with Client(b.endpoint, wait=10) as client:
+            return int(client.control("info")["apps"]["where"]["jobs"]["abandoned"])
+
+    wait_until(lambda: abandoned() >= 1, timeout=15,
+               message="b to drop the jobs of the node that died")
