@@ -28,6 +28,7 @@ import fcntl
 import ipaddress
 import os
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -249,6 +250,8 @@ class Lan:
             ip("netns", "del", host.netns, check=False)
             ip("link", "del", host.link, check=False)
         ip("link", "del", self.bridge, check=False)
+        for n in self.nodes:  # a node killed leaves its run folder behind
+            shutil.rmtree(n.run_dir, ignore_errors=True)
 
     def names(self) -> list[str]:
         """The namespaces and links of this LAN that exist now (empty after ``close``)."""
