@@ -65,16 +65,6 @@ def ip(*args: str, netns: str | None = None, check: bool = True) -> str:
     return done.stdout
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _netns_pids(netns: str) -> list[int]:
     out = ip("netns", "pids", netns, check=False)
     return [int(p) for p in out.split() if p.isdigit()]
@@ -101,7 +91,7 @@ def sweep() -> list[str]:
     for line in ip("netns", "list", check=False).splitlines():
         name = line.split()[0] if line.split() else ""
         match = OWN_NAME.match(name)
-        if match and not _alive(int(match.group(1))):
+        if match and process_gone(int(match.group(1))):
             _kill_all(_netns_pids(name), grace=1.0)
             ip("netns", "del", name, check=False)
             removed.append(name)
@@ -109,7 +99,7 @@ def sweep() -> list[str]:
         fields = line.split(":")
         name = fields[1].strip().split("@")[0] if len(fields) > 1 else ""
         match = OWN_NAME.match(name)
-        if match and not _alive(int(match.group(1))):
+        if match and process_gone(int(match.group(1))):
             ip("link", "del", name, check=False)
             removed.append(name)
     return removed
