@@ -5,7 +5,8 @@ store, the links that members announce) are linked and kept, reconnecting, for a
 they are wanted. *Candidates* (what mDNS hears: anyone on the LAN can say anything there)
 cost a socket each and make this node connect wherever they point, so they are held to a
 budget: at most ``MAX_CANDIDATES`` links not yet proven (no handshake under the cluster's key
-has succeeded on them) at a time, each given ``CANDIDATE_WAIT`` seconds to prove itself;
+has succeeded on them) at a time, ``MAX_CANDIDATES_PER_HOST`` to one address, each given
+``CANDIDATE_WAIT`` seconds to prove itself;
 one that does not is closed and not tried again for ``SHUN_FIRST`` seconds, doubling up to
 ``SHUN_MOST``. A link no source wants any more is closed after ``UNUSED_LINK`` seconds.
 """
@@ -28,6 +29,8 @@ log = logging.getLogger("cocaine.cluster")
 MAX_LINKS = 1024
 #: The most links to candidates not yet proven at a time.
 MAX_CANDIDATES = 32
+#: The most of those to one host (a flood from one machine cannot take them all).
+MAX_CANDIDATES_PER_HOST = 4
 #: Seconds a candidate's link gets for its handshake to succeed.
 CANDIDATE_WAIT = 10.0
 #: Seconds a candidate that failed is left alone: the first time, and at most.
@@ -71,7 +74,10 @@ class Links:
             shunned = self.shunned.get(endpoint)
             if shunned is not None and now < shunned[0]:
                 return
-            if sum(1 for link in self.links.values() if not link.ever_up) >= MAX_CANDIDATES:
+            unproven = [e for e, link in self.links.items() if not link.ever_up]
+            host = _host(endpoint)
+            if len(unproven) >= MAX_CANDIDATES or sum(
+                    1 for e in unproven if _host(e) == host) >= MAX_CANDIDATES_PER_HOST:
                 return
         try:
             link = PeerLink(endpoint, self.security, self.on_answer, self.on_lost,
@@ -144,3 +150,7 @@ class Links:
 
     def __len__(self) -> int:
         return len(self.links)
+
+
+def _host(endpoint: str) -> str:
+    return endpoint.removeprefix("tcp://").rpartition(":")[0]
