@@ -33,7 +33,7 @@ from cocaine_core.cluster.key import HOW_TO_MAKE, LinkSecurity, read_key_file, s
 from cocaine_core.cluster.link import PeerLink
 from cocaine_core.cluster.link_endpoint import ANNOUNCE, LinkEndpoint
 from cocaine_core.cluster.links import Links
-from cocaine_core.cluster.load import app_loads, check_loads, free_slots
+from cocaine_core.cluster.load import STATE_NAMES, app_loads, check_loads, free_slots
 from cocaine_core.cluster.peers import Peer, PeerTable
 from cocaine_core.engine.job import Job
 from cocaine_core.errors import NodeError
@@ -339,8 +339,6 @@ class Cluster:
 
 
 def _named(loads: dict[str, list[Any]]) -> list[tuple[str, tuple[int, int, str]]]:
-    from cocaine_core.cluster.load import STATE_NAMES
-
     return [(app, (free, queued, STATE_NAMES[state])) for app, (free, queued, state)
             in loads.items()]
 

@@ -183,10 +183,7 @@ class Forwarder:
         """The request's policy with what is left of its deadline."""
         if fwd.deadline is None:
             return fwd.policy
-        policy = fwd.policy.__class__(fwd.policy.urgent, fwd.policy.timeout,
-                                      max(1e-6, fwd.deadline - time.monotonic()),
-                                      fwd.policy.retry)
-        return policy
+        return attrs.evolve(fwd.policy, deadline=max(1e-6, fwd.deadline - time.monotonic()))
 
     # -- a peer lost, a client gone -------------------------------------------------------------
 
