@@ -1,0 +1,382 @@
+"""The JavaScript worker (workers/javascript, npm ``cocaine-worker``) against the engine ↔ slave
+protocol: each test plays the engine itself (a ROUTER on ipc, pyzmq) and runs the worker as a
+real ``node`` process: handshake, configure, ready, heartbeats from the second socket (also
+while a handler awaits), answers (one CHOKE, streams in order, errors with codes), flow (credit
+and cancel), concurrency, bad messages, terminate and a parent that goes away.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import pytest
+import zmq
+
+from cocaine_core.testing import process_gone, wait_until
+
+ROOT = Path(__file__).resolve().parents[2]
+WORKER = ROOT / "workers" / "javascript"
+CONFORMANCE = WORKER / "conformance.js"
+ID = "js-1"
+
+#: A test app with the handlers the conformance app lacks; MARKS is a folder it writes to.
+APP = """
+const fs = require('node:fs');
+const path = require('node:path');
+const { Worker } = require(WORKER_PATH);
+const marks = process.env.MARKS;
+const gates = [];
+const worker = new Worker();
+worker.on('sync-gen', function* (req) {
+  yield 'a'; yield Buffer.from('b'); yield null; yield new Uint8Array([99]);
+});
+worker.on('number', () => 42);
+worker.on('nothing', () => undefined);
+worker.on('throw-string', () => { throw 'plain string'; });
+worker.on('big', () => Buffer.alloc(5000, 120));
+worker.on('forever', async function* (req) {
+  let i = 0;
+  try { for (;;) yield String(i++); }
+  finally { fs.writeFileSync(path.join(marks, `closed-${req.id}`), String(i)); }
+});
+worker.on('gate', (req) => new Promise((resolve) => gates.push(() => resolve('opened'))));
+worker.on('release', () => {
+  const n = gates.length; gates.splice(0).forEach((open) => open()); return String(n);
+});
+worker.on('block', () => {
+  const end = Date.now() + 1500; while (Date.now() < end); return 'done';
+});
+worker.run();
+"""
+
+
+@pytest.fixture(scope="module", autouse=True)
+def installed() -> None:
+    """The worker's npm packages (zeromq, @msgpack/msgpack), installed if missing or stale."""
+    subprocess.run(["sh", str(WORKER / "install.sh")], check=True, timeout=600)
+
+
+class FakeEngine:
+    """The engine's side of the protocol: a ROUTER on ipc and the worker process it started."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.endpoint = f"ipc://{folder}/engine"
+        self.context = zmq.Context()
+        self.router = self.context.socket(zmq.ROUTER)
+        self.router.setsockopt(zmq.LINGER, 0)
+        self.router.bind(self.endpoint)
+        self.beats: list[float] = []  # when each heartbeat arrived on the heartbeat socket
+        self.process: subprocess.Popen[bytes] | None = None
+        self.settings: dict[str, Any] = {}
+
+    def start(self, command: list[str], stdin: int | None = subprocess.DEVNULL,
+              **env: str) -> subprocess.Popen[bytes]:
+        """Start the worker with the three variables (and ``env``)."""
+        environment = {**os.environ, "COCAINE_ENDPOINT": self.endpoint, "COCAINE_SLAVE_ID": ID,
+                       "COCAINE_APP": "test", **env}
+        with open(self.folder / "stdout", "wb") as out, open(self.folder / "stderr", "wb") as err:
+            self.process = subprocess.Popen(command, env=environment, cwd=self.folder,
+                                            stdin=stdin, stdout=out, stderr=err)
+        return self.process
+
+    def stderr(self) -> str:
+        """What the worker wrote to stderr so far."""
+        return (self.folder / "stderr").read_text(errors="replace")
+
+    def recv(self, timeout: float = 10.0) -> tuple[str, list[Any], bytes | None]:
+        """The next message from the main socket (heartbeats on the other are counted):
+        (identity, header fields, payload or None)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not self.router.poll(int(left * 1000)):
+                raise AssertionError(f"no message from the worker within {timeout} s; "
+                                     f"stderr: {self.stderr()[-2000:]}")
+            identity, head, *rest = self.router.recv_multipart()
+            fields = msgpack.unpackb(head, raw=False)
+            if identity == f"{ID}/hb".encode():
+                assert fields == [3, ID]
+                self.beats.append(time.monotonic())
+                continue
+            assert identity == ID.encode(), identity
+            assert len(rest) <= 1, f"a message of {len(rest) + 1} frames: {fields}"
+            return identity.decode(), fields, rest[0] if rest else None
+
+    def send(self, *fields: Any, payload: bytes | None = None, to: str = ID) -> None:
+        """Send a message to the worker's main socket."""
+        frames = [to.encode(), msgpack.packb(list(fields), use_bin_type=True)]
+        self.router.send_multipart(frames + ([payload] if payload is not None else []))
+
+    def ready(self, **settings: Any) -> None:
+        """Take the handshake, configure the worker and take its first heartbeat."""
+        _, fields, _ = self.recv()
+        assert fields[:2] == [1, ID] and fields[3] == {"flow": True}, fields
+        self.settings = {"app": "test", "concurrency": 4, "heartbeat_interval": 0.2,
+                         "credit": 8, "max_message": 256 * 2**20, **settings}
+        self.send(2, self.settings)
+        assert self.recv()[1] == [3, ID]
+
+    def call(self, job_id: int, event: str, body: bytes = b"") -> tuple[list[bytes], list[Any]]:
+        """Invoke a job and read its whole answer, granting credit as its chunks arrive:
+        (chunks, the final header: CHOKE or ERROR)."""
+        self.send(4, job_id, event, {}, payload=body)
+        return self.answer(job_id)
+
+    def answer(self, job_id: int) -> tuple[list[bytes], list[Any]]:
+        """The rest of job ``job_id``'s answer (other jobs' messages are not expected)."""
+        chunks: list[bytes] = []
+        while True:
+            _, fields, payload = self.recv()
+            assert fields[1] == job_id, fields
+            if fields[0] == 5:
+                chunks.append(payload or b"")
+                self.send(12, job_id, 1)
+                continue
+            if fields[0] == 6 and payload is not None:
+                chunks.append(payload)
+            return chunks, fields
+
+    def close(self) -> None:
+        """Kill the worker (by pid) and close the socket."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+        self.router.close(linger=0)
+        self.context.term()
+
+
+@pytest.fixture
+def engine() -> Iterator[FakeEngine]:
+    """A fake engine in a short temp folder (ipc paths are limited to ~100 bytes)."""
+    folder = Path(tempfile.mkdtemp(prefix="cjs-"))
+    fake = FakeEngine(folder)
+    try:
+        yield fake
+    finally:
+        fake.close()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def start_app(engine: FakeEngine, **settings: Any) -> None:
+    """Start the test app (APP) and make it ready."""
+    script = engine.folder / "app.js"
+    script.write_text(APP.replace("WORKER_PATH", repr(str(WORKER / "lib"))))
+    (engine.folder / "marks").mkdir()
+    engine.start(["node", str(script)], MARKS=str(engine.folder / "marks"))
+    engine.ready(**settings)
+
+
+def start_conformance(engine: FakeEngine, **settings: Any) -> None:
+    """Start workers/javascript/conformance.js and make it ready."""
+    engine.start(["node", str(CONFORMANCE)])
+    engine.ready(**settings)
+
+
+def test_handshake_configure_ready_and_heartbeats(engine: FakeEngine) -> None:
+    """HANDSHAKE [1, id, pid, {flow: true}]; after CONFIGURE the first HEARTBEAT (ready) on the
+    main socket, then one every heartbeat_interval from the `<id>/hb` socket."""
+    process = engine.start(["node", str(CONFORMANCE)])
+    _, fields, payload = engine.recv()
+    assert fields == [1, ID, process.pid, {"flow": True}] and payload is None
+    assert not engine.beats, "no heartbeat before CONFIGURE"
+    engine.send(2, {"app": "test", "concurrency": 1, "heartbeat_interval": 0.1, "credit": 8,
+                    "max_message": 2**28})
+    assert engine.recv()[1] == [3, ID]
+    started = time.monotonic()
+    while len(engine.beats) < 6:
+        with pytest.raises(AssertionError):
+            engine.recv(timeout=0.2)  # counts the heartbeats meanwhile
+    assert time.monotonic() - started < 3, "heartbeats far slower than heartbeat_interval"
+
+
+def test_echo_is_one_choke_and_binary_safe(engine: FakeEngine) -> None:
+    """A one-chunk answer is one CHOKE carrying the chunk; bytes come back unchanged, from
+    0 bytes to several MiB."""
+    start_conformance(engine)
+    for job_id, body in enumerate([b"hello", b"", bytes(range(256)) * 4, os.urandom(3 * 2**20)],
+                                  start=1):
+        engine.send(4, job_id, "echo", {}, payload=body)
+        _, fields, payload = engine.recv()
+        assert fields == [6, job_id]
+        assert payload == body
+
+
+def test_stream_chunks_in_order_within_credit(engine: FakeEngine) -> None:
+    """A generator's yields are CHUNKs in order; with its credit (8) used up it waits for
+    CREDIT (heartbeats go on), then goes on; the stream ends with a CHOKE."""
+    start_conformance(engine, credit=8)
+    engine.send(4, 7, "stream", {}, payload=b"20")
+    firsts = [engine.recv() for _ in range(8)]
+    assert [(f[0], f[1], p) for _, f, p in firsts] == [(5, 7, str(i).encode()) for i in range(8)]
+    beats = len(engine.beats)
+    while len(engine.beats) < beats + 2:  # the worker is alive and beating, and sends no chunk
+        with pytest.raises(AssertionError):
+            engine.recv(timeout=0.1)
+    engine.send(12, 7, 4)
+    more = [engine.recv()[2] for _ in range(4)]
+    assert more == [b"8", b"9", b"10", b"11"]
+    engine.send(12, 7, 100)
+    chunks, end = engine.answer(7)
+    assert chunks == [str(i).encode() for i in range(12, 20)] and end == [6, 7]
+    chunks, end = engine.call(8, "stream", b"0")
+    assert chunks == [] and end == [6, 8]
+
+
+def test_errors_with_codes(engine: FakeEngine) -> None:
+    """A handler that throws: 502 with its message and stack; an event without a handler: 404."""
+    start_conformance(engine)
+    chunks, end = engine.call(1, "fail", "the body ✓".encode())
+    assert chunks == [] and end[:3] == [7, 1, 502]
+    assert "the body ✓" in end[3] and "conformance.js" in end[4]
+    chunks, end = engine.call(2, "nope")
+    assert end == [7, 2, 404, "no handler for event 'nope'", ""]
+    chunks, end = engine.call(3, "fail", b"x" * 10_000)
+    assert end[2] == 502 and "bytes cut]" in end[3] and len(end[3].encode()) <= 4096
+    chunks, end = engine.call(4, "echo", b"still serving")
+    assert end == [6, 4] and chunks == [b"still serving"]
+
+
+def test_handler_kinds_and_bad_answers(engine: FakeEngine) -> None:
+    """Sync generators stream too (null yields skipped); undefined answers nothing; a number,
+    a thrown string and a chunk over max_message fail the job with 502 saying why."""
+    start_app(engine, max_message=4096)
+    assert engine.call(1, "sync-gen") == ([b"a", b"b", b"c"], [6, 1])
+    assert engine.call(2, "nothing") == ([], [6, 2])
+    _, end = engine.call(3, "number")
+    assert end[2] == 502 and "answered a number" in end[3]
+    _, end = engine.call(4, "throw-string")
+    assert end[2] == 502 and "plain string" in end[3]
+    _, end = engine.call(5, "big")
+    assert end[2] == 502 and "5000 bytes" in end[3] and "smaller chunks" in end[3]
+
+
+def test_cancel_closes_the_generator(engine: FakeEngine) -> None:
+    """CANCEL of a stream waiting for credit: the generator's finally runs, the job ends with
+    a CHOKE, and the worker serves on."""
+    start_app(engine, credit=4)
+    engine.send(4, 1, "forever", {}, payload=b"")
+    assert [engine.recv()[1][0] for _ in range(4)] == [5, 5, 5, 5]
+    engine.send(11, 1)
+    assert engine.recv()[1] == [6, 1]
+    closed = engine.folder / "marks" / "closed-1"
+    wait_until(closed.exists, timeout=5, message="the generator's finally block")
+    assert closed.read_text() == "5"  # 4 sent, the 5th made and held for credit, none more
+    assert engine.call(2, "sync-gen")[1] == [6, 2]
+
+
+def test_concurrency_interleaves_jobs_up_to_the_limit(engine: FakeEngine) -> None:
+    """Up to `concurrency` jobs run at once on the event loop; one more waits for a slot
+    (here: until a cancelled job frees one)."""
+    start_app(engine, concurrency=2)
+    engine.send(4, 1, "gate", {}, payload=b"")
+    engine.send(4, 2, "gate", {}, payload=b"")
+    engine.send(4, 3, "release", {}, payload=b"")  # a third job: waits for a slot
+    beats = len(engine.beats)
+    while len(engine.beats) < beats + 3:
+        with pytest.raises(AssertionError):
+            engine.recv(timeout=0.1)
+    engine.send(11, 1)  # cancel gate 1: its slot goes to release, which opens gate 2
+    answers: dict[int, tuple[list[Any], bytes | None]] = {}
+    while len(answers) < 3:
+        _, fields, payload = engine.recv()
+        answers[fields[1]] = (fields, payload)
+    assert answers[3] == ([6, 3], b"2")
+    assert answers[2] == ([6, 2], b"opened")
+    assert answers[1][0] == [6, 1]  # the cancelled job: a CHOKE, its answer dropped
+
+
+def test_heartbeats_go_on_while_a_handler_awaits(engine: FakeEngine) -> None:
+    """`sleep` awaits a timer: heartbeats keep coming and other jobs are answered meanwhile."""
+    start_conformance(engine, heartbeat_interval=0.1)
+    engine.send(4, 1, "sleep", {}, payload=b"1500")
+    engine.send(4, 2, "echo", {}, payload=b"meanwhile")
+    assert engine.recv() == (ID, [6, 2], b"meanwhile")
+    beats = len(engine.beats)
+    assert engine.recv() == (ID, [6, 1], b"slept")
+    assert len(engine.beats) - beats >= 5
+
+
+def test_a_blocking_handler_stops_heartbeats(engine: FakeEngine) -> None:
+    """What the docs warn of: a handler that blocks the event loop stops the heartbeats."""
+    start_app(engine, heartbeat_interval=0.05)
+    engine.send(4, 1, "block", {}, payload=b"")
+    started = time.monotonic()
+    assert engine.recv() == (ID, [6, 1], b"done")
+    during = [t for t in engine.beats if started + 0.3 < t < time.monotonic() - 0.3]
+    assert not during
+
+
+def test_bad_messages_are_logged_and_ignored(engine: FakeEngine) -> None:
+    """A header that is not msgpack, a code nobody knows, an INVOKE without an id, a CREDIT
+    for no job: each is one line on stderr, and the worker serves on."""
+    start_conformance(engine)
+    engine.router.send_multipart([ID.encode(), b"\xc1garbage"])
+    engine.send(99, "what")
+    engine.send(4, "one", "echo", {}, payload=b"x")
+    engine.send(4, 5, "echo", "meta", payload=b"x")
+    engine.send(12, 12345, 4)
+    engine.send(11, 12345)
+    assert engine.call(1, "echo", b"fine") == ([b"fine"], [6, 1])
+    wait_until(lambda: engine.stderr().count("cocaine-worker: ignored") >= 4, timeout=5,
+               message="a stderr line for each bad message")
+    assert engine.process is not None and engine.process.poll() is None
+
+
+def test_terminate_exits_0(engine: FakeEngine) -> None:
+    """TERMINATE: the worker exits with status 0 (also before CONFIGURE)."""
+    start_conformance(engine)
+    assert engine.call(1, "echo", b"x")[1] == [6, 1]
+    engine.send(8, "the app stops")
+    assert engine.process is not None and engine.process.wait(timeout=10) == 0
+
+
+def test_terminate_before_configure_exits_0(engine: FakeEngine) -> None:
+    """A spare slave told to go before it was configured exits 0 too."""
+    process = engine.start(["node", str(CONFORMANCE)])
+    assert engine.recv()[1][0] == 1
+    engine.send(8, "not needed")
+    assert process.wait(timeout=10) == 0
+
+
+def test_the_worker_exits_when_its_parent_goes(engine: FakeEngine) -> None:
+    """A worker whose parent dies (a killed node) exits by itself within a second or so."""
+    launcher = ("import subprocess, sys\n"
+                "child = subprocess.Popen(sys.argv[1:])\n"
+                "print(child.pid, flush=True)\n"
+                "sys.stdin.read()\n")
+    parent = engine.start([sys.executable, "-c", launcher, "node", str(CONFORMANCE)],
+                          stdin=subprocess.PIPE)  # the launcher lives until killed
+    engine.ready()
+    worker_pid = int(wait_until(lambda: (engine.folder / "stdout").read_text().strip(),
+                                message="the launcher to print the worker's pid"))
+    try:
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait(timeout=10)
+        wait_until(lambda: process_gone(worker_pid), timeout=10,
+                   message="the orphaned worker to exit")
+    finally:
+        if parent.stdin is not None:
+            parent.stdin.close()
+        if not process_gone(worker_pid):
+            os.kill(worker_pid, signal.SIGKILL)
+    assert "parent process is gone" in engine.stderr()
+
+
+def test_missing_variables_are_named(tmp_path: Path) -> None:
+    """Started by hand without the variables: a clear error naming the one missing, status 1."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COCAINE_")}
+    done = subprocess.run(["node", str(CONFORMANCE)], env=env, capture_output=True, text=True,
+                          timeout=30, cwd=tmp_path)
+    assert done.returncode == 1
+    assert "COCAINE_ENDPOINT is not set" in done.stderr and "exec" in done.stderr
