@@ -1,0 +1,453 @@
+"""The C++ worker (workers/cpp, header-only ``cocaine/worker.hpp``) against the engine ↔ slave
+protocol: each test plays the engine itself (a ROUTER on ipc, pyzmq) and runs a real worker
+binary built with make: handshake, configure, ready, heartbeats from the second socket (also
+while a handler sleeps), answers (one CHOKE, streams in order, binary and 1 MiB bodies), errors
+with codes, flow (credit and cancel), concurrency on threads, malformed messages, terminate and
+a parent that goes away.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import pytest
+import zmq
+
+from cocaine_core.testing import process_gone, wait_until
+
+ROOT = Path(__file__).resolve().parents[2]
+WORKER = ROOT / "workers" / "cpp"
+CONFORMANCE = WORKER / "build" / "conformance"
+TEST_APP = WORKER / "build" / "test_app"
+EXAMPLE = ROOT / "examples" / "cpp"
+ID = "cpp-1"
+
+pytestmark = pytest.mark.skipif(shutil.which("make") is None or shutil.which("g++") is None,
+                                reason="the C++ worker needs make and g++ (scripts/test "
+                                       "installs them)")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def built() -> None:
+    """workers/cpp's binaries, built (make is quick when they are up to date)."""
+    result = subprocess.run(["make", "-j2", "-C", str(WORKER)], capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, f"make -C workers/cpp failed:\n{result.stdout}{result.stderr}"
+
+
+class FakeEngine:
+    """The engine's side of the protocol: a ROUTER on ipc and the worker process it started."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.endpoint = f"ipc://{folder}/engine"
+        self.context = zmq.Context()
+        self.router = self.context.socket(zmq.ROUTER)
+        self.router.setsockopt(zmq.LINGER, 0)
+        self.router.bind(self.endpoint)
+        self.beats: list[float] = []  # when each heartbeat arrived on the heartbeat socket
+        self.process: subprocess.Popen[bytes] | None = None
+        self.settings: dict[str, Any] = {}
+
+    def environment(self, **env: str) -> dict[str, str]:
+        """The variables the node gives an exec slave (and ``env``)."""
+        return {**os.environ, "COCAINE_ENDPOINT": self.endpoint, "COCAINE_SLAVE_ID": ID,
+                "COCAINE_APP": "test", "MARKS": str(self.folder), **env}
+
+    def start(self, command: list[str], **env: str) -> subprocess.Popen[bytes]:
+        """Start the worker with the three variables (and ``env``)."""
+        with open(self.folder / "stderr", "wb") as stderr:
+            self.process = subprocess.Popen(command, env=self.environment(**env), cwd=self.folder,
+                                            stdout=subprocess.DEVNULL, stderr=stderr)
+        return self.process
+
+    def stderr(self) -> str:
+        """What the worker wrote to stderr so far."""
+        return (self.folder / "stderr").read_text(errors="replace")
+
+    def recv(self, timeout: float = 10.0) -> tuple[list[Any], bytes | None]:
+        """The next message from the main socket (heartbeats on the other are counted):
+        (header fields, payload or None)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not self.router.poll(int(left * 1000)):
+                raise AssertionError(f"no message from the worker within {timeout} s; "
+                                     f"stderr: {self.stderr()[-2000:]}")
+            identity, head, *rest = self.router.recv_multipart()
+            fields = msgpack.unpackb(head, raw=False)
+            if identity == f"{ID}/hb".encode():
+                assert fields == [3, ID]
+                self.beats.append(time.monotonic())
+                continue
+            assert identity == ID.encode(), identity
+            assert len(rest) <= 1, f"a message of {len(rest) + 1} frames: {fields}"
+            return fields, rest[0] if rest else None
+
+    def quiet(self, seconds: float) -> list[list[Any]]:
+        """What arrives on the main socket within ``seconds`` (heartbeats counted apart)."""
+        seen: list[list[Any]] = []
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                seen.append(self.recv(timeout=left)[0])
+            except AssertionError:
+                break
+        return seen
+
+    def send(self, *fields: Any, payload: bytes | None = None) -> None:
+        """Send a message to the worker's main socket."""
+        frames = [ID.encode(), msgpack.packb(list(fields), use_bin_type=True)]
+        self.router.send_multipart(frames + ([payload] if payload is not None else []))
+
+    def ready(self, **settings: Any) -> None:
+        """Take the handshake, configure the worker and take its first heartbeat."""
+        fields, _ = self.recv()
+        assert fields == [1, ID, self.process.pid if self.process else None, {"flow": True}]
+        self.settings = {"app": "test", "concurrency": 4, "heartbeat_interval": 0.2,
+                         "credit": 8, "max_message": 256 * 2**20, **settings}
+        self.send(2, self.settings)
+        assert self.recv()[0] == [3, ID]
+
+    def call(self, job_id: int, event: str, body: bytes = b"", meta: Any = None,
+             timeout: float = 10.0) -> tuple[list[bytes], list[Any]]:
+        """Invoke a job and read its whole answer, granting credit as its chunks arrive:
+        (chunks, the final header: CHOKE or ERROR)."""
+        self.send(4, job_id, event, meta if meta is not None else {}, payload=body)
+        return self.answer(job_id, timeout)
+
+    def answer(self, job_id: int, timeout: float = 10.0) -> tuple[list[bytes], list[Any]]:
+        """The rest of job ``job_id``'s answer (other jobs' messages are not expected)."""
+        chunks: list[bytes] = []
+        while True:
+            fields, payload = self.recv(timeout)
+            assert fields[1] == job_id, fields
+            if fields[0] == 5:
+                assert payload is not None, fields
+                chunks.append(payload)
+                self.send(12, job_id, 1)
+                continue
+            if fields[0] == 6 and payload is not None:
+                chunks.append(payload)
+            return chunks, fields
+
+    def close(self) -> None:
+        """Kill the worker (by pid) and close the socket."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+        self.router.close(linger=0)
+        self.context.term()
+
+
+@pytest.fixture
+def engine() -> Iterator[FakeEngine]:
+    """A fake engine in a short temp folder (ipc paths are limited to ~100 bytes)."""
+    folder = Path(tempfile.mkdtemp(prefix="ccpp-"))
+    fake = FakeEngine(folder)
+    try:
+        yield fake
+    finally:
+        fake.close()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def start(engine: FakeEngine, binary: Path = TEST_APP, **settings: Any) -> None:
+    """Start a worker binary and make it ready."""
+    engine.start([str(binary)])
+    engine.ready(**settings)
+
+
+# -- start-up -----------------------------------------------------------------------------------
+
+
+def test_handshake_configure_ready(engine: FakeEngine) -> None:
+    """HANDSHAKE [1, id, pid, {flow: true}] on the main socket, then after CONFIGURE the first
+    HEARTBEAT there (ready), then heartbeats from ``<id>/hb`` every interval."""
+    start(engine, CONFORMANCE, heartbeat_interval=0.1)
+    wait_until(lambda: engine.quiet(0.1) == [] and len(engine.beats) >= 5, timeout=10,
+               message="five heartbeats from the heartbeat socket")
+    gaps = [b - a for a, b in zip(engine.beats, engine.beats[1:], strict=False)]
+    assert min(gaps) > 0.05, gaps  # about every 0.1 s, not a flood
+
+
+def test_missing_environment_is_named(tmp_path: Path) -> None:
+    """Without the node's variables the worker exits 1 naming each one missing."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COCAINE_")}
+    env["COCAINE_APP"] = "x"
+    result = subprocess.run([str(CONFORMANCE)], env=env, capture_output=True, text=True,
+                            timeout=30)
+    assert result.returncode == 1
+    assert "COCAINE_ENDPOINT, COCAINE_SLAVE_ID" in result.stderr, result.stderr
+    assert "COCAINE_APP" not in result.stderr.split("lacks")[1].split(":")[0]
+
+
+def test_settings_missing_or_unknown_are_tolerated(engine: FakeEngine) -> None:
+    """CONFIGURE with only unknown keys: defaults are used (no flow window, concurrency 1)."""
+    engine.start([str(TEST_APP)])
+    assert engine.recv()[0][0] == 1
+    engine.send(2, {"future": [1, 2], 7: "x"})
+    assert engine.recv()[0] == [3, ID]
+    assert engine.call(1, "two") == ([b"a", b"\0b"], [6, 1])
+
+
+def test_terminate_before_configure_exits_zero(engine: FakeEngine) -> None:
+    """TERMINATE instead of CONFIGURE: the worker exits 0 without starting."""
+    process = engine.start([str(CONFORMANCE)])
+    assert engine.recv()[0][0] == 1
+    engine.send(8, "not needed")
+    assert process.wait(timeout=10) == 0
+
+
+# -- answers ------------------------------------------------------------------------------------
+
+
+def test_echo_is_binary_safe(engine: FakeEngine) -> None:
+    """echo answers every byte value, nothing at all and 1 MiB unchanged, as one CHOKE."""
+    start(engine, CONFORMANCE)
+    everything = bytes(range(256)) * 4
+    assert engine.call(1, "echo", everything) == ([everything], [6, 1])
+    assert engine.call(2, "echo", b"") == ([b""], [6, 2])
+    big = os.urandom(2**20)
+    chunks, end = engine.call(3, "echo", big)
+    assert end == [6, 3] and chunks == [big]
+
+
+def test_write_sends_chunks_and_return_chokes(engine: FakeEngine) -> None:
+    """Each res.write is a CHUNK; returning ends with a CHOKE; a handler that writes nothing
+    answers a bare CHOKE; meta strings reach the handler."""
+    start(engine)
+    engine.send(4, 1, "two", {}, payload=b"")
+    assert engine.recv() == ([5, 1], b"a")
+    assert engine.recv() == ([5, 1], b"\0b")
+    assert engine.recv() == ([6, 1], None)
+    assert engine.call(2, "nothing") == ([], [6, 2])
+    assert engine.call(3, "meta", meta={"method": "PUT", "n": 3}) == ([b"PUT"], [6, 3])
+    assert engine.call(4, "meta", meta=None) == ([b"none"], [6, 4])
+
+
+def test_stream_chunks_in_order(engine: FakeEngine) -> None:
+    """stream n answers n chunks "0".."n-1" in order, then a CHOKE."""
+    start(engine, CONFORMANCE)
+    chunks, end = engine.call(1, "stream", b"1000")
+    assert end == [6, 1]
+    assert chunks == [str(i).encode() for i in range(1000)]
+    assert engine.call(2, "stream", b"0") == ([], [6, 2])
+
+
+def test_errors_with_codes(engine: FakeEngine) -> None:
+    """A thrown exception is 502 with its what(); cocaine::error gives its code; an unknown
+    event is 404; an answer already begun ends with the ERROR after its chunks."""
+    start(engine)
+    _, end = engine.call(1, "error-code", b"user 7")
+    assert end[:4] == [7, 1, 409, "conflict: user 7"] and "cocaine::error 409" in end[4]
+    _, end = engine.call(2, "no-such-event")
+    assert end[:3] == [7, 2, 404] and "no-such-event" in end[3]
+    _, end = engine.call(3, "bad-code")
+    assert end[:3] == [7, 3, 502] and "42 is not an error code" in end[3]
+    assert "std::invalid_argument" in end[4]
+    _, end = engine.call(4, "throw-int")
+    assert end[:3] == [7, 4, 502] and "not a std::exception" in end[3]
+    chunks, end = engine.call(5, "write-then-fail")
+    assert chunks == [b"partial"] and end[:4] == [7, 5, 502, "failed after a chunk"]
+    assert engine.call(6, "end-then-throw") == ([b"done"], [6, 6])
+    wait_until(lambda: "thrown after the end" in engine.stderr(), timeout=5,
+               message="the late exception reported on stderr")
+
+
+def test_conformance_fail_and_bad_number(engine: FakeEngine) -> None:
+    """The conformance app's fail is 502 with the body; a stream count that is no number is
+    a 400 saying what it wants."""
+    start(engine, CONFORMANCE)
+    _, end = engine.call(1, "fail", b"the body says why")
+    assert end[:3] == [7, 1, 502] and "the body says why" in end[3]
+    _, end = engine.call(2, "stream", b"-3")
+    assert end[:3] == [7, 2, 400] and "decimal number from 0 to 100000" in end[3]
+
+
+def test_error_text_is_valid_utf8_and_cut(engine: FakeEngine) -> None:
+    """An error message with invalid UTF-8 and 10 KB arrives escaped and cut to 4 KiB."""
+    start(engine)
+    engine.send(4, 1, "huge-error", {}, payload=b"")
+    fields, _ = engine.recv()  # unpacking would have refused invalid UTF-8 in a str
+    assert fields[:3] == [7, 1, 502]
+    message = fields[3]
+    assert message.startswith("\\xff\\xfe invalid xxx")
+    assert len(message.encode()) <= 4096 and "bytes cut]" in message
+
+
+def test_chunk_over_max_message_fails_the_job(engine: FakeEngine) -> None:
+    """A chunk larger than CONFIGURE's max_message is refused by the worker itself: 502."""
+    start(engine, max_message=4096)
+    _, end = engine.call(1, "big", b"5000")
+    assert end[:3] == [7, 1, 502] and "smaller chunks" in end[3]
+    assert engine.call(2, "big", b"100") == ([b"b" * 100], [6, 2])
+
+
+def test_malformed_messages_are_reported_and_ignored(engine: FakeEngine) -> None:
+    """Garbage, wrong shapes and unknown codes from the engine: each a line on stderr, never a
+    crash; the worker goes on answering."""
+    start(engine, CONFORMANCE)
+    engine.router.send_multipart([ID.encode(), b"\xc1 not msgpack"])
+    engine.router.send_multipart([ID.encode(), msgpack.packb({"a": 1})])
+    engine.send(4, "not an id", "echo", {})
+    engine.send(4, 1)
+    engine.send(12, 5)
+    engine.send(99, "future")
+    assert engine.call(7, "echo", b"still here") == ([b"still here"], [6, 7])
+    wait_until(lambda: engine.stderr().count("cocaine worker: ignoring") >= 6, timeout=5,
+               message=f"six reports on stderr, got: {engine.stderr()}")
+    assert engine.process is not None and engine.process.poll() is None
+
+
+# -- heartbeats and concurrency -----------------------------------------------------------------
+
+
+def test_heartbeats_keep_coming_during_a_long_job(engine: FakeEngine) -> None:
+    """A 1.5 s sleep does not stop the heartbeats (their own thread and socket)."""
+    start(engine, CONFORMANCE, heartbeat_interval=0.1, concurrency=1)
+    engine.send(4, 1, "sleep", {}, payload=b"1500")
+    sent = time.monotonic()
+    assert engine.recv(timeout=15) == ([6, 1], b"slept")
+    done = time.monotonic()
+    during = [t for t in engine.beats if sent < t < done]
+    assert len(during) >= 5, f"{len(during)} heartbeats in {done - sent:.2f} s"
+    gaps = [b - a for a, b in zip([sent, *during], [*during, done], strict=False)]
+    assert max(gaps) < 1.0, gaps
+
+
+def test_handlers_run_at_once_up_to_concurrency(engine: FakeEngine) -> None:
+    """With concurrency 4, four jobs run at the same time: a barrier for four opens."""
+    start(engine, concurrency=4)
+    for job in range(1, 5):
+        engine.send(4, job, "barrier", {}, payload=b"4")
+    answers = {}
+    for _ in range(4):
+        fields, payload = engine.recv(timeout=20)
+        answers[fields[1]] = (fields[0], payload)
+    assert answers == {job: (6, b"met") for job in range(1, 5)}
+
+
+def test_four_sleeps_in_parallel(engine: FakeEngine) -> None:
+    """Four 500 ms sleeps with concurrency 4 take far less than 2 s (one after another)."""
+    start(engine, CONFORMANCE, concurrency=4)
+    begun = time.monotonic()
+    for job in range(1, 5):
+        engine.send(4, job, "sleep", {}, payload=b"500")
+    assert sorted(engine.recv(timeout=10)[0][1] for _ in range(4)) == [1, 2, 3, 4]
+    assert time.monotonic() - begun < 1.9
+
+
+def test_concurrency_one_runs_jobs_in_turn(engine: FakeEngine) -> None:
+    """With concurrency 1 a second job waits for the first: a barrier for two stays shut."""
+    start(engine, concurrency=1)
+    engine.send(4, 1, "barrier", {}, payload=b"2")
+    engine.send(4, 2, "echo", {}, payload=b"after")
+    assert engine.quiet(0.5) == []  # job 2 waits for the only thread
+    assert engine.recv(timeout=20) == ([6, 1], b"alone")
+    assert engine.recv() == ([5, 2], b"after")
+
+
+# -- flow ---------------------------------------------------------------------------------------
+
+
+def test_writes_wait_for_credit(engine: FakeEngine) -> None:
+    """With credit 2 a stream sends two chunks, then waits (heartbeats go on) until CREDIT."""
+    start(engine, CONFORMANCE, credit=2, heartbeat_interval=0.1)
+    engine.send(4, 1, "stream", {}, payload=b"10")
+    assert [engine.recv()[0] for _ in range(2)] == [[5, 1], [5, 1]]
+    beats = len(engine.beats)
+    assert engine.quiet(0.5) == []
+    assert len(engine.beats) > beats  # still alive while it waits
+    engine.send(12, 1, 3)
+    assert [engine.recv()[1] for _ in range(3)] == [b"2", b"3", b"4"]
+    assert engine.quiet(0.3) == []
+    engine.send(12, 1, 100)
+    rest = [engine.recv() for _ in range(6)]
+    assert [payload for _, payload in rest[:5]] == [b"5", b"6", b"7", b"8", b"9"]
+    assert rest[5] == ([6, 1], None)
+
+
+def test_cancel_stops_a_stream_with_a_choke(engine: FakeEngine) -> None:
+    """CANCEL makes the next write throw cocaine::cancelled: the handler unwinds (its
+    destructors run) and the job ends with a CHOKE; other jobs go on."""
+    start(engine, credit=4)
+    engine.send(4, 1, "forever", {}, payload=b"")
+    assert [engine.recv()[1] for _ in range(4)] == [b"0", b"1", b"2", b"3"]
+    engine.send(11, 1)
+    assert engine.recv() == ([6, 1], None)
+    wait_until(lambda: (engine.folder / "closed-1").exists(), timeout=5,
+               message="the handler's destructors to run")
+    assert engine.call(2, "echo", b"next") == ([b"next"], [6, 2])
+
+
+def test_cancel_is_visible_to_a_handler_that_does_not_write(engine: FakeEngine) -> None:
+    """response::is_cancelled() turns true after CANCEL."""
+    start(engine)
+    engine.send(4, 1, "until-cancelled", {}, payload=b"")
+    assert engine.quiet(0.2) == []
+    engine.send(11, 1)
+    assert engine.recv() == ([6, 1], None)
+    assert (engine.folder / "stopped-1").exists()
+
+
+# -- the end ------------------------------------------------------------------------------------
+
+
+def test_terminate_exits_zero_after_running_jobs(engine: FakeEngine) -> None:
+    """TERMINATE while a job runs: the job is answered, then the worker exits 0."""
+    start(engine, CONFORMANCE)
+    engine.send(4, 1, "sleep", {}, payload=b"300")
+    engine.send(8, "shutdown")
+    assert engine.recv() == ([6, 1], b"slept")
+    assert engine.process is not None and engine.process.wait(timeout=10) == 0
+
+
+def test_terminate_when_idle_exits_zero(engine: FakeEngine) -> None:
+    """TERMINATE with nothing running: exit 0 at once."""
+    start(engine, CONFORMANCE)
+    engine.send(8, "shutdown")
+    assert engine.process is not None and engine.process.wait(timeout=10) == 0
+
+
+def test_exits_when_its_parent_dies(engine: FakeEngine) -> None:
+    """A worker whose parent (the node) is killed exits by itself."""
+    launcher = ("import subprocess, sys, time\n"
+                "child = subprocess.Popen(sys.argv[1:])\n"
+                "print(child.pid, flush=True)\n"
+                "time.sleep(600)\n")
+    parent = subprocess.Popen([sys.executable, "-c", launcher, str(CONFORMANCE)],
+                              env=engine.environment(), stdout=subprocess.PIPE)
+    worker_pid = 0
+    try:
+        assert parent.stdout is not None
+        worker_pid = int(parent.stdout.readline())
+        assert engine.recv()[0] == [1, ID, worker_pid, {"flow": True}]
+        engine.send(2, {"concurrency": 1, "heartbeat_interval": 0.1})
+        assert engine.recv()[0] == [3, ID]
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait(timeout=10)
+        wait_until(lambda: process_gone(worker_pid), timeout=10,
+                   message="the worker to exit after its parent died")
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait(timeout=10)
+        if worker_pid and not process_gone(worker_pid):
+            os.kill(worker_pid, signal.SIGKILL)
+
+
+def test_make_is_quick_when_up_to_date() -> None:
+    """The session's build left nothing to do: make -q says so."""
+    assert subprocess.run(["make", "-q", "-C", str(WORKER)], timeout=60).returncode == 0
+
