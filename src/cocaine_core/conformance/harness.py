@@ -1,0 +1,291 @@
+"""The fake engine of the conformance kit: a ROUTER, the worker process, and its messages.
+
+A ``Harness`` binds a ROUTER on an ipc endpoint in a private temporary folder (mode 0700),
+starts the worker command with ``COCAINE_ENDPOINT``, ``COCAINE_SLAVE_ID`` and ``COCAINE_APP``
+in a process group of its own (its output captured, the last lines kept), and reads what the
+worker sends: heartbeats are recorded with their arrival times, a job's chunks and end go to
+its ``Answer``, and anything the protocol does not allow raises ``ProtocolViolation``. Closing
+it kills the worker's process group and removes the folder.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import itertools
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import IO, Any
+
+import zmq
+
+from cocaine_core import protocol
+from cocaine_core.conformance.messages import (
+    APP,
+    MAIN,
+    SLAVE_ID,
+    Answer,
+    Message,
+    ProtocolViolation,
+    name_of,
+    parse,
+    short,
+)
+from cocaine_core.protocol import Code
+
+#: The largest message the kit's ROUTER takes from the worker, as the engine's.
+MAX_MESSAGE = 256 * 2**20
+#: Lines of the worker's output (and LOG messages) kept for a failure's report.
+TAIL_LINES = 200
+#: Longest line kept, in characters.
+LINE_LIMIT = 500
+#: Heartbeat arrival times kept (a worker that floods cannot grow the kit without end).
+BEATS_KEPT = 100_000
+#: Chunks a flow job is given back as CREDIT at a time (as the engine does).
+CREDIT_STEP = 4
+
+
+class WorkerExited(Exception):
+    """The worker process ended while the kit waited for it."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(f"the worker exited with {describe_status(status)}")
+        self.status = status
+
+
+def describe_status(status: int) -> str:
+    """A ``Popen.returncode`` for a person: ``status 3`` or ``signal 9 (SIGKILL)``."""
+    if status >= 0:
+        return f"status {status}"
+    try:
+        return f"signal {-status} ({signal.Signals(-status).name})"
+    except ValueError:
+        return f"signal {-status}"
+
+
+class Harness:
+    """Plays the engine for one worker: start it, talk to it, and always clean up."""
+
+    def __init__(self, command: Sequence[str], timeout: float, cwd: str | None = None) -> None:
+        self.command = list(command)
+        self.cwd = cwd
+        self.timeout = timeout
+        self.folder = tempfile.mkdtemp(prefix="cocaine-conformance-")  # mode 0700
+        os.chmod(self.folder, 0o700)
+        self.endpoint = f"ipc://{self.folder}/engine"
+        self.context = zmq.Context(io_threads=1)
+        self.router = self.context.socket(zmq.ROUTER)
+        self.router.setsockopt(zmq.LINGER, 0)
+        self.router.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE)
+        self.router.bind(self.endpoint)
+        self.process: subprocess.Popen[bytes] | None = None
+        self.output: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
+        self._output_lock = threading.Lock()
+        self._readers: list[threading.Thread] = []
+        self.beats: collections.deque[float] = collections.deque(maxlen=BEATS_KEPT)
+        self.handshake: Message | None = None
+        self.features: dict[str, Any] = {}
+        self.interval = 0.2
+        self.flow = False
+        self.answers: dict[int, Answer] = {}
+        self.abandoned: set[int] = set()
+        self.late = 0  # messages of abandoned jobs, dropped
+        self._next_job = 1
+
+    # -- the process ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the worker command (FileNotFoundError/PermissionError if it cannot run)."""
+        env = {**os.environ, "COCAINE_ENDPOINT": self.endpoint, "COCAINE_SLAVE_ID": SLAVE_ID,
+               "COCAINE_APP": APP}
+        self.process = subprocess.Popen(self.command, env=env, stdin=subprocess.DEVNULL,
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                        cwd=self.cwd, start_new_session=True)
+        for name, pipe in (("stdout", self.process.stdout), ("stderr", self.process.stderr)):
+            assert pipe is not None
+            reader = threading.Thread(target=self._read_output, args=(name, pipe),
+                                      name=f"conformance-{name}", daemon=True)
+            reader.start()
+            self._readers.append(reader)
+
+    def _read_output(self, name: str, pipe: IO[bytes]) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            while line := pipe.readline(64 * 1024):  # bounded: a line without end is cut
+                self._keep(name, line.decode("utf-8", "backslashreplace").rstrip("\n"))
+
+    def _keep(self, name: str, text: str) -> None:
+        if len(text) > LINE_LIMIT:
+            text = text[:LINE_LIMIT] + f"… [{len(text) - LINE_LIMIT} more characters]"
+        with self._output_lock:
+            self.output.append(f"[{name}] {text}")
+
+    def tail(self, lines: int = 30) -> list[str]:
+        """The last ``lines`` lines the worker printed (or sent as LOG)."""
+        with self._output_lock:
+            return list(self.output)[-lines:]
+
+    @property
+    def pid(self) -> int:
+        """The pid of the process the kit started."""
+        assert self.process is not None
+        return self.process.pid
+
+    def status(self) -> int | None:
+        """The worker's exit status, or None while it runs."""
+        return None if self.process is None else self.process.poll()
+
+    def close(self) -> None:
+        """Kill the worker's process group, close the socket, remove the folder."""
+        if self.process is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.process.pid, signal.SIGKILL)  # its children too (a shell's)
+            with contextlib.suppress(ProcessLookupError):
+                self.process.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout=5)
+            for reader in self._readers:
+                reader.join(timeout=1)
+            for pipe in (self.process.stdout, self.process.stderr):
+                if pipe is not None:
+                    pipe.close()
+        self.router.close(linger=0)
+        self.context.term()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    # -- messages -------------------------------------------------------------------------------
+
+    def send(self, *fields: Any, payload: bytes | None = None) -> None:
+        """Send a message to the worker's main socket."""
+        frames = [MAIN, protocol.pack(*fields)]
+        if payload is not None:
+            frames.append(payload)
+        self.router.send_multipart(frames, copy=payload is None or len(payload) < 65536)
+
+    def receive(self, deadline: float, *, exits_ok: bool = False) -> Message | None:
+        """The next message (checked, recorded) before ``deadline``, or None. Raises
+        ``WorkerExited`` when nothing is left to read and the worker has ended (with
+        ``exits_ok``: returns None instead)."""
+        while True:
+            left = deadline - time.monotonic()
+            if self.router.poll(max(0, min(50, int(left * 1000)))):
+                message = self._take(self.router.recv_multipart())
+                if message is not None:
+                    return message
+                continue
+            status = self.status()
+            if status is not None:
+                if exits_ok:
+                    return None
+                raise WorkerExited(status)
+            if left <= 0:
+                return None
+
+    def _take(self, frames: list[bytes]) -> Message | None:
+        message = parse(frames, time.monotonic())
+        code = message.code
+        if code == Code.HEARTBEAT:
+            if self.handshake is None:
+                raise ProtocolViolation(f"a HEARTBEAT came before the HANDSHAKE: "
+                                        f"{short(message.fields)}")
+            self.beats.append(message.at)
+        elif code == Code.LOG:
+            self._keep(f"log {message.fields[2]}", message.fields[3])
+            return None
+        elif code == Code.HANDSHAKE and self.handshake is not None:
+            raise ProtocolViolation(f"a second HANDSHAKE: {short(message.fields)}; a slave "
+                                    f"shakes hands once, first")
+        elif code in (Code.CHUNK, Code.CHOKE, Code.ERROR):
+            return self._job_message(message)
+        return message
+
+    def _job_message(self, message: Message) -> Message | None:
+        job_id = message.fields[1]
+        if job_id is None:  # an ERROR of the slave's start
+            return message
+        if job_id in self.abandoned:
+            self.late += 1
+            return None
+        answer = self.answers.get(job_id)
+        name = name_of(message.code)
+        if answer is None:
+            raise ProtocolViolation(f"a {name} for job {job_id}, a job id the kit never "
+                                    f"sent: {short(message.fields)}")
+        if answer.end is not None:
+            raise ProtocolViolation(f"a {name} for job {job_id} ({answer.event}) after it "
+                                    f"had ended with its {answer.end.upper()}: a job is "
+                                    f"finished by exactly one CHOKE or ERROR")
+        if message.code == Code.CHUNK:
+            assert message.payload is not None
+            answer.chunks.append(message.payload)
+            self._give_credit(answer)
+        elif message.code == Code.CHOKE:
+            if message.payload:  # an empty last chunk adds nothing to the answer
+                answer.chunks.append(message.payload)
+            answer.end, answer.ended_at = "choke", message.at
+        else:
+            answer.end, answer.ended_at = "error", message.at
+            answer.code, answer.message = message.fields[2], message.fields[3]
+        return message
+
+    def _give_credit(self, answer: Answer) -> None:
+        if not (self.flow and answer.auto_credit):
+            return
+        answer.owed += 1
+        if answer.owed >= CREDIT_STEP:
+            self.send(Code.CREDIT, answer.job_id, answer.owed)
+            answer.owed = 0
+
+    # -- jobs -----------------------------------------------------------------------------------
+
+    def invoke(self, event: str, body: bytes, *, auto_credit: bool = True) -> Answer:
+        """Send an INVOKE; return the job's ``Answer``, filled as messages are received."""
+        job_id = self._next_job
+        self._next_job += 1
+        answer = Answer(job_id, event, time.monotonic(), auto_credit=auto_credit)
+        self.answers[job_id] = answer
+        self.send(Code.INVOKE, job_id, event, {}, payload=body)
+        return answer
+
+    def wait(self, done: Callable[[], bool], deadline: float) -> bool:
+        """Read messages until ``done()`` or ``deadline``; whether ``done()`` came true. An
+        ERROR with a nil job id (the slave says it cannot go on) is a violation here."""
+        while not done():
+            if time.monotonic() >= deadline:
+                return False
+            message = self.receive(deadline)
+            if message is not None and message.code == Code.ERROR and message.fields[1] is None:
+                raise ProtocolViolation(f"an ERROR with a nil job id (the slave could not "
+                                        f"start) while it ran jobs: {short(message.fields)}")
+            if message is not None and message.code == Code.HANDSHAKE:
+                raise ProtocolViolation("a HANDSHAKE after the first one")
+        return True
+
+    def abandon(self) -> None:
+        """Forget the jobs still running (a rule has given up on them): their later
+        messages are dropped instead of blamed on the next rule."""
+        for job_id, answer in self.answers.items():
+            if not answer.done:
+                self.abandoned.add(job_id)
+
+    def longest_gap(self, start: float, end: float) -> tuple[float, float]:
+        """The longest time without a heartbeat within [start, end] (counting from the last
+        beat before ``start``), and when it began, in seconds after ``start``."""
+        before = [t for t in self.beats if t <= start]
+        points = [before[-1] if before else start]
+        points += [t for t in self.beats if start < t <= end]
+        points.append(end)
+        gap, began = 0.0, 0.0
+        for first, second in itertools.pairwise(points):
+            if second - first > gap:
+                gap, began = second - first, first - start
+        return gap, began
+
+    def gap_limit(self) -> float:
+        """The longest gap between heartbeats the kit accepts: max(3 * interval, 0.5 s)."""
+        return max(3 * self.interval, 0.5)
