@@ -17,6 +17,7 @@ from cocaine_core.cli import (
     app_cmd,
     calls,
     cluster_cmd,
+    conformance_cmd,
     keys_cmd,
     manifest_cmd,
     node_cmd,
@@ -59,6 +60,7 @@ app.command("plugins")(plugins_cmd.plugins)
 app.add_typer(manifest_cmd.manifest_app, name="manifest")
 app.add_typer(keys_cmd.keys_app, name="keys")
 app.add_typer(cluster_cmd.cluster_app, name="cluster")
+app.command("conformance", context_settings=conformance_cmd.CONTEXT)(conformance_cmd.conformance)
 
 
 @functools.cache
