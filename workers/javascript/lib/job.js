@@ -52,16 +52,24 @@ class Job {
     this.limits = limits;
     this.credit = limits.credit; // null: unlimited
     this.ended = false; // its CHOKE or ERROR is sent: nothing more goes out for it
-    this.abort = new AbortController();
+    this.cancelled = null; // the reason, once the engine has cancelled the job
+    this.abort = null; // made when the handler first reads request.signal
     this.wake = null; // resolves a wait for credit
     let ended;
     /** Resolves once the job has ended (its CHOKE or ERROR is queued). */
     this.done = new Promise((resolve) => { ended = resolve; });
     this._ended = ended;
+    const job = this;
     /** @type {Request} */
     this.request = {
       id: invoke.jobId, event: invoke.event, body: invoke.body, meta: invoke.meta,
-      signal: this.abort.signal,
+      get signal() {
+        if (job.abort === null) {
+          job.abort = new AbortController();
+          if (job.cancelled) job.abort.abort(job.cancelled);
+        }
+        return job.abort.signal;
+      },
     };
   }
 
@@ -80,7 +88,8 @@ class Job {
   cancel() {
     if (this.ended) return;
     this._finish([header(Code.CHOKE, this.id)]);
-    this.abort.abort(new Error(`job ${this.id} was cancelled: nobody waits for its answer`));
+    this.cancelled = new Error(`job ${this.id} was cancelled: nobody waits for its answer`);
+    if (this.abort !== null) this.abort.abort(this.cancelled);
     this._wakeUp();
   }
 
