@@ -155,8 +155,10 @@ class Worker {
       const value = given[name];
       if (value === undefined || value === null) {
         settings[name] = fallback;
-      } else if (typeof value !== 'number' || !(value >= low && value <= high)) {
-        warn(`CONFIGURE's ${name} ${JSON.stringify(value)} is not a number from ${low} to ${high}; `
+      } else if (typeof value !== 'number' || !(value >= low && value <= high)
+          || (name !== 'heartbeat_interval' && !Number.isInteger(value))) {
+        const what = name === 'heartbeat_interval' ? 'a number' : 'an integer';
+        warn(`CONFIGURE's ${name} ${JSON.stringify(value)} is not ${what} from ${low} to ${high}; `
           + `using ${fallback}`);
         settings[name] = fallback;
       } else {
