@@ -18,6 +18,7 @@ from cocaine_core.conformance.harness import Harness
 from cocaine_core.conformance.messages import SLAVE_ID
 from cocaine_core.conformance.rules import SETTINGS
 from cocaine_core.protocol import Code
+from tests import distributions
 
 WORKER = [sys.executable, "-m", "cocaine_python.worker"]
 
@@ -100,3 +101,18 @@ def test_events_default_to_the_functions_the_module_defines(tmp_path):
         assert _exit_status(kit) == 0
     finally:
         kit.close()
+
+
+def test_the_kit_fails_configure_quoting_the_error_of_an_app_that_does_not_load(tmp_path):
+    (tmp_path / "app.py").write_text("raise RuntimeError('no database here')\n")
+    result = subprocess.run(
+        [str(distributions.COCAINE), "conformance", "--", *WORKER, "app.py"], cwd=tmp_path,
+        env=distributions.clean_environment(extra={"COCAINE_LOAD_PLUGINS": ""}),
+        capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 1
+    lines = result.stdout.splitlines()
+    assert lines[1] == ("FAIL configure: the worker could not start: ERROR 500: importing "
+                        "app.py raised RuntimeError: no database here at "
+                        f"{tmp_path / 'app.py'}:1; it then exited with status 3")
+    assert lines[9] == ("FAIL terminate and exit: not reached (the worker exited with "
+                        "status 3 during 'configure')")

@@ -107,8 +107,15 @@ def configure(kit: Harness) -> str:
             raise Fail(f"no HEARTBEAT within {kit.timeout:g} s of CONFIGURE; the first "
                        f"HEARTBEAT [3, slave_id] after it says the worker is ready")
         if message.code == Code.ERROR and message.fields[1] is None:
+            # The protocol says it exits then: wait a little, so it is not blamed on TERMINATE.
+            exited = time.monotonic() + 2.0
+            while kit.status() is None and time.monotonic() < exited:
+                kit.receive(exited, exits_ok=True)
+            status = kit.status()
+            after = (f"; it then exited with {describe_status(status)}" if status is not None
+                     else "; it has not exited (a slave that cannot start exits)")
             raise Fail(f"the worker could not start: ERROR {message.fields[2]}: "
-                       f"{short(message.fields[3], 300)}")
+                       f"{short(message.fields[3], 300)}{after}")
     return (f"ready (first HEARTBEAT) {kit.beats[0] - sent:.2f} s after CONFIGURE (concurrency "
             f"{SETTINGS['concurrency']}, heartbeat_interval {kit.interval:g} s, credit "
             f"{SETTINGS['credit']})")
