@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from cocaine_core.backends import BackendEvents, SlaveBackend
+from cocaine_core.backends.exec_backend import ExecBackend
 from cocaine_core.backends.process import ProcessBackend
 from cocaine_core.drivers import Driver, EngineHandle
 from cocaine_core.engine import Engine
@@ -51,6 +52,7 @@ def _public(cls: type) -> dict[str, inspect.Signature]:
 
 @pytest.mark.parametrize(("implementation", "contract"), [
     (ProcessBackend, SlaveBackend),
+    (ExecBackend, SlaveBackend),
     (SlavePool, BackendEvents),
 ])
 def test_implementations_follow_their_contract_exactly(implementation, contract):

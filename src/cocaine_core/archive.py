@@ -56,8 +56,9 @@ MAX_NAME_BYTES = 255
 MAX_STEPS_PER_MEMBER = 100
 
 
-def pack_source(source: Path) -> bytes:
-    """A ``.tar.gz`` of ``source`` (file or folder), caches and VCS folders left out.
+def pack_source(source: Path, *, contents: bool = False) -> bytes:
+    """A ``.tar.gz`` of ``source`` (file or folder), caches and VCS folders left out; with
+    ``contents``, of what the folder ``source`` holds (its entries at the archive's top).
 
     The same files give the same bytes (no timestamps in the gzip header), so deploying
     unchanged code twice gives the same checksum.
@@ -73,7 +74,8 @@ def pack_source(source: Path) -> bytes:
         return info
 
     with tarfile.open(fileobj=buffer, mode="w") as tar:
-        tar.add(str(source), arcname=source.name, filter=keep)
+        for entry in sorted(source.iterdir()) if contents else [source]:
+            tar.add(str(entry), arcname=entry.name, filter=keep)
     return gzip.compress(buffer.getvalue(), compresslevel=6, mtime=0)
 
 

@@ -22,10 +22,19 @@ def cocaine_register_drivers(registry: Registrar) -> None:
 
 @hookimpl
 def cocaine_register_slave_backends(registry: Registrar) -> None:
-    """Register the ``process`` backend."""
-    from cocaine_core.backends.process import ProcessBackend
+    """Register the ``process`` backend (a template per app; for ``exec`` apps, each slave
+    started directly)."""
+    from cocaine_core.backends.exec_backend import process_backend
 
-    registry.add("process", ProcessBackend)
+    registry.add("process", process_backend)
+
+
+@hookimpl
+def cocaine_register_languages(registry: Registrar) -> None:
+    """Register ``exec``: programs in any language that speak the protocol themselves."""
+    from cocaine_core.exec_language import ExecLanguage
+
+    registry.add("exec", ExecLanguage())
 
 
 @hookimpl

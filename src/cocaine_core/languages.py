@@ -9,6 +9,12 @@ processes: it imports only ``language.runtime`` (a module path), which must defi
   act on when the code cannot be loaded or a handler is missing;
 - ``serve(app: object, channel: cocaine_core.slave_channel.SlaveChannel) -> int``: answer
   invocations on the channel until told to terminate; return the exit code.
+
+A language whose ``runtime`` is ``EXEC_RUNTIME`` (``"exec"``) names no module: its slaves are
+programs, started from the checked ``args["command"]`` (a list: the program and its
+arguments) with ``args["env"]`` added to their environment (see ``exec_language.py``). A
+language plugin for, say, JavaScript may be a ``check_args`` that turns ``{"script":
+"app.js"}`` into ``{"command": ["node", "app.js"]}`` with this runtime.
 """
 
 from __future__ import annotations
@@ -17,6 +23,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from cocaine_core.errors import Problem
+
+#: The runtime of a language whose slaves are programs of their own, not Python modules.
+EXEC_RUNTIME = "exec"
 
 
 class Language(Protocol):

@@ -22,7 +22,6 @@ as SIGTERM (``PR_SET_PDEATHSIG``).
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import gc
 import importlib
 import os
@@ -36,11 +35,11 @@ from typing import Any
 
 from cocaine_core.backends.orphans import become_subreaper, kill_descendants, reap_any
 from cocaine_core.backends.pipe import FramedPipe
+from cocaine_core.backends.process_setup import die_with_parent, reset_oom_score_adj
 from cocaine_core.errors import AppLoadError
 from cocaine_core.trust.sandbox import SandboxError, become_dumpable, confine
 
 EXIT_LOAD_FAILED = 3  # the app's code could not be loaded: do not respawn blindly
-PR_SET_PDEATHSIG = 1
 #: How long the template waits for its configure message, and for the node to take what it
 #: sent before it exits (seconds).
 CONFIGURE_TIMEOUT = 60.0
@@ -49,31 +48,6 @@ CONFIGURE_TIMEOUT = 60.0
 OUTBOX = 2**20
 #: Longest reason sent for a failed load (characters).
 MAX_REASON = 8192
-
-
-def die_with_parent(parent_pid: int, signum: int = signal.SIGKILL) -> None:
-    """Ask the kernel to send ``signum`` to this process when its parent dies; exit if it
-    already has."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0)
-    except (OSError, AttributeError):
-        pass  # not Linux: the heartbeat thread's parent check still covers it
-    if os.getppid() != parent_pid:
-        os._exit(70)
-
-
-def reset_oom_score_adj(value: int | None) -> None:
-    """Set this process's ``oom_score_adj`` to ``value`` (None: leave it). A slave does so
-    first thing, so that it does not keep the template's protection from the OOM killer;
-    raising it needs no privilege."""
-    if value is None:
-        return
-    try:
-        with open("/proc/self/oom_score_adj", "w") as f:
-            f.write(str(value))
-    except OSError:
-        pass  # not Linux, or no /proc: there was no protection to shed either
 
 
 def _end(*_: Any) -> None:

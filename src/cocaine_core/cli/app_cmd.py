@@ -21,7 +21,9 @@ app_app = typer.Typer(help="Deploy and manage the apps of a node.", no_args_is_h
 
 def pack_app(manifest_path: Path) -> tuple[dict[str, Any], bytes]:
     """Read a manifest and pack its ``args.source``; the manifest's source becomes the packed
-    name (the node unpacks the code into the app's own folder)."""
+    name (the node unpacks the code into the app's own folder). An ``exec`` app has no
+    source: its manifest's whole folder is packed, so that its command, relative to the
+    manifest, runs the same on the node."""
     try:
         text = manifest_path.read_text(encoding="utf-8")
     except OSError as exc:
@@ -29,6 +31,8 @@ def pack_app(manifest_path: Path) -> tuple[dict[str, Any], bytes]:
                             source=str(manifest_path)) from None
     data = loads_lenient(text, source=str(manifest_path))
     args = data.get("args") if isinstance(data, dict) else None
+    if isinstance(data, dict) and data.get("type") == "exec":
+        return data, archive.pack_source(manifest_path.resolve().parent, contents=True)
     source = args.get("source") if isinstance(args, dict) else None
     if not isinstance(source, str) or not source:
         raise ManifestError([Problem("args.source", "is required to deploy: the app's code "

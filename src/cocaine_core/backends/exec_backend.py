@@ -1,0 +1,225 @@
+"""The ``process`` backend for ``exec`` apps: each slave is the app's own program, started
+directly by the node (no Python template), through ``exec_launch.py``.
+
+A template makes no sense for a program that is not Python: there is nothing to import once
+and share. So each ``spawn`` starts ``python -I -S exec_launch.py`` with the command on a
+pipe; the launcher asks for SIGKILL when the node dies, confines an isolated app (the same
+sandbox as a template's), enters the app's folder and execs the program, which keeps the
+launcher's pid. The node is the slave's parent: it learns of its exit through a pidfd on its
+loop and reaps it, so a pid it signals is never one the kernel has handed to another process.
+
+What the node does for Python slaves it does here too: heartbeats, timeouts, retries and the
+pool are the engine's; every slave counts against ``--max-slaves``; its stdout and stderr go
+to the node's log, tagged with the app; processes it starts carry the app's tree marker and
+are killed when the app stops (``orphans.kill_marked``). Loading the code is a **trial
+start** (``exec_trial.py``): one slave must reach *ready* before the app runs, so a program
+that cannot start marks the app broken exactly as a Python import error does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cocaine_core.appinfo import AppInfo
+from cocaine_core.backends import BackendEvents, SlaveBackend
+from cocaine_core.backends.oom import oom_score_adj, slave_oom_score_adj
+from cocaine_core.backends.orphans import TREE_VARIABLE, kill_marked
+from cocaine_core.backends.output import AppOutput
+from cocaine_core.errors import AppLoadError
+from cocaine_core.exec_language import ProgramError, find_program, interpreter
+from cocaine_core.trust.app_users import app_environment, isolation_config
+
+log = logging.getLogger("cocaine.backend")
+
+LAUNCHER = str(Path(__file__).with_name("exec_launch.py"))
+#: The variables every exec slave gets (docs/languages.md).
+ENDPOINT_VARIABLE, SLAVE_ID_VARIABLE, APP_VARIABLE = (
+    "COCAINE_ENDPOINT", "COCAINE_SLAVE_ID", "COCAINE_APP")
+#: How long ``stop`` waits for killed slaves to be reaped (seconds).
+REAP_TIMEOUT = 5.0
+F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+
+
+class ExecBackend:
+    """Starts an ``exec`` app's program once per slave, directly from the node."""
+
+    def __init__(self, app: AppInfo, endpoint: str, runtime: str, events: BackendEvents, *,
+                 startup_timeout: float = 10.0) -> None:
+        self.app = app
+        self.endpoint = endpoint
+        self.runtime = runtime
+        self.events = events
+        self.startup_timeout = startup_timeout
+        args = app.manifest.args
+        self.command: list[str] = list(args.get("command") or [])
+        self.root = str(app.root or app.manifest.root)
+        #: Marks every process of this app's slaves (``orphans.TREE_VARIABLE``).
+        self.tree = f"{os.getpid()}.{app.instance}.{uuid.uuid4().hex[:8]}"
+        base = app_environment(os.environ) if app.user is not None else dict(os.environ)
+        self.env: dict[str, str] = {**base, **dict(args.get("env") or {}),
+                                    APP_VARIABLE: app.name, TREE_VARIABLE: self.tree}
+        self.isolation: dict[str, Any] | None = None
+        self._processes: dict[str, subprocess.Popen[bytes]] = {}
+        self._pidfds: dict[str, int] = {}
+        self._output: list[AppOutput] = []
+        self._writers: list[int] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._oom_score_adj = slave_oom_score_adj(None, oom_score_adj())
+        self._stopping = False
+
+    @property
+    def pids(self) -> dict[str, int]:
+        """Live slaves' pids by slave id."""
+        return {slave_id: process.pid for slave_id, process in self._processes.items()}
+
+    async def start(self) -> None:
+        """Find the program, get an isolated app's code ready for its user, and start one
+        trial slave that must reach *ready* within ``startup_timeout``."""
+        from cocaine_core.backends.exec_trial import trial_start
+
+        self._loop = asyncio.get_running_loop()
+        try:
+            program = find_program(self.command[0], self.root,
+                                   self.env.get("PATH", os.defpath))
+        except (ProgramError, IndexError) as exc:
+            raise AppLoadError(f"its command cannot run: {exc}", code_fault=True) from None
+        self.isolation = await asyncio.to_thread(isolation_config, self.app, self.endpoint)
+        if self.isolation is not None:
+            # What the program needs beyond its code: itself and its #! interpreter.
+            extra = [program, interpreter(program)]
+            self.isolation["reach"] += [path for path in extra if path and os.path.isabs(path)]
+        for stream in ("stdout", "stderr"):
+            reader, writer = os.pipe()
+            self._writers.append(writer)
+            self._output.append(AppOutput(self.app.name, stream, reader, self._loop))
+        try:
+            await trial_start(self, self.startup_timeout)
+        except BaseException:
+            await self.stop()
+            raise
+
+    def launch(self, slave_id: str, endpoint: str, *,
+               output: tuple[int, int] | None = None) -> subprocess.Popen[bytes]:
+        """Start the program as ``slave_id`` on ``endpoint`` (the trial's own, or the
+        engine's); its output goes to ``output`` or the app's log. Call it on the loop's
+        thread: the kernel's death signal follows the thread that forked.
+
+        :raises OSError: the fork failed (a limit).
+        """
+        spec = {"command": self.command, "root": self.root, "isolation": self.isolation,
+                "oom_score_adj": self._oom_score_adj,
+                "env": {**self.env, ENDPOINT_VARIABLE: endpoint, SLAVE_ID_VARIABLE: slave_id}}
+        data = json.dumps(spec).encode()
+        reader, writer = os.pipe()
+        try:
+            if len(data) > 65536:
+                fcntl.fcntl(writer, F_SETPIPE_SZ, min(len(data), 2**20))
+            os.write(writer, data)  # whole, before the launcher runs: it cannot block
+            os.close(writer)
+            writer = -1
+            stdout, stderr = output or (self._writers[0], self._writers[1])
+            return subprocess.Popen(
+                [sys.executable, "-I", "-S", LAUNCHER, str(os.getpid())],
+                stdin=reader, stdout=stdout, stderr=stderr, cwd="/",
+                env={"PATH": os.defpath}, start_new_session=True)
+        finally:
+            os.close(reader)
+            if writer >= 0:
+                os.close(writer)
+
+    def spawn(self, slave_id: str) -> None:
+        """Start a slave named ``slave_id`` (refused past the node's ``--max-slaves``)."""
+        if self._loop is None or self._stopping:
+            raise AppLoadError("the app's program is not ready to start")
+        if not self.app.slaves.take():
+            self.events.spawn_failed(slave_id, self.app.slaves.refusal())
+            return
+        try:
+            process = self.launch(slave_id, self.endpoint)
+            pidfd = os.pidfd_open(process.pid)
+        except OSError as exc:
+            self.app.slaves.give()
+            self.events.spawn_failed(slave_id, f"cannot start the program: {exc.strerror}")
+            return
+        self._processes[slave_id] = process
+        self._pidfds[slave_id] = pidfd
+        self._loop.add_reader(pidfd, self._on_exit, slave_id)
+        self.events.slave_spawned(slave_id, process.pid)
+
+    def _on_exit(self, slave_id: str) -> None:
+        process = self._processes.get(slave_id)
+        if process is None or process.poll() is None:
+            return
+        self._forget(slave_id)
+        self.events.slave_exited(slave_id, process.returncode)
+
+    def _forget(self, slave_id: str) -> None:
+        self._processes.pop(slave_id, None)
+        pidfd = self._pidfds.pop(slave_id, None)
+        if pidfd is not None:
+            assert self._loop is not None
+            self._loop.remove_reader(pidfd)
+            os.close(pidfd)
+        self.app.slaves.give()
+
+    def signal(self, slave_id: str, signum: int) -> None:
+        """Send ``signum`` to a slave not yet reaped (so its pid is still its own)."""
+        process = self._processes.get(slave_id)
+        if process is not None and process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process.pid, signum)
+
+    async def stop(self) -> None:
+        """Kill every slave and what they started, reap them, and close the app's output."""
+        self._stopping = True
+        for slave_id in list(self._processes):
+            self.signal(slave_id, signal.SIGKILL)
+        deadline = asyncio.get_running_loop().time() + REAP_TIMEOUT
+        while self._processes and asyncio.get_running_loop().time() < deadline:
+            for slave_id, process in list(self._processes.items()):
+                if process.poll() is not None:
+                    self._forget(slave_id)
+                    self.events.slave_exited(slave_id, process.returncode)
+            if self._processes:
+                await asyncio.sleep(0.01)
+        for slave_id in list(self._processes):
+            log.error("app %s: slave %s did not die within %g s of SIGKILL", self.app.name,
+                      slave_id, REAP_TIMEOUT)
+            self._forget(slave_id)
+        killed = await asyncio.to_thread(kill_marked, self.tree)
+        if killed:
+            log.warning("app %s: killed %d process(es) the app had started and left behind",
+                        self.app.name, killed)
+        for writer in self._writers:
+            os.close(writer)
+        self._writers.clear()
+        for output in self._output:
+            output.drain()
+            output.close()
+        self._output.clear()
+
+
+def process_backend(app: AppInfo, endpoint: str, runtime: str, events: BackendEvents, *,
+                    startup_timeout: float = 10.0) -> SlaveBackend:
+    """The ``process`` backend: slaves forked from a template that imported the app, or, for
+    a language whose runtime is ``exec``, the app's program started once per slave."""
+    from cocaine_core.backends.process import ProcessBackend
+    from cocaine_core.languages import EXEC_RUNTIME
+
+    kind: type[SlaveBackend] = ExecBackend if runtime == EXEC_RUNTIME else ProcessBackend
+    return kind(app, endpoint, runtime, events, startup_timeout=startup_timeout)
+
+
+if TYPE_CHECKING:
+    _follows_the_contract: type[SlaveBackend] = ExecBackend

@@ -1,0 +1,158 @@
+"""The trial start of an ``exec`` app: what importing the code is for a Python app.
+
+Before the app runs, one slave is started on an endpoint of its own and must shake hands,
+take its CONFIGURE and send its first heartbeat (*ready*) within ``startup_timeout``; it is
+then told to terminate. A program that exits first, or answers the configure with an ERROR,
+is the code's fault (``AppLoadError(code_fault=True)``, with the exit status and the last
+lines it wrote), so an app whose program cannot start is marked broken after the same
+attempts as one whose import fails, and tried again later, never respawned in a loop. A
+program killed by a signal, or one that takes too long, is the moment's fault, as for Python.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import zmq
+
+from cocaine_core import protocol
+from cocaine_core.errors import AppLoadError
+from cocaine_core.errortext import printable
+from cocaine_core.protocol import Code
+from cocaine_core.trust.app_users import grant_socket
+
+if TYPE_CHECKING:
+    from cocaine_core.backends.exec_backend import ExecBackend
+
+#: Most bytes of the trial's output kept, to quote the end of it in a failure.
+OUTPUT_TAIL = 4096
+#: The largest message taken from the trial slave.
+TRIAL_MAX_MESSAGE = 2**20
+#: How long a ready trial slave has to exit once told to, before SIGKILL (seconds).
+EXIT_WAIT = 2.0
+POLL = 0.01
+
+
+async def trial_start(backend: ExecBackend, timeout: float) -> None:
+    """Start ``backend``'s program once and see it reach *ready*.
+
+    :raises AppLoadError: it exited, failed, or timed out first.
+    """
+    path = Path(backend.app.run_dir) / f"t.{uuid.uuid4().hex[:8]}"
+    endpoint = f"ipc://{path}"
+    slave_id = f"{backend.app.name}.trial"
+    sock: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.ROUTER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.MAXMSGSIZE, TRIAL_MAX_MESSAGE)
+    reader, writer = os.pipe()
+    os.set_blocking(reader, False)
+    process: subprocess.Popen[bytes] | None = None
+    tail = bytearray()
+    try:
+        sock.bind(endpoint)
+        if backend.isolation is not None:
+            grant_socket(path, backend.isolation["gid"])
+            backend.isolation["reach"].append(str(path))
+        try:
+            process = backend.launch(slave_id, endpoint, output=(writer, writer))
+        except OSError as exc:
+            raise AppLoadError(f"cannot start its program: {exc.strerror}",
+                               code_fault=False) from None
+        finally:
+            os.close(writer)
+            writer = -1
+        await _converse(backend, sock, slave_id, process, reader, tail, timeout)
+    finally:
+        if writer >= 0:
+            os.close(writer)
+        os.close(reader)
+        sock.close(linger=0)
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        if backend.isolation is not None and str(path) in backend.isolation["reach"]:
+            backend.isolation["reach"].remove(str(path))
+        if process is not None:
+            await _end(process)
+
+
+async def _converse(backend: ExecBackend, sock: zmq.Socket[bytes], slave_id: str,
+                    process: subprocess.Popen[bytes], reader: int, tail: bytearray,
+                    timeout: float) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    configured = False
+    while loop.time() < deadline:
+        _read_output(reader, tail)
+        while sock.poll(0):
+            frames = sock.recv_multipart()
+            if frames[0] != slave_id.encode() or len(frames) < 2:
+                continue  # not the trial's (nobody else knows the endpoint)
+            try:
+                fields = protocol.unpack(frames[1])
+            except Exception:
+                raise AppLoadError(f"its program sent a message that is not msgpack at "
+                                   f"start-up{_quote(tail)}", code_fault=True) from None
+            code = fields[0] if fields else None
+            if code == Code.HANDSHAKE and not configured:
+                sock.send_multipart([frames[0], protocol.pack(Code.CONFIGURE, _settings(backend))])
+                configured = True
+            elif code == Code.HEARTBEAT and configured:
+                sock.send_multipart([frames[0], protocol.pack(Code.TERMINATE,
+                                                              "the trial start is over")])
+                return
+            elif code == Code.ERROR:
+                message = str(fields[3]) if len(fields) > 3 else "no reason given"
+                raise AppLoadError(f"its program could not start: {printable(message)[:2000]}",
+                                   code_fault=True)
+        status = process.poll()
+        if status is not None:
+            _read_output(reader, tail)
+            how = (f"was killed by signal {-status}" if status < 0 else
+                   f"exited with status {status}")
+            stage = "after its handshake" if configured else "before its handshake"
+            raise AppLoadError(f"its program {how} {stage}, before it was ready"
+                               f"{_quote(tail)}", code_fault=status > 0)
+        await asyncio.sleep(POLL)
+    stage = ("did not send its first heartbeat after CONFIGURE" if configured else
+             "did not shake hands")
+    raise AppLoadError(f"its program {stage} within {timeout:g} s (engine.startup-timeout); "
+                       f"is it a cocaine worker (docs/languages.md)?{_quote(tail)}",
+                       code_fault=False)
+
+
+def _settings(backend: ExecBackend) -> dict[str, object]:
+    config = backend.app.manifest.engine
+    return {"app": backend.app.name, "concurrency": config.concurrency,
+            "heartbeat_interval": max(0.05, min(5.0, config.heartbeat_timeout / 5)),
+            "credit": 8, "max_message": TRIAL_MAX_MESSAGE}
+
+
+def _read_output(reader: int, tail: bytearray) -> None:
+    with contextlib.suppress(BlockingIOError, OSError):
+        while piece := os.read(reader, 65536):
+            tail += piece
+            del tail[:-OUTPUT_TAIL]
+
+
+def _quote(tail: bytearray) -> str:
+    text = printable(bytes(tail).decode("utf-8", "replace").strip()[-1000:])
+    return f"; it wrote: {text}" if text else ""
+
+
+async def _end(process: subprocess.Popen[bytes]) -> None:
+    """Wait for the trial slave to exit, then make it; reap it either way."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + EXIT_WAIT
+    while process.poll() is None and loop.time() < deadline:
+        await asyncio.sleep(POLL)
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(process.pid, signal.SIGKILL)
+        await asyncio.to_thread(process.wait)

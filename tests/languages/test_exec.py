@@ -1,0 +1,211 @@
+"""The ``exec`` language (issue 17): slaves that are programs of their own, started directly by
+the node, with the same supervision as Python slaves. The worker is ``workers/raw_worker.py``,
+written from docs/protocol.md alone in plain pyzmq, run as a program."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import sys
+import tarfile
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cocaine_core import archive
+from cocaine_core.backends.census import node_processes
+from cocaine_core.errors import ServiceError
+from cocaine_core.exec_language import ExecLanguage
+from cocaine_core.manifest import load_manifest
+from cocaine_core.testing import NodeProcess, process_gone, wait_until
+
+WORKER = Path(__file__).with_name("workers") / "raw_worker.py"
+
+
+def exec_app(folder: Path, env: dict[str, str] | None = None, engine: dict[str, Any] | None = None,
+             tasks: tuple[str, ...] = ("echo", "env", "whoami", "sleep", "hang", "exit", "spawn"),
+             command: list[str] | None = None) -> Path:
+    """Write an exec app running the raw worker; return its manifest."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "raw_worker.py").write_text(WORKER.read_text())
+    manifest = {"type": "exec",
+                "args": {"command": command or [sys.executable, "raw_worker.py"],
+                         "env": env or {}},
+                "engine": engine or {},
+                "tasks": {name: {"type": "native-server"} for name in tasks}}
+    path = folder / "manifest.json"
+    path.write_text(json.dumps(manifest))
+    return path
+
+
+def call(node: Any, app: str, event: str, data: bytes = b"", **policy: Any) -> bytes:
+    with node.client() as client:
+        return client.call(app, event, data, **policy)
+
+
+# -- the manifest ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("args", "expected"), [
+    ({}, "command: is required"),
+    ({"command": "node app.js"}, "must be a list of strings, not one string"),
+    ({"command": []}, "must be a non-empty list"),
+    ({"command": ["no-such-program-here"]}, "no program 'no-such-program-here' on PATH"),
+    ({"command": ["./missing"]}, "does not exist (build or add it first)"),
+    ({"command": ["./data.txt"]}, "is not executable (chmod +x it"),
+    ({"command": ["sh", 3]}, "command[1]: must be a string"),
+    ({"command": ["sh"], "env": {"COCAINE_APP": "x"}}, "are the engine's own"),
+    ({"command": ["sh"], "env": {"1BAD": "x"}}, "is not a variable name"),
+    ({"command": ["sh"], "env": {"A": 1}}, "env.A: must be a string"),
+    ({"command": ["sh"], "shell": True}, "shell: unknown key"),
+])
+def test_bad_exec_args_are_named(tmp_path, args, expected):
+    (tmp_path / "data.txt").write_text("not a program\n")
+    _, problems = ExecLanguage().check_args(args, tmp_path)
+    assert any(expected in str(problem) for problem in problems), problems
+
+
+def test_a_good_manifest_checks_and_keeps_its_args(tmp_path):
+    manifest = load_manifest(exec_app(tmp_path / "a", env={"GREETING": "hi"}))
+    assert manifest.type == "exec"
+    assert manifest.args["command"] == [sys.executable, "raw_worker.py"]
+    assert manifest.args["env"] == {"GREETING": "hi"}
+
+
+# -- running ----------------------------------------------------------------------------------
+
+def test_exec_slaves_answer_are_the_nodes_children_and_see_their_variables(cocaine_node,
+                                                                           tmp_path):
+    cocaine_node.add_app("raw", exec_app(tmp_path / "raw", env={"GREETING": "hi"}))
+    assert call(cocaine_node, "raw", "echo", b"\x00\xffbinary") == b"\x00\xffbinary"
+    assert call(cocaine_node, "raw", "env", b"GREETING") == b"hi"
+    assert call(cocaine_node, "raw", "env", b"COCAINE_APP") == b"raw"
+    assert call(cocaine_node, "raw", "env", b"COCAINE_ENDPOINT").startswith(b"ipc://")
+    uid, ppid, cwd, session = call(cocaine_node, "raw", "whoami").decode().split()
+    # Started directly by the node (no template), in the app's folder, in a session of its
+    # own (a Ctrl-C at the node's terminal is the node's to handle, not the slaves').
+    assert int(ppid) == os.getpid()
+    assert Path(cwd) == (tmp_path / "raw").resolve()
+    assert int(session) != os.getsid(0)
+    slaves = node_processes(os.getpid())
+    assert slaves and set(slaves.values()) == {os.getpid()}
+    assert cocaine_node.info("raw")["state"] == "running"
+
+
+def test_a_program_that_cannot_start_breaks_the_app_saying_why(cocaine_node, tmp_path):
+    engine = cocaine_node.add_app("dies", exec_app(tmp_path / "dies",
+                                                   env={"RAW_WORKER_START": "exit"}))
+    wait_until(lambda: engine.state.value == "broken", timeout=30, message="a broken app")
+    reason = cocaine_node.info("dies")["broken"]
+    assert "exited with status 1" in reason and "cannot open its database" in reason
+    with pytest.raises(ServiceError) as caught:
+        call(cocaine_node, "dies", "echo")
+    assert caught.value.code == 503 and "broken" in str(caught.value)
+
+
+def test_an_error_at_configure_breaks_the_app_with_its_message(cocaine_node, tmp_path):
+    engine = cocaine_node.add_app("nolicence", exec_app(tmp_path / "nl",
+                                                        env={"RAW_WORKER_START": "error"}))
+    wait_until(lambda: engine.state.value == "broken", timeout=30, message="a broken app")
+    assert "no licence file" in cocaine_node.info("nolicence")["broken"]
+
+
+def test_a_program_that_never_shakes_hands_times_out(cocaine_node, tmp_path):
+    engine = cocaine_node.add_app("silent", exec_app(
+        tmp_path / "silent", env={"RAW_WORKER_START": "silent"},
+        engine={"startup-timeout": 0.5}))
+    wait_until(lambda: engine.loader.last_failure, timeout=30, message="a failed start")
+    assert "did not shake hands within 0.5 s" in engine.loader.last_failure
+    wait_until(lambda: not node_processes(os.getpid()), timeout=10,
+               message="the silent trial slave to be killed")
+
+
+def test_heartbeats_timeouts_and_retries_apply_to_exec_slaves(cocaine_node, tmp_path):
+    engine = cocaine_node.add_app("sup", exec_app(
+        tmp_path / "sup", engine={"heartbeat-timeout": 1, "pool-limit": 2}))
+    # A slave that stops beating is killed for silence; its job fails with 500.
+    with pytest.raises(ServiceError) as caught:
+        call(cocaine_node, "sup", "hang")
+    assert caught.value.code == 500
+    # A job past its timeout is 504, and its slave replaced.
+    with pytest.raises(ServiceError) as caught:
+        call(cocaine_node, "sup", "sleep", b"30", timeout=0.5)
+    assert caught.value.code == 504
+    # A slave that dies mid-job: the job (nothing sent yet) is retried once on another, which
+    # dies too: 500. With retry off, it is not retried.
+    marks = tmp_path / "marks"
+    with pytest.raises(ServiceError) as caught:
+        call(cocaine_node, "sup", "exit", str(marks).encode())
+    assert caught.value.code == 500
+    assert len(set(marks.read_text().split())) == 2
+    marks.unlink()
+    with pytest.raises(ServiceError):
+        call(cocaine_node, "sup", "exit", str(marks).encode(), retry=False)
+    assert len(marks.read_text().split()) == 1
+    assert call(cocaine_node, "sup", "echo", b"still") == b"still"
+    assert engine.state.value == "running"
+
+
+def test_a_killed_slave_is_replaced_and_its_orphans_die_with_the_app(cocaine_node, tmp_path):
+    cocaine_node.add_app("orph", exec_app(tmp_path / "orph", engine={"pool-limit": 1}))
+    orphan = int(call(cocaine_node, "orph", "spawn"))
+    [slave] = node_processes(os.getpid())
+    os.kill(slave, signal.SIGKILL)
+    wait_until(lambda: call(cocaine_node, "orph", "echo", b"x") == b"x", timeout=20,
+               message="a replacement slave")
+    assert not process_gone(orphan)
+    cocaine_node.remove_app("orph")
+    wait_until(lambda: process_gone(orphan), timeout=10, message="the orphan to be killed")
+    assert not node_processes(os.getpid())
+
+
+def test_exec_slaves_die_with_a_node_killed_9(tmp_path):
+    node = NodeProcess(tmp_path / "node").start()
+    try:
+        manifest = exec_app(tmp_path / "app", engine={"pool-min": 2, "pool-limit": 2})
+        node.cli("app", "deploy", str(manifest), "--name", "raw")
+        assert node.answer("raw", "echo", b"hi") == b"hi"
+        slaves = wait_until(lambda: len(node_processes(node.process.pid)) == 2
+                            and node_processes(node.process.pid), timeout=20,
+                            message="two slaves")
+        node.kill()
+        node.process.wait()
+        wait_until(lambda: all(process_gone(pid) for pid in slaves), timeout=10,
+                   message="the slaves to die with the node")
+    finally:
+        node.kill()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="isolation needs a node run as root")
+def test_an_isolated_exec_app_runs_as_its_own_user_and_cannot_read_storage(tmp_path):
+    node = NodeProcess(tmp_path / "node", "--app-uids", "61600-61699").start()
+    try:
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+            text = WORKER.read_bytes()
+            info = tarfile.TarInfo("raw_worker.py")
+            info.size, info.mode = len(text), 0o644
+            tar.addfile(info, io.BytesIO(text))
+        code = buffer.getvalue()
+        manifest = {"type": "exec", "args": {"command": [sys.executable, "raw_worker.py"]},
+                    "tasks": {name: {"type": "native-server"} for name in ("whoami", "env")}}
+        with node.client() as client:
+            client.control("deploy", name="iso", manifest=manifest, archive=code,
+                           sha256=archive.sha256(code))
+        uid, ppid, _cwd, _ = node.answer("iso", "whoami").decode().split()
+        assert 61600 <= int(uid) <= 61699
+        assert int(ppid) == node.process.pid
+        assert node.answer("iso", "env", b"COCAINE_KEY") == b"<unset>"
+        pid = next(iter(node_processes(node.process.pid)))
+        with open(f"/proc/{pid}/status") as f:
+            status = dict(line.split(":", 1) for line in f if ":" in line)
+        assert status["NoNewPrivs"].strip() == "1"
+        assert status["CapEff"].strip() == "0000000000000000"
+        # The storage folder is covered in its mount namespace.
+        root = f"/proc/{pid}/root{node.storage}"
+        assert not os.listdir(root) if os.path.isdir(root) else True
+    finally:
+        node.stop()
