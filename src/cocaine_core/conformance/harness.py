@@ -151,9 +151,13 @@ class Harness:
                 self.process.wait(timeout=5)
             for reader in self._readers:
                 reader.join(timeout=1)
-            for pipe in (self.process.stdout, self.process.stderr):
-                if pipe is not None:
-                    pipe.close()
+            if not any(reader.is_alive() for reader in self._readers):
+                # (A process that left the group may still hold a pipe: closing it under a
+                # reader blocked in readline would block here too; the daemon threads go
+                # with the kit instead.)
+                for pipe in (self.process.stdout, self.process.stderr):
+                    if pipe is not None:
+                        pipe.close()
         self.router.close(linger=0)
         self.context.term()
         shutil.rmtree(self.folder, ignore_errors=True)
