@@ -20,6 +20,7 @@
 
 #include "flow.hpp"
 #include "heartbeat.hpp"
+#include "job_queue.hpp"
 #include "protocol.hpp"
 #include "response.hpp"
 
@@ -29,14 +30,11 @@
 #include <unistd.h>
 
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
-#include <deque>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -204,11 +202,7 @@ private:
     /// cancelled, so that none waits for ever) and wait for them.
     void stop_handlers() {
         if (flow_) flow_->cancel_all();
-        {
-            std::lock_guard<std::mutex> lock(queue_mutex_);
-            stopping_ = true;
-        }
-        queue_ready_.notify_all();
+        queue_.stop();
         for (auto& thread : threads_) thread.join();
         threads_.clear();
     }
@@ -217,17 +211,9 @@ private:
         zmq::socket_t out(context, zmq::socket_type::push);
         out.set(zmq::sockopt::linger, 1000);
         out.connect(answers);
-        for (;;) {
-            request req;
-            {
-                std::unique_lock<std::mutex> lock(queue_mutex_);
-                queue_ready_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
-                if (queue_.empty()) return;  // stopping, and nothing left to run
-                req = std::move(queue_.front());
-                queue_.pop_front();
-            }
-            run_job(req, out);
-            flow_->forget(req.id);
+        while (auto req = queue_.pop()) {
+            run_job(*req, out);
+            flow_->forget(req->id);
         }
     }
 
@@ -310,18 +296,15 @@ private:
                 std::vector<zmq::message_t>& frames) {
         std::string refusal;
         if (terminating_) refusal = "the slave is terminating";
-        std::unique_lock<std::mutex> lock(queue_mutex_);
-        if (refusal.empty() && queue_.size() >= queue_limit) {
+        if (refusal.empty() && queue_.full()) {
             refusal = "the slave has " + std::to_string(queue_limit) + " jobs waiting already";
         }
         if (refusal.empty() && !flow_->add(msg.job_id)) {
-            lock.unlock();
             detail::report("ignoring INVOKE of job " + std::to_string(msg.job_id) +
                            ", which is already running here");
             return;
         }
         if (!refusal.empty()) {
-            lock.unlock();
             const std::string header =
                 protocol::error(msg.job_id, protocol::status::unavailable, refusal, "");
             socket.send(zmq::buffer(header), zmq::send_flags::none);
@@ -333,10 +316,8 @@ private:
         if (frames.size() > 1) req.body.assign(frames[1].data<char>(), frames[1].size());
         req.meta = msg.meta;
         req.zone = std::move(msg.zone);
-        queue_.push_back(std::move(req));
+        queue_.push(std::move(req));
         ++in_flight_;
-        lock.unlock();
-        queue_ready_.notify_one();
     }
 
     /// Pass the handler threads' answers on to the engine (up to `most` messages).
@@ -374,11 +355,7 @@ private:
     protocol::settings settings_;
     std::unique_ptr<detail::flow_ledger> flow_;
 
-    // The job queue, between the main thread and the handler threads.
-    std::mutex queue_mutex_;
-    std::condition_variable queue_ready_;
-    std::deque<request> queue_;
-    bool stopping_ = false;
+    detail::job_queue queue_{queue_limit};  // from the main thread to the handler threads
     std::vector<std::thread> threads_;
 
     // The main thread's own state.
@@ -433,8 +410,9 @@ inline int worker::run() {
         }
         if (terminating_ && in_flight_ == 0) break;
         if (terminating_ && std::chrono::steady_clock::now() >= terminate_by_) {
-            detail::report(std::to_string(in_flight_) + " jobs still running " +
-                           std::to_string(termination_grace) + " s after TERMINATE: exiting");
+            detail::report(std::to_string(in_flight_) + " job(s) still running " +
+                           std::to_string(static_cast<int>(termination_grace)) +
+                           " s after TERMINATE: exiting without them");
             std::_Exit(0);
         }
     }
