@@ -3,7 +3,7 @@ protocol: each test plays the engine itself (a ROUTER on ipc, pyzmq) and runs a 
 binary built with make: handshake, configure, ready, heartbeats from the second socket (also
 while a handler sleeps), answers (one CHOKE, streams in order, binary and 1 MiB bodies), errors
 with codes, flow (credit and cancel), concurrency on threads, malformed messages, terminate and
-a parent that goes away.
+a parent that goes away. The last test runs examples/cpp with ``cocaine run``.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import msgpack
 import pytest
 import zmq
 
-from cocaine_core.testing import process_gone, wait_until
+from cocaine_core.testing import free_port, process_gone, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKER = ROOT / "workers" / "cpp"
@@ -358,6 +358,27 @@ def test_concurrency_one_runs_jobs_in_turn(engine: FakeEngine) -> None:
     assert engine.recv() == ([5, 2], b"after")
 
 
+
+def test_concurrent_streams_each_keep_their_order(engine: FakeEngine) -> None:
+    """Four streams on four threads interleave, each job's chunks in order."""
+    start(engine, CONFORMANCE, concurrency=4)
+    for job in range(1, 5):
+        engine.send(4, job, "stream", {}, payload=b"2000")
+    chunks: dict[int, list[bytes]] = {job: [] for job in range(1, 5)}
+    ended: set[int] = set()
+    while len(ended) < 4:
+        fields, payload = engine.recv()
+        assert fields[1] not in ended, fields
+        if fields[0] == 5:
+            assert payload is not None
+            chunks[fields[1]].append(payload)
+            engine.send(12, fields[1], 1)
+        else:
+            assert fields == [6, fields[1]], fields
+            ended.add(fields[1])
+    expected = [str(i).encode() for i in range(2000)]
+    assert all(chunks[job] == expected for job in range(1, 5))
+
 # -- flow ---------------------------------------------------------------------------------------
 
 
@@ -401,6 +422,18 @@ def test_cancel_is_visible_to_a_handler_that_does_not_write(engine: FakeEngine) 
     assert (engine.folder / "stopped-1").exists()
 
 
+
+def test_a_job_cancelled_while_queued_never_runs(engine: FakeEngine) -> None:
+    """CANCEL for a job still waiting for a thread: it ends with a bare CHOKE, unrun."""
+    start(engine, concurrency=1)
+    engine.send(4, 1, "until-cancelled", {}, payload=b"")
+    engine.send(4, 2, "forever", {}, payload=b"")
+    engine.send(11, 2)
+    engine.send(11, 1)
+    assert engine.recv() == ([6, 1], None)
+    assert engine.recv() == ([6, 2], None)
+    assert not (engine.folder / "closed-2").exists()
+
 # -- the end ------------------------------------------------------------------------------------
 
 
@@ -419,6 +452,17 @@ def test_terminate_when_idle_exits_zero(engine: FakeEngine) -> None:
     engine.send(8, "shutdown")
     assert engine.process is not None and engine.process.wait(timeout=10) == 0
 
+
+
+def test_terminate_gives_running_jobs_a_grace_then_exits(engine: FakeEngine) -> None:
+    """A job that outlasts the 5 s grace after TERMINATE does not keep the worker alive."""
+    start(engine, CONFORMANCE)
+    engine.send(4, 1, "sleep", {}, payload=b"60000")
+    engine.send(8, "shutdown")
+    begun = time.monotonic()
+    assert engine.process is not None and engine.process.wait(timeout=30) == 0
+    assert 4.5 < time.monotonic() - begun < 20
+    assert "job(s) still running 5 s after TERMINATE" in engine.stderr()
 
 def test_exits_when_its_parent_dies(engine: FakeEngine) -> None:
     """A worker whose parent (the node) is killed exits by itself."""
@@ -451,3 +495,60 @@ def test_make_is_quick_when_up_to_date() -> None:
     """The session's build left nothing to do: make -q says so."""
     assert subprocess.run(["make", "-q", "-C", str(WORKER)], timeout=60).returncode == 0
 
+
+# -- the example, under a real node -------------------------------------------------------------
+
+
+def _running(binary: Path) -> list[int]:
+    """The pids of processes running ``binary``."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if os.readlink(entry / "exe") == str(binary):
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
+def test_example_answers_cocaine_call(tmp_path: Path) -> None:
+    """make -C examples/cpp, cocaine run examples/cpp/manifest.json: cocaine call cpp echo and
+    count answer (README's steps); Ctrl-C stops it and its slaves."""
+    build = subprocess.run(["make", "-C", str(EXAMPLE)], capture_output=True, text=True,
+                           timeout=600)
+    assert build.returncode == 0, build.stdout + build.stderr
+    binary = (EXAMPLE / "build" / "app").resolve()
+    cocaine = str(Path(sys.executable).with_name("cocaine"))
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    log = tmp_path / "run.log"
+    with open(log, "wb") as out:
+        node = subprocess.Popen([cocaine, "run", str(EXAMPLE / "manifest.json"), "--listen",
+                                 endpoint, "--log-format", "plain"], stdout=out,
+                                stderr=subprocess.STDOUT)
+    try:
+        wait_until(lambda: "serving app 'cpp'" in log.read_text() or node.poll() is not None,
+                   timeout=60, message="cocaine run to serve the app")
+        assert node.poll() is None, log.read_text()
+
+        def call(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run([cocaine, "call", "cpp", *args, "--node", endpoint],
+                                  capture_output=True, text=True, timeout=60)
+
+        echo = call("echo", "world")
+        assert (echo.returncode, echo.stdout) == (0, "world"), echo.stderr + log.read_text()
+        count = call("count", "5")
+        assert (count.returncode, count.stdout) == (0, "1\n2\n3\n4\n5\n"), count.stderr
+        bad = call("count", "many")
+        assert bad.returncode != 0 and "error 400" in bad.stdout + bad.stderr
+        assert _running(binary), "no slave runs the example's binary"
+        node.send_signal(signal.SIGINT)
+        assert node.wait(timeout=60) == 0, log.read_text()
+        wait_until(lambda: not _running(binary), timeout=15,
+                   message="the example's slaves to exit with the node")
+    finally:
+        if node.poll() is None:
+            node.kill()
+            node.wait(timeout=30)
+        for pid in _running(binary):
+            os.kill(pid, signal.SIGKILL)
