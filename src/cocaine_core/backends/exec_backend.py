@@ -21,8 +21,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import json
 import logging
+import marshal
 import os
 import signal
 import subprocess
@@ -120,7 +120,7 @@ class ExecBackend:
         spec = {"command": self.command, "root": self.root, "isolation": self.isolation,
                 "oom_score_adj": self._oom_score_adj,
                 "env": {**self.env, ENDPOINT_VARIABLE: endpoint, SLAVE_ID_VARIABLE: slave_id}}
-        data = json.dumps(spec).encode()
+        data = marshal.dumps(spec)
         reader, writer = os.pipe()
         try:
             if len(data) > 65536:
