@@ -20,10 +20,12 @@ BREAK = {"heartbeats during jobs": False, "chunk order": False, "error codes": F
 
 
 def pack(*fields):
+    """A header frame: the fields as a msgpack array."""
     return msgpack.packb(list(fields), use_bin_type=True)
 
 
 def serve() -> int:
+    """Shake hands, get configured, answer jobs until TERMINATE; return the exit status."""
     endpoint, slave_id = os.environ["COCAINE_ENDPOINT"], os.environ["COCAINE_SLAVE_ID"]
     parent = os.getppid()
     context = zmq.Context()
