@@ -10,15 +10,14 @@ import os
 import signal
 import sys
 import tarfile
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from cocaine_core import archive
+from cocaine_core import archive, hookimpl
 from cocaine_core.backends.census import node_processes
-from cocaine_core.errors import ServiceError
+from cocaine_core.errors import CocaineError, ServiceError
 from cocaine_core.exec_language import ExecLanguage
 from cocaine_core.manifest import load_manifest
 from cocaine_core.testing import NodeProcess, process_gone, wait_until
@@ -84,7 +83,7 @@ def test_exec_slaves_answer_are_the_nodes_children_and_see_their_variables(cocai
     assert call(cocaine_node, "raw", "env", b"GREETING") == b"hi"
     assert call(cocaine_node, "raw", "env", b"COCAINE_APP") == b"raw"
     assert call(cocaine_node, "raw", "env", b"COCAINE_ENDPOINT").startswith(b"ipc://")
-    uid, ppid, cwd, session = call(cocaine_node, "raw", "whoami").decode().split()
+    _uid, ppid, cwd, session = call(cocaine_node, "raw", "whoami").decode().split()
     # Started directly by the node (no template), in the app's folder, in a session of its
     # own (a Ctrl-C at the node's terminal is the node's to handle, not the slaves').
     assert int(ppid) == os.getpid()
@@ -209,3 +208,33 @@ def test_an_isolated_exec_app_runs_as_its_own_user_and_cannot_read_storage(tmp_p
         assert not os.listdir(root) if os.path.isdir(root) else True
     finally:
         node.stop()
+
+
+class Refuser:
+    """Refuses every spawn of one app, recording whom it saw (and whether it had run yet)."""
+
+    def __init__(self, app: str, marks: Path) -> None:
+        self.app, self.marks, self.seen = app, marks, []
+
+    @hookimpl
+    def cocaine_slave_spawned(self, app, slave):
+        if app.name == self.app:
+            self.seen.append((slave.id, self.marks.exists()))
+            raise CocaineError("no room for this app here")
+
+
+def test_a_program_runs_only_once_its_spawn_hooks_passed(cocaine_node, inline_plugin, tmp_path):
+    folder = tmp_path / "held"
+    manifest = exec_app(folder, command=["./start.sh"])
+    start = folder / "start.sh"
+    start.write_text(f"#!/bin/sh\necho $$ >> ran.txt\nexec {sys.executable} raw_worker.py\n")
+    start.chmod(0o755)
+    plugin = Refuser("held", folder / "ran.txt")
+    inline_plugin(plugin, name="refuser")
+    engine = cocaine_node.add_app("held", manifest)
+    wait_until(lambda: engine.loader.last_failure, timeout=30, message="a refused start")
+    assert "a plugin refused its program" in engine.loader.last_failure
+    assert "no room for this app here" in engine.loader.last_failure
+    assert plugin.seen and plugin.seen[0] == ("held/trial", False)
+    # The refused launcher was reaped before the failure was told: it never ran the program.
+    assert not (folder / "ran.txt").exists()

@@ -48,6 +48,8 @@ ENDPOINT_VARIABLE, SLAVE_ID_VARIABLE, APP_VARIABLE = (
     "COCAINE_ENDPOINT", "COCAINE_SLAVE_ID", "COCAINE_APP")
 #: How long ``stop`` waits for killed slaves to be reaped (seconds).
 REAP_TIMEOUT = 5.0
+#: How often a slave's exit is looked for where the kernel has no pidfd (seconds).
+POLL_EXIT = 0.1
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 
 
@@ -110,10 +112,11 @@ class ExecBackend:
             raise
 
     def launch(self, slave_id: str, endpoint: str, *,
-               output: tuple[int, int] | None = None) -> subprocess.Popen[bytes]:
+               output: tuple[int, int] | None = None) -> tuple[subprocess.Popen[bytes], int]:
         """Start the program as ``slave_id`` on ``endpoint`` (the trial's own, or the
-        engine's); its output goes to ``output`` or the app's log. Call it on the loop's
-        thread: the kernel's death signal follows the thread that forked.
+        engine's), held before it runs until ``go(gate)``; its output goes to ``output`` or
+        the app's log. Returns the process and the gate. Call it on the loop's thread: the
+        kernel's death signal follows the thread that forked.
 
         :raises OSError: the fork failed (a limit).
         """
@@ -121,22 +124,30 @@ class ExecBackend:
                 "oom_score_adj": self._oom_score_adj,
                 "env": {**self.env, ENDPOINT_VARIABLE: endpoint, SLAVE_ID_VARIABLE: slave_id}}
         data = marshal.dumps(spec)
-        reader, writer = os.pipe()
+        data = len(data).to_bytes(4, "big") + data
+        reader, gate = os.pipe()
         try:
             if len(data) > 65536:
-                fcntl.fcntl(writer, F_SETPIPE_SZ, min(len(data), 2**20))
-            os.write(writer, data)  # whole, before the launcher runs: it cannot block
-            os.close(writer)
-            writer = -1
+                fcntl.fcntl(gate, F_SETPIPE_SZ, min(len(data) + 1, 2**20 + 8))
+            os.write(gate, data)  # whole, before the launcher runs: it cannot block
             stdout, stderr = output or (self._writers[0], self._writers[1])
-            return subprocess.Popen(
+            process = subprocess.Popen(
                 [sys.executable, "-I", "-S", LAUNCHER, str(os.getpid())],
                 stdin=reader, stdout=stdout, stderr=stderr, cwd="/",
                 env={"PATH": os.defpath}, start_new_session=True)
+        except BaseException:
+            os.close(gate)
+            raise
         finally:
             os.close(reader)
-            if writer >= 0:
-                os.close(writer)
+        return process, gate
+
+    @staticmethod
+    def go(gate: int) -> None:
+        """Let a launched program run (its spawn hooks have confined it)."""
+        with contextlib.suppress(OSError):  # it died meanwhile: its exit is heard
+            os.write(gate, b"g")
+        os.close(gate)
 
     def spawn(self, slave_id: str) -> None:
         """Start a slave named ``slave_id`` (refused past the node's ``--max-slaves``)."""
@@ -146,16 +157,31 @@ class ExecBackend:
             self.events.spawn_failed(slave_id, self.app.slaves.refusal())
             return
         try:
-            process = self.launch(slave_id, self.endpoint)
-            pidfd = os.pidfd_open(process.pid)
+            process, gate = self.launch(slave_id, self.endpoint)
         except OSError as exc:
             self.app.slaves.give()
             self.events.spawn_failed(slave_id, f"cannot start the program: {exc.strerror}")
             return
         self._processes[slave_id] = process
-        self._pidfds[slave_id] = pidfd
-        self._loop.add_reader(pidfd, self._on_exit, slave_id)
-        self.events.slave_spawned(slave_id, process.pid)
+        try:
+            pidfd = os.pidfd_open(process.pid)
+        except OSError:
+            pidfd = None  # a kernel before 5.3: its exit is found by polling (``_poll``)
+        if pidfd is not None:
+            self._pidfds[slave_id] = pidfd
+            self._loop.add_reader(pidfd, self._on_exit, slave_id)
+        else:
+            self._loop.call_later(POLL_EXIT, self._poll, slave_id, process)
+        try:
+            self.events.slave_spawned(slave_id, process.pid)  # the spawn hooks confine it
+        finally:
+            self.go(gate)
+
+    def _poll(self, slave_id: str, process: subprocess.Popen[bytes]) -> None:
+        if self._processes.get(slave_id) is process:
+            self._on_exit(slave_id)
+            if slave_id in self._processes and self._loop is not None:
+                self._loop.call_later(POLL_EXIT, self._poll, slave_id, process)
 
     def _on_exit(self, slave_id: str) -> None:
         process = self._processes.get(slave_id)

@@ -11,11 +11,16 @@ than the rest of the launcher)::
     {"command": [...], "env": {...}, "root": "...", "isolation": {...} or None,
      "oom_score_adj": int or None}
 
-In order: read that, put ``/dev/null`` on standard input, ask for SIGKILL when the node dies,
-shed the node's protection from the OOM killer, confine an isolated app (its own uid, mount
-namespace, ``no_new_privs``: ``trust/sandbox.py``), enter the app's folder, and exec the
-command with ``env``. A failure says why on standard error (which is the app's) and exits
-with 127, as a shell does for a program it cannot run.
+It comes as a 4-byte big-endian length, then the dump; one more byte, ``g``, follows
+once the node has run its spawn hooks (the cgroups plugin moves the process into the app's
+group then), so nothing of the app's runs before it is confined. End of input instead: the
+node gave it up, and it exits.
+
+In order: read the spec, ask for SIGKILL when the node dies, wait for the go, put
+``/dev/null`` on standard input, shed the node's protection from the OOM killer, confine an
+isolated app (its own uid, mount namespace, ``no_new_privs``: ``trust/sandbox.py``), enter the
+app's folder, and exec the command with ``env``. A failure says why on standard error (which
+is the app's) and exits with 127, as a shell does for a program it cannot run.
 """
 
 from __future__ import annotations
@@ -51,17 +56,30 @@ def _fail(message: str) -> None:
     os._exit(CANNOT_RUN)
 
 
-def _read_spec() -> dict[str, Any]:
+def _read(size: int) -> bytes:
     data = b""
-    while len(data) <= MAX_SPEC and (piece := os.read(0, 65536)):
+    while len(data) < size and (piece := os.read(0, min(size - len(data), 65536))):
         data += piece
+    return data
+
+
+def _read_spec() -> dict[str, Any]:
+    header = _read(4)
+    size = int.from_bytes(header, "big") if len(header) == 4 else -1
+    if not 0 < size <= MAX_SPEC:
+        raise ValueError(f"a spec of {size} bytes")
+    spec = marshal.loads(_read(size))
+    if not isinstance(spec, dict):
+        raise ValueError("not a dict")
+    return spec
+
+
+def _wait_for_go() -> None:
+    if _read(1) != b"g":
+        os._exit(0)  # the node gave this slave up before it ran
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.close(null)
-    spec = marshal.loads(data)
-    if not isinstance(spec, dict):
-        raise ValueError("not an object")
-    return spec
 
 
 def main(argv: list[str]) -> None:
@@ -77,6 +95,7 @@ def main(argv: list[str]) -> None:
         return
     setup = _load("cocaine_process_setup", os.path.join(_HERE, "process_setup.py"))
     setup.die_with_parent(node_pid)
+    _wait_for_go()
     setup.reset_oom_score_adj(spec.get("oom_score_adj"))
     isolation = spec.get("isolation")
     if isolation:

@@ -23,8 +23,10 @@ from typing import TYPE_CHECKING
 import zmq
 
 from cocaine_core import protocol
+from cocaine_core.appinfo import SlaveInfo
 from cocaine_core.errors import AppLoadError
 from cocaine_core.errortext import printable
+from cocaine_core.plugins import get_host
 from cocaine_core.protocol import Code
 from cocaine_core.trust.app_users import grant_socket
 
@@ -54,6 +56,9 @@ async def trial_start(backend: ExecBackend, timeout: float) -> None:
     reader, writer = os.pipe()
     os.set_blocking(reader, False)
     process: subprocess.Popen[bytes] | None = None
+    info: SlaveInfo | None = None
+    failure: AppLoadError | None = None
+    explanations: list[str] = []
     tail = bytearray()
     try:
         sock.bind(endpoint)
@@ -61,14 +66,27 @@ async def trial_start(backend: ExecBackend, timeout: float) -> None:
             grant_socket(path, backend.isolation["gid"])
             backend.isolation["reach"].append(str(path))
         try:
-            process = backend.launch(slave_id, endpoint, output=(writer, writer))
+            process, gate = backend.launch(slave_id, endpoint, output=(writer, writer))
         except OSError as exc:
             raise AppLoadError(f"cannot start its program: {exc.strerror}",
                                code_fault=False) from None
         finally:
             os.close(writer)
             writer = -1
-        await _converse(backend, sock, slave_id, process, reader, tail, timeout)
+        info = SlaveInfo(id=f"{backend.app.name}/trial", pid=process.pid)
+        try:
+            # Confined (cgroups) before it runs, as every slave is.
+            get_host().call_each("cocaine_slave_spawned", raise_errors=True, app=backend.app,
+                                 slave=info)
+        except Exception as exc:
+            os.close(gate)
+            raise AppLoadError(f"a plugin refused its program: {exc}",
+                               code_fault=False) from None
+        backend.go(gate)
+        try:
+            await _converse(backend, sock, slave_id, process, reader, tail, timeout)
+        except AppLoadError as exc:
+            failure = exc
     finally:
         if writer >= 0:
             os.close(writer)
@@ -80,6 +98,14 @@ async def trial_start(backend: ExecBackend, timeout: float) -> None:
             backend.isolation["reach"].remove(str(path))
         if process is not None:
             await _end(process)
+            if info is not None:
+                # A plugin may know why it ended (the cgroups plugin: out of memory).
+                explanations = [str(result) for _plugin, result in get_host().call_each(
+                    "cocaine_slave_exited", app=backend.app, slave=info,
+                    status=process.returncode) if isinstance(result, str) and result]
+    if failure is not None:
+        why = f" ({'; '.join(explanations)})" if explanations else ""
+        raise AppLoadError(f"{failure}{why}", code_fault=failure.code_fault)
 
 
 async def _converse(backend: ExecBackend, sock: zmq.Socket[bytes], slave_id: str,
