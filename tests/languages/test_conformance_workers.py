@@ -1,0 +1,56 @@
+"""The conformance kit passes for the three workers we ship (issue 17: Python, JavaScript and
+C++), each run exactly as a user would run it, and names the rule a worker that skips
+heartbeats breaks."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+COCAINE = str(Path(sys.executable).with_name("cocaine"))
+RULES = ["handshake", "configure", "heartbeats", "echo", "chunks in order", "errors with codes",
+         "heartbeats during a long job", "concurrency", "flow", "terminate and exit"]
+WORKERS = {
+    "python": [sys.executable, "-m", "cocaine_python.worker",
+               str(ROOT / "plugins/cocaine_python/src/cocaine_python/conformance_app.py")],
+    "javascript": ["node", str(ROOT / "workers/javascript/conformance.js")],
+    "cpp": [str(ROOT / "workers/cpp/build/conformance")],
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def built() -> None:
+    """The JavaScript worker's packages and the C++ conformance app, as scripts/test makes
+    them (nothing is done when they are up to date)."""
+    subprocess.run(["sh", str(ROOT / "workers/javascript/install.sh")], check=True, timeout=600)
+    subprocess.run(["make", "--quiet", "-C", str(ROOT / "workers/cpp")], check=True,
+                   timeout=600)
+
+
+def conformance(*command: str) -> tuple[int, dict[str, dict[str, str]]]:
+    result = subprocess.run([COCAINE, "conformance", "--json", "--", *command],
+                            capture_output=True, timeout=120)
+    rules = {entry["rule"]: entry for entry in json.loads(result.stdout)}
+    return result.returncode, rules
+
+
+@pytest.mark.parametrize("language", sorted(WORKERS))
+def test_the_worker_passes_every_rule(language):
+    status, rules = conformance(*WORKERS[language])
+    assert list(rules) == RULES
+    failed = {name: rule["detail"] for name, rule in rules.items() if rule["status"] != "ok"}
+    assert not failed and status == 0, failed
+
+
+def test_a_worker_that_skips_heartbeats_fails_naming_the_rule():
+    worker = ROOT / "tests/conformance/workers/skips_heartbeats.py"
+    status, rules = conformance(sys.executable, str(worker))
+    assert status == 1
+    assert rules["heartbeats during a long job"]["status"] == "fail"
+    assert "gap" in rules["heartbeats during a long job"]["detail"]
+    assert rules["echo"]["status"] == "ok"
