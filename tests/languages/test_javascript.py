@@ -461,7 +461,10 @@ def test_the_example_deploys_to_a_node(node_process: Any) -> None:
     """`cocaine app deploy` packs the example's folder, its node_modules included (the worker
     copied in, not linked out of it), and the node runs it."""
     node = node_process()
-    node.cli("app", "deploy", str(EXAMPLE))
-    with node.client(wait=30) as client:
-        assert client.call("javascript", "echo", b"deployed") == b"deployed"
-        assert client.call("javascript", "count", b"2") == b"1\n2\n"
+    try:
+        node.cli("app", "deploy", str(EXAMPLE))
+        with node.client(wait=30) as client:
+            assert client.call("javascript", "echo", b"deployed") == b"deployed"
+            assert client.call("javascript", "count", b"2") == b"1\n2\n"
+    except (AssertionError, ServiceError) as exc:
+        raise AssertionError(f"{exc}\nthe node's log:\n{node.log.read_text()[-6000:]}") from exc
