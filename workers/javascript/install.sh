@@ -21,6 +21,13 @@ node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 18 ? 0 : 1)
     exit 1
 }
 
+# One install at a time (test runs in one tree may start this together): the second waits,
+# then finds everything up to date.
+if command -v flock >/dev/null 2>&1; then
+    exec 9>"${TMPDIR:-/tmp}/cocaine-javascript-install.lock"
+    flock -w 600 9 || { echo "install.sh: another install still runs after 600 s" >&2; exit 1; }
+fi
+
 # stale FOLDER [FILES...]: whether FOLDER/node_modules is missing or older than a file given.
 stale() {
     stamp="$1/node_modules/.package-lock.json"
