@@ -238,3 +238,32 @@ def test_a_program_runs_only_once_its_spawn_hooks_passed(cocaine_node, inline_pl
     assert plugin.seen and plugin.seen[0] == ("held/trial", False)
     # The refused launcher was reaped before the failure was told: it never ran the program.
     assert not (folder / "ran.txt").exists()
+
+
+def test_a_python_app_runs_as_a_program_through_cocaine_python_worker(cocaine_node, tmp_path):
+    folder = tmp_path / "pyexec"
+    folder.mkdir()
+    (folder / "app.py").write_text("import os\n\ndef echo(request):\n    return request.data\n\n"
+                                   "def parent(request):\n    return str(os.getppid())\n")
+    manifest = {"type": "exec",
+                "args": {"command": [sys.executable, "-m", "cocaine_python.worker", "app.py"]},
+                "tasks": {"echo": {"type": "native-server"}, "parent": {"type": "native-server"}}}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    cocaine_node.add_app("pyexec", folder / "manifest.json")
+    assert call(cocaine_node, "pyexec", "echo", b"as a program") == b"as a program"
+    assert int(call(cocaine_node, "pyexec", "parent")) == os.getpid()  # no template between
+
+
+def test_a_python_program_that_does_not_load_breaks_the_app_with_its_reason(cocaine_node,
+                                                                             tmp_path):
+    folder = tmp_path / "pybad"
+    folder.mkdir()
+    (folder / "app.py").write_text("import no_such_module_here\n")
+    manifest = {"type": "exec",
+                "args": {"command": [sys.executable, "-m", "cocaine_python.worker", "app.py",
+                                     "--events", "echo"]},
+                "tasks": {"echo": {"type": "native-server"}}}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    engine = cocaine_node.add_app("pybad", folder / "manifest.json")
+    wait_until(lambda: engine.state.value == "broken", timeout=60, message="a broken app")
+    assert "no_such_module_here" in cocaine_node.info("pybad")["broken"]
