@@ -171,8 +171,10 @@ def host() -> PluginHost:
 
 
 def checked_examples() -> list[str]:
-    """The JSON blocks of docs/manifest.md marked ``<!-- checked -->``: valid manifests."""
-    return re.findall(r"^<!-- checked -->\n```json\n(.*?)^```$", read("manifest.md"),
+    """The JSON blocks of docs/manifest.md and languages.md marked ``<!-- checked -->``: valid
+    manifests."""
+    return re.findall(r"^<!-- checked -->\n```json\n(.*?)^```$",
+                      read("manifest.md") + read("languages.md"),
                       re.DOTALL | re.MULTILINE)
 
 
