@@ -31,6 +31,8 @@ CONFORMANCE = WORKER / "build" / "conformance"
 TEST_APP = WORKER / "build" / "test_app"
 EXAMPLE = ROOT / "examples" / "cpp"
 ID = "cpp-1"
+#: Concurrency 1 runs handlers on the thread that reads the engine; more, on handler threads.
+BOTH_MODES = pytest.mark.parametrize("concurrency", [1, 4])
 
 pytestmark = pytest.mark.skipif(shutil.which("make") is None or shutil.which("g++") is None,
                                 reason="the C++ worker needs make and g++ (scripts/test "
@@ -212,9 +214,10 @@ def test_terminate_before_configure_exits_zero(engine: FakeEngine) -> None:
 # -- answers ------------------------------------------------------------------------------------
 
 
-def test_echo_is_binary_safe(engine: FakeEngine) -> None:
+@BOTH_MODES
+def test_echo_is_binary_safe(engine: FakeEngine, concurrency: int) -> None:
     """echo answers every byte value, nothing at all and 1 MiB unchanged, as one CHOKE."""
-    start(engine, CONFORMANCE)
+    start(engine, CONFORMANCE, concurrency=concurrency)
     everything = bytes(range(256)) * 4
     assert engine.call(1, "echo", everything) == ([everything], [6, 1])
     assert engine.call(2, "echo", b"") == ([b""], [6, 2])
@@ -223,10 +226,11 @@ def test_echo_is_binary_safe(engine: FakeEngine) -> None:
     assert end == [6, 3] and chunks == [big]
 
 
-def test_write_sends_chunks_and_return_chokes(engine: FakeEngine) -> None:
+@BOTH_MODES
+def test_write_sends_chunks_and_return_chokes(engine: FakeEngine, concurrency: int) -> None:
     """Each res.write is a CHUNK; returning ends with a CHOKE; a handler that writes nothing
     answers a bare CHOKE; meta strings reach the handler."""
-    start(engine)
+    start(engine, concurrency=concurrency)
     engine.send(4, 1, "two", {}, payload=b"")
     assert engine.recv() == ([5, 1], b"a")
     assert engine.recv() == ([5, 1], b"\0b")
@@ -236,19 +240,21 @@ def test_write_sends_chunks_and_return_chokes(engine: FakeEngine) -> None:
     assert engine.call(4, "meta", meta=None) == ([b"none"], [6, 4])
 
 
-def test_stream_chunks_in_order(engine: FakeEngine) -> None:
+@BOTH_MODES
+def test_stream_chunks_in_order(engine: FakeEngine, concurrency: int) -> None:
     """stream n answers n chunks "0".."n-1" in order, then a CHOKE."""
-    start(engine, CONFORMANCE)
+    start(engine, CONFORMANCE, concurrency=concurrency)
     chunks, end = engine.call(1, "stream", b"1000")
     assert end == [6, 1]
     assert chunks == [str(i).encode() for i in range(1000)]
     assert engine.call(2, "stream", b"0") == ([], [6, 2])
 
 
-def test_errors_with_codes(engine: FakeEngine) -> None:
+@BOTH_MODES
+def test_errors_with_codes(engine: FakeEngine, concurrency: int) -> None:
     """A thrown exception is 502 with its what(); cocaine::error gives its code; an unknown
     event is 404; an answer already begun ends with the ERROR after its chunks."""
-    start(engine)
+    start(engine, concurrency=concurrency)
     _, end = engine.call(1, "error-code", b"user 7")
     assert end[:4] == [7, 1, 409, "conflict: user 7"] and "cocaine::error 409" in end[4]
     _, end = engine.call(2, "no-such-event")
@@ -382,9 +388,10 @@ def test_concurrent_streams_each_keep_their_order(engine: FakeEngine) -> None:
 # -- flow ---------------------------------------------------------------------------------------
 
 
-def test_writes_wait_for_credit(engine: FakeEngine) -> None:
+@BOTH_MODES
+def test_writes_wait_for_credit(engine: FakeEngine, concurrency: int) -> None:
     """With credit 2 a stream sends two chunks, then waits (heartbeats go on) until CREDIT."""
-    start(engine, CONFORMANCE, credit=2, heartbeat_interval=0.1)
+    start(engine, CONFORMANCE, credit=2, heartbeat_interval=0.1, concurrency=concurrency)
     engine.send(4, 1, "stream", {}, payload=b"10")
     assert [engine.recv()[0] for _ in range(2)] == [[5, 1], [5, 1]]
     beats = len(engine.beats)
@@ -399,10 +406,11 @@ def test_writes_wait_for_credit(engine: FakeEngine) -> None:
     assert rest[5] == ([6, 1], None)
 
 
-def test_cancel_stops_a_stream_with_a_choke(engine: FakeEngine) -> None:
+@BOTH_MODES
+def test_cancel_stops_a_stream_with_a_choke(engine: FakeEngine, concurrency: int) -> None:
     """CANCEL makes the next write throw cocaine::cancelled: the handler unwinds (its
     destructors run) and the job ends with a CHOKE; other jobs go on."""
-    start(engine, credit=4)
+    start(engine, credit=4, concurrency=concurrency)
     engine.send(4, 1, "forever", {}, payload=b"")
     assert [engine.recv()[1] for _ in range(4)] == [b"0", b"1", b"2", b"3"]
     engine.send(11, 1)
@@ -412,9 +420,11 @@ def test_cancel_stops_a_stream_with_a_choke(engine: FakeEngine) -> None:
     assert engine.call(2, "echo", b"next") == ([b"next"], [6, 2])
 
 
-def test_cancel_is_visible_to_a_handler_that_does_not_write(engine: FakeEngine) -> None:
+@BOTH_MODES
+def test_cancel_is_visible_to_a_handler_that_does_not_write(engine: FakeEngine,
+                                                            concurrency: int) -> None:
     """response::is_cancelled() turns true after CANCEL."""
-    start(engine)
+    start(engine, concurrency=concurrency)
     engine.send(4, 1, "until-cancelled", {}, payload=b"")
     assert engine.quiet(0.2) == []
     engine.send(11, 1)
@@ -437,9 +447,10 @@ def test_a_job_cancelled_while_queued_never_runs(engine: FakeEngine) -> None:
 # -- the end ------------------------------------------------------------------------------------
 
 
-def test_terminate_exits_zero_after_running_jobs(engine: FakeEngine) -> None:
+@BOTH_MODES
+def test_terminate_exits_zero_after_running_jobs(engine: FakeEngine, concurrency: int) -> None:
     """TERMINATE while a job runs: the job is answered, then the worker exits 0."""
-    start(engine, CONFORMANCE)
+    start(engine, CONFORMANCE, concurrency=concurrency)
     engine.send(4, 1, "sleep", {}, payload=b"300")
     engine.send(8, "shutdown")
     assert engine.recv() == ([6, 1], b"slept")
@@ -455,8 +466,11 @@ def test_terminate_when_idle_exits_zero(engine: FakeEngine) -> None:
 
 
 def test_terminate_gives_running_jobs_a_grace_then_exits(engine: FakeEngine) -> None:
-    """A job that outlasts the 5 s grace after TERMINATE does not keep the worker alive."""
-    start(engine, CONFORMANCE)
+    """A job that outlasts the 5 s grace after TERMINATE does not keep the worker alive
+    (handler threads: with concurrency 1 the reading thread runs the handler, and sees the
+    TERMINATE once the handler returns or writes; the engine kills it after its own
+    termination-timeout)."""
+    start(engine, CONFORMANCE, concurrency=2)
     engine.send(4, 1, "sleep", {}, payload=b"60000")
     engine.send(8, "shutdown")
     begun = time.monotonic()
@@ -538,10 +552,12 @@ def test_example_answers_cocaine_call(tmp_path: Path) -> None:
         echo = call("echo", "world")
         assert (echo.returncode, echo.stdout) == (0, "world"), echo.stderr + log.read_text()
         count = call("count", "5")
-        assert (count.returncode, count.stdout) == (0, "1\n2\n3\n4\n5\n"), count.stderr
+        assert (count.returncode, count.stdout) == (0, "1\n2\n3\n4\n5\n"), (
+            count.stderr + log.read_text())
         bad = call("count", "many")
-        assert bad.returncode != 0 and "error 400" in bad.stdout + bad.stderr
-        assert _running(binary), "no slave runs the example's binary"
+        assert bad.returncode != 0 and "error 400" in bad.stdout + bad.stderr, (
+            bad.stdout + bad.stderr + log.read_text())
+        assert _running(binary), f"no slave runs {binary}: {log.read_text()}"
         node.send_signal(signal.SIGINT)
         assert node.wait(timeout=60) == 0, log.read_text()
         wait_until(lambda: not _running(binary), timeout=15,

@@ -2,8 +2,10 @@
 // thread that reads the engine's messages and the handler threads that send answers.
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <mutex>
 #include <optional>
 #include <stdexcept>
@@ -20,6 +22,10 @@ public:
 };
 
 namespace detail {
+
+/// Reads and takes one message from the engine, waiting at most the time given; returns
+/// whether one came. Set only when handlers run on the thread that reads the engine.
+using pump = std::function<bool(std::chrono::milliseconds)>;
 
 /// Per-job credit and cancel marks. The reading thread adds jobs, credit and cancels; a
 /// handler thread takes credit (waiting for it) and forgets its job when the job ends.
@@ -60,19 +66,31 @@ public:
     }
 
     /// Take one chunk's credit, waiting while the job has none (its heartbeats go on from
-    /// their own thread); throws `cancelled` once the job is cancelled.
-    void take(std::uint64_t job_id) {
+    /// their own thread); throws `cancelled` once the job is cancelled. With `pump` (a handler
+    /// on the thread that reads the engine), it reads the engine's messages while it waits,
+    /// instead of sleeping until that thread brings credit.
+    void take(std::uint64_t job_id, const pump& read = {}) {
         std::unique_lock<std::mutex> lock(mutex_);
-        auto it = jobs_.find(job_id);
-        if (it == jobs_.end()) return;
-        changed_.wait(lock, [&] {
-            return it->second.cancelled || !window_ || it->second.credit > 0;
-        });
-        if (it->second.cancelled) {
-            throw cancelled("job " + std::to_string(job_id) +
-                            ": nobody waits for its answer any more (the engine cancelled it)");
+        for (;;) {
+            const auto it = jobs_.find(job_id);  // found anew: an insert may rehash the map
+            if (it == jobs_.end()) return;
+            if (it->second.cancelled) {
+                throw cancelled("job " + std::to_string(job_id) + ": nobody waits for its "
+                                "answer any more (the engine cancelled it)");
+            }
+            if (!window_) return;
+            if (it->second.credit > 0) {
+                --it->second.credit;
+                return;
+            }
+            if (read) {
+                lock.unlock();
+                read(std::chrono::milliseconds(100));
+                lock.lock();
+            } else {
+                changed_.wait(lock);
+            }
         }
-        if (window_) --it->second.credit;
     }
 
     /// The job ended: forget it (later CREDIT or CANCEL for it are ignored).

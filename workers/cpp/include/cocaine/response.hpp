@@ -7,6 +7,7 @@
 
 #include <zmq.hpp>
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -75,7 +76,7 @@ public:
     void write(std::string_view data) {
         check_open("write");
         check_size(data.size());
-        flow_.take(job_id_);
+        flow_.take(job_id_, pump_);
         send(protocol::code::chunk, data, true);
     }
 
@@ -102,7 +103,11 @@ public:
 
     /// Whether the engine has said nobody waits for this answer any more (CANCEL): a handler
     /// that computes for long without writing can check it and stop early.
-    bool is_cancelled() const { return flow_.is_cancelled(job_id_); }
+    bool is_cancelled() const {
+        for (int i = 0; pump_ && i < 1000 && pump_(std::chrono::milliseconds(0)); ++i) {
+        }  // on the reading thread: take what the engine sent meanwhile
+        return flow_.is_cancelled(job_id_);
+    }
 
     /// Whether the answer has ended.
     bool ended() const noexcept { return ended_; }
@@ -114,8 +119,9 @@ private:
     friend class worker;
 
     response(std::uint64_t job_id, zmq::socket_t& out, detail::flow_ledger& flow,
-             std::optional<std::int64_t> max_message)
-        : job_id_(job_id), out_(out), flow_(flow), max_message_(max_message) {}
+             std::optional<std::int64_t> max_message, detail::pump pump)
+        : job_id_(job_id), out_(out), flow_(flow), max_message_(max_message),
+          pump_(std::move(pump)) {}
 
     /// End the job with a CHOKE unless it has ended.
     void finish() {
@@ -162,6 +168,7 @@ private:
     zmq::socket_t& out_;
     detail::flow_ledger& flow_;
     std::optional<std::int64_t> max_message_;
+    detail::pump pump_;  // set when the handler runs on the thread that reads the engine
     bool ended_ = false;
 };
 

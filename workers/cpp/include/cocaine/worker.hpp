@@ -13,9 +13,11 @@
 // docs/protocol.md, "Engine <-> slave", with flow (CREDIT and CANCEL).
 //
 // Threads: the thread that calls `run` owns the main DEALER: it reads the engine's messages
-// and forwards the answers, which handler threads (up to CONFIGURE's `concurrency`) push to
+// and forwards the answers, which handler threads (CONFIGURE's `concurrency` of them) push to
 // it over an inproc socket each; a heartbeat thread beats from a DEALER of its own. No ZeroMQ
-// socket is ever used by two threads.
+// socket is ever used by two threads. With concurrency 1 there is no handler thread: the
+// handler runs on the thread that calls `run` (one hand-over less per job), which reads the
+// engine's messages while the handler waits for credit.
 #pragma once
 
 #include "flow.hpp"
@@ -29,10 +31,12 @@
 #include <cxxabi.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <stdexcept>
@@ -75,7 +79,8 @@ public:
     /// Throw `cocaine::error(code, message)` to fail with that code, anything else for 502.
     using handler = std::function<void(const request& req, response& res)>;
 
-    /// Seconds `run` waits, after TERMINATE, for jobs still running before it exits anyway.
+    /// Seconds the worker waits, after TERMINATE is read, for jobs still running before it
+    /// exits anyway (status 0).
     static constexpr double termination_grace = 5.0;
     /// Most jobs waiting for a free handler thread (past it, an INVOKE gets 503).
     static constexpr std::size_t queue_limit = 10000;
@@ -155,17 +160,21 @@ private:
     /// Receive one multipart message; false if none came within `timeout`.
     static bool receive(zmq::socket_t& socket, std::vector<zmq::message_t>& frames,
                         std::chrono::milliseconds timeout) {
-        zmq::pollitem_t item{static_cast<void*>(socket), 0, ZMQ_POLLIN, 0};
-        if (zmq::poll(&item, 1, timeout) <= 0) return false;
         frames.clear();
-        do {
-            frames.emplace_back();
-            if (!socket.recv(frames.back(), zmq::recv_flags::dontwait)) {
-                frames.pop_back();
-                break;
+        frames.emplace_back();
+        if (!socket.recv(frames[0], zmq::recv_flags::dontwait)) {  // no poll while busy
+            zmq::pollitem_t item{static_cast<void*>(socket), 0, ZMQ_POLLIN, 0};
+            if (timeout.count() == 0 || zmq::poll(&item, 1, timeout) <= 0 ||
+                !socket.recv(frames[0], zmq::recv_flags::dontwait)) {
+                frames.clear();
+                return false;
             }
-        } while (frames.back().more());
-        return !frames.empty();
+        }
+        while (frames.back().more()) {  // the rest of a multipart message is there already
+            frames.emplace_back();
+            (void)socket.recv(frames.back(), zmq::recv_flags::none);
+        }
+        return true;
     }
 
     /// Wait for CONFIGURE (as long as the parent lives); false if TERMINATE came first.
@@ -217,9 +226,10 @@ private:
         }
     }
 
-    /// Call the job's handler and end its answer: CHOKE, or ERROR with a code.
-    void run_job(const request& req, zmq::socket_t& out) {
-        response res(req.id, out, *flow_, settings_.max_message);
+    /// Call the job's handler and end its answer: CHOKE, or ERROR with a code. `read`: set
+    /// when it runs on the thread that reads the engine (concurrency 1).
+    void run_job(const request& req, zmq::socket_t& out, detail::pump read = {}) {
+        response res(req.id, out, *flow_, settings_.max_message, std::move(read));
         const auto found = handlers_.find(req.event);
         if (found == handlers_.end()) {
             res.fail(protocol::status::not_found, "this app has no handler for '" + req.event + "'",
@@ -279,12 +289,8 @@ private:
                 flow_->cancel(msg.job_id);
                 break;
             case protocol::code::terminate:
-                if (!terminating_) {
-                    terminating_ = true;
-                    terminate_by_ = std::chrono::steady_clock::now() +
-                                    std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-                                        std::chrono::duration<double>(termination_grace));
-                }
+                terminating_ = true;
+                terminated_ = true;  // the heartbeat thread ends the process after the grace
                 break;
             default:
                 detail::report("ignoring message " + std::to_string(msg.kind) +
@@ -296,7 +302,7 @@ private:
                 std::vector<zmq::message_t>& frames) {
         std::string refusal;
         if (terminating_) refusal = "the slave is terminating";
-        if (refusal.empty() && queue_.full()) {
+        if (refusal.empty() && (one_thread_ ? waiting_.size() >= queue_limit : queue_.full())) {
             refusal = "the slave has " + std::to_string(queue_limit) + " jobs waiting already";
         }
         if (refusal.empty() && !flow_->add(msg.job_id)) {
@@ -316,8 +322,27 @@ private:
         if (frames.size() > 1) req.body.assign(frames[1].data<char>(), frames[1].size());
         req.meta = msg.meta;
         req.zone = std::move(msg.zone);
-        queue_.push(std::move(req));
+        if (one_thread_) {
+            waiting_.push_back(std::move(req));  // run by the main loop, one at a time
+        } else {
+            queue_.push(std::move(req));
+        }
         ++in_flight_;
+    }
+
+    /// Run the next waiting job on this thread (concurrency 1), reading the engine's messages
+    /// while its handler waits for credit.
+    void run_waiting(zmq::socket_t& socket) {
+        const request req = std::move(waiting_.front());
+        waiting_.pop_front();
+        std::vector<zmq::message_t> frames;
+        run_job(req, socket, [this, &socket, &frames](std::chrono::milliseconds timeout) {
+            if (!receive(socket, frames, timeout)) return false;
+            handle(socket, frames);  // an INVOKE only joins `waiting_`
+            return true;
+        });
+        flow_->forget(req.id);
+        --in_flight_;
     }
 
     /// Pass the handler threads' answers on to the engine (up to `most` messages).
@@ -359,9 +384,11 @@ private:
     std::vector<std::thread> threads_;
 
     // The main thread's own state.
-    std::size_t in_flight_ = 0;  // jobs accepted and not yet answered with CHOKE or ERROR
+    bool one_thread_ = false;      // concurrency 1: handlers run on the main thread
+    std::deque<request> waiting_;  // jobs for it, when one_thread_
+    std::size_t in_flight_ = 0;    // jobs accepted and not yet answered with CHOKE or ERROR
     bool terminating_ = false;
-    std::chrono::steady_clock::time_point terminate_by_;
+    std::atomic<bool> terminated_{false};  // the same, for the heartbeat thread
 };
 
 inline int worker::run() {
@@ -387,7 +414,8 @@ inline int worker::run() {
     const std::string inproc = "inproc://cocaine-answers-" +
                                std::to_string(reinterpret_cast<std::uintptr_t>(this));
     answers.bind(inproc);
-    start_handlers(context, inproc);
+    one_thread_ = settings_.concurrency == 1;
+    if (!one_thread_) start_handlers(context, inproc);
     // Stops the handler threads however run() leaves (before `answers` and `context` go).
     struct handlers_guard {
         worker& self;
@@ -395,13 +423,15 @@ inline int worker::run() {
     } guard{*this};
     socket.send(zmq::buffer(protocol::heartbeat(slave_id_)), zmq::send_flags::none);  // ready
     detail::heartbeat_thread heartbeat(context, endpoint_, slave_id_,
-                                       settings_.heartbeat_interval, parent_);
+                                       settings_.heartbeat_interval, parent_, terminated_,
+                                       termination_grace);
 
     std::vector<zmq::message_t> frames;
     for (;;) {
+        if (!waiting_.empty()) run_waiting(socket);
         zmq::pollitem_t items[] = {{static_cast<void*>(socket), 0, ZMQ_POLLIN, 0},
                                    {static_cast<void*>(answers), 0, ZMQ_POLLIN, 0}};
-        zmq::poll(items, 2, std::chrono::milliseconds(100));
+        zmq::poll(items, 2, std::chrono::milliseconds(waiting_.empty() ? 100 : 0));
         if (items[1].revents & ZMQ_POLLIN) forward(answers, socket, 256);
         if (items[0].revents & ZMQ_POLLIN) {
             for (int i = 0; i < 256 && receive(socket, frames, std::chrono::milliseconds(0)); ++i) {
@@ -409,12 +439,6 @@ inline int worker::run() {
             }
         }
         if (terminating_ && in_flight_ == 0) break;
-        if (terminating_ && std::chrono::steady_clock::now() >= terminate_by_) {
-            detail::report(std::to_string(in_flight_) + " job(s) still running " +
-                           std::to_string(static_cast<int>(termination_grace)) +
-                           " s after TERMINATE: exiting without them");
-            std::_Exit(0);
-        }
     }
     heartbeat.stop();
     return 0;  // the guard stops the handler threads (all idle now)
