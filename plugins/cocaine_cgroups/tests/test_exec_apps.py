@@ -79,5 +79,5 @@ def test_an_exec_app_refused_by_a_limit_says_so(cg_node: RunningNode, tmp_path: 
     assert "killed by signal 9" in engine.loader.last_failure
     assert "out of memory" in engine.loader.last_failure
     with pytest.raises(ServiceError) as caught, cg_node.client() as client:
-        client.call("tiny", "echo", b"x", timeout=5)
+        client.call("tiny", "echo", b"x", deadline=1)
     assert caught.value.code in (503, 520)  # refused, or its deadline passed while it waited
