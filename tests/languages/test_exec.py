@@ -10,6 +10,7 @@ import os
 import signal
 import sys
 import tarfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -267,3 +268,25 @@ def test_a_python_program_that_does_not_load_breaks_the_app_with_its_reason(coca
     engine = cocaine_node.add_app("pybad", folder / "manifest.json")
     wait_until(lambda: engine.state.value == "broken", timeout=60, message="a broken app")
     assert "no_such_module_here" in cocaine_node.info("pybad")["broken"]
+
+
+def test_a_spawn_storm_of_exec_slaves_keeps_the_node_answering(tmp_path, node_process):
+    node = node_process("--max-slaves", "40")
+    manifest = exec_app(tmp_path / "storm", engine={"pool-limit": 1000, "pool-min": 1000})
+    node.cli("app", "deploy", str(manifest), "--name", "storm")
+    pid = node.process.pid
+    slowest, most = 0.0, 0
+    deadline = time.monotonic() + 6
+    while time.monotonic() < deadline:
+        began = time.monotonic()
+        with node.client(wait=5) as client:
+            info = client.control("info")
+        slowest = max(slowest, time.monotonic() - began)
+        assert info["slaves"]["slaves"] <= 40
+        most = max(most, len(node_processes(pid)))
+        time.sleep(0.2)
+    assert most == 40, f"the app should reach the cap; it had at most {most} slaves"
+    assert node.answer("storm", "echo", b"still here") == b"still here"
+    assert node.stop() == 0
+    wait_until(lambda: not node_processes(pid), timeout=15, message="no process left")
+    print(f"\nslowest info during the storm: {slowest:.3f} s")

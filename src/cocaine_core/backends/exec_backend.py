@@ -28,6 +28,7 @@ import signal
 import subprocess
 import sys
 import uuid
+from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -50,6 +51,9 @@ ENDPOINT_VARIABLE, SLAVE_ID_VARIABLE, APP_VARIABLE = (
 REAP_TIMEOUT = 5.0
 #: How often a slave's exit is looked for where the kernel has no pidfd (seconds).
 POLL_EXIT = 0.1
+#: Most slaves started within ``LAUNCH_PACE`` seconds; more wait their turn.
+LAUNCH_BURST = 8
+LAUNCH_PACE = 0.05
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 
 
@@ -79,6 +83,10 @@ class ExecBackend:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._oom_score_adj = slave_oom_score_adj(None, oom_score_adj())
         self._stopping = False
+        #: Slaves asked for and not started yet; when the last starts were (loop time).
+        self._waiting: deque[str] = deque()
+        self._launched: deque[float] = deque()
+        self._pump_handle: asyncio.TimerHandle | None = None
 
     @property
     def pids(self) -> dict[str, int]:
@@ -150,12 +158,33 @@ class ExecBackend:
         os.close(gate)
 
     def spawn(self, slave_id: str) -> None:
-        """Start a slave named ``slave_id`` (refused past the node's ``--max-slaves``)."""
+        """Start a slave named ``slave_id`` (refused past the node's ``--max-slaves``): at
+        once, or, past ``LAUNCH_BURST`` starts within ``LAUNCH_PACE`` seconds, in turn."""
         if self._loop is None or self._stopping:
             raise AppLoadError("the app's program is not ready to start")
         if not self.app.slaves.take():
             self.events.spawn_failed(slave_id, self.app.slaves.refusal())
             return
+        self._waiting.append(slave_id)
+        self._pump()
+
+    def _pump(self) -> None:
+        """Start waiting slaves, at most ``LAUNCH_BURST`` per ``LAUNCH_PACE`` seconds: each
+        start is a fork of the node and a program's start-up, and a ``pool-min`` of hundreds
+        must neither hold the node's loop nor start them all in one go."""
+        assert self._loop is not None
+        self._pump_handle = None
+        now = self._loop.time()
+        while self._launched and now - self._launched[0] > LAUNCH_PACE:
+            self._launched.popleft()
+        while self._waiting and len(self._launched) < LAUNCH_BURST and not self._stopping:
+            self._launched.append(now)
+            self._start(self._waiting.popleft())
+        if self._waiting and not self._stopping:
+            self._pump_handle = self._loop.call_later(LAUNCH_PACE, self._pump)
+
+    def _start(self, slave_id: str) -> None:
+        assert self._loop is not None
         try:
             process, gate = self.launch(slave_id, self.endpoint)
         except OSError as exc:
@@ -200,7 +229,14 @@ class ExecBackend:
         self.app.slaves.give()
 
     def signal(self, slave_id: str, signum: int) -> None:
-        """Send ``signum`` to a slave not yet reaped (so its pid is still its own)."""
+        """Send ``signum`` to a slave not yet reaped (so its pid is still its own); one still
+        waiting its turn to start is dropped instead, and told as ended by ``signum``."""
+        if slave_id in self._waiting and signum in (signal.SIGTERM, signal.SIGKILL):
+            self._waiting.remove(slave_id)
+            self.app.slaves.give()
+            assert self._loop is not None
+            self._loop.call_soon(self.events.slave_exited, slave_id, -signum)
+            return
         process = self._processes.get(slave_id)
         if process is not None and process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
@@ -209,6 +245,11 @@ class ExecBackend:
     async def stop(self) -> None:
         """Kill every slave and what they started, reap them, and close the app's output."""
         self._stopping = True
+        if self._pump_handle is not None:
+            self._pump_handle.cancel()
+        for _ in self._waiting:  # never started: nothing to report
+            self.app.slaves.give()
+        self._waiting.clear()
         for slave_id in list(self._processes):
             self.signal(slave_id, signal.SIGKILL)
         deadline = asyncio.get_running_loop().time() + REAP_TIMEOUT

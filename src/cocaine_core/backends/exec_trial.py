@@ -40,6 +40,8 @@ TRIAL_MAX_MESSAGE = 2**20
 #: How long a ready trial slave has to exit once told to, before SIGKILL (seconds).
 EXIT_WAIT = 2.0
 POLL = 0.01
+#: Most messages from the trial slave read between two turns of the node's loop.
+MESSAGES_PER_TICK = 64
 
 
 async def trial_start(backend: ExecBackend, timeout: float) -> None:
@@ -53,6 +55,9 @@ async def trial_start(backend: ExecBackend, timeout: float) -> None:
     sock: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.ROUTER)
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.MAXMSGSIZE, TRIAL_MAX_MESSAGE)
+    if not backend.app.slaves.take():  # the trial is a slave too, while it lasts
+        sock.close(linger=0)
+        raise AppLoadError(backend.app.slaves.refusal(), code_fault=False)
     reader, writer = os.pipe()
     os.set_blocking(reader, False)
     process: subprocess.Popen[bytes] | None = None
@@ -103,6 +108,7 @@ async def trial_start(backend: ExecBackend, timeout: float) -> None:
                 explanations = [str(result) for _plugin, result in get_host().call_each(
                     "cocaine_slave_exited", app=backend.app, slave=info,
                     status=process.returncode) if isinstance(result, str) and result]
+        backend.app.slaves.give()
     if failure is not None:
         why = f" ({'; '.join(explanations)})" if explanations else ""
         raise AppLoadError(f"{failure}{why}", code_fault=failure.code_fault)
@@ -116,7 +122,9 @@ async def _converse(backend: ExecBackend, sock: zmq.Socket[bytes], slave_id: str
     configured = False
     while loop.time() < deadline:
         _read_output(reader, tail)
-        while sock.poll(0):
+        for _ in range(MESSAGES_PER_TICK):  # a flood must not hold the node's loop
+            if not sock.poll(0):
+                break
             frames = sock.recv_multipart()
             if frames[0] != slave_id.encode() or len(frames) < 2:
                 continue  # not the trial's (nobody else knows the endpoint)
