@@ -9,7 +9,7 @@ int main() {
     try {
         cocaine::worker worker;  // the node says where to connect, in the environment
         worker.on("echo", [](const cocaine::request& req, cocaine::response& res) {
-            res.write(req.body);
+            res.end(req.body);  // the chunk and the end in one message
         });
         worker.on("count", [](const cocaine::request& req, cocaine::response& res) {
             const std::string& body = req.body;
