@@ -234,7 +234,7 @@ MALFORMED: list[tuple[str, Any, str, str]] = [
      'is required: the app\'s language, e.g. "python"'),
     ("type-not-a-string", variant({"type": 3}), "type", "must be a language name, got 3"),
     ("unknown-language", variant({"type": "cobol"}), "type",
-     "unknown language 'cobol'; installed languages: 'python'"),
+     "unknown language 'cobol'; installed languages: 'exec', 'python'"),
     ("args-not-an-object", variant({"args": "app.py"}), "args",
      'must be an object, got "app.py"'),
     ("no-source", variant({"args": {}}), "args.source", "is required"),
