@@ -13,24 +13,23 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import msgpack
 import pytest
-import zmq
 
 from cocaine_core.testing import free_port, process_gone, wait_until
+
+from .fake_engine import SLAVE_ID as ID
+from .fake_engine import FakeEngine
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKER = ROOT / "workers" / "cpp"
 CONFORMANCE = WORKER / "build" / "conformance"
 TEST_APP = WORKER / "build" / "test_app"
 EXAMPLE = ROOT / "examples" / "cpp"
-ID = "cpp-1"
 #: Concurrency 1 runs handlers on the thread that reads the engine; more, on handler threads.
 BOTH_MODES = pytest.mark.parametrize("concurrency", [1, 4])
 
@@ -45,123 +44,6 @@ def built() -> None:
     result = subprocess.run(["make", "-j2", "-C", str(WORKER)], capture_output=True, text=True,
                             timeout=600)
     assert result.returncode == 0, f"make -C workers/cpp failed:\n{result.stdout}{result.stderr}"
-
-
-class FakeEngine:
-    """The engine's side of the protocol: a ROUTER on ipc and the worker process it started."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.endpoint = f"ipc://{folder}/engine"
-        self.context = zmq.Context()
-        self.router = self.context.socket(zmq.ROUTER)
-        self.router.setsockopt(zmq.LINGER, 0)
-        self.router.bind(self.endpoint)
-        self.beats: list[float] = []  # when each heartbeat arrived on the heartbeat socket
-        self.process: subprocess.Popen[bytes] | None = None
-        self.settings: dict[str, Any] = {}
-
-    def environment(self, **env: str) -> dict[str, str]:
-        """The variables the node gives an exec slave (and ``env``)."""
-        return {**os.environ, "COCAINE_ENDPOINT": self.endpoint, "COCAINE_SLAVE_ID": ID,
-                "COCAINE_APP": "test", "MARKS": str(self.folder), **env}
-
-    def start(self, command: list[str], **env: str) -> subprocess.Popen[bytes]:
-        """Start the worker with the three variables (and ``env``)."""
-        with open(self.folder / "stderr", "wb") as stderr:
-            self.process = subprocess.Popen(command, env=self.environment(**env), cwd=self.folder,
-                                            stdout=subprocess.DEVNULL, stderr=stderr)
-        return self.process
-
-    def stderr(self) -> str:
-        """What the worker wrote to stderr so far."""
-        return (self.folder / "stderr").read_text(errors="replace")
-
-    def recv(self, timeout: float = 10.0) -> tuple[list[Any], bytes | None]:
-        """The next message from the main socket (heartbeats on the other are counted):
-        (header fields, payload or None)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0 or not self.router.poll(int(left * 1000)):
-                raise AssertionError(f"no message from the worker within {timeout} s; "
-                                     f"stderr: {self.stderr()[-2000:]}")
-            identity, head, *rest = self.router.recv_multipart()
-            fields = msgpack.unpackb(head, raw=False)
-            if identity == f"{ID}/hb".encode():
-                assert fields == [3, ID]
-                self.beats.append(time.monotonic())
-                continue
-            assert identity == ID.encode(), identity
-            assert len(rest) <= 1, f"a message of {len(rest) + 1} frames: {fields}"
-            return fields, rest[0] if rest else None
-
-    def quiet(self, seconds: float) -> list[list[Any]]:
-        """What arrives on the main socket within ``seconds`` (heartbeats counted apart)."""
-        seen: list[list[Any]] = []
-        deadline = time.monotonic() + seconds
-        while (left := deadline - time.monotonic()) > 0:
-            try:
-                seen.append(self.recv(timeout=left)[0])
-            except AssertionError:
-                break
-        return seen
-
-    def send(self, *fields: Any, payload: bytes | None = None) -> None:
-        """Send a message to the worker's main socket."""
-        frames = [ID.encode(), msgpack.packb(list(fields), use_bin_type=True)]
-        self.router.send_multipart(frames + ([payload] if payload is not None else []))
-
-    def ready(self, **settings: Any) -> None:
-        """Take the handshake, configure the worker and take its first heartbeat."""
-        fields, _ = self.recv()
-        assert fields == [1, ID, self.process.pid if self.process else None, {"flow": True}]
-        self.settings = {"app": "test", "concurrency": 4, "heartbeat_interval": 0.2,
-                         "credit": 8, "max_message": 256 * 2**20, **settings}
-        self.send(2, self.settings)
-        assert self.recv()[0] == [3, ID]
-
-    def call(self, job_id: int, event: str, body: bytes = b"", meta: Any = None,
-             timeout: float = 10.0) -> tuple[list[bytes], list[Any]]:
-        """Invoke a job and read its whole answer, granting credit as its chunks arrive:
-        (chunks, the final header: CHOKE or ERROR)."""
-        self.send(4, job_id, event, meta if meta is not None else {}, payload=body)
-        return self.answer(job_id, timeout)
-
-    def answer(self, job_id: int, timeout: float = 10.0) -> tuple[list[bytes], list[Any]]:
-        """The rest of job ``job_id``'s answer (other jobs' messages are not expected)."""
-        chunks: list[bytes] = []
-        while True:
-            fields, payload = self.recv(timeout)
-            assert fields[1] == job_id, fields
-            if fields[0] == 5:
-                assert payload is not None, fields
-                chunks.append(payload)
-                self.send(12, job_id, 1)
-                continue
-            if fields[0] == 6 and payload is not None:
-                chunks.append(payload)
-            return chunks, fields
-
-    def close(self) -> None:
-        """Kill the worker (by pid) and close the socket."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(timeout=10)
-        self.router.close(linger=0)
-        self.context.term()
-
-
-@pytest.fixture
-def engine() -> Iterator[FakeEngine]:
-    """A fake engine in a short temp folder (ipc paths are limited to ~100 bytes)."""
-    folder = Path(tempfile.mkdtemp(prefix="ccpp-"))
-    fake = FakeEngine(folder)
-    try:
-        yield fake
-    finally:
-        fake.close()
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def start(engine: FakeEngine, binary: Path = TEST_APP, **settings: Any) -> None:
@@ -490,9 +372,7 @@ def test_exits_when_its_parent_dies(engine: FakeEngine) -> None:
     try:
         assert parent.stdout is not None
         worker_pid = int(parent.stdout.readline())
-        assert engine.recv()[0] == [1, ID, worker_pid, {"flow": True}]
-        engine.send(2, {"concurrency": 1, "heartbeat_interval": 0.1})
-        assert engine.recv()[0] == [3, ID]
+        engine.ready(handshake_pid=worker_pid, concurrency=1, heartbeat_interval=0.1)
         os.kill(parent.pid, signal.SIGKILL)
         parent.wait(timeout=10)
         wait_until(lambda: process_gone(worker_pid), timeout=10,

@@ -9,28 +9,25 @@ from __future__ import annotations
 
 import itertools
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import msgpack
 import pytest
-import zmq
 
 from cocaine_core.client import Client
 from cocaine_core.errors import ServiceError
 from cocaine_core.testing import free_port, process_gone, wait_until
 
+from .fake_engine import SLAVE_ID as ID
+from .fake_engine import FakeEngine
+
 ROOT = Path(__file__).resolve().parents[2]
 WORKER = ROOT / "workers" / "javascript"
 CONFORMANCE = WORKER / "conformance.js"
-ID = "js-1"
 
 #: A test app with the handlers the conformance app lacks; MARKS is a folder it writes to.
 APP = """
@@ -69,108 +66,6 @@ def installed() -> None:
     subprocess.run(["sh", str(WORKER / "install.sh")], check=True, timeout=600)
 
 
-class FakeEngine:
-    """The engine's side of the protocol: a ROUTER on ipc and the worker process it started."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.endpoint = f"ipc://{folder}/engine"
-        self.context = zmq.Context()
-        self.router = self.context.socket(zmq.ROUTER)
-        self.router.setsockopt(zmq.LINGER, 0)
-        self.router.bind(self.endpoint)
-        self.beats: list[float] = []  # when each heartbeat arrived on the heartbeat socket
-        self.process: subprocess.Popen[bytes] | None = None
-        self.settings: dict[str, Any] = {}
-
-    def start(self, command: list[str], stdin: int | None = subprocess.DEVNULL,
-              **env: str) -> subprocess.Popen[bytes]:
-        """Start the worker with the three variables (and ``env``)."""
-        environment = {**os.environ, "COCAINE_ENDPOINT": self.endpoint, "COCAINE_SLAVE_ID": ID,
-                       "COCAINE_APP": "test", **env}
-        with open(self.folder / "stdout", "wb") as out, open(self.folder / "stderr", "wb") as err:
-            self.process = subprocess.Popen(command, env=environment, cwd=self.folder,
-                                            stdin=stdin, stdout=out, stderr=err)
-        return self.process
-
-    def stderr(self) -> str:
-        """What the worker wrote to stderr so far."""
-        return (self.folder / "stderr").read_text(errors="replace")
-
-    def recv(self, timeout: float = 10.0) -> tuple[str, list[Any], bytes | None]:
-        """The next message from the main socket (heartbeats on the other are counted):
-        (identity, header fields, payload or None)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0 or not self.router.poll(int(left * 1000)):
-                raise AssertionError(f"no message from the worker within {timeout} s; "
-                                     f"stderr: {self.stderr()[-2000:]}")
-            identity, head, *rest = self.router.recv_multipart()
-            fields = msgpack.unpackb(head, raw=False)
-            if identity == f"{ID}/hb".encode():
-                assert fields == [3, ID]
-                self.beats.append(time.monotonic())
-                continue
-            assert identity == ID.encode(), identity
-            assert len(rest) <= 1, f"a message of {len(rest) + 1} frames: {fields}"
-            return identity.decode(), fields, rest[0] if rest else None
-
-    def send(self, *fields: Any, payload: bytes | None = None, to: str = ID) -> None:
-        """Send a message to the worker's main socket."""
-        frames = [to.encode(), msgpack.packb(list(fields), use_bin_type=True)]
-        self.router.send_multipart(frames + ([payload] if payload is not None else []))
-
-    def ready(self, **settings: Any) -> None:
-        """Take the handshake, configure the worker and take its first heartbeat."""
-        _, fields, _ = self.recv()
-        assert fields[:2] == [1, ID] and fields[3] == {"flow": True}, fields
-        self.settings = {"app": "test", "concurrency": 4, "heartbeat_interval": 0.2,
-                         "credit": 8, "max_message": 256 * 2**20, **settings}
-        self.send(2, self.settings)
-        assert self.recv()[1] == [3, ID]
-
-    def call(self, job_id: int, event: str, body: bytes = b"") -> tuple[list[bytes], list[Any]]:
-        """Invoke a job and read its whole answer, granting credit as its chunks arrive:
-        (chunks, the final header: CHOKE or ERROR)."""
-        self.send(4, job_id, event, {}, payload=body)
-        return self.answer(job_id)
-
-    def answer(self, job_id: int) -> tuple[list[bytes], list[Any]]:
-        """The rest of job ``job_id``'s answer (other jobs' messages are not expected)."""
-        chunks: list[bytes] = []
-        while True:
-            _, fields, payload = self.recv()
-            assert fields[1] == job_id, fields
-            if fields[0] == 5:
-                chunks.append(payload or b"")
-                self.send(12, job_id, 1)
-                continue
-            if fields[0] == 6 and payload is not None:
-                chunks.append(payload)
-            return chunks, fields
-
-    def close(self) -> None:
-        """Kill the worker (by pid) and close the socket."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(timeout=10)
-        self.router.close(linger=0)
-        self.context.term()
-
-
-@pytest.fixture
-def engine() -> Iterator[FakeEngine]:
-    """A fake engine in a short temp folder (ipc paths are limited to ~100 bytes)."""
-    folder = Path(tempfile.mkdtemp(prefix="cjs-"))
-    fake = FakeEngine(folder)
-    try:
-        yield fake
-    finally:
-        fake.close()
-        shutil.rmtree(folder, ignore_errors=True)
-
-
 def start_app(engine: FakeEngine, **settings: Any) -> None:
     """Start the test app (APP) and make it ready."""
     script = engine.folder / "app.js"
@@ -190,12 +85,12 @@ def test_handshake_configure_ready_and_heartbeats(engine: FakeEngine) -> None:
     """HANDSHAKE [1, id, pid, {flow: true}]; after CONFIGURE the first HEARTBEAT (ready) on the
     main socket, then one every heartbeat_interval from the `<id>/hb` socket."""
     process = engine.start(["node", str(CONFORMANCE)])
-    _, fields, payload = engine.recv()
+    fields, payload = engine.recv()
     assert fields == [1, ID, process.pid, {"flow": True}] and payload is None
     assert not engine.beats, "no heartbeat before CONFIGURE"
     engine.send(2, {"app": "test", "concurrency": 1, "heartbeat_interval": 0.1, "credit": 8,
                     "max_message": 2**28})
-    assert engine.recv()[1] == [3, ID]
+    assert engine.recv()[0] == [3, ID]
     started = time.monotonic()
     while len(engine.beats) < 6:
         with pytest.raises(AssertionError):
@@ -210,7 +105,7 @@ def test_echo_is_one_choke_and_binary_safe(engine: FakeEngine) -> None:
     for job_id, body in enumerate([b"hello", b"", bytes(range(256)) * 4, os.urandom(3 * 2**20)],
                                   start=1):
         engine.send(4, job_id, "echo", {}, payload=body)
-        _, fields, payload = engine.recv()
+        fields, payload = engine.recv()
         assert fields == [6, job_id]
         assert payload == body
 
@@ -221,13 +116,13 @@ def test_stream_chunks_in_order_within_credit(engine: FakeEngine) -> None:
     start_conformance(engine, credit=8)
     engine.send(4, 7, "stream", {}, payload=b"20")
     firsts = [engine.recv() for _ in range(8)]
-    assert [(f[0], f[1], p) for _, f, p in firsts] == [(5, 7, str(i).encode()) for i in range(8)]
+    assert [(f[0], f[1], p) for f, p in firsts] == [(5, 7, str(i).encode()) for i in range(8)]
     beats = len(engine.beats)
     while len(engine.beats) < beats + 2:  # the worker is alive and beating, and sends no chunk
         with pytest.raises(AssertionError):
             engine.recv(timeout=0.1)
     engine.send(12, 7, 4)
-    more = [engine.recv()[2] for _ in range(4)]
+    more = [engine.recv()[1] for _ in range(4)]
     assert more == [b"8", b"9", b"10", b"11"]
     engine.send(12, 7, 100)
     chunks, end = engine.answer(7)
@@ -269,9 +164,9 @@ def test_cancel_closes_the_generator(engine: FakeEngine) -> None:
     a CHOKE, and the worker serves on."""
     start_app(engine, credit=4)
     engine.send(4, 1, "forever", {}, payload=b"")
-    assert [engine.recv()[1][0] for _ in range(4)] == [5, 5, 5, 5]
+    assert [engine.recv()[0][0] for _ in range(4)] == [5, 5, 5, 5]
     engine.send(11, 1)
-    assert engine.recv()[1] == [6, 1]
+    assert engine.recv()[0] == [6, 1]
     closed = engine.folder / "marks" / "closed-1"
     wait_until(closed.exists, timeout=5, message="the generator's finally block")
     # 4 sent; the 5th made and held for credit, unless the CANCEL came first; none more
@@ -293,7 +188,7 @@ def test_concurrency_interleaves_jobs_up_to_the_limit(engine: FakeEngine) -> Non
     engine.send(11, 1)  # cancel gate 1: its slot goes to release, which opens gate 2
     answers: dict[int, tuple[list[Any], bytes | None]] = {}
     while len(answers) < 3:
-        _, fields, payload = engine.recv()
+        fields, payload = engine.recv()
         answers[fields[1]] = (fields, payload)
     assert answers[3] == ([6, 3], b"2")
     assert answers[2] == ([6, 2], b"opened")
@@ -305,9 +200,9 @@ def test_heartbeats_go_on_while_a_handler_awaits(engine: FakeEngine) -> None:
     start_conformance(engine, heartbeat_interval=0.1)
     engine.send(4, 1, "sleep", {}, payload=b"1500")
     engine.send(4, 2, "echo", {}, payload=b"meanwhile")
-    assert engine.recv() == (ID, [6, 2], b"meanwhile")
+    assert engine.recv() == ([6, 2], b"meanwhile")
     beats = len(engine.beats)
-    assert engine.recv() == (ID, [6, 1], b"slept")
+    assert engine.recv() == ([6, 1], b"slept")
     assert len(engine.beats) - beats >= 5
 
 
@@ -316,7 +211,7 @@ def test_a_blocking_handler_stops_heartbeats(engine: FakeEngine) -> None:
     start_app(engine, heartbeat_interval=0.05)
     engine.send(4, 1, "block", {}, payload=b"")
     started = time.monotonic()
-    assert engine.recv() == (ID, [6, 1], b"done")
+    assert engine.recv() == ([6, 1], b"done")
     beats = len(engine.beats)
     while len(engine.beats) < beats + 2:  # beating again after the block
         with pytest.raises(AssertionError):
@@ -346,9 +241,9 @@ def test_bad_settings_fall_back_to_defaults(engine: FakeEngine) -> None:
     """CONFIGURE values out of range or of the wrong type: a stderr line each naming the
     setting, its default used (heartbeat every 1 s), and the worker still serves."""
     engine.start(["node", str(CONFORMANCE)])
-    assert engine.recv()[1][0] == 1
+    assert engine.recv()[0][0] == 1
     engine.send(2, {"concurrency": "four", "heartbeat_interval": 0, "credit": 1.5})
-    assert engine.recv()[1] == [3, ID]
+    assert engine.recv()[0] == [3, ID]
     assert engine.call(1, "stream", b"3") == ([b"0", b"1", b"2"], [6, 1])
     wait_until(lambda: engine.stderr().count("using ") >= 3, timeout=5,
                message="a stderr line for each bad setting")
@@ -378,14 +273,14 @@ def test_terminate_lets_a_job_in_flight_finish(engine: FakeEngine) -> None:
     start_conformance(engine)
     engine.send(4, 1, "sleep", {}, payload=b"300")
     engine.send(8, "the pool shrinks")
-    assert engine.recv() == (ID, [6, 1], b"slept")
+    assert engine.recv() == ([6, 1], b"slept")
     assert engine.process is not None and engine.process.wait(timeout=10) == 0
 
 
 def test_terminate_before_configure_exits_0(engine: FakeEngine) -> None:
     """A spare slave told to go before it was configured exits 0 too."""
     process = engine.start(["node", str(CONFORMANCE)])
-    assert engine.recv()[1][0] == 1
+    assert engine.recv()[0][0] == 1
     engine.send(8, "not needed")
     assert process.wait(timeout=10) == 0
 
@@ -398,10 +293,10 @@ def test_the_worker_exits_when_its_parent_goes(engine: FakeEngine) -> None:
                 "sys.stdin.read()\n")
     parent = engine.start([sys.executable, "-c", launcher, "node", str(CONFORMANCE)],
                           stdin=subprocess.PIPE)  # the launcher lives until killed
-    engine.ready()
-    worker_pid = int(wait_until(lambda: (engine.folder / "stdout").read_text().strip(),
+    worker_pid = int(wait_until(lambda: engine.stdout().strip(),
                                 message="the launcher to print the worker's pid"))
     try:
+        engine.ready(handshake_pid=worker_pid)
         os.kill(parent.pid, signal.SIGKILL)
         parent.wait(timeout=10)
         wait_until(lambda: process_gone(worker_pid), timeout=10,

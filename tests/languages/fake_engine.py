@@ -1,0 +1,147 @@
+"""The engine's side of the engine ↔ slave protocol, for the tests of the worker libraries.
+
+A ``FakeEngine`` binds a ROUTER on ipc in a short folder of its own, starts a real worker
+process (C++, JavaScript, ...) with the variables the node gives an exec slave, and lets a test
+play the engine by hand: take the handshake, configure, invoke, read chunks and ends, grant
+credit, cancel, terminate. Heartbeats from the worker's second socket (``<id>/hb``) are counted
+apart, with the time each arrived, so a test can check they keep coming. The ``engine`` fixture
+(conftest.py) makes one per test and cleans it up.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import zmq
+
+#: The slave id the fake engine gives its worker: the routing identity of its main socket.
+SLAVE_ID = "slave-1"
+
+
+class FakeEngine:
+    """The engine's side of the protocol: a ROUTER on ipc and the worker process it started."""
+
+    def __init__(self, folder: Path, slave_id: str = SLAVE_ID) -> None:
+        self.folder = folder
+        self.slave_id = slave_id
+        self.endpoint = f"ipc://{folder}/engine"
+        self.context = zmq.Context()
+        self.router = self.context.socket(zmq.ROUTER)
+        self.router.setsockopt(zmq.LINGER, 0)
+        self.router.bind(self.endpoint)
+        self.beats: list[float] = []  # when each heartbeat arrived on the heartbeat socket
+        self.process: subprocess.Popen[bytes] | None = None
+        self.settings: dict[str, Any] = {}
+
+    def environment(self, **env: str) -> dict[str, str]:
+        """The variables the node gives an exec slave, MARKS (the engine's folder, where test
+        apps leave files for the test to find) and ``env`` over them."""
+        return {**os.environ, "COCAINE_ENDPOINT": self.endpoint,
+                "COCAINE_SLAVE_ID": self.slave_id, "COCAINE_APP": "test",
+                "MARKS": str(self.folder), **env}
+
+    def start(self, command: list[str], stdin: int | None = subprocess.DEVNULL,
+              **env: str) -> subprocess.Popen[bytes]:
+        """Start the worker in the engine's folder with ``environment(**env)``; its stdout and
+        stderr go to the files ``stdout`` and ``stderr`` there."""
+        with open(self.folder / "stdout", "wb") as out, open(self.folder / "stderr", "wb") as err:
+            self.process = subprocess.Popen(command, env=self.environment(**env),
+                                            cwd=self.folder, stdin=stdin, stdout=out, stderr=err)
+        return self.process
+
+    def stdout(self) -> str:
+        """What the worker wrote to stdout so far."""
+        return (self.folder / "stdout").read_text(errors="replace")
+
+    def stderr(self) -> str:
+        """What the worker wrote to stderr so far."""
+        return (self.folder / "stderr").read_text(errors="replace")
+
+    def recv(self, timeout: float = 10.0) -> tuple[list[Any], bytes | None]:
+        """The next message from the main socket, as (header fields, payload or None);
+        heartbeats on the other socket are counted meanwhile. Fails (AssertionError, with the
+        worker's stderr) when none comes within ``timeout`` seconds, or when a message comes
+        from another identity or has more than one payload frame."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not self.router.poll(int(left * 1000)):
+                raise AssertionError(f"no message from the worker within {timeout} s; "
+                                     f"stderr: {self.stderr()[-2000:]}")
+            identity, head, *rest = self.router.recv_multipart()
+            fields = msgpack.unpackb(head, raw=False)
+            if identity == f"{self.slave_id}/hb".encode():
+                assert fields == [3, self.slave_id]
+                self.beats.append(time.monotonic())
+                continue
+            assert identity == self.slave_id.encode(), identity
+            assert len(rest) <= 1, f"a message of {len(rest) + 1} frames: {fields}"
+            return fields, rest[0] if rest else None
+
+    def quiet(self, seconds: float) -> list[list[Any]]:
+        """The header fields of what arrives on the main socket within ``seconds`` (heartbeats
+        counted apart): ``[]`` when the worker sent nothing."""
+        seen: list[list[Any]] = []
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                seen.append(self.recv(timeout=left)[0])
+            except AssertionError:
+                break
+        return seen
+
+    def send(self, *fields: Any, payload: bytes | None = None) -> None:
+        """Send a message (header ``fields``, then ``payload`` if any) to the worker's main
+        socket."""
+        frames = [self.slave_id.encode(), msgpack.packb(list(fields), use_bin_type=True)]
+        self.router.send_multipart(frames + ([payload] if payload is not None else []))
+
+    def ready(self, handshake_pid: int | None = None, **settings: Any) -> None:
+        """Take the HANDSHAKE ``[1, id, pid, {flow: true}]`` (``pid``: ``handshake_pid``, by
+        default the started process's), send CONFIGURE (test defaults, ``settings`` over them)
+        and take the first HEARTBEAT on the main socket (ready)."""
+        fields, _ = self.recv()
+        pid = handshake_pid if handshake_pid is not None else (
+            self.process.pid if self.process else None)
+        assert fields == [1, self.slave_id, pid, {"flow": True}], fields
+        self.settings = {"app": "test", "concurrency": 4, "heartbeat_interval": 0.2,
+                         "credit": 8, "max_message": 256 * 2**20, **settings}
+        self.send(2, self.settings)
+        assert self.recv()[0] == [3, self.slave_id]
+
+    def call(self, job_id: int, event: str, body: bytes = b"", meta: Any = None,
+             timeout: float = 10.0) -> tuple[list[bytes], list[Any]]:
+        """Invoke a job (``meta``: ``{}`` unless given) and read its whole answer, granting
+        credit as its chunks arrive: (chunks, the final header: CHOKE or ERROR)."""
+        self.send(4, job_id, event, meta if meta is not None else {}, payload=body)
+        return self.answer(job_id, timeout)
+
+    def answer(self, job_id: int, timeout: float = 10.0) -> tuple[list[bytes], list[Any]]:
+        """The rest of job ``job_id``'s answer, granting a credit for each CHUNK (other jobs'
+        messages are not expected): (chunks, the final header: CHOKE or ERROR). A CHOKE's
+        payload, if any, is the last chunk."""
+        chunks: list[bytes] = []
+        while True:
+            fields, payload = self.recv(timeout)
+            assert fields[1] == job_id, fields
+            if fields[0] == 5:
+                assert payload is not None, fields
+                chunks.append(payload)
+                self.send(12, job_id, 1)
+                continue
+            if fields[0] == 6 and payload is not None:
+                chunks.append(payload)
+            return chunks, fields
+
+    def close(self) -> None:
+        """Kill the worker (by pid) and close the socket."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+        self.router.close(linger=0)
+        self.context.term()
