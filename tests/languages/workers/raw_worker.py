@@ -2,10 +2,10 @@
 
 Run by the ``exec`` language as ``python raw_worker.py``. Events: ``echo``; ``env`` (the value
 of the variable named by the body); ``whoami`` (uid, parent pid, working folder, session);
-``sleep`` (seconds); ``hang`` (stops heart-beating and blocks); ``exit`` (adds its pid to the file
-the body names, then exits mid-job); ``spawn`` (starts ``sleep 1000`` and answers its pid). ``RAW_WORKER_START``
-makes it fail at start-up: ``exit`` (a line on stderr, status 1), ``error`` (an ERROR for the
-configure) or ``silent`` (never shakes hands).
+``sleep`` (seconds); ``hang`` (stops heart-beating and blocks); ``exit`` (adds its pid to the
+file the body names, then exits mid-job); ``spawn`` (starts ``sleep 1000`` and answers its
+pid). ``RAW_WORKER_START`` makes it fail at start-up: ``exit`` (a line on stderr, status 1),
+``error`` (an ERROR for the configure) or ``silent`` (never shakes hands).
 """
 
 import os
