@@ -62,10 +62,13 @@ def pack(*fields: Any) -> bytes:
     return msgpack.packb(fields, **_packer_options)
 
 
-def unpack(frame: bytes) -> list[Any]:
-    """Unpack a header frame into a list whose first element is a ``Code``; or ProtocolError."""
+def unpack(frame: bytes, *, max_items: int | None = None) -> list[Any]:
+    """Unpack a header frame into a list whose first element is a ``Code``; or ProtocolError.
+    ``max_items`` bounds every array and map in it (a peer that is not trusted: a small
+    frame of many items would otherwise become a list many times its size)."""
+    limits = {} if max_items is None else {"max_array_len": max_items, "max_map_len": max_items}
     try:
-        fields = msgpack.unpackb(frame, raw=False, strict_map_key=False)
+        fields = msgpack.unpackb(frame, raw=False, strict_map_key=False, **limits)
     except Exception as exc:
         raise ProtocolError(f"header frame is not msgpack: {exc}") from None
     if not isinstance(fields, list) or not fields or not isinstance(fields[0], int):

@@ -290,3 +290,27 @@ def test_a_spawn_storm_of_exec_slaves_keeps_the_node_answering(tmp_path, node_pr
     assert node.stop() == 0
     wait_until(lambda: not node_processes(pid), timeout=15, message="no process left")
     print(f"\nslowest info during the storm: {slowest:.3f} s")
+
+
+def test_malformed_and_oversized_slave_messages_are_dropped_and_said_once(cocaine_node,
+                                                                          tmp_path, caplog):
+    cocaine_node.add_app("noisy", exec_app(tmp_path / "noisy", tasks=("flood", "echo")))
+    with caplog.at_level("WARNING", logger="cocaine.engine"):
+        assert call(cocaine_node, "noisy", "flood", b"2000") == b"flooded"
+        assert call(cocaine_node, "noisy", "echo", b"fine") == b"fine"
+    notices = [r.getMessage() for r in caplog.records if "malformed" in r.getMessage()]
+    # 2,002 messages dropped: one line said it (the next comes 10 s later, with the count).
+    assert len(notices) == 1, notices
+    assert "not msgpack" in notices[0]
+
+
+def test_a_slave_header_of_too_many_items_is_refused_before_it_is_built():
+    from cocaine_core.engine.channel import SLAVE_MAX_ITEMS
+    from cocaine_core.errors import ProtocolError
+    from cocaine_core.protocol import unpack
+
+    many = b"\xdd" + (10**6).to_bytes(4, "big") + b"\x03" + b"\x00" * (10**6 - 1)
+    with pytest.raises(ProtocolError, match="max_array_len"):
+        unpack(many, max_items=SLAVE_MAX_ITEMS)
+    assert unpack(b"\x95\x07\x01\xcd\x01\xf6\xa4boom\xa0", max_items=SLAVE_MAX_ITEMS) == [
+        7, 1, 502, "boom", ""]

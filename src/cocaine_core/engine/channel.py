@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import time
 from typing import Any, Protocol
 
 import zmq
@@ -23,6 +24,7 @@ import zmq
 from cocaine_core import protocol
 from cocaine_core.engine.job import Job
 from cocaine_core.errors import ProtocolError
+from cocaine_core.errortext import printable
 from cocaine_core.protocol import Code
 from cocaine_core.zmqloop import SocketReader
 
@@ -30,6 +32,12 @@ log = logging.getLogger("cocaine.engine")
 
 #: The largest message the engine takes from a slave (a chunk of an answer, with its header).
 SLAVE_MAX_MESSAGE = 256 * 2**20
+#: The most items in any array or map of a slave's header: a header has at most five
+#: fields, and a frame of millions of one-byte items would unpack to a list many times its
+#: size (a 200 MiB frame to gigabytes the node keeps).
+SLAVE_MAX_ITEMS = 64
+#: Seconds between two notices of malformed messages dropped.
+NOTICE_INTERVAL = 10.0
 
 
 class SlaveListener(Protocol):
@@ -69,6 +77,9 @@ class EngineChannel:
         self.max_message = SLAVE_MAX_MESSAGE
         self._socket: zmq.Socket[bytes] | None = None
         self._reader: SocketReader | None = None
+        #: Malformed messages dropped since the last notice, and when it was said.
+        self._dropped = 0
+        self._said_at = -NOTICE_INTERVAL
 
     def bind(self) -> None:
         """Bind the endpoint and start decoding (from the running asyncio loop)."""
@@ -95,6 +106,17 @@ class EngineChannel:
                 os.unlink(self.endpoint.removeprefix("ipc://"))
 
     # -- sending ----------------------------------------------------------------------------
+
+    def _malformed(self, why: str) -> None:
+        """Count a message dropped as malformed; say so at most every ``NOTICE_INTERVAL``
+        (a slave that sends nothing else must not flood the node's log)."""
+        self._dropped += 1
+        now = time.monotonic()
+        if now - self._said_at >= NOTICE_INTERVAL:
+            log.warning("%s: dropped %d malformed slave message(s) in the last %g s; the "
+                        "latest: %s", self.endpoint, self._dropped, NOTICE_INTERVAL,
+                        printable(why)[:500])
+            self._dropped, self._said_at = 0, now
 
     def configure(self, slave_id: str, settings: dict[str, Any]) -> None:
         """Tell a slave that shook hands to get ready, with its settings."""
@@ -125,9 +147,9 @@ class EngineChannel:
 
     def _on_message(self, frames: list[bytes]) -> None:
         try:
-            fields = protocol.unpack(frames[1])
+            fields = protocol.unpack(frames[1], max_items=SLAVE_MAX_ITEMS)
         except (ProtocolError, IndexError) as exc:
-            log.warning("%s: dropped a malformed slave message: %s", self.endpoint, exc)
+            self._malformed(str(exc))
             return
         code, listener = fields[0], self.listener
         # Heartbeats and logs come from the slave's second socket: they name the slave.

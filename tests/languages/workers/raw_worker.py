@@ -4,7 +4,9 @@ Run by the ``exec`` language as ``python raw_worker.py``. Events: ``echo``; ``en
 of the variable named by the body); ``whoami`` (uid, parent pid, working folder, session);
 ``sleep`` (seconds); ``hang`` (stops heart-beating and blocks); ``exit`` (adds its pid to the
 file the body names, then exits mid-job); ``spawn`` (starts ``sleep 1000`` and answers its
-pid). ``RAW_WORKER_START`` makes it fail at start-up: ``exit`` (a line on stderr, status 1),
+pid); ``flood`` (sends the body's count of malformed messages, then headers of too many
+items).
+``RAW_WORKER_START`` makes it fail at start-up: ``exit`` (a line on stderr, status 1),
 ``error`` (an ERROR for the configure) or ``silent`` (never shakes hands).
 """
 
@@ -70,6 +72,12 @@ def answer(event: str, body: bytes) -> bytes:
         with open(body, "a") as marks:
             marks.write(f"{os.getpid()}\n")
         os._exit(3)
+    if event == "flood":  # the body: how many malformed messages, then two too big to read
+        for _ in range(int(body)):
+            main.send(b"\xc1 not msgpack")
+        for items in (100, 1_000_000):  # [3, 0, 0, ...]: a heartbeat of too many items
+            main.send(b"\xdd" + items.to_bytes(4, "big") + b"\x03" + b"\x00" * (items - 1))
+        return b"flooded"
     if event == "spawn":
         return str(subprocess.Popen(["sleep", "1000"]).pid).encode()
     raise KeyError(event)
