@@ -50,12 +50,12 @@ class ExecLanguage:
             if key not in ("command", "env"):
                 problems.append(Problem(str(key), "unknown key; the exec language takes "
                                                   "'command' and 'env'"))
-        problems += _check_command(args.get("command"), root)
+        problems += _check_command(args.get("command"), root, args.get("env"))
         problems += _check_env(args.get("env", {}))
         return dict(args), problems
 
 
-def _check_command(command: object, root: Path) -> list[Problem]:
+def _check_command(command: object, root: Path, env: object) -> list[Problem]:
     if command is None:
         return [Problem("command", 'is required: the program and its arguments, as a list, '
                                    'e.g. ["node", "app.js"]')]
@@ -79,18 +79,28 @@ def _check_command(command: object, root: Path) -> list[Problem]:
         return problems
     if sum(len(argument.encode()) + 1 for argument in command) > MAX_COMMAND_BYTES:
         return [Problem("command", f"is longer than {MAX_COMMAND_BYTES} bytes in all")]
-    if not command[0]:
+    program = command[0]
+    if not program:
         return [Problem("command[0]", "is empty: name the program to run")]
+    if program.startswith("~"):
+        return [Problem("command[0]", f"{program!r}: ~ is not expanded (no shell runs the "
+                                      f"command); give the path, relative to the manifest "
+                                      f"or absolute")]
+    relative = "/" in program and not os.path.isabs(program)
+    if deployed_root(root) and not relative:
+        # A node's own program (absolute, or on PATH) is found, and run, by the app's user
+        # when it starts: the node, root maybe, says nothing here of what it can see.
+        return []
+    given = env.get("PATH") if isinstance(env, dict) else None
+    search = given if isinstance(given, str) else os.environ.get("PATH", os.defpath)
     try:
-        program = find_program(command[0], root, os.environ.get("PATH", os.defpath))
+        found = find_program(program, root, search)
     except ProgramError as exc:
         return [Problem("command[0]", str(exc))]
-    relative = "/" in command[0] and not os.path.isabs(os.path.expanduser(command[0]))
-    if relative and deployed_root(root) and not _within(program, root):
-        return [Problem("command[0]", f"{command[0]!r} leads to {program}, outside the app's "
-                                      f"uploaded code; name a program inside the archive "
-                                      f"(relative to the manifest), an absolute path, or "
-                                      f"one on PATH")]
+    if relative and deployed_root(root) and not _within(found, root):
+        return [Problem("command[0]", f"{program!r} leads out of the app's uploaded code; "
+                                      f"name a program inside the archive (relative to the "
+                                      f"manifest), an absolute path, or one on PATH")]
     return []
 
 
@@ -123,17 +133,19 @@ def _check_env(env: object) -> list[Problem]:
 
 def find_program(name: str, root: Path | str, search: str) -> str:
     """The program ``name`` runs: with a ``/``, that path (relative to ``root``); without,
-    the first executable file of that name in the ``search`` path (``PATH``).
+    the first executable file of that name in the ``search`` path (``PATH``; a relative
+    folder in it is relative to ``root``, where the program starts).
 
     :raises ProgramError: it does not exist, is not a file, or is not executable.
     """
     if "/" in name:
-        path = Path(name).expanduser()
+        path = Path(name)
         path = path if path.is_absolute() else Path(root) / path
         return _runnable(os.path.realpath(path), name)
     folders = [folder for folder in search.split(os.pathsep) if folder]
     for folder in folders:
-        candidate = os.path.join(folder, name)
+        # A relative folder on PATH is the app's: the program starts in its folder.
+        candidate = os.path.join(root, folder, name)
         if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
             return os.path.realpath(candidate)
     return _runnable_on_path(name, folders)
@@ -161,16 +173,3 @@ def _runnable_on_path(name: str, folders: list[str]) -> str:
 def _within(path: str, root: Path) -> bool:
     real_root = os.path.realpath(root)
     return path == real_root or path.startswith(real_root.rstrip("/") + "/")
-
-
-def interpreter(program: str) -> str | None:
-    """The interpreter a script's ``#!`` line names (its first word), if any."""
-    try:
-        with open(program, "rb") as f:
-            head = f.read(256)
-    except OSError:
-        return None
-    if not head.startswith(b"#!"):
-        return None
-    words = head[2:].split(b"\n", 1)[0].split()
-    return os.fsdecode(words[0]) if words else None

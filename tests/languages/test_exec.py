@@ -7,9 +7,11 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import signal
 import sys
 import tarfile
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -61,6 +63,8 @@ def call(node: Any, app: str, event: str, data: bytes = b"", **policy: Any) -> b
     ({"command": ["sh"], "env": {"1BAD": "x"}}, "is not a variable name"),
     ({"command": ["sh"], "env": {"A": 1}}, "env.A: must be a string"),
     ({"command": ["sh"], "shell": True}, "shell: unknown key"),
+    ({"command": ["~/bin/app"]}, "~ is not expanded"),
+    ({"command": ["app"], "env": {"PATH": "/nowhere"}}, "no program 'app' on PATH (/nowhere)"),
 ])
 def test_bad_exec_args_are_named(tmp_path, args, expected):
     (tmp_path / "data.txt").write_text("not a program\n")
@@ -314,3 +318,41 @@ def test_a_slave_header_of_too_many_items_is_refused_before_it_is_built():
         unpack(many, max_items=SLAVE_MAX_ITEMS)
     assert unpack(b"\x95\x07\x01\xcd\x01\xf6\xa4boom\xa0", max_items=SLAVE_MAX_ITEMS) == [
         7, 1, 502, "boom", ""]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="isolation needs a node run as root")
+def test_an_isolated_app_cannot_open_a_way_to_a_program_its_user_cannot_reach(tmp_path):
+    # The program lies in a folder of root's (0700): naming it must not make that folder, or
+    # the secret beside the program, reachable to the app (as opening its way used to).
+    private = Path(tempfile.mkdtemp(prefix=".cocaine-private-", dir=Path.home()))
+    try:
+        private.chmod(0o700)
+        program = private / "worker"
+        program.write_text(f"#!{sys.executable}\n" + WORKER.read_text())
+        program.chmod(0o755)
+        (private / "secret.txt").write_text("root's\n")
+        node = NodeProcess(tmp_path / "node", "--app-uids", "61700-61799").start()
+        try:
+            manifest = {"type": "exec", "args": {"command": [str(program)]},
+                        "tasks": {"echo": {"type": "native-server"}}}
+            code = _archive({"README": b"nothing but the manifest's program\n"})
+            with node.client() as client, pytest.raises(ServiceError) as refused:
+                client.control("deploy", name="reach", manifest=manifest, archive=code,
+                               sha256=archive.sha256(code))
+            # In the app's view the home folder holds only the Python installation's way.
+            assert f"cannot run '{program}': No such file or directory" in str(refused.value)
+            assert "must be open to that user" in str(refused.value)
+        finally:
+            node.stop()
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
+
+
+def _archive(files: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), 0o644
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()

@@ -38,7 +38,6 @@ from cocaine_core.backends.oom import oom_score_adj, slave_oom_score_adj
 from cocaine_core.backends.orphans import TREE_VARIABLE, kill_marked
 from cocaine_core.backends.output import AppOutput
 from cocaine_core.errors import AppLoadError
-from cocaine_core.exec_language import ProgramError, find_program, interpreter
 from cocaine_core.trust.app_users import app_environment, isolation_config
 
 log = logging.getLogger("cocaine.backend")
@@ -94,21 +93,17 @@ class ExecBackend:
         return {slave_id: process.pid for slave_id, process in self._processes.items()}
 
     async def start(self) -> None:
-        """Find the program, get an isolated app's code ready for its user, and start one
-        trial slave that must reach *ready* within ``startup_timeout``."""
+        """Get an isolated app's code ready for its user, and start one trial slave that must
+        reach *ready* within ``startup_timeout``."""
         from cocaine_core.backends.exec_trial import trial_start
 
         self._loop = asyncio.get_running_loop()
-        try:
-            program = find_program(self.command[0], self.root,
-                                   self.env.get("PATH", os.defpath))
-        except (ProgramError, IndexError) as exc:
-            raise AppLoadError(f"its command cannot run: {exc}", code_fault=True) from None
+        if not self.command:
+            raise AppLoadError("its command is empty", code_fault=True)
+        # The program is found, and run, as the app's user sees it, by the launcher: nothing
+        # is made reachable for it beyond what the app reaches anyway (its code, the Python
+        # installation), so a manifest cannot open a way into a folder the app may not read.
         self.isolation = await asyncio.to_thread(isolation_config, self.app, self.endpoint)
-        if self.isolation is not None:
-            # What the program needs beyond its code: itself and its #! interpreter.
-            extra = [program, interpreter(program)]
-            self.isolation["reach"] += [path for path in extra if path and os.path.isabs(path)]
         for stream in ("stdout", "stderr"):
             reader, writer = os.pipe()
             self._writers.append(writer)

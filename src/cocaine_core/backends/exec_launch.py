@@ -116,8 +116,12 @@ def main(argv: list[str]) -> None:
     try:
         os.execvpe(command[0], command, env)
     except OSError as exc:
-        where = env.get("PATH", os.defpath) if "/" not in command[0] else root
-        _fail(f"cannot run {command[0]!r} (from {where}): {exc.strerror}")
+        where = (f" (on PATH {env.get('PATH', os.defpath)})" if "/" not in command[0] else
+                 "" if command[0].startswith("/") else f" (in {root})")
+        hint = (f"; the app runs as uid {os.getuid()}: the program, its interpreter and every "
+                f"folder on their way must be open to that user (install it under /usr/local "
+                f"or /opt, or ship it in the app's folder)" if isolation else "")
+        _fail(f"cannot run {command[0]!r}{where}: {exc.strerror}{hint}")
 
 
 if __name__ == "__main__":
