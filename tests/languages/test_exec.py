@@ -153,9 +153,10 @@ def test_heartbeats_timeouts_and_retries_apply_to_exec_slaves(cocaine_node, tmp_
     assert engine.state.value == "running"
 
 
-def test_a_killed_slave_is_replaced_and_its_orphans_die_with_the_app(cocaine_node, tmp_path):
-    cocaine_node.add_app("orph", exec_app(tmp_path / "orph", engine={"pool-limit": 1}))
-    orphan = int(call(cocaine_node, "orph", "spawn"))
+def test_a_killed_slaves_orphans_die_with_the_app(cocaine_node, tmp_path):
+    cocaine_node.add_app("orph", exec_app(tmp_path / "orph", engine={"pool-limit": 1},
+                                          tasks=("echo", "daemon")))
+    orphan = int(call(cocaine_node, "orph", "daemon"))  # out of the slave's group
     [slave] = node_processes(os.getpid())
     os.kill(slave, signal.SIGKILL)
     wait_until(lambda: call(cocaine_node, "orph", "echo", b"x") == b"x", timeout=20,
@@ -356,3 +357,13 @@ def _archive(files: dict[str, bytes]) -> bytes:
             info.size, info.mode = len(data), 0o644
             tar.addfile(info, io.BytesIO(data))
     return buffer.getvalue()
+
+
+def test_what_a_dead_slave_started_in_its_group_dies_with_it(cocaine_node, tmp_path):
+    cocaine_node.add_app("grp", exec_app(tmp_path / "grp", engine={"pool-limit": 1}))
+    child = int(call(cocaine_node, "grp", "spawn"))
+    [slave] = node_processes(os.getpid())
+    os.kill(slave, signal.SIGKILL)
+    wait_until(lambda: process_gone(child), timeout=10,
+               message="the slave's child to die with it")
+    assert call(cocaine_node, "grp", "echo", b"on") == b"on"

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
 import logging
 import marshal
@@ -130,9 +131,16 @@ class ExecBackend:
         data = len(data).to_bytes(4, "big") + data
         reader, gate = os.pipe()
         try:
-            if len(data) > 65536:
-                fcntl.fcntl(gate, F_SETPIPE_SZ, min(len(data) + 1, 2**20 + 8))
-            os.write(gate, data)  # whole, before the launcher runs: it cannot block
+            # Written whole before the launcher runs, so the pipe must hold it and the go
+            # byte: never a blocking write (a user at its pipe quota gets 8 KiB pipes).
+            os.set_blocking(gate, False)
+            if len(data) >= 4096:
+                with contextlib.suppress(OSError):
+                    fcntl.fcntl(gate, F_SETPIPE_SZ, min(len(data) + 1, 2**20 + 8))
+            if os.write(gate, data) < len(data):
+                raise OSError(errno.ENOBUFS, f"its {len(data)}-byte start-up spec does not fit "
+                                             f"the pipe to its launcher (the user's pipe quota, "
+                                             f"fs.pipe-user-pages-soft?)")
             stdout, stderr = output or (self._writers[0], self._writers[1])
             process = subprocess.Popen(
                 [sys.executable, "-I", "-S", LAUNCHER, str(os.getpid())],
@@ -145,12 +153,23 @@ class ExecBackend:
             os.close(reader)
         return process, gate
 
-    @staticmethod
-    def go(gate: int) -> None:
-        """Let a launched program run (its spawn hooks have confined it)."""
-        with contextlib.suppress(OSError):  # it died meanwhile: its exit is heard
+    def go(self, gate: int) -> None:
+        """Let a launched program run (its spawn hooks have confined it): now, or, while the
+        pipe is full (the launcher has not read its spec yet), once it has room."""
+        try:
             os.write(gate, b"g")
+        except BlockingIOError:
+            assert self._loop is not None
+            self._loop.add_writer(gate, self._go_later, gate)
+            return
+        except OSError:
+            pass  # it died meanwhile: its exit is heard
         os.close(gate)
+
+    def _go_later(self, gate: int) -> None:
+        assert self._loop is not None
+        self._loop.remove_writer(gate)
+        self.go(gate)
 
     def spawn(self, slave_id: str) -> None:
         """Start a slave named ``slave_id`` (refused past the node's ``--max-slaves``): at
@@ -211,6 +230,10 @@ class ExecBackend:
         process = self._processes.get(slave_id)
         if process is None or process.poll() is None:
             return
+        # What it started in its own process group (it leads one) goes with it; a group id
+        # is never another process's while a member lives.
+        with contextlib.suppress(OSError):
+            os.killpg(process.pid, signal.SIGKILL)
         self._forget(slave_id)
         self.events.slave_exited(slave_id, process.returncode)
 
@@ -249,10 +272,8 @@ class ExecBackend:
             self.signal(slave_id, signal.SIGKILL)
         deadline = asyncio.get_running_loop().time() + REAP_TIMEOUT
         while self._processes and asyncio.get_running_loop().time() < deadline:
-            for slave_id, process in list(self._processes.items()):
-                if process.poll() is not None:
-                    self._forget(slave_id)
-                    self.events.slave_exited(slave_id, process.returncode)
+            for slave_id in list(self._processes):
+                self._on_exit(slave_id)
             if self._processes:
                 await asyncio.sleep(0.01)
         for slave_id in list(self._processes):

@@ -4,10 +4,10 @@ Run by the ``exec`` language as ``python raw_worker.py``. Events: ``echo``; ``en
 of the variable named by the body); ``whoami`` (uid, parent pid, working folder, session);
 ``sleep`` (seconds); ``hang`` (stops heart-beating and blocks); ``exit`` (adds its pid to the
 file the body names, then exits mid-job); ``spawn`` (starts ``sleep 1000`` and answers its
-pid); ``flood`` (sends the body's count of malformed messages, then headers of too many
-items).
-``RAW_WORKER_START`` makes it fail at start-up: ``exit`` (a line on stderr, status 1),
-``error`` (an ERROR for the configure) or ``silent`` (never shakes hands).
+pid; ``daemon`` does so in a session of its own); ``flood`` (sends the body's count of
+malformed messages, then headers of too many items). ``RAW_WORKER_START`` makes it fail at
+start-up: ``exit`` (a line on stderr, status 1), ``error`` (an ERROR for the configure) or
+``silent`` (never shakes hands).
 """
 
 import os
@@ -80,6 +80,8 @@ def answer(event: str, body: bytes) -> bytes:
         return b"flooded"
     if event == "spawn":
         return str(subprocess.Popen(["sleep", "1000"]).pid).encode()
+    if event == "daemon":  # a child in a session of its own
+        return str(subprocess.Popen(["sleep", "1000"], start_new_session=True).pid).encode()
     raise KeyError(event)
 
 
