@@ -204,3 +204,22 @@ def test_the_rules_are_the_ones_the_docs_name():
                      "errors with codes", "heartbeats during a long job", "concurrency",
                      "flow", "terminate and exit"]
     assert os.path.isfile(PYTHON_APP)
+
+
+def test_a_worker_that_floods_an_answer_fails_the_rule_and_the_kit_keeps_little(tmp_path):
+    result = kit(*raw("floods_answers"), tmp=tmp_path / "tmp")
+    assert "echo" in failed(result)
+    assert "more than 4 MiB" in verdicts(result)["echo"]["detail"]
+
+
+def test_a_process_the_worker_moved_out_of_its_group_is_killed_too(tmp_path):
+    marker = tmp_path / "left-behind"
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    result = distributions.run_cocaine(
+        "conformance", "--json", "--", *raw("leaves_a_daemon"),
+        env={"COCAINE_LOAD_PLUGINS": "", "TMPDIR": str(tmp), "LEFT_BEHIND": str(marker)},
+        timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    child = int(marker.read_text())
+    wait_until(lambda: process_gone(child), timeout=10, message="the worker's daemon to die")

@@ -26,6 +26,7 @@ from typing import IO, Any
 import zmq
 
 from cocaine_core import protocol
+from cocaine_core.backends.orphans import TREE_VARIABLE, kill_marked
 from cocaine_core.conformance.messages import (
     APP,
     MAIN,
@@ -49,6 +50,8 @@ LINE_LIMIT = 500
 BEATS_KEPT = 100_000
 #: Chunks a flow job is given back as CREDIT at a time (as the engine does).
 CREDIT_STEP = 4
+#: Most bytes of one job's answer the kit keeps (the largest a rule asks for is 1 MiB).
+MAX_ANSWER = 4 * 2**20
 
 
 class WorkerExited(Exception):
@@ -75,6 +78,8 @@ class Harness:
     def __init__(self, command: Sequence[str], timeout: float, cwd: str | None = None) -> None:
         self.command = list(command)
         self.cwd = cwd
+        #: Marks every process the worker starts, so that none outlives the kit.
+        self.tree = f"conformance.{os.getpid()}.{os.urandom(4).hex()}"
         self.timeout = timeout
         self.folder = tempfile.mkdtemp(prefix="cocaine-conformance-")  # mode 0700
         os.chmod(self.folder, 0o700)
@@ -103,7 +108,7 @@ class Harness:
     def start(self) -> None:
         """Start the worker command (FileNotFoundError/PermissionError if it cannot run)."""
         env = {**os.environ, "COCAINE_ENDPOINT": self.endpoint, "COCAINE_SLAVE_ID": SLAVE_ID,
-               "COCAINE_APP": APP}
+               "COCAINE_APP": APP, TREE_VARIABLE: self.tree}
         self.process = subprocess.Popen(self.command, env=env, stdin=subprocess.DEVNULL,
                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                         cwd=self.cwd, start_new_session=True)
@@ -149,6 +154,7 @@ class Harness:
                 self.process.kill()
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.process.wait(timeout=5)
+            kill_marked(self.tree)  # what left the group (setsid) but kept the marker
             for reader in self._readers:
                 reader.join(timeout=1)
             if not any(reader.is_alive() for reader in self._readers):
@@ -224,6 +230,11 @@ class Harness:
             raise ProtocolViolation(f"a {name} for job {job_id} ({answer.event}) after it "
                                     f"had ended with its {answer.end.upper()}: a job is "
                                     f"finished by exactly one CHOKE or ERROR")
+        size = len(message.payload or b"")
+        answer.size += size
+        if answer.size > MAX_ANSWER:
+            raise ProtocolViolation(f"job {job_id} ({answer.event}) sent more than "
+                                    f"{MAX_ANSWER >> 20} MiB, more than any rule asks for")
         if message.code == Code.CHUNK:
             assert message.payload is not None
             answer.chunks.append(message.payload)

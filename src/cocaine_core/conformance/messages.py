@@ -51,6 +51,7 @@ class Answer:
     message: str = ""
     ended_at: float | None = None
     owed: int = 0  # chunks received and not yet given back as CREDIT
+    size: int = 0  # bytes of chunks received
 
     @property
     def done(self) -> bool:

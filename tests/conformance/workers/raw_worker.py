@@ -16,7 +16,7 @@ import zmq
 
 #: Which rule to break (set by the bad workers): see ``serve``.
 BREAK = {"heartbeats during jobs": False, "chunk order": False, "error codes": False,
-         "terminate": False, "garbage": False}
+         "terminate": False, "garbage": False, "flood": False}
 
 
 def pack(*fields):
@@ -75,6 +75,11 @@ def serve() -> int:
             body = frames[1] if len(frames) > 1 else b""
             if event == "echo" and BREAK["garbage"]:
                 main.send_multipart([b"\xc1not msgpack", body])
+            elif event == "echo" and BREAK["flood"]:
+                chunk = b"x" * 2**20
+                for _ in range(200):  # 200 MiB for any echo (the kit keeps at most 4)
+                    main.send_multipart([pack(5, job_id), chunk])
+                main.send(pack(6, job_id))
             elif event == "echo":
                 main.send_multipart([pack(6, job_id), body])
             elif event == "stream":
