@@ -14,10 +14,13 @@ Header members (PAX, GNU long names) are checked before ``tarfile`` reads them: 
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import io
+import os
 import posixpath
+import re
 import shutil
 import tarfile
 from collections.abc import Callable, Iterator
@@ -77,6 +80,31 @@ def pack_source(source: Path, *, contents: bool = False) -> bytes:
         for entry in sorted(source.iterdir()) if contents else [source]:
             tar.add(str(entry), arcname=entry.name, filter=keep)
     return gzip.compress(buffer.getvalue(), compresslevel=6, mtime=0)
+
+
+#: Names that look like secrets: warned of when a whole folder is packed.
+SECRET_NAMES = re.compile(r"(^|/)(\.ssh|\.aws|\.gnupg|\.netrc|\.env|id_(rsa|dsa|ecdsa|ed25519)"
+                          r"[^/]*|[^/]*\.(pem|key|p12|pfx))(/|$)")
+
+
+def survey(folder: Path) -> tuple[int, int, list[str]]:
+    """What packing ``folder``'s contents would take: files, bytes, and the paths that look
+    like secrets (keys, ``.env``), without reading any file. Raises OSError as walking does."""
+    files = size = 0
+    secrets: list[str] = []
+    for top, folders, names in os.walk(folder):
+        folders[:] = [name for name in folders if name not in SKIP]
+        for name in names:
+            path = os.path.join(top, name)
+            relative = os.path.relpath(path, folder)
+            if name.endswith((".pyc", ".pyo")):
+                continue
+            files += 1
+            with contextlib.suppress(OSError):
+                size += os.lstat(path).st_size
+            if SECRET_NAMES.search(relative) and len(secrets) < 10:
+                secrets.append(relative)
+    return files, size, secrets
 
 
 def sha256(data: bytes) -> str:

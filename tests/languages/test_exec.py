@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import tarfile
 import tempfile
@@ -367,3 +368,31 @@ def test_what_a_dead_slave_started_in_its_group_dies_with_it(cocaine_node, tmp_p
     wait_until(lambda: process_gone(child), timeout=10,
                message="the slave's child to die with it")
     assert call(cocaine_node, "grp", "echo", b"on") == b"on"
+
+
+def test_deploying_an_exec_folder_says_what_it_packs_and_warns_of_secrets(tmp_path):
+    manifest = exec_app(tmp_path / "app", tasks=("echo",))
+    (tmp_path / "app" / ".ssh").mkdir()
+    (tmp_path / "app" / ".ssh" / "id_ed25519").write_text("PRIVATE\n")
+    (tmp_path / "app" / ".env").write_text("TOKEN=1\n")
+    node = NodeProcess(tmp_path / "node").start()
+    try:
+        result = node.cli("app", "deploy", str(manifest), "--name", "packed")
+        said = result.stderr.decode()
+        assert f"packing {(tmp_path / 'app').resolve()} (an exec app: its whole folder): " \
+               f"4 files" in said
+        assert "look like secrets" in said and ".ssh/id_ed25519" in said and ".env" in said
+        assert node.answer("packed", "echo", b"hi") == b"hi"
+    finally:
+        node.stop()
+
+
+def test_an_exec_folder_larger_than_a_node_unpacks_is_refused_before_packing(tmp_path):
+    manifest = exec_app(tmp_path / "big", tasks=("echo",))
+    with open(tmp_path / "big" / "data.bin", "wb") as f:
+        f.truncate(600 * 2**20)  # sparse: 600 MiB to pack, nothing on disk
+    result = subprocess.run([str(Path(sys.executable).with_name("cocaine")), "app", "deploy",
+                             str(manifest), "--node", "tcp://127.0.0.1:9"],
+                            capture_output=True, timeout=60)
+    assert result.returncode == 1
+    assert b"holds 600 MiB" in result.stderr and b"more than a node unpacks" in result.stderr

@@ -12,7 +12,7 @@ import typer
 
 from cocaine_core import archive
 from cocaine_core.cli.options import KeyOption, NodeOption, ServerKeyOption, WaitOption, client
-from cocaine_core.errors import ManifestError, Problem
+from cocaine_core.errors import CocaineError, ManifestError, Problem
 from cocaine_core.jsontext import loads_lenient
 from cocaine_core.protocol import DEFAULT_ENDPOINT
 
@@ -32,7 +32,7 @@ def pack_app(manifest_path: Path) -> tuple[dict[str, Any], bytes]:
     data = loads_lenient(text, source=str(manifest_path))
     args = data.get("args") if isinstance(data, dict) else None
     if isinstance(data, dict) and data.get("type") == "exec":
-        return data, archive.pack_source(manifest_path.resolve().parent, contents=True)
+        return data, pack_folder(manifest_path.resolve().parent)
     source = args.get("source") if isinstance(args, dict) else None
     if not isinstance(source, str) or not source:
         raise ManifestError([Problem("args.source", "is required to deploy: the app's code "
@@ -46,6 +46,28 @@ def pack_app(manifest_path: Path) -> tuple[dict[str, Any], bytes]:
     manifest = copy.deepcopy(data)
     manifest["args"]["source"] = path.name
     return manifest, archive.pack_source(path)
+
+
+def pack_folder(folder: Path) -> bytes:
+    """Pack the whole folder of an ``exec`` app, saying what goes (and what looks like a
+    secret) first; one larger than a node unpacks is refused before it is packed."""
+    try:
+        files, size, secrets = archive.survey(folder)
+    except OSError as exc:
+        raise CocaineError(f"cannot read the app's folder {folder}: {exc.strerror}") from None
+    if size > archive.DEFAULT_MAX_UNPACKED:
+        raise CocaineError(
+            f"the app's folder {folder} holds {size / 2**20:.0f} MiB in {files} files, more "
+            f"than a node unpacks ({archive.DEFAULT_MAX_UNPACKED >> 20} MiB unless it was "
+            f"started with a larger --max-unpacked): an exec app's whole folder is packed, so "
+            f"keep only the app in it")
+    typer.echo(f"packing {folder} (an exec app: its whole folder): {files} files, "
+               f"{size / 2**20:.1f} MiB", err=True)
+    if secrets:
+        typer.echo(f"warning: these look like secrets and are packed with the app: "
+                   f"{', '.join(secrets)}; move them out of the app's folder if the app does "
+                   f"not need them", err=True)
+    return archive.pack_source(folder, contents=True)
 
 
 @app_app.command("deploy")
