@@ -24,7 +24,7 @@ from cocaine_core.backends.census import node_processes
 from cocaine_core.errors import CocaineError, ServiceError
 from cocaine_core.exec_language import ExecLanguage
 from cocaine_core.manifest import load_manifest
-from cocaine_core.testing import NodeProcess, process_gone, wait_until
+from cocaine_core.testing import NodeProcess, free_port, process_gone, wait_until
 
 WORKER = Path(__file__).with_name("workers") / "raw_worker.py"
 
@@ -396,3 +396,35 @@ def test_an_exec_folder_larger_than_a_node_unpacks_is_refused_before_packing(tmp
                             capture_output=True, timeout=60)
     assert result.returncode == 1
     assert b"holds 600 MiB" in result.stderr and b"more than a node unpacks" in result.stderr
+
+
+@pytest.mark.parametrize("kind", ["exec", "python"])
+def test_sigterm_ends_cocaine_run_while_an_app_hangs_in_its_start(tmp_path, kind):
+    folder = tmp_path / kind
+    folder.mkdir()
+    if kind == "exec":
+        args: dict[str, Any] = {"command": ["sleep", "1000"]}
+    else:
+        (folder / "app.py").write_text("import time\ntime.sleep(1000)\n")
+        args = {"source": "app.py"}
+    (folder / "manifest.json").write_text(json.dumps({
+        "type": kind, "args": args, "engine": {"startup-timeout": 60},
+        "tasks": {"echo": {"type": "native-server"}}}))
+    log = tmp_path / "run.log"
+    with open(log, "wb") as out:
+        run = subprocess.Popen([str(Path(sys.executable).with_name("cocaine")), "run",
+                                str(folder / "manifest.json"), "--listen",
+                                f"tcp://127.0.0.1:{free_port()}"], stdout=out, stderr=out)
+    try:
+        wait_until(lambda: b"listening on" in log.read_bytes(), timeout=30,
+                   message="the node to listen")
+        hung = wait_until(lambda: [pid for pid in node_processes(run.pid)], timeout=30,
+                          message="the app's start to run")
+        run.terminate()
+        assert run.wait(timeout=10) == 0, log.read_text()
+        assert "stopping while starting" in log.read_text()
+        wait_until(lambda: all(process_gone(pid) for pid in hung), timeout=10,
+                   message="the hanging start to be killed")
+    finally:
+        run.kill()
+        run.wait()

@@ -63,6 +63,7 @@ async def trial_start(backend: ExecBackend, timeout: float) -> None:
     process: subprocess.Popen[bytes] | None = None
     info: SlaveInfo | None = None
     failure: AppLoadError | None = None
+    ready = False
     explanations: list[str] = []
     tail = bytearray()
     try:
@@ -90,6 +91,7 @@ async def trial_start(backend: ExecBackend, timeout: float) -> None:
         backend.go(gate)
         try:
             await _converse(backend, sock, slave_id, process, reader, tail, timeout)
+            ready = True
         except AppLoadError as exc:
             failure = exc
     finally:
@@ -102,7 +104,7 @@ async def trial_start(backend: ExecBackend, timeout: float) -> None:
         if backend.isolation is not None and str(path) in backend.isolation["reach"]:
             backend.isolation["reach"].remove(str(path))
         if process is not None:
-            await _end(process)
+            await _end(process, EXIT_WAIT if ready else 0.0)  # only a ready one is waited for
             if info is not None:
                 # A plugin may know why it ended (the cgroups plugin: out of memory).
                 explanations = [str(result) for _plugin, result in get_host().call_each(
@@ -180,10 +182,10 @@ def _quote(tail: bytearray) -> str:
     return f"; it wrote: {text}" if text else ""
 
 
-async def _end(process: subprocess.Popen[bytes]) -> None:
-    """Wait for the trial slave to exit, then make it; reap it either way."""
+async def _end(process: subprocess.Popen[bytes], wait: float) -> None:
+    """Wait up to ``wait`` seconds for the trial slave to exit, then make it; reap it."""
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + EXIT_WAIT
+    deadline = loop.time() + wait
     while process.poll() is None and loop.time() < deadline:
         await asyncio.sleep(POLL)
     if process.poll() is None:

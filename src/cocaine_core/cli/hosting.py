@@ -50,10 +50,24 @@ async def _host(node: Node, ready: Callable[[Node, Background], Awaitable[None]]
 
     if reload_on_sighup:
         loop.add_signal_handler(signal.SIGHUP, reload)
-    try:
+    async def start() -> None:
         await node.start()
         await ready(node, background)
-        await stop.wait()
+
+    try:
+        # A signal during the start (an app whose code hangs while it loads) is heard too:
+        # the start is cancelled, not waited for.
+        starting = loop.create_task(start())
+        stopping = loop.create_task(stop.wait())
+        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if not starting.done():
+            log.info("stopping while starting: the start is abandoned")
+            starting.cancel()
+            await asyncio.gather(starting, return_exceptions=True)
+        else:
+            starting.result()  # a start that failed says why
+            await stopping
+        stopping.cancel()
         log.info("stopping: draining %d app(s)", len(node.apps))
     finally:
         for task in list(tasks):
