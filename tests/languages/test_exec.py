@@ -21,6 +21,7 @@ import pytest
 
 from cocaine_core import archive, hookimpl
 from cocaine_core.backends.census import node_processes
+from cocaine_core.client import Client
 from cocaine_core.errors import CocaineError, ServiceError
 from cocaine_core.exec_language import ExecLanguage
 from cocaine_core.manifest import load_manifest
@@ -425,6 +426,35 @@ def test_sigterm_ends_cocaine_run_while_an_app_hangs_in_its_start(tmp_path, kind
         assert "stopping while starting" in log.read_text()
         wait_until(lambda: all(process_gone(pid) for pid in hung), timeout=10,
                    message="the hanging start to be killed")
+    finally:
+        run.kill()
+        run.wait()
+
+
+def test_cocaine_run_reload_restarts_exec_slaves_when_any_file_of_the_app_changes(tmp_path):
+    manifest = exec_app(tmp_path / "rel", tasks=("whoami",),
+                        engine={"pool-min": 1, "pool-limit": 1})
+    (tmp_path / "rel" / "node_modules").mkdir()
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    run = subprocess.Popen([str(Path(sys.executable).with_name("cocaine")), "run",
+                            str(manifest), "--listen", endpoint, "--reload"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def pid() -> int | None:
+        try:
+            with Client(endpoint, wait=5) as client:
+                return int(client.call("rel", "whoami").split()[3])  # its session: its pid
+        except ServiceError:
+            return None
+
+    try:
+        first = wait_until(pid, timeout=30, message="the app to answer")
+        (tmp_path / "rel" / "node_modules" / "ignored.js").write_text("// a package\\n")
+        (tmp_path / "rel" / "settings.json").write_text('{"colour": "blue"}\\n')
+        wait_until(lambda: (now := pid()) and now != first, timeout=30,
+                   message="a new slave after the change")
+        run.send_signal(signal.SIGINT)
+        assert run.wait(timeout=30) == 0
     finally:
         run.kill()
         run.wait()

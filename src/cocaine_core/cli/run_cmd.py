@@ -63,7 +63,11 @@ async def _watch(manifest: Manifest, engine: Engine) -> None:
     source = manifest.args.get("source")
     path = (manifest.root / source) if isinstance(source, str) else manifest.root
     target = path if path.is_dir() else path.parent
+    # A Python app: its .py files. Any other (exec: a program in any language, maybe built
+    # in place): every file of its folder, save packages and caches (node_modules, .git...).
+    watched = (watchfiles.PythonFilter() if manifest.type == "python" else
+               watchfiles.DefaultFilter())
     async for changes in watchfiles.awatch(target, debounce=100, step=50,
-                                           watch_filter=watchfiles.PythonFilter()):
+                                           watch_filter=watched):
         log.info("source changed (%d file(s)); restarting slaves", len(changes))
         await engine.restart()
