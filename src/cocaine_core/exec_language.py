@@ -9,6 +9,7 @@ is involved (give ``["sh", "-c", "..."]`` for one).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -61,8 +62,8 @@ def _check_command(command: object, root: Path, env: object) -> list[Problem]:
                                    'e.g. ["node", "app.js"]')]
     if isinstance(command, str):
         return [Problem("command", f'must be a list of strings, not one string (no shell '
-                                   f'splits it): e.g. {command.split()!r:.200}, or '
-                                   f'["sh", "-c", ...] for a shell')]
+                                   f'splits it): e.g. {json.dumps(command.split())[:200]}, '
+                                   f'or ["sh", "-c", ...] for a shell')]
     if not isinstance(command, list) or not command:
         return [Problem("command", f"must be a non-empty list of strings, got {command!r:.200}")]
     if len(command) > MAX_ARGUMENTS:
@@ -117,8 +118,8 @@ def _check_env(env: object) -> list[Problem]:
             problems.append(Problem(where, "is not a variable name (letters, digits and _, "
                                            "not starting with a digit)"))
         elif name.startswith(RESERVED_PREFIX):
-            problems.append(Problem(where, f"names start with {RESERVED_PREFIX} are the "
-                                           f"engine's own; choose another name"))
+            problems.append(Problem(where, f"names that start with {RESERVED_PREFIX} are "
+                                           f"the engine's own; choose another name"))
         elif not isinstance(value, str):
             problems.append(Problem(where, f"must be a string, got {value!r:.200}"))
         elif "\0" in value or len(value) > MAX_VALUE:

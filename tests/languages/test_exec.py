@@ -458,3 +458,21 @@ def test_cocaine_run_reload_restarts_exec_slaves_when_any_file_of_the_app_change
     finally:
         run.kill()
         run.wait()
+
+
+def test_a_javascript_app_without_its_packages_says_which_module_and_what_to_do(cocaine_node,
+                                                                               tmp_path):
+    folder = tmp_path / "nomods"
+    folder.mkdir()
+    (folder / "app.js").write_text("const { Worker } = require('cocaine-worker');\n"
+                                   "new Worker().run();\n")
+    (folder / "manifest.json").write_text(json.dumps({
+        "type": "exec", "args": {"command": ["node", "app.js"]},
+        "tasks": {"echo": {"type": "native-server"}}}))
+    engine = cocaine_node.add_app("nomods", folder / "manifest.json")
+    wait_until(lambda: engine.state.value == "broken", timeout=60, message="a broken app")
+    reason = cocaine_node.info("nomods")["broken"]
+    assert "exited with status 1 before its handshake; it wrote: Error: Cannot find module " \
+           "'cocaine-worker'" in reason, reason
+    assert "no node_modules: run npm ci" in reason
+    assert "\\n" not in reason and len(reason) < 800, reason

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
+import re
 import signal
 import subprocess
 import uuid
@@ -33,6 +35,8 @@ from cocaine_core.trust.app_users import grant_socket
 if TYPE_CHECKING:
     from cocaine_core.backends.exec_backend import ExecBackend
 
+app_log = logging.getLogger("cocaine.app")
+
 #: Most bytes of the trial's output kept, to quote the end of it in a failure.
 OUTPUT_TAIL = 4096
 #: The largest message taken from the trial slave.
@@ -40,6 +44,8 @@ TRIAL_MAX_MESSAGE = 2**20
 #: How long a ready trial slave has to exit once told to, before SIGKILL (seconds).
 EXIT_WAIT = 2.0
 POLL = 0.01
+#: A line of a program's output that says what went wrong.
+_TELLING = re.compile(r"error|cannot|can't|not found|no such|denied|fatal|fail", re.IGNORECASE)
 #: Most messages from the trial slave read between two turns of the node's loop.
 MESSAGES_PER_TICK = 64
 
@@ -134,7 +140,8 @@ async def _converse(backend: ExecBackend, sock: zmq.Socket[bytes], slave_id: str
                 fields = protocol.unpack(frames[1])
             except Exception:
                 raise AppLoadError(f"its program sent a message that is not msgpack at "
-                                   f"start-up{_quote(tail)}", code_fault=True) from None
+                                   f"start-up{_quote(tail, backend)}",
+                                   code_fault=True) from None
             code = fields[0] if fields else None
             if code == Code.HANDSHAKE and not configured:
                 sock.send_multipart([frames[0], protocol.pack(Code.CONFIGURE, _settings(backend))])
@@ -152,14 +159,15 @@ async def _converse(backend: ExecBackend, sock: zmq.Socket[bytes], slave_id: str
             _read_output(reader, tail)
             how = (f"was killed by signal {-status}" if status < 0 else
                    f"exited with status {status}")
-            stage = "after its handshake" if configured else "before its handshake"
-            raise AppLoadError(f"its program {how} {stage}, before it was ready"
-                               f"{_quote(tail)}", code_fault=status > 0)
+            stage = ("before it was ready (after its handshake)" if configured else
+                     "before its handshake")
+            raise AppLoadError(f"its program {how} {stage}{_quote(tail, backend)}",
+                               code_fault=status > 0)
         await asyncio.sleep(POLL)
     stage = ("did not send its first heartbeat after CONFIGURE" if configured else
              "did not shake hands")
     raise AppLoadError(f"its program {stage} within {timeout:g} s (engine.startup-timeout); "
-                       f"is it a cocaine worker (docs/languages.md)?{_quote(tail)}",
+                       f"is it a cocaine worker (docs/languages.md)?{_quote(tail, backend)}",
                        code_fault=False)
 
 
@@ -177,9 +185,24 @@ def _read_output(reader: int, tail: bytearray) -> None:
             del tail[:-OUTPUT_TAIL]
 
 
-def _quote(tail: bytearray) -> str:
-    text = printable(bytes(tail).decode("utf-8", "replace").strip()[-1000:])
-    return f"; it wrote: {text}" if text else ""
+def _quote(tail: bytearray, backend: ExecBackend) -> str:
+    """What the program wrote, for its load failure: the line that tells (the last naming an
+    error), with a hint where one is known; every line goes to the node's log, as written."""
+    lines = [line.rstrip() for line in bytes(tail).decode("utf-8", "replace").splitlines()
+             if line.strip()]
+    if not lines:
+        return ""
+    for line in lines[-40:]:
+        app_log.error("[%s] %s", backend.app.name, printable(line)[:1000])
+    telling = next((line for line in reversed(lines) if _TELLING.search(line)), lines[-1])
+    text = printable(telling.strip())[:300]
+    more = f" ({len(lines) - 1} more line(s) in the node's log)" if len(lines) > 1 else ""
+    hint = ""
+    if "Cannot find module" in text and not (Path(backend.root) / "node_modules").exists():
+        hint = "; the app's folder has no node_modules: run npm ci (or npm install) there first"
+    elif "Exec format error" in text:
+        hint = "; a script needs a #! line naming its interpreter"
+    return f"; it wrote: {text}{more}{hint}"
 
 
 async def _end(process: subprocess.Popen[bytes], wait: float) -> None:
