@@ -815,7 +815,7 @@ def test_an_empty_allow_list_loads_no_plugin(site: Path, app_source: Path,
     assert problems_of(manifest_with({"hello": {"type": "native-server"}}), app_source) == {
         "type": "language 'python' is provided by cocaine-python, which is not installed or "
                 "failed to load (see 'cocaine plugins'); pip install cocaine-python. "
-                "installed languages: (none)"}
+                "installed languages: 'exec'"}
 
 
 @pytest.mark.parametrize("allow", ["example", "cocaine-example-driver", " example , ",

@@ -86,7 +86,7 @@ def test_a_missing_language_names_its_distribution(fresh_venv: Path) -> None:
         f"1 problem with the manifest in {manifest}:\n"
         "  - type: language 'python' is provided by cocaine-python, which is not installed or "
         "failed to load (see 'cocaine plugins'); pip install cocaine-python. installed "
-        "languages: (none)\n")
+        "languages: 'exec'\n")
 
 
 ZMQ_APP = '''
