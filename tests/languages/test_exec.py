@@ -476,3 +476,21 @@ def test_a_javascript_app_without_its_packages_says_which_module_and_what_to_do(
            "'cocaine-worker'" in reason, reason
     assert "no node_modules: run npm ci" in reason
     assert "\\n" not in reason and len(reason) < 800, reason
+
+
+def test_a_spare_still_starting_when_the_app_stops_hears_its_terminate(cocaine_node, tmp_path):
+    # A Python program takes ~0.2 s to connect: the spare the pool starts after the first call
+    # was still starting when the app was stopped, its TERMINATE was dropped, and the stop
+    # waited out termination-timeout (30 s here) for it.
+    folder = tmp_path / "spare"
+    folder.mkdir()
+    (folder / "app.py").write_text("def echo(request):\n    return request.data\n")
+    (folder / "manifest.json").write_text(json.dumps({
+        "type": "exec",
+        "args": {"command": [sys.executable, "-m", "cocaine_python.worker", "app.py"]},
+        "engine": {"termination-timeout": 30},
+        "tasks": {"echo": {"type": "native-server"}}}))
+    cocaine_node.add_app("spare", folder / "manifest.json")
+    assert call(cocaine_node, "spare", "echo", b"x") == b"x"
+    cocaine_node.run(cocaine_node.node.remove_app, "spare", timeout=20)
+    assert not node_processes(os.getpid())

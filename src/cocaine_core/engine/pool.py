@@ -273,6 +273,11 @@ class SlavePool:
         slave.flow = flow
         if slave.pid is None:
             slave.pid = pid
+        if slave.state is SlaveState.RETIRING:
+            # Told to terminate before it had connected (a spare still starting when the
+            # app stopped): that message was dropped; it hears it now.
+            self.engine.channel.terminate(slave.id, slave.reason or "app stopping")
+            return
         self._configure_when_able(slave)
 
     def slave_heartbeat(self, slave_id: str) -> None:

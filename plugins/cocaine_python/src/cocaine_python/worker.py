@@ -63,7 +63,13 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_LOAD_FAILED
     from cocaine_python.runtime import serve
 
-    return serve(app, SlaveChannel(endpoint, slave_id, parent_pid=os.getppid()))
+    channel = SlaveChannel(endpoint, slave_id, parent_pid=os.getppid())
+    try:
+        return serve(app, channel)
+    except SystemExit as exc:  # told to terminate before it was configured (a spare)
+        return exc.code if isinstance(exc.code, int) else 0
+    finally:
+        channel.close()
 
 
 def _events(given: str | None) -> list[str] | None:
@@ -115,4 +121,7 @@ def _traceback(exc: BaseException) -> str:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    status = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)  # as a forked slave does: nothing at the interpreter's exit may hold it
