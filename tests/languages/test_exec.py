@@ -25,7 +25,7 @@ from cocaine_core.client import Client
 from cocaine_core.errors import CocaineError, ServiceError
 from cocaine_core.exec_language import ExecLanguage
 from cocaine_core.manifest import load_manifest
-from cocaine_core.testing import NodeProcess, free_port, process_gone, wait_until
+from cocaine_core.testing import free_port, process_gone, wait_until
 
 WORKER = Path(__file__).with_name("workers") / "raw_worker.py"
 
@@ -169,8 +169,8 @@ def test_a_killed_slaves_orphans_die_with_the_app(cocaine_node, tmp_path):
     assert not node_processes(os.getpid())
 
 
-def test_exec_slaves_die_with_a_node_killed_9(tmp_path):
-    node = NodeProcess(tmp_path / "node").start()
+def test_exec_slaves_die_with_a_node_killed_9(tmp_path, node_process):
+    node = node_process()
     try:
         manifest = exec_app(tmp_path / "app", engine={"pool-min": 2, "pool-limit": 2})
         node.cli("app", "deploy", str(manifest), "--name", "raw")
@@ -187,8 +187,9 @@ def test_exec_slaves_die_with_a_node_killed_9(tmp_path):
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="isolation needs a node run as root")
-def test_an_isolated_exec_app_runs_as_its_own_user_and_cannot_read_storage(tmp_path):
-    node = NodeProcess(tmp_path / "node", "--app-uids", "61600-61699").start()
+def test_an_isolated_exec_app_runs_as_its_own_user_and_cannot_read_storage(tmp_path,
+                                                                          node_process):
+    node = node_process("--app-uids", "61600-61699")
     try:
         buffer = io.BytesIO()
         with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
@@ -324,7 +325,8 @@ def test_a_slave_header_of_too_many_items_is_refused_before_it_is_built():
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="isolation needs a node run as root")
-def test_an_isolated_app_cannot_open_a_way_to_a_program_its_user_cannot_reach(tmp_path):
+def test_an_isolated_app_cannot_open_a_way_to_a_program_its_user_cannot_reach(tmp_path,
+                                                                             node_process):
     # The program lies in a folder of root's (0700): naming it must not make that folder, or
     # the secret beside the program, reachable to the app (as opening its way used to).
     private = Path(tempfile.mkdtemp(prefix=".cocaine-private-", dir=Path.home()))
@@ -334,7 +336,7 @@ def test_an_isolated_app_cannot_open_a_way_to_a_program_its_user_cannot_reach(tm
         program.write_text(f"#!{sys.executable}\n" + WORKER.read_text())
         program.chmod(0o755)
         (private / "secret.txt").write_text("root's\n")
-        node = NodeProcess(tmp_path / "node", "--app-uids", "61700-61799").start()
+        node = node_process("--app-uids", "61700-61799")
         try:
             manifest = {"type": "exec", "args": {"command": [str(program)]},
                         "tasks": {"echo": {"type": "native-server"}}}
@@ -371,12 +373,13 @@ def test_what_a_dead_slave_started_in_its_group_dies_with_it(cocaine_node, tmp_p
     assert call(cocaine_node, "grp", "echo", b"on") == b"on"
 
 
-def test_deploying_an_exec_folder_says_what_it_packs_and_warns_of_secrets(tmp_path):
+def test_deploying_an_exec_folder_says_what_it_packs_and_warns_of_secrets(tmp_path,
+                                                                          node_process):
     manifest = exec_app(tmp_path / "app", tasks=("echo",))
     (tmp_path / "app" / ".ssh").mkdir()
     (tmp_path / "app" / ".ssh" / "id_ed25519").write_text("PRIVATE\n")
     (tmp_path / "app" / ".env").write_text("TOKEN=1\n")
-    node = NodeProcess(tmp_path / "node").start()
+    node = node_process()
     try:
         result = node.cli("app", "deploy", str(manifest), "--name", "packed")
         said = result.stderr.decode()
