@@ -227,7 +227,8 @@ class NativeEndpoint:
         job = driver.make_job(body, {}, sink, urgent=policy.urgent, deadline=deadline,
                               timeout=policy.timeout, retry=policy.retry)
         engine.submit(job)
-        if not job.finished and sink.request_id is not None:
+        driver.submitted(job, sink)
+        if not job.finished and sink.request_id is not None and job.sink is sink:
             sink.in_flight = self.in_flight
             self.in_flight.add(sink.key, engine, job)
 

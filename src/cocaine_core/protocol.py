@@ -38,7 +38,13 @@ class Code(IntEnum):
     # client → node: [11, request_id]: the client no longer waits for that answer;
     # engine → slave: [11, job_id]: nobody waits for that job's answer: stop it
     CANCEL = 11
-    CREDIT = 12  # engine → slave: [12, job_id, n]: the job may send n more chunks
+    # engine → slave: [12, job_id, n]: the job may send n more chunks of its answer;
+    # slave → engine: [12, job_id, n]: the handler read n chunks of a streamed body;
+    # node → client: [12, request_id, n]: the client may send n more chunks of its body
+    CREDIT = 12
+    # slave → engine: [13, job_id, {"status": int, "headers": [[name, value], ...]}]: how the
+    # answer should be presented (http-server uses it); before the job's first CHUNK
+    HEADERS = 13
 
 
 class Status(IntEnum):

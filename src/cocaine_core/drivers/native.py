@@ -6,9 +6,13 @@ only declares which events of an app clients may call, and counts them.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cocaine_core.drivers import Driver
+
+if TYPE_CHECKING:
+    from cocaine_core.engine.job import Job
+    from cocaine_core.native_sink import NativeSink
 
 
 class NativeServer(Driver):
@@ -17,6 +21,12 @@ class NativeServer(Driver):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.requests = 0
+
+    def submitted(self, job: Job, sink: NativeSink) -> None:
+        """``job``, made for a client's request answered through ``sink``, was given to the
+        engine (which may have refused it at once: ``job.finished``). A native server does
+        nothing more: the job's own answer goes to the client. (``native-sink`` acknowledges
+        the request here instead.)"""
 
     def info(self) -> dict[str, Any]:
         """Type, event and requests received."""
