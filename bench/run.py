@@ -32,7 +32,7 @@ from bench.session import Bench, Settings  # noqa: E402
 
 #: Every scenario, in the order they run.
 SCENARIOS = ("throughput", "latency", "curve", "growth", "timer", "fsmonitor", "memory",
-             "overload", "chaos", "soak", "cluster", "languages")
+             "overload", "chaos", "soak", "cluster", "languages", "http")
 #: Scenarios run only when named with --only (they need root, or take long).
 EXTRA = ("oom",)
 #: The scenarios that share servers (cocaine and the broker, started once).

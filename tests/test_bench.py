@@ -14,7 +14,7 @@ from cocaine_core.testing import leftover_slaves, process_gone, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIOS = {"throughput", "latency", "curve", "growth", "timer", "fsmonitor", "memory", "overload",
-             "chaos", "soak", "cluster", "languages"}
+             "chaos", "soak", "cluster", "languages", "http"}
 
 
 @pytest.mark.timeout(400)
