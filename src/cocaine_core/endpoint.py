@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import zmq
 
-from cocaine_core import clients, protocol
+from cocaine_core import clients, native_stream, protocol
 from cocaine_core.clients import Outbox, PeerWatch
 from cocaine_core.cluster.load import free_slots
 from cocaine_core.drivers.native import NativeServer
@@ -159,6 +159,10 @@ class NativeEndpoint:
                 self.requests -= 1
                 self.cancel(envelope[0], request_id)
                 return
+            if fields[0] == Code.CHUNK or fields[0] == Code.CHOKE:  # a streamed body's piece
+                self.requests -= 1
+                native_stream.piece(self.in_flight, envelope[0], request_id, fields[0], frames)
+                return
             other = self.handlers.get(fields[0]) if self.handlers else None
             if other is not None:
                 self.requests -= 1
@@ -190,10 +194,13 @@ class NativeEndpoint:
         """Hand a checked request to the control service, to its app's engine, or, in a
         cluster, to a peer when this node has no free slot for it (``cluster/forward.py``)."""
         if app == CONTROL_APP:
+            if policy.stream:
+                raise _bad("a control request carries its arguments whole: policy.stream is "
+                           "for requests to apps")
             self.node.control.submit(sink, event, body, policy.auth)
             return
         cluster = self.node.cluster
-        if cluster is not None and cluster.peered:
+        if cluster is not None and cluster.peered and not policy.stream:
             engine = self.node.apps.get(app)
             if engine is None:
                 if cluster.forwarder.forward_anyway(sink, app, event, policy, body):
@@ -222,15 +229,27 @@ class NativeEndpoint:
                                       if isinstance(d, NativeServer))) or "(none)"
             raise ServiceError(Status.NOT_FOUND, f"app '{app}' has no event '{event}' served "
                                                  f"natively; events: {served}")
+        stream = None
+        if policy.stream:
+            if sink.request_id is None:
+                raise _bad("a streamed request needs a request_id: the pieces of its body "
+                           "name it")
+            if not driver.accepts_streams:
+                raise _bad(f"event '{event}' of app '{app}' is served by "
+                           f"{driver.task.type}, whose requests carry their body whole: send "
+                           f"it without policy.stream")
+            stream = native_stream.open_stream(sink)
         driver.requests += 1
         deadline = None if policy.deadline is None else time.monotonic() + policy.deadline
         job = driver.make_job(body, {}, sink, urgent=policy.urgent, deadline=deadline,
-                              timeout=policy.timeout, retry=policy.retry)
+                              timeout=policy.timeout, retry=policy.retry, stream=stream)
         engine.submit(job)
         driver.submitted(job, sink)
         if not job.finished and sink.request_id is not None and job.sink is sink:
             sink.in_flight = self.in_flight
             self.in_flight.add(sink.key, engine, job)
+            if stream is not None:
+                native_stream.watch(engine, job)
 
     def run_or_answer(self, sink: NativeSink, app: str, event: str, policy: Policy,
                       body: bytes) -> None:

@@ -112,6 +112,10 @@ class InFlight:
                 del clients[client]
         return entry
 
+    def get(self, key: RequestKey) -> tuple[Engine, Job] | None:
+        """The engine and job of request ``key``, if it is in flight."""
+        return self._jobs.get(key)
+
     def ended(self, sink: NativeSink) -> None:
         """The job answering through ``sink`` has ended: forget its request."""
         key = sink.key

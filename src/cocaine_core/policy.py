@@ -22,6 +22,8 @@ class Policy:
     retry: bool = True
     #: A control request's signature (``trust.signatures`` checks it); None: unsigned.
     auth: Any = None
+    #: The body streams: pieces follow the request (docs/protocol.md, streamed requests).
+    stream: bool = False
 
     @classmethod
     def parse(cls, policy: Any) -> Policy:
@@ -33,9 +35,11 @@ class Policy:
         urgent = policy.get("urgent", False)
         if not isinstance(urgent, bool):
             raise _bad("policy.urgent must be true or false")
-        retry = policy.get("retry")
+        retry, stream = policy.get("retry"), policy.get("stream", False)
         if retry is not None and not isinstance(retry, bool):
             raise _bad("policy.retry must be true or false (false: never run the job twice)")
+        if not isinstance(stream, bool):
+            raise _bad("policy.stream must be true or false (true: the body follows in pieces)")
         times = []
         for key in ("timeout", "deadline"):
             value = policy.get(key)
@@ -44,7 +48,7 @@ class Policy:
                 raise _bad(f"policy.{key} must be a number of seconds above 0 and below "
                            f"1e9, or nil; got {value!r:.40}")
             times.append(value)
-        return cls(urgent, times[0], times[1], retry is not False, policy.get("auth"))
+        return cls(urgent, times[0], times[1], retry is not False, policy.get("auth"), stream)
 
 
 def _bad(message: str) -> ServiceError:

@@ -6,7 +6,7 @@ only declares which events of an app clients may call, and counts them.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from cocaine_core.drivers import Driver
 
@@ -17,6 +17,9 @@ if TYPE_CHECKING:
 
 class NativeServer(Driver):
     """Lets clients call this task's event through the node endpoint."""
+
+    #: Its requests may stream their body (policy ``stream``: docs/protocol.md).
+    accepts_streams: ClassVar[bool] = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

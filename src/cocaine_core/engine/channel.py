@@ -43,9 +43,10 @@ NOTICE_INTERVAL = 10.0
 class SlaveListener(Protocol):
     """What the channel calls for each message a slave sends, by slave id."""
 
-    def slave_handshake(self, slave_id: str, pid: int | None, flow: bool = False) -> None:
+    def slave_handshake(self, slave_id: str, pid: int | None, flow: bool = False,
+                        streams: bool = False) -> None:
         """The slave introduced itself (its pid, if it said; ``flow``: it follows CREDIT
-        and CANCEL)."""
+        and CANCEL; ``streams``: it reads streamed bodies)."""
 
     def slave_heartbeat(self, slave_id: str) -> None:
         """The slave is alive (its first heartbeat after configure means ready)."""
@@ -66,6 +67,9 @@ class SlaveListener(Protocol):
 
     def slave_failed(self, slave_id: str, message: str) -> None:
         """The slave could not start (an error with no job id)."""
+
+    def job_flow(self, slave_id: str, code: int, fields: list[Any]) -> None:
+        """CREDIT (the handler read pieces of a streamed body) or HEADERS for a job."""
 
 
 class EngineChannel:
@@ -120,26 +124,27 @@ class EngineChannel:
 
     def configure(self, slave_id: str, settings: dict[str, Any]) -> None:
         """Tell a slave that shook hands to get ready, with its settings."""
-        self._send([slave_id.encode(), protocol.pack(Code.CONFIGURE, settings)])
+        self.send([slave_id.encode(), protocol.pack(Code.CONFIGURE, settings)])
 
     def invoke(self, slave_id: str, job: Job) -> None:
         """Hand a job to a slave."""
-        self._send([slave_id.encode(), protocol.pack(Code.INVOKE, job.id, job.event, job.meta),
+        self.send([slave_id.encode(), protocol.pack(Code.INVOKE, job.id, job.event, job.meta),
                     job.body])
 
     def credit(self, slave_id: str, job_id: int, chunks: int) -> None:
         """Let a slave send ``chunks`` more chunks of a job's answer."""
-        self._send([slave_id.encode(), protocol.pack(Code.CREDIT, job_id, chunks)])
+        self.send([slave_id.encode(), protocol.pack(Code.CREDIT, job_id, chunks)])
 
     def cancel(self, slave_id: str, job_id: int) -> None:
         """Tell a slave that nobody waits for a job's answer any more: stop it."""
-        self._send([slave_id.encode(), protocol.pack(Code.CANCEL, job_id)])
+        self.send([slave_id.encode(), protocol.pack(Code.CANCEL, job_id)])
 
     def terminate(self, slave_id: str, reason: str) -> None:
         """Ask a slave to exit once its jobs are done."""
-        self._send([slave_id.encode(), protocol.pack(Code.TERMINATE, reason)])
+        self.send([slave_id.encode(), protocol.pack(Code.TERMINATE, reason)])
 
-    def _send(self, frames: list[bytes]) -> None:
+    def send(self, frames: list[bytes]) -> None:
+        """Send a message (frames, the slave's identity first) to a slave."""
         if self._reader is not None:
             self._reader.send(frames)
 
@@ -179,4 +184,7 @@ class EngineChannel:
         elif code == Code.HANDSHAKE:
             pid = fields[2] if len(fields) > 2 and isinstance(fields[2], int) else None
             features = fields[3] if len(fields) > 3 and isinstance(fields[3], dict) else {}
-            listener.slave_handshake(slave_id, pid, features.get("flow") is True)
+            listener.slave_handshake(slave_id, pid, features.get("flow") is True,
+                                     features.get("stream") is True)
+        elif code == Code.CREDIT or code == Code.HEADERS:
+            listener.job_flow(slave_id, code, fields)

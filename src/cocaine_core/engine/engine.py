@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cocaine_core.appinfo import AppInfo
+from cocaine_core.engine import body
 from cocaine_core.engine.channel import EngineChannel
 from cocaine_core.engine.job import Job
 from cocaine_core.engine.loader import START_ATTEMPTS, CodeLoader
@@ -283,6 +284,8 @@ class Engine:
 
     def submit(self, job: Job) -> None:
         """Run ``job`` now on a free slave, or queue it, or refuse it (503) at once."""
+        if job.stream is not None:
+            body.taken(self, job)
         if not self.accepting():
             self.stats.refuse(job, self._broken_message() if self.state is AppState.BROKEN
                         else f"app '{self.name}' is {self.state.value}")

@@ -8,6 +8,7 @@ from typing import Any, Protocol
 
 import attrs
 
+from cocaine_core.engine.body import BodyStream
 from cocaine_core.errortext import MESSAGE_LIMIT, cut
 from cocaine_core.protocol import Status
 
@@ -69,6 +70,8 @@ class Job:
     finished: bool = False
     #: Its client left before it ended (see ``abandon``).
     abandoned: bool = False
+    #: Its body arrives in pieces while it runs (``body.py``); None: ``body`` is all of it.
+    stream: BodyStream | None = None
 
     def expired(self, now: float) -> bool:
         """Whether the deadline passed before the job started."""
@@ -92,6 +95,8 @@ class Job:
         if self.finished:
             return
         self.finished = True
+        if self.stream is not None:
+            self.stream.close()
         if last is None:
             self.sink.choke()
             return
@@ -108,6 +113,8 @@ class Job:
         long, valid UTF-8 (a slave of any language may send anything)."""
         if not self.finished:
             self.finished = True
+            if self.stream is not None:
+                self.stream.close()
             self.sink.error(int(code), cut(message, MESSAGE_LIMIT))
 
     def refuse(self, message: str) -> None:
@@ -123,3 +130,5 @@ class Job:
         if not self.finished:
             self.finished = True
             self.abandoned = True
+            if self.stream is not None:
+                self.stream.close()

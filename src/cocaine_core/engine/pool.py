@@ -15,7 +15,7 @@ import uuid
 from typing import TYPE_CHECKING
 
 from cocaine_core.appinfo import SlaveInfo
-from cocaine_core.engine import credit
+from cocaine_core.engine import body, credit
 from cocaine_core.engine.app_log import AppLog
 from cocaine_core.engine.exits import unexpected_exit
 from cocaine_core.engine.restarts import CrashBackoff, StartBackoff
@@ -231,14 +231,17 @@ class SlavePool:
         job.started = time.monotonic()
         job.attempts += 1
         slave.jobs[job.id] = job
-        self.engine.channel.invoke(slave.id, job)
+        if job.stream is None:
+            self.engine.channel.invoke(slave.id, job)
+        else:
+            body.invoke(self, slave, job)
 
     def stop_job(self, job: Job, why: str) -> bool:
         """Nobody waits for running ``job`` any more (``why``): tell its slave to stop it
         (``credit.stop``); False if no slave here runs it."""
         return credit.stop(self, job, why)
 
-    def _job_ended(self, slave: SlaveHandle) -> None:
+    def job_left(self, slave: SlaveHandle) -> None:
         """After a job left ``slave``: retire it if it is worn out or retiring, else go on."""
         slave.served += 1
         max_requests = self.config.max_requests
@@ -264,13 +267,13 @@ class SlavePool:
             slave.cpu_mark = None
         return slave
 
-    def slave_handshake(self, slave_id: str, pid: int | None, flow: bool = False) -> None:
+    def slave_handshake(self, slave_id: str, pid: int | None, flow: bool = False,
+                        streams: bool = False) -> None:
         """A slave introduced itself: configure it once the spawn hooks passed."""
         slave = self._heard(slave_id)
         if slave is None:
             return
-        slave.handshaken = True
-        slave.flow = flow
+        slave.handshaken, slave.flow, slave.streams = True, flow, streams
         if slave.pid is None:
             slave.pid = pid
         if slave.state is SlaveState.RETIRING:
@@ -317,7 +320,7 @@ class SlavePool:
         if slave.credits:
             slave.credits.pop(job_id, None)
         self.engine.stats.succeed(job, last)
-        self._job_ended(slave)
+        self.job_left(slave)
 
     def job_error(self, slave_id: str, job_id: int, code: int, message: str,
                   traceback: str) -> None:
@@ -329,7 +332,10 @@ class SlavePool:
         if slave.credits:
             slave.credits.pop(job_id, None)
         self.engine.handler_failed(job, slave.label(), code, message, traceback)
-        self._job_ended(slave)
+        self.job_left(slave)
+
+    #: CREDIT or HEADERS for a job of a slave.
+    job_flow = body.job_flow
 
     def slave_failed(self, slave_id: str, message: str) -> None:
         """A slave could not start (its runtime said why)."""

@@ -40,6 +40,8 @@ class SlaveHandle:
     handshaken: bool = False
     #: It said, in its handshake, that it waits for CREDIT and obeys CANCEL (docs/protocol.md).
     flow: bool = False
+    #: It reads streamed request bodies (its handshake said ``stream``).
+    streams: bool = False
     #: The flow accounting of its jobs that have sent chunks, by job id.
     credits: dict[int, Credit] = attrs.field(factory=dict)
     #: Forked ahead of need: joins the pool (is configured) only when the pool grows.
