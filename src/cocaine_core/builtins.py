@@ -12,11 +12,13 @@ if TYPE_CHECKING:
 
 @hookimpl
 def cocaine_register_drivers(registry: Registrar) -> None:
-    """Register ``native-server`` and ``filesystem-monitor``."""
+    """Register ``native-server``, ``native-sink`` and ``filesystem-monitor``."""
     from cocaine_core.drivers.fs import FilesystemMonitor
     from cocaine_core.drivers.native import NativeServer
+    from cocaine_core.drivers.sink import NativeSinkDriver
 
     registry.add("native-server", NativeServer)
+    registry.add("native-sink", NativeSinkDriver)
     registry.add("filesystem-monitor", FilesystemMonitor)
 
 
