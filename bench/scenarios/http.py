@@ -184,3 +184,7 @@ def _profile(bench: Bench, result: ScenarioResult, server: HttpServer) -> None:
         f"Where the cocaine node's CPU goes, 100 B (py-spy, {summary['samples']} samples; "
         f"{number(measured.rate)} req/s while sampled): innermost function, % of samples",
         ["function", "self %"], [[str(n), number(float(str(p)))] for n, p in summary["self"]]))
+    result.tables.append((
+        "The same samples, functions on the stack (the event loop's trunk left out): % of "
+        "samples", ["function", "total %"],
+        [[str(n), number(float(str(p)))] for n, p in summary["total"]]))
