@@ -205,7 +205,8 @@ class NativeEndpoint:
             if engine is None:
                 if cluster.forwarder.forward_anyway(sink, app, event, policy, body):
                     return
-            elif _native_driver(engine, event) is not None and free_slots(engine) <= 0 and \
+            elif (driver := _native_driver(engine, event)) is not None and \
+                    driver.forwardable and free_slots(engine) <= 0 and \
                     cluster.forwarder.forward(sink, app, event, policy, body):
                 return
         self.run_here(sink, app, event, policy, body)

@@ -20,6 +20,8 @@ class NativeServer(Driver):
 
     #: Its requests may stream their body (policy ``stream``: docs/protocol.md).
     accepts_streams: ClassVar[bool] = True
+    #: In a cluster, its requests may run on a peer when this node has no free slot.
+    forwardable: ClassVar[bool] = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

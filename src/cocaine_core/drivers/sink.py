@@ -84,6 +84,11 @@ class PublishSink:
 class NativeSinkDriver(NativeServer):
     """Acknowledges native requests at once and publishes their results on ``publish``."""
 
+    #: A one-way request carries its body whole (the acknowledgement means it was taken).
+    accepts_streams: ClassVar[bool] = False
+    #: Its results are published here, where its subscribers listen: never run on a peer.
+    forwardable: ClassVar[bool] = False
+
     keys: ClassVar[tuple[Key, ...]] = (
         Key("publish", publish_endpoint,
             help="the ZeroMQ endpoint (tcp:// or ipc://) to bind a PUB socket on; every "

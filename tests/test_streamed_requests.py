@@ -1,0 +1,345 @@
+"""Streamed request bodies on the node's endpoint, spoken by a raw pyzmq client: credit, the
+rules a client must keep, and what happens when it does not (docs/protocol.md, "Streamed
+request"). The Python side (``request.stream``) and ``Client.open`` have tests of their own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import sys
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import zmq
+
+from cocaine_core import protocol
+from cocaine_core.protocol import Code
+from cocaine_core.testing import NodeProcess, wait_until, write_app
+
+KiB, MiB, GiB = 2**10, 2**20, 2**30
+
+APP = """
+import hashlib, time
+
+def digest(request):
+    h, size, pieces = hashlib.sha256(), 0, 0
+    for piece in request.stream:
+        h.update(piece)
+        size += len(piece)
+        pieces += 1
+    return f"{size} {h.hexdigest()} {pieces}"
+
+def fail_early(request):
+    raise ValueError("refused before reading")
+
+def slow(request):
+    time.sleep(float(request.meta.get("sleep", 0)) or 0.5)
+    return b"".join(request.stream)
+
+def echo(request):
+    return request.data
+
+oneway = echo
+"""
+TASKS: dict[str, Any] = {name: {"type": "native-server"}
+                         for name in ("digest", "fail_early", "slow", "echo")}
+TASKS["oneway"] = {"type": "native-sink", "publish": "tcp://127.0.0.1:0"}
+
+
+def dealer(endpoint: str) -> zmq.Socket[bytes]:
+    """A raw DEALER to the node."""
+    sock: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(endpoint)
+    return sock
+
+
+def recv(sock: zmq.Socket[bytes], timeout: float = 30.0) -> tuple[list[Any], list[bytes]]:
+    """The next message: its header and its payload frames."""
+    assert sock.poll(int(timeout * 1000)), "no message from the node"
+    frames = sock.recv_multipart()
+    return protocol.unpack(frames[0]), frames[1:]
+
+
+def upload(sock: zmq.Socket[bytes], request_id: int, app: str, event: str,
+           pieces: Iterable[bytes], policy: dict[str, Any] | None = None) -> tuple[Any, int]:
+    """Send ``pieces`` as a streamed request, keeping to the credit; return the answer's end
+    (the header of its CHOKE or ERROR plus payload) and the most pieces ever outstanding."""
+    credit, outstanding, most = 8, 0, 0
+    source = iter(pieces)
+    first = next(source)
+    rest = _Peek(source)
+    sock.send_multipart([protocol.pack(Code.REQUEST, request_id, app, event,
+                                       {"stream": True, **(policy or {})}), first])
+    credit, outstanding = credit - 1, 1
+    answer: list[Any] = []
+    ended = False
+    while True:
+        while rest and credit > 0:
+            sock.send_multipart([protocol.pack(Code.CHUNK, request_id), rest.pop()])
+            credit -= 1
+            outstanding += 1
+            most = max(most, outstanding)
+        if not rest and not ended:
+            sock.send_multipart([protocol.pack(Code.CHOKE, request_id)])
+            ended = True
+        header, payload = recv(sock)
+        assert header[1] == request_id
+        if header[0] == Code.CREDIT:
+            credit += header[2]
+            outstanding -= header[2]
+            assert outstanding >= 0, "the node granted more than was sent"
+            continue
+        if header[0] == Code.CHUNK:
+            answer.append(payload[0])
+            continue
+        answer.extend(payload)
+        return (header, b"".join(answer)), most
+
+
+class _Peek:
+    """An iterator that can say whether it has more."""
+
+    def __init__(self, source: Iterator[bytes]) -> None:
+        self.source = source
+        self.next: bytes | None = next(source, None)
+
+    def __bool__(self) -> bool:
+        return self.next is not None
+
+    def pop(self) -> bytes:
+        item = self.next
+        assert item is not None
+        self.next = next(self.source, None)
+        return item
+
+
+@pytest.fixture
+def node(node_process: Any, tmp_path: Path) -> NodeProcess:
+    process = node_process("--app-uids", "none")
+    manifest = write_app(tmp_path / "up", APP, TASKS, engine={"pool-limit": 2})
+    process.cli("app", "deploy", str(manifest), "--name", "up")
+    with process.client(wait=30) as client:
+        assert client.call("up", "echo", b"warm") == b"warm"
+    return process
+
+
+def _info(node: NodeProcess) -> dict[str, Any]:
+    with node.client(wait=10) as client:
+        return client.control("info")["apps"]["up"]
+
+
+def test_a_streamed_body_reaches_the_handler_whole_within_the_window(node: NodeProcess) -> None:
+    pieces = [bytes([i % 251]) * (64 * KiB) for i in range(200)]
+    sock = dealer(node.endpoint)
+    try:
+        (header, answer), most = upload(sock, 1, "up", "digest", pieces)
+    finally:
+        sock.close()
+    assert header[0] == Code.CHOKE, header
+    size, digest, count = answer.decode().split()
+    whole = b"".join(pieces)
+    assert int(size) == len(whole) and digest == hashlib.sha256(whole).hexdigest()
+    assert int(count) == 200
+    assert most <= 8
+
+
+def _rss(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def test_a_1_gib_body_keeps_node_and_slave_memory_flat(node: NodeProcess) -> None:
+    slaves = [s["pid"] for s in _info(node)["slaves"] if s["pid"]]
+    watched = [node.process.pid, *slaves]
+    before = {pid: _rss(pid) for pid in watched}
+    peak = dict(before)
+    piece = b"\x5a" * MiB
+    sent = 0
+
+    def pieces() -> Iterator[bytes]:
+        nonlocal sent
+        for i in range(1024):
+            if i % 32 == 0:
+                for pid in watched:
+                    peak[pid] = max(peak[pid], _rss(pid))
+            sent += 1
+            yield piece
+
+    sock = dealer(node.endpoint)
+    try:
+        (header, answer), most = upload(sock, 1, "up", "digest", pieces())
+    finally:
+        sock.close()
+    assert header[0] == Code.CHOKE, header
+    size, digest, _count = answer.decode().split()
+    assert int(size) == GiB == sent * MiB
+    expected = hashlib.sha256()
+    for _ in range(1024):
+        expected.update(piece)
+    assert digest == expected.hexdigest()
+    assert most <= 8
+    for pid in watched:  # the window is 8 pieces of 1 MiB: far below the body
+        grown = peak[pid] - before[pid]
+        assert grown < 64 * MiB, f"process {pid} grew by {grown >> 20} MiB for a 1 GiB body"
+
+
+def test_a_piece_past_the_credit_fails_the_request_with_400(node: NodeProcess) -> None:
+    sock = dealer(node.endpoint)
+    try:
+        sock.send_multipart([protocol.pack(Code.REQUEST, 7, "up", "slow", {"stream": True}),
+                             b"a"])
+        for _ in range(20):  # never waits for credit
+            sock.send_multipart([protocol.pack(Code.CHUNK, 7), b"b" * KiB])
+        while True:
+            header, _ = recv(sock)
+            if header[0] != Code.CREDIT:
+                break
+        assert header[0] == Code.ERROR and header[2] == 400, header
+        assert "credit" in header[3].lower(), header[3]
+        # The node goes on; the request's later pieces are dropped without a word.
+        sock.send_multipart([protocol.pack(Code.CHOKE, 7), b"late"])
+        sock.send_multipart([protocol.pack(Code.CHUNK, 99), b"unknown id"])
+        assert not sock.poll(300)
+    finally:
+        sock.close()
+    with node.client(wait=30) as client:
+        assert client.call("up", "echo", b"still") == b"still"
+
+
+def test_a_handler_that_fails_early_answers_before_the_body_ends(node: NodeProcess) -> None:
+    sock = dealer(node.endpoint)
+    try:
+        sock.send_multipart([protocol.pack(Code.REQUEST, 3, "up", "fail_early",
+                                           {"stream": True}), b"first"])
+        header, _ = recv(sock)
+        assert header[0] == Code.ERROR and header[2] == 502, header
+        assert "refused before reading" in header[3]
+        for _ in range(5):  # the client had not noticed: its pieces go nowhere
+            sock.send_multipart([protocol.pack(Code.CHUNK, 3), b"more"])
+        assert not sock.poll(300)
+    finally:
+        sock.close()
+
+
+@pytest.mark.parametrize(("app", "event", "policy", "expect"), [
+    ("@node", "list", {"stream": True}, "control request"),
+    ("up", "digest", {"stream": "yes"}, "policy.stream"),
+    ("up", "oneway", {"stream": True}, "native-sink"),
+])
+def test_streams_that_cannot_be_are_refused_with_400(node: NodeProcess, app: str, event: str,
+                                                     policy: dict[str, Any],
+                                                     expect: str) -> None:
+    sock = dealer(node.endpoint)
+    try:
+        sock.send_multipart([protocol.pack(Code.REQUEST, 5, app, event, policy), b""])
+        header, _ = recv(sock)
+    finally:
+        sock.close()
+    assert header[0] == Code.ERROR and header[2] == 400 and expect in header[3], header
+
+
+def test_a_streamed_request_needs_an_id(node: NodeProcess) -> None:
+    sock = dealer(node.endpoint)
+    try:
+        sock.send_multipart([protocol.pack(Code.REQUEST, None, "up", "digest",
+                                           {"stream": True}), b"x"])
+        header, _ = recv(sock)
+    finally:
+        sock.close()
+    assert header[0] == Code.ERROR and header[2] == 400 and "request_id" in header[3]
+
+
+@pytest.mark.parametrize("how", ["cancel", "leave"])
+def test_a_body_given_up_midway_frees_the_slave(node: NodeProcess, how: str) -> None:
+    before = _info(node)["jobs"]["abandoned"]
+    sock = dealer(node.endpoint)
+    sock.send_multipart([protocol.pack(Code.REQUEST, 11, "up", "digest", {"stream": True}),
+                         b"x" * KiB])
+    for _ in range(3):
+        sock.send_multipart([protocol.pack(Code.CHUNK, 11), b"y" * KiB])
+    wait_until(lambda: _info(node)["pool"]["busy"] >= 1, message="the job to start")
+    if how == "cancel":
+        sock.send_multipart([protocol.pack(Code.CANCEL, 11)])
+    sock.close()  # leaving: the node sees the connection drop
+    wait_until(lambda: _info(node)["jobs"]["abandoned"] > before, timeout=20,
+               message="the request to be counted abandoned")
+    wait_until(lambda: _info(node)["pool"]["busy"] == 0, timeout=20,
+               message="the slave to be free again")
+    with node.client(wait=30) as client:
+        assert client.call("up", "echo", b"next") == b"next"
+
+
+def test_a_runtime_that_does_not_stream_gets_the_body_gathered(node_process: Any,
+                                                               tmp_path: Path) -> None:
+    worker = Path(__file__).parent / "languages" / "workers" / "raw_worker.py"
+    folder = tmp_path / "raw"
+    folder.mkdir()
+    shutil.copy(worker, folder / "raw_worker.py")
+    manifest = folder / "manifest.json"
+    manifest.write_text(json.dumps({
+        "type": "exec", "args": {"command": [sys.executable, "raw_worker.py"]},
+        "engine": {"pool-limit": 1}, "tasks": {"echo": {"type": "native-server"}}}))
+    process = node_process("--app-uids", "none")
+    process.cli("app", "deploy", str(manifest), "--name", "raw")
+    pieces = [bytes([i]) * (256 * KiB) for i in range(40)]
+    sock = dealer(process.endpoint)
+    try:
+        (header, answer), most = upload(sock, 1, "raw", "echo", pieces)
+        assert header[0] == Code.CHOKE and answer == b"".join(pieces)
+        assert most <= 8
+        # Past 64 MiB the node would hold it whole: refused, saying why.
+        big = [b"z" * MiB] * 70
+        (header, _), _ = upload(sock, 2, "raw", "echo", big)
+        assert header[0] == Code.ERROR and header[2] == 400, header
+        assert "does not read streamed bodies" in header[3]
+    finally:
+        sock.close()
+    with process.client(wait=30) as client:
+        assert client.call("raw", "echo", b"after") == b"after"
+
+
+def test_a_stalled_body_is_failed_with_400() -> None:
+    """``native_stream.watch``: a client that stops sending while it may is failed; one
+    whose handler does not read is not."""
+    import asyncio
+
+    from cocaine_core import native_stream
+    from cocaine_core.engine.body import BodyStream
+    from cocaine_core.engine.job import Job
+
+    class Sink:
+        def __init__(self) -> None:
+            self.errors: list[tuple[int, str]] = []
+
+        def chunk(self, data: bytes) -> None: ...
+        def choke(self) -> None: ...
+
+        def error(self, code: int, message: str) -> None:
+            self.errors.append((code, message))
+
+    async def run() -> tuple[Sink, Sink]:
+        stalled, full = Sink(), Sink()
+        cancelled: list[str] = []
+        jobs = []
+        for sink, fill in ((stalled, 1), (full, 8)):
+            stream = BodyStream()
+            stream.bind(cancelled.append, b"")
+            for _ in range(fill):
+                stream.feed(b"p")
+            job = Job("e", b"", {}, sink, stream=stream)
+            native_stream.watch(None, job, timeout=0.3)  # type: ignore[arg-type]
+            jobs.append(job)
+        await asyncio.sleep(1.0)
+        assert len(cancelled) == 1
+        return stalled, full
+
+    stalled, full = asyncio.run(run())
+    assert stalled.errors and stalled.errors[0][0] == 400 and "stalled" in stalled.errors[0][1]
+    assert not full.errors
