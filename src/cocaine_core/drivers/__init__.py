@@ -72,7 +72,9 @@ class Driver:
         """A job for this task's event with the task's timeout (or the engine's default).
 
         It is run again after a slave's death only if both the task (its ``retry`` key) and
-        ``policy`` (``retry=False`` turns it off for one job) allow it.
+        ``policy`` (``retry=False`` turns it off for one job) allow it. ``policy`` may also
+        give ``urgent``, ``deadline``, and ``stream``: a ``BodyStream`` (``engine/body.py``)
+        the rest of the body is fed to, piece by piece, after ``body``.
         """
         timeout = policy.pop("timeout", None) or self.task.timeout or \
             self.engine.config.job_timeout
