@@ -20,8 +20,8 @@ another slave.
 
 from __future__ import annotations
 
+import asyncio
 import collections
-import logging
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -34,8 +34,6 @@ if TYPE_CHECKING:
     from cocaine_core.engine.job import Job
     from cocaine_core.engine.pool import SlavePool
     from cocaine_core.engine.slave_handle import SlaveHandle
-
-log = logging.getLogger("cocaine.engine")
 
 #: Pieces of a body fed and not yet read by the handler (the producer's credit at the start).
 WINDOW = 8
@@ -55,8 +53,8 @@ class BodyOverrun(ValueError):
 class BodyStream:
     """The pieces of one job's body on their way from a producer to the job's slave."""
 
-    __slots__ = ("_abort", "_gathered", "_pending", "_sender", "closed", "ended",
-                 "gathering", "on_credit", "touched", "unread", "window")
+    __slots__ = ("_abort", "_gathered", "_pending", "_released", "_sender", "closed",
+                 "ended", "gathering", "on_credit", "touched", "unread", "window")
 
     def __init__(self, on_credit: Callable[[int], None] | None = None, *,
                  window: int = WINDOW) -> None:
@@ -76,6 +74,9 @@ class BodyStream:
         self._pending: collections.deque[bytes | None] = collections.deque()
         self._sender: Sender | None = None
         self._abort: Callable[[str], None] | None = None
+        #: Called if the job ends while its body is still being gathered (the slave it holds
+        #: has seen nothing of it, and is free again).
+        self._released: Callable[[], None] | None = None
         #: When a piece was last fed or read (monotonic): a stall watch's clock.
         self.touched = time.monotonic()
 
@@ -146,6 +147,9 @@ class BodyStream:
         self._pending.clear()
         self._gathered.clear()
         self._sender = None
+        released, self._released = self._released, None
+        if released is not None:
+            released()
 
     def _send(self, piece: bytes | None) -> None:
         if self._sender is not None:
@@ -156,10 +160,12 @@ class BodyStream:
     # -- gathering, for a slave that does not read streams --------------------------------------
 
     def gather(self, done: Callable[[bytes], None], too_long: Callable[[str], None],
-               first: bytes) -> None:
+               first: bytes, released: Callable[[], None]) -> None:
         """Collect the whole body (``first`` and every piece), granting credit as pieces
-        come, then call ``done(body)``; ``too_long(why)`` past ``GATHER_LIMIT``."""
+        come, then call ``done(body)``; ``too_long(why)`` past ``GATHER_LIMIT``;
+        ``released()`` if the job ends before its body is complete."""
         self.gathering = len(first)
+        self._released = released
         if first:
             self._gathered.append(first)
 
@@ -167,6 +173,7 @@ class BodyStream:
             if piece is None:
                 body = b"".join(self._gathered)
                 self._gathered.clear()
+                self._released = None
                 done(body)
                 return
             assert self.gathering is not None
@@ -218,11 +225,17 @@ def invoke(pool: SlavePool, slave: SlaveHandle, job: Job) -> None:
                                                                job.meta), body])
 
         def too_long(why: str) -> None:
-            if slave.jobs.pop(job.id, None) is job:
-                pool.engine.stats.fail(job, Status.BAD_REQUEST, why)
+            pool.engine.stats.fail(job, Status.BAD_REQUEST, why)  # releases the slave
+
+        def released() -> None:  # never sent: the slave is free at once (after this call)
+            asyncio.get_running_loop().call_soon(free)
+
+        def free() -> None:
+            if slave.jobs.get(job.id) is job:
+                del slave.jobs[job.id]
                 pool.job_left(slave)
 
-        stream.gather(done, too_long, job.body)
+        stream.gather(done, too_long, job.body, released)
         return
     identity = slave.id.encode()
     channel.send([identity, protocol.pack(Code.INVOKE, job.id, job.event, job.meta,
