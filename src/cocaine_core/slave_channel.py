@@ -13,14 +13,21 @@ ahead of its client; ``chunk`` waits for more credit when they are used up (hear
 from their thread meanwhile), and raises ``JobCancelled`` once the engine has said that
 nobody waits for the job. Other messages that arrive meanwhile are kept, in order, for
 ``recv`` (``pending`` says whether some are kept).
+
+Streamed bodies: the pieces (engine → slave CHUNKs, then a CHOKE) that follow an INVOKE
+whose fifth field says ``stream`` are kept per job for ``read_body``, which grants them back
+as CREDIT, ``GRANT_STEP`` at a time and before it waits; a job's HEADERS go with ``headers``.
 """
 
 from __future__ import annotations
 
 import collections
+import itertools
 import os
+import re
 import threading
 import time
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, cast
 
 import zmq
@@ -29,9 +36,31 @@ from cocaine_core import protocol
 from cocaine_core.backends.output import MAX_LINE, OutputBudget
 from cocaine_core.protocol import Code
 
+#: Pieces of a streamed body the handler reads before they are granted back as one CREDIT
+#: (the engine holds at most 8 unread pieces per job; fewer held back never stalls it).
+GRANT_STEP = 4
+#: The most headers a HEADERS message carries, and their names and values together at most.
+MAX_HEADERS = 64
+MAX_HEADER_BYTES = 64 * 1024
+#: Headers as an app gives them: a dict, or (name, value) pairs.
+Headers = Mapping[str, str] | Iterable[Sequence[str]]
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP field name (RFC 9110 token)
+
 
 class JobCancelled(Exception):
     """Nobody waits for this job's answer any more (its client left): stop the handler."""
+
+
+class _Body:
+    """A job's streamed body: the pieces that came and are not read yet, whether it is
+    complete, and how many pieces were read and not yet granted back to the engine."""
+
+    __slots__ = ("complete", "pieces", "read")
+
+    def __init__(self, first: bytes | None) -> None:
+        self.pieces: collections.deque[bytes] = collections.deque([first] if first else ())
+        self.complete = False
+        self.read = 0
 
 
 class SlaveChannel:
@@ -63,6 +92,8 @@ class SlaveChannel:
         self._credit: dict[int, int] = {}
         self._cancelled: set[int] = set()
         self._max_message: int | None = None
+        #: Streamed bodies of jobs that have not ended, by job id.
+        self._bodies: dict[int, _Body] = {}
 
     # -- start-up -------------------------------------------------------------------------------
 
@@ -73,7 +104,7 @@ class SlaveChannel:
         lives, and exits when it is told to terminate.
         """
         self.socket.send(protocol.pack(Code.HANDSHAKE, self.slave_id, os.getpid(),
-                                       {"flow": True}))
+                                       {"flow": True, "stream": True}))
         while not self.socket.poll(1000):
             if self.parent_pid is not None and os.getppid() != self.parent_pid:
                 os._exit(70)
@@ -119,7 +150,14 @@ class SlaveChannel:
     def _take(self, frames: list[bytes]) -> None:
         fields = protocol.unpack(frames[0])
         code = fields[0]
-        if code == Code.CREDIT and len(fields) > 2 and isinstance(fields[2], int):
+        if code == Code.CHUNK or code == Code.CHOKE:  # from the engine: a piece of a body
+            body = self._bodies.get(fields[1]) if len(fields) > 1 else None
+            if body is not None:  # else the job has ended: the piece is dropped
+                if len(frames) > 1 and frames[1]:
+                    body.pieces.append(frames[1])
+                if code == Code.CHOKE:
+                    body.complete = True
+        elif code == Code.CREDIT and len(fields) > 2 and isinstance(fields[2], int):
             if fields[1] in self._credit:
                 self._credit[fields[1]] += fields[2]
         elif code == Code.CANCEL and len(fields) > 1:
@@ -127,7 +165,11 @@ class SlaveChannel:
             if len(self._cancelled) > 10_000:  # ids of jobs long gone: never grow without end
                 self._cancelled.clear()
         else:
-            self._kept.append((fields, frames[1] if len(frames) > 1 else None))
+            payload = frames[1] if len(frames) > 1 else None
+            if (code == Code.INVOKE and len(fields) > 4 and isinstance(fields[4], dict)
+                    and fields[4].get("stream") is True):
+                self._bodies[fields[1]] = _Body(payload)  # its pieces may follow at once
+            self._kept.append((fields, payload))
 
     def chunk(self, job_id: int, data: bytes) -> None:
         """Send one chunk of a job's answer, once the job has credit (``JobCancelled`` if
@@ -155,6 +197,53 @@ class SlaveChannel:
         return (window is None or job_id in self._cancelled
                 or self._credit.get(job_id, window) > 0)
 
+    # -- streamed bodies ----------------------------------------------------------------------
+
+    def streamed(self, job_id: int) -> bool:
+        """Whether job ``job_id`` (not ended) has a streamed body, read with ``read_body``."""
+        return job_id in self._bodies
+
+    def read_body(self, job_id: int, wait: bool = True) -> bytes | None:
+        """The next piece of a job's streamed body (never empty), or None once it is complete.
+        ``JobCancelled`` if the engine said nobody waits for the job. With ``wait`` False,
+        ``b""`` when no piece has come yet (what was read is granted first, so the engine
+        sends more). The wait lasts until a piece, the end or a CANCEL comes: the engine
+        bounds it (the job's timeout, the driver's timeout between pieces)."""
+        body = self._bodies.get(job_id)
+        if body is None:
+            raise RuntimeError(f"job {job_id} has no streamed body to read: it has ended (read "
+                               f"the body in the handler, before it returns), or its request "
+                               f"was not streamed")
+        if _readable(self.socket):
+            self._read_ready()
+        while job_id not in self._cancelled:
+            if body.pieces:
+                body.read += 1
+                if body.read >= GRANT_STEP:
+                    self._grant(job_id, body)
+                return body.pieces.popleft()
+            if body.complete:
+                return None
+            self._grant(job_id, body)  # before waiting: the engine may be waiting for it
+            if not wait:
+                return b""
+            if self.socket.poll(1000):
+                self._read_ready()
+        raise JobCancelled(f"job {job_id}: nobody waits for its answer any more")
+
+    def _grant(self, job_id: int, body: _Body) -> None:
+        if body.read:
+            self.socket.send(protocol.pack(Code.CREDIT, job_id, body.read))
+            body.read = 0
+
+    def headers(self, job_id: int, status: int, headers: Headers | None = None) -> None:
+        """Send how a job's answer should be presented (HEADERS: its status and headers),
+        before its first chunk; ValueError or TypeError (see ``check_headers``) if they are
+        not valid."""
+        pairs = check_headers(status, headers)
+        self.socket.send(protocol.pack(Code.HEADERS, job_id,
+                                       {"status": status, "headers": pairs}))
+
     def _read_ready(self) -> None:
         while _readable(self.socket):
             self._take(self.socket.recv_multipart())
@@ -166,8 +255,9 @@ class SlaveChannel:
                              f"header): send it as several smaller chunks (yield them)")
 
     def ended(self, job_id: int) -> None:
-        """Forget a job's credit (it has ended)."""
+        """Forget a job's credit and body (it has ended: pieces still to come are dropped)."""
         self._credit.pop(job_id, None)
+        self._bodies.pop(job_id, None)
         self._cancelled.discard(job_id)
 
     def choke(self, job_id: int, last: bytes | None = None) -> None:
@@ -246,6 +336,49 @@ class SlaveChannel:
             self._thread.join(timeout=2)
         self.socket.close(linger=2000)
         self.context.term()
+
+
+def check_headers(status: Any, headers: Any) -> list[list[str]]:
+    """``headers`` (a dict, or pairs of name and value) as HEADERS carries them, if they and
+    ``status`` are valid: status an int 100..599, at most ``MAX_HEADERS`` headers, names HTTP
+    tokens, values str without CR, LF or NUL, all of them at most ``MAX_HEADER_BYTES``;
+    else TypeError or ValueError saying what is wrong."""
+    if not isinstance(status, int) or isinstance(status, bool):
+        raise TypeError(f"status must be an int (an HTTP status, 100..599), not "
+                        f"{type(status).__name__}")
+    if not 100 <= status <= 599:
+        raise ValueError(f"status {status} is not an HTTP status: give one in 100..599")
+    if headers is None:
+        return []
+    if isinstance(headers, Mapping):
+        items = list(headers.items())
+    elif isinstance(headers, str | bytes) or not isinstance(headers, Iterable):
+        raise TypeError(f"headers must be a dict or a list of (name, value) pairs, not "
+                        f"{type(headers).__name__}")
+    else:
+        items = list(itertools.islice(headers, MAX_HEADERS + 1))
+    if len(items) > MAX_HEADERS:
+        raise ValueError(f"more than {MAX_HEADERS} headers: an answer carries at most "
+                         f"{MAX_HEADERS} (join the values of a repeated header with commas)")
+    pairs, size = [], 0
+    for item in items:
+        if not isinstance(item, tuple | list) or len(item) != 2:
+            raise TypeError(f"header {item!r:.80} is not a (name, value) pair")
+        name, value = item
+        if not isinstance(name, str) or not isinstance(value, str):
+            raise TypeError(f"header {name!r:.80}: its name and value must be str, not "
+                            f"{type(name).__name__} and {type(value).__name__}")
+        if not _TOKEN.fullmatch(name):
+            raise ValueError(f"header name {name!r:.80} is not valid: letters, digits and "
+                             f"!#$%&'*+-.^_`|~ only (no spaces, colons or line breaks)")
+        if "\r" in value or "\n" in value or "\0" in value:
+            raise ValueError(f"header {name!r}: its value {value!r:.80} holds a line break or "
+                             f"NUL")
+        size += len(name) + len(value)
+        pairs.append([name, value])
+    if size > MAX_HEADER_BYTES:
+        raise ValueError(f"the headers hold {size} characters: at most {MAX_HEADER_BYTES}")
+    return pairs
 
 
 def _readable(socket: zmq.Socket) -> bool:

@@ -4,6 +4,10 @@
 With ``engine.concurrency`` 1 the slave is a plain blocking loop (async handlers run to
 completion one at a time). Above 1, and if the app has async handlers, it runs an asyncio loop
 where async jobs run together and sync handlers run in turn.
+
+A streamed INVOKE (its fifth field says ``stream``) gives the handler a ``Request`` whose
+``stream`` reads the body's pieces from the channel as they come. An answer that is a
+``Response`` (returned, or yielded first by a generator) sends HEADERS before its body.
 """
 
 from __future__ import annotations
@@ -21,9 +25,11 @@ import zmq
 from cocaine_core.errortext import MESSAGE_LIMIT, TRACEBACK_LIMIT, cut
 from cocaine_core.protocol import Code, Status, encode_value
 from cocaine_core.slave_channel import JobCancelled, SlaveChannel
+from cocaine_python.body import RequestStream
 from cocaine_python.loader import LoadedApp, load
 from cocaine_python.output import capture_output
-from cocaine_python.request import Request
+from cocaine_python.request import Request, StreamedRequest
+from cocaine_python.response import Response
 
 __all__ = ["load", "serve"]
 
@@ -83,28 +89,28 @@ class Runner:
 
     def run_sync(self, fields: list[Any], body: bytes) -> None:
         """Run one job to completion in this thread."""
-        job_id, event, meta = fields[1], fields[2], fields[3] if len(fields) > 3 else {}
+        job_id, event = fields[1], fields[2]
         handler = self.app.handlers.get(event)
         if handler is None:
             self._unknown(job_id, event)
             return
+        result: Any = None
         try:
-            result = handler(Request(body, event, meta))
+            result = handler(self._request(fields, body, None))
             if inspect.isawaitable(result):
                 result = self._event_loop().run_until_complete(result)
             if inspect.isasyncgen(result):
                 self._event_loop().run_until_complete(self._drain_async(job_id, result))
             elif inspect.isgenerator(result):
-                for item in result:
-                    self._chunk(job_id, item)
+                self._drain(job_id, result)
             else:
-                self.channel.choke(job_id, self._encode(result))  # answer and end: one message
+                self._answer(job_id, result)  # answer and end: one message (or head, then it)
                 return
         except JobCancelled:  # nobody waits for it: stop the generator, end the job quietly
             with contextlib.suppress(Exception):
                 if inspect.isasyncgen(result):
                     self._event_loop().run_until_complete(result.aclose())
-                else:
+                elif inspect.isgenerator(result):
                     result.close()
             self.channel.choke(job_id)
             return
@@ -158,23 +164,28 @@ class Runner:
 
     async def run_async(self, fields: list[Any], body: bytes) -> None:
         """Run one async job on the running loop."""
-        job_id, event, meta = fields[1], fields[2], fields[3] if len(fields) > 3 else {}
+        job_id, event = fields[1], fields[2]
         handler = self.app.handlers[event]
+        result: Any = None
         try:
-            result = handler(Request(body, event, meta))
+            result = handler(self._request(fields, body, self._wait_messages))
             if inspect.isawaitable(result):
                 result = await result
             last = None
             if inspect.isasyncgen(result):
                 await self._drain_async(job_id, result)
             elif inspect.isgenerator(result):
-                for item in result:
-                    self._chunk(job_id, item)
+                self._drain(job_id, result)
+            elif isinstance(result, Response):
+                last = self._head(job_id, result)
             else:
                 last = self._encode(result)
         except JobCancelled:
             with contextlib.suppress(Exception):
-                await result.aclose() if inspect.isasyncgen(result) else result.close()
+                if inspect.isasyncgen(result):
+                    await result.aclose()
+                elif inspect.isgenerator(result):
+                    result.close()
             last = None
         except BaseException as exc:  # whatever it is, the job is answered
             self._fail(job_id, exc)
@@ -184,16 +195,74 @@ class Runner:
         self.channel.choke(job_id, last)
         self.after_send()
 
+    # -- requests -------------------------------------------------------------------------------
+
+    def _request(self, fields: list[Any], body: bytes, wait: Any) -> Request:
+        """The handler's ``Request``; for a streamed INVOKE, one that reads its pieces
+        (``wait``: how ``async for`` waits on serve_async's loop; None: in place)."""
+        job_id, event = fields[1], fields[2]
+        meta = fields[3] if len(fields) > 3 else {}
+        if len(fields) > 4 and self.channel.streamed(job_id):
+            return StreamedRequest(RequestStream(self.channel, job_id, wait=wait,
+                                                 notify=self.after_send), event, meta)
+        return Request(body, event, meta)
+
+    async def _wait_messages(self) -> None:
+        """Wait on serve_async's loop until it has read messages (pieces may have come)."""
+        credit = self.credit
+        assert credit is not None
+        credit.clear()
+        await credit.wait()
+
     # -- answers --------------------------------------------------------------------------------
 
     async def _drain_async(self, job_id: int, agen: Any) -> None:
         # On ``serve_async``'s loop wait there; on run_sync's own loop ``chunk`` waits.
         credit = self.credit if asyncio.get_running_loop() is not self.loop else None
+        started = False
         async for item in agen:
             while credit is not None and not self.channel.may_send(job_id):
                 credit.clear()  # wait on the loop, so the slave's other jobs go on
                 await credit.wait()
-            self._chunk(job_id, item)
+            started = self._item(job_id, item, started)
+
+    def _drain(self, job_id: int, generator: Any) -> None:
+        started = False
+        for item in generator:
+            started = self._item(job_id, item, started)
+
+    def _item(self, job_id: int, item: Any, started: bool) -> bool:
+        """Send what a generator yielded: a chunk, or (first) a ``Response`` without a body
+        as the answer's head; whether the answer has started (something went out)."""
+        if isinstance(item, Response):
+            if started:
+                raise ValueError("the generator yielded a Response after the answer had "
+                                 "started: yield Response(status=..., headers=...) first, "
+                                 "before any chunk, and only once")
+            if item.body is not None:
+                raise ValueError("the generator yielded a Response with a body: yield "
+                                 "Response(status=..., headers=...) first, then the body as "
+                                 "chunks")
+            self.channel.headers(job_id, item.status, item.headers)
+            self.after_send()
+            return True
+        data = self._encode(item)
+        if data is None:
+            return started
+        self.channel.chunk(job_id, data)
+        self.after_send()
+        return True
+
+    def _head(self, job_id: int, response: Response) -> bytes | None:
+        """Send a returned ``Response``'s HEADERS; its body, encoded, for the CHOKE."""
+        last = self._encode(response.body)  # encoding fails before the head goes out
+        self.channel.headers(job_id, response.status, response.headers)
+        return last
+
+    def _answer(self, job_id: int, result: Any) -> None:
+        last = self._head(job_id, result) if isinstance(result, Response) else self._encode(
+            result)
+        self.channel.choke(job_id, last)
 
     @staticmethod
     def _encode(value: Any) -> bytes | None:
@@ -209,12 +278,6 @@ class Runner:
                                 f"failed: {_describe(exc)}") from None
             raise TypeError(f"the handler returned a {what}, which is not bytes, str, None "
                             f"or msgpack-able: {_describe(exc)}") from None
-
-    def _chunk(self, job_id: int, value: Any) -> None:
-        data = self._encode(value)
-        if data is not None:
-            self.channel.chunk(job_id, data)
-            self.after_send()
 
     def _fail(self, job_id: int, exc: BaseException) -> None:
         """Report a handler's exception as a 502; never raises, whatever the exception does
