@@ -20,7 +20,9 @@ Skipped when wrk is missing; a baseline whose packages are missing, or cocaine w
 
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 from typing import Any
 
 from bench.http_load import WrkResult, run_wrk, start_profile, summarize_profile, wrk_missing
@@ -41,6 +43,8 @@ CONNECTIONS = 50
 SECONDS = {False: 5, True: 1}
 WARMUP = {False: 2, True: 1}
 PROFILE_SECONDS = 5
+#: Lines of each profile printed (the JSON has 15).
+PROFILE_ROWS = 12
 TARGETS = {"gunicorn": 1.5, "uvicorn": 0.5}
 COCAINE_MISSING = ("skipped: no installed plugin registers http-server (the cocaine-http "
                    "plugin: .venv/bin/pip install -e plugins/cocaine_http)")
@@ -156,35 +160,68 @@ def _measure(bench: Bench, result: ScenarioResult, servers: dict[str, HttpServer
         result.details["problems"] = problems
 
 
+def _thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds used so far by each thread of ``pid``, by thread name (summed)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    used: dict[str, float] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name = (task / "comm").read_text().strip()
+            fields = (task / "stat").read_bytes().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        used[name] = used.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / ticks
+    return used
+
+
 def _profile(bench: Bench, result: ScenarioResult, server: HttpServer) -> None:
-    """One more 100-byte run with py-spy sampling the node; its top functions."""
-    output = bench.subfolder("http-profile") / "node.collapsed"
-    sampler = start_profile(server.pid, PROFILE_SECONDS, output)
-    if sampler is None:
-        result.skipped_parts["profile"] = "skipped: py-spy not installed (pip install py-spy)"
-        return
-    bench.say(f"  profiling the cocaine node (py-spy, {PROFILE_SECONDS} s)")
+    """One more 100-byte run with py-spy sampling the node and one slave: their top
+    functions; and the CPU share of each of the node's threads."""
+    assert server.node is not None
+    folder = bench.subfolder("http-profile")
+    slaves = [s["pid"] for s in server.node.info("bench")["slaves"] if s.get("pid")]
+    targets = {"node": server.pid, **({"slave": slaves[0]} if slaves else {})}
+    samplers = {}
+    for what, pid in targets.items():
+        sampler = start_profile(pid, PROFILE_SECONDS, folder / f"{what}.collapsed")
+        if sampler is None:
+            result.skipped_parts["profile"] = "skipped: py-spy not installed (pip install py-spy)"
+            return
+        samplers[what] = sampler
+    bench.say(f"  profiling the cocaine node and a slave (py-spy, {PROFILE_SECONDS} s)")
     time.sleep(0.5)  # py-spy attaches
+    threads_before, started = _thread_cpu(server.pid), time.monotonic()
     measured: WrkResult = run_wrk(f"http://127.0.0.1:{server.port}/", 100, CONNECTIONS,
                                   PROFILE_SECONDS - 1)
-    try:
-        _, errors = sampler.communicate(timeout=PROFILE_SECONDS + 30)
-    except Exception:
-        sampler.kill()
-        sampler.wait(5)
-        raise
-    if sampler.returncode != 0 or not output.exists():
-        result.skipped_parts["profile"] = (f"py-spy failed (exit {sampler.returncode}): "
-                                           f"{errors.decode(errors='replace')[-500:]}")
-        return
-    summary: dict[str, Any] = summarize_profile(output)
-    summary["rate_while_profiled"] = round(measured.rate)
-    result.details["node_profile"] = summary
-    result.tables.append((
-        f"Where the cocaine node's CPU goes, 100 B (py-spy, {summary['samples']} samples; "
-        f"{number(measured.rate)} req/s while sampled): innermost function, % of samples",
-        ["function", "self %"], [[str(n), number(float(str(p)))] for n, p in summary["self"]]))
-    result.tables.append((
-        "The same samples, functions on the stack (the event loop's trunk left out): % of "
-        "samples", ["function", "total %"],
-        [[str(n), number(float(str(p)))] for n, p in summary["total"]]))
+    threads_after, elapsed = _thread_cpu(server.pid), time.monotonic() - started
+    result.details["node_threads_core_share"] = {
+        name: round((threads_after[name] - threads_before.get(name, 0.0)) / elapsed, 3)
+        for name in threads_after}
+    for what, sampler in samplers.items():
+        try:
+            _, errors = sampler.communicate(timeout=PROFILE_SECONDS + 30)
+        except Exception:
+            sampler.kill()
+            sampler.wait(5)
+            raise
+        output = folder / f"{what}.collapsed"
+        if sampler.returncode != 0 or not output.exists():
+            result.skipped_parts[f"profile of the {what}"] = (
+                f"py-spy failed (exit {sampler.returncode}): "
+                f"{errors.decode(errors='replace')[-500:]}")
+            continue
+        summary: dict[str, Any] = summarize_profile(output)
+        summary["rate_while_profiled"] = round(measured.rate)
+        result.details[f"{what}_profile"] = summary
+        result.tables.append((
+            f"Where the cocaine {what}'s CPU goes, 100 B (py-spy, {summary['samples']} "
+            f"samples; {number(measured.rate)} req/s while sampled): innermost functions, and "
+            f"functions on the stack (the trunk left out), % of samples",
+            ["function", "self %", "function", "total %"],
+            [[str(a[0]), number(float(str(a[1]))), str(b[0]), number(float(str(b[1])))]
+             for a, b in zip(summary["self"][:PROFILE_ROWS], summary["total"][:PROFILE_ROWS],
+                             strict=False)]))
+    shares = result.details["node_threads_core_share"]
+    result.tables.append(("The node's threads while profiled: share of one core",
+                          ["thread", "share"],
+                          [[name, number(share)] for name, share in shares.items()]))
