@@ -12,12 +12,14 @@ if TYPE_CHECKING:
 
 @hookimpl
 def cocaine_register_drivers(registry: Registrar) -> None:
-    """Register ``native-server``, ``native-sink`` and ``filesystem-monitor``."""
+    """Register ``native-server``, ``native-sink``, ``raw-server`` and ``filesystem-monitor``."""
     from cocaine_core.drivers.fs import FilesystemMonitor
     from cocaine_core.drivers.native import NativeServer
+    from cocaine_core.drivers.raw import RawServer
     from cocaine_core.drivers.sink import NativeSinkDriver
 
     registry.add("native-server", NativeServer)
+    registry.add("raw-server", RawServer)
     registry.add("native-sink", NativeSinkDriver)
     registry.add("filesystem-monitor", FilesystemMonitor)
 
