@@ -319,7 +319,8 @@ def test_importing_cocaine_core_loads_no_plugin(tmp_path: Path) -> None:
         import cocaine_core.schema, cocaine_core.node, cocaine_core.client, cocaine_core.cli
         import cocaine_core.engine, cocaine_core.drivers
         plugin_modules = ("cocaine_core.builtins", "cocaine_python", "cocaine_timers",
-                          "cocaine_zmq", "cocaine_cgroups", "cocaine_example_driver",
+                          "cocaine_zmq", "cocaine_cgroups", "cocaine_http",
+                          "cocaine_example_driver",
                           "cocaine_noisy")
         loaded = sorted(m for m in sys.modules if m.startswith(plugin_modules))
         print(json.dumps({"loaded": loaded, "host": cocaine_core.plugins._host is not None}))
@@ -864,6 +865,7 @@ def test_the_allow_list_from_the_command_line(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("task_type", "provider", "entry_point"), [
     ("zeromq-server", "cocaine-zmq", "zmq"),
     ("zeromq-sink", "cocaine-zmq", "zmq"),
+    ("http-server", "cocaine-http", "http"),
     ("recurring-timer", "cocaine-timers", "timers"),
     ("cron", "cocaine-timers", "timers"),
 ])

@@ -284,7 +284,8 @@ UNBOUNDED = {schema.positive_int, schema.non_negative_int, schema.positive_numbe
 
 
 #: The distributions this repository ships (the test suite's example plugins are not swept).
-SHIPPED = {"cocaine-core", "cocaine-python", "cocaine-timers", "cocaine-zmq", "cocaine-cgroups"}
+SHIPPED = {"cocaine-core", "cocaine-python", "cocaine-timers", "cocaine-zmq", "cocaine-cgroups",
+           "cocaine-http"}
 
 
 def every_key() -> list[tuple[str, Key]]:

@@ -33,6 +33,7 @@ SHIPPED: dict[str, dict[str, str]] = {
         "zeromq-server": "cocaine-zmq",
         "zeromq-sink": "cocaine-zmq",
         "zeromq-subscriber": "cocaine-zmq",
+        "http-server": "cocaine-http",
     },
     "storages": {"files": "cocaine-core", "etcd": "cocaine-etcd"},
     "slave_backends": {"process": "cocaine-core"},

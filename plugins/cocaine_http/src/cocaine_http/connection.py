@@ -1,0 +1,408 @@
+"""One HTTP connection: an asyncio Protocol that parses requests with httptools (llhttp).
+
+Requests on a connection are answered one at a time, in order: while a request's answer is
+on its way, what the client sends next (pipelined requests) is held unparsed, up to
+``HOLD_LIMIT`` bytes (then reading pauses), and parsed once the answer is complete. So a
+pipelining client gets its answers in the order it asked, and the node holds one request's
+worth of its input at a time.
+
+A request's body streams into its job (``BodyStream``): pieces go to the job as they are read,
+reading pauses while the job's stream has no room (the handler has not read what it was
+given) and resumes on its credit, so an upload of any size crosses the node a few pieces at a
+time. The answer's chunks leave as the transport takes them; ``on_handed`` is called only
+while the transport's buffer is below its high-water mark, so a client that does not read
+holds the handler back (the engine's credit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from typing import TYPE_CHECKING
+
+import httptools
+
+from cocaine_core.engine.body import BodyStream
+from cocaine_http.answer import Answer
+from cocaine_http.incoming import Incoming
+from cocaine_http.routing import admit
+from cocaine_http.wire import HIGH_WATER, Wire
+
+if TYPE_CHECKING:
+    from cocaine_http.listener import Listener
+
+#: Bytes the client may send ahead while a request is answered, before reading pauses.
+HOLD_LIMIT = 64 * 1024
+#: Body pieces given to a job are up to this long (small reads are joined while it has no
+#: room); reading pauses while this much waits for room.
+PIECE = 256 * 1024
+#: Most headers in one request.
+MAX_HEADERS = 256
+
+
+class _Stop(Exception):
+    """Raised in a parser callback: the connection answered and stops parsing."""
+
+
+class HttpConnection(Wire):
+    """An HTTP/1.1 connection of a ``Listener``."""
+
+    def __init__(self, listener: Listener) -> None:
+        super().__init__(listener)
+        self.log = listener.log
+        self.limits = listener.limits
+        self.parser = httptools.HttpRequestParser(self)
+        self.remote = "?"
+        self.queue: deque[Incoming] = deque()
+        self.held = bytearray()
+        self.feeds = 0
+        self.refused = self.stopping = False
+        self._pumping = self._again = self._in_parser = self._fresh_feed = False
+        self._answered_at = time.monotonic()
+        #: The request the parser is reading (its callbacks' subject).
+        self._parsing = Incoming(0)
+        self._last_body = 0.0
+
+    # -- asyncio.Protocol ----------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Count the connection (closed at once past ``max-connections``), arm its timer."""
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple) and len(peer) >= 2:
+            self.remote = f"[{peer[0]}]:{peer[1]}" if ":" in peer[0] else f"{peer[0]}:{peer[1]}"
+        if not self.listener.opened(self):
+            self.lost = self.refused = True
+            transport.abort()
+            return
+        transport.set_write_buffer_limits(high=HIGH_WATER)
+        self._arm("header", self.limits.header_timeout)
+
+    def data_received(self, data: bytes) -> None:
+        """Parse what came (or hold it while a request is answered)."""
+        self.listener.bytes_in += len(data)
+        if self.closing or self.lost:
+            return  # lingering: the rest of an unread body is dropped
+        if self._blocked():
+            self.held += data
+            self._update_reading()
+            return
+        self._feed(data)
+        self._pump()
+
+    def eof_received(self) -> bool | None:
+        """The client sent all it will: finish the answer on its way, if any, then close."""
+        head = self.queue[0] if self.queue else None
+        if head is not None and head.complete and not self.closing:
+            self.stopping = True  # answer this one, then close
+            return True
+        self._close()
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """The client is gone: the jobs of its requests are cancelled."""
+        if self.refused:
+            return
+        self.lost = True
+        self._disarm()
+        self.listener.closed(self)
+        for incoming in self.queue:
+            if incoming.answer is not None:
+                incoming.answer.done = True
+            incoming.cancel("its client disconnected")
+        self.queue.clear()
+        self.held.clear()
+        self._unhanded.clear()
+
+    # -- the parser's callbacks (httptools) ----------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        """A request starts."""
+        incoming = self._parsing = Incoming(self.feeds)
+        incoming.whole_feed = self._fresh_feed
+        self._fresh_feed = False
+        self.queue.append(incoming)
+        if self._timer_kind == "idle":
+            spent = time.monotonic() - self._answered_at
+            self._arm("header", max(0.0, self.limits.header_timeout - spent))
+
+    def on_url(self, url: bytes) -> None:
+        """A piece of the request target."""
+        incoming = self._parsing
+        incoming.url += url
+        self._grow_head(incoming, len(url))
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        """One header."""
+        incoming = self._parsing
+        incoming.headers.append([name.decode("latin-1").lower(), value.decode("latin-1")])
+        self._grow_head(incoming, len(name) + len(value) + 4)
+        if len(incoming.headers) > MAX_HEADERS:
+            self._refuse(incoming, 431, f"the request has more than {MAX_HEADERS} headers")
+
+    def on_headers_complete(self) -> None:
+        """The request's head is read: a request with a body starts now (if it is next),
+        its body streaming in; one without starts once it is complete."""
+        incoming, parser = self._parsing, self.parser
+        incoming.method = parser.get_method().decode("latin-1")
+        incoming.version = parser.get_http_version()
+        incoming.keep_alive = parser.should_keep_alive()
+        incoming.upgrade = parser.should_upgrade()
+        incoming.expects_body = incoming.header("transfer-encoding") is not None or \
+            (incoming.content_length() or 0) > 0
+        incoming.headers_done = True
+        if incoming.expects_body and self.queue and incoming is self.queue[0]:
+            self._start(incoming)
+
+    def on_body(self, body: bytes) -> None:
+        """A piece of a request's body."""
+        incoming = self._parsing
+        incoming.body_size += len(body)
+        driver = incoming.driver
+        if driver is not None and incoming.body_size > driver.max_body:
+            self._refuse(incoming, 413, f"the request's body is over {driver.max_body} bytes, "
+                                        f"this path's max-body; send less")
+        if (incoming.stream is not None and incoming.stream.closed) or \
+                (incoming.answer is not None and incoming.answer.done):
+            return  # the job has ended: the rest of the body is dropped
+        incoming.pending += body
+        self._last_body = time.monotonic()
+
+    def on_message_complete(self) -> None:
+        """The request is read whole: start it if it has no body and is next."""
+        incoming = self._parsing
+        incoming.complete = True
+        if self.queue and incoming is self.queue[0]:
+            if self._timer_kind == "body":
+                self._disarm()
+            if incoming.answer is None:
+                self._start(incoming)
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def _feed(self, data: bytes) -> None:
+        self.feeds += 1
+        self._fresh_feed = not self.queue or self.queue[-1].complete
+        self._in_parser = True
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            pass  # refused when it starts (it is marked ``upgrade``), then closed
+        except httptools.HttpParserCallbackError as exc:
+            if not isinstance(exc.__context__, _Stop) and not self.closing:
+                raise
+        except httptools.HttpParserError as exc:
+            self._bad_request(f"the request is not valid HTTP/1.1: {exc}")
+        finally:
+            self._in_parser = False
+        incoming = self.queue[-1] if self.queue else None
+        if incoming is not None and not incoming.headers_done and not self.closing:
+            # The head's bytes held inside the parser (a header not yet complete) count too.
+            if incoming.started_in < self.feeds:
+                incoming.head_size += len(data)
+            elif incoming.whole_feed:
+                incoming.head_size = max(incoming.head_size, len(data))
+            self._grow_head(incoming, 0)
+
+    def _grow_head(self, incoming: Incoming, size: int) -> None:
+        incoming.head_size += size
+        if incoming.head_size > self.limits.max_header and not self.closing:
+            self._refuse(incoming, 431, f"the request line and headers are over "
+                                        f"{self.limits.max_header} bytes (max-header)")
+
+    def _blocked(self) -> bool:
+        """Whether input must wait unparsed: the request being answered was read whole."""
+        return bool(self.queue) and self.queue[0].complete
+
+    def _pump(self) -> None:
+        """Move on: start the next request, give its body to its job, parse what waited."""
+        if self._pumping or self._in_parser:
+            self._again = True
+            return
+        self._pumping = True
+        try:
+            while not (self.closing or self.lost):
+                self._again = False
+                head = self.queue[0] if self.queue else None
+                if head is not None and head.answer is None and head.headers_done and \
+                        (head.expects_body or head.complete):
+                    self._start(head)
+                if head is not None and head.stream is not None:
+                    head.give(PIECE)
+                if self.held and not self._blocked():
+                    data = bytes(self.held)
+                    self.held.clear()
+                    self._feed(data)
+                    continue
+                if not self._again:
+                    break
+        finally:
+            self._pumping = False
+        self._update_reading()
+
+    def _on_credit(self, pieces: int) -> None:
+        """The handler read pieces of a body: give it more, read on."""
+        if not self.lost:
+            self._pump()
+
+    def _update_reading(self) -> None:
+        transport = self.transport
+        if transport is None or self.lost:
+            return
+        head = self.queue[0] if self.queue else None
+        waiting = head is not None and len(head.pending) >= PIECE
+        pause = not self.closing and (len(self.held) >= HOLD_LIMIT or waiting)
+        if pause and self._reading:
+            transport.pause_reading()
+            self._reading = False
+        elif not pause and not self._reading:
+            transport.resume_reading()
+            self._reading = True
+        if head is not None and head.headers_done and not head.complete and not self.closing:
+            if waiting:
+                if self._timer_kind == "body":
+                    self._disarm()  # the handler is slow, not the client
+            elif self._timer_kind != "body":
+                self._last_body = time.monotonic()
+                self._arm("body", head.body_timeout())
+
+    # -- requests -----------------------------------------------------------------------------
+
+    def _start(self, incoming: Incoming) -> None:
+        """Route the request, check it, and give it to its task's job."""
+        if self._timer_kind == "header":
+            self._disarm()
+        incoming.answer = Answer(self, incoming)
+        refusal = admit(self.listener, incoming)
+        if refusal is not None:
+            status, message = refusal
+            self._refuse(incoming, status, message,
+                         close=status != 404 or not incoming.complete)
+            return
+        driver = incoming.driver
+        assert driver is not None
+        if incoming.expects_body and not incoming.complete:
+            if (incoming.header("expect") or "").lower() == "100-continue":
+                self.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            incoming.stream = BodyStream(on_credit=self._on_credit)
+        elif len(incoming.pending) > PIECE:  # read whole already, but long: in pieces
+            incoming.stream = BodyStream(on_credit=self._on_credit)
+        else:
+            body, incoming.pending = bytes(incoming.pending), bytearray()
+            incoming.job = driver.submit_request(body, incoming.meta(self.remote),
+                                                 incoming.answer)
+            return
+        incoming.job = driver.submit_request(b"", incoming.meta(self.remote), incoming.answer,
+                                             incoming.stream)
+
+    def _refuse(self, incoming: Incoming, status: int, message: str,
+                close: bool = True) -> None:
+        """Answer ``status`` for ``incoming`` and close (stopping the parser if it runs).
+        A request behind the one being answered is dropped instead: that one is answered,
+        then the connection closes."""
+        self.log.info(f"refused-{status}", f"{self.remote}: answered {status}: {message}")
+        head = self.queue[0] if self.queue else incoming
+        if incoming is head:
+            incoming.cancel(message)
+            if incoming.answer is None:
+                incoming.answer = Answer(self, incoming)
+            incoming.answer.fail(status, message, close=close)
+        else:
+            self._drop_after_head()
+        if close and self._in_parser:
+            raise _Stop(message)
+
+    def _bad_request(self, message: str) -> None:
+        self.log.info("bad-request", f"{self.remote}: answered 400: {message}")
+        head = self.queue[0] if self.queue else None
+        if head is not None and head.complete:
+            self._drop_after_head()  # what follows the request being answered is bad
+            return
+        if head is None:
+            head = Incoming(self.feeds)
+            self.queue.append(head)
+        head.cancel(message)
+        if head.answer is None:
+            head.answer = Answer(self, head)
+        head.answer.fail(400, message, close=True)
+
+    def _drop_after_head(self) -> None:
+        """Forget what follows the request being answered; close once it is answered."""
+        self.stopping = True
+        while len(self.queue) > 1:
+            self.queue.pop()
+        self.held.clear()
+
+    # -- answers ------------------------------------------------------------------------------
+
+    def keeps(self, incoming: Incoming) -> bool:
+        """Whether the connection stays open after ``incoming``'s answer."""
+        return incoming.keep_alive and not self.stopping and not self.listener.stopping and \
+            (incoming.driver is None or not incoming.driver.stopping)
+
+    def count_status(self, incoming: Incoming, status: int) -> None:
+        """Count an answer's status (its task's, or the listener's if it had none)."""
+        (incoming.driver or self.listener).count(status)
+
+    def answered(self, incoming: Incoming) -> None:
+        """``incoming``'s answer is written whole: go on with the next request, or close."""
+        if self.lost:
+            return
+        incoming.cancel("its answer was already sent")
+        if self.queue and self.queue[0] is incoming:
+            self.queue.popleft()
+        if not (self.keeps(incoming) and incoming.complete):
+            self._close(linger=not incoming.complete)
+            return
+        self._answered_at = time.monotonic()
+        if not self.queue and not self.held:
+            self._arm("idle", self.limits.idle_timeout)
+        else:
+            self._arm("header", self.limits.header_timeout)
+        self._pump()
+
+    def abort_answer(self, incoming: Incoming) -> None:
+        """An answer that had started failed: cut the connection."""
+        incoming.cancel("its answer failed")
+        if self.transport is not None and not self.lost:
+            self.transport.abort()
+
+    def close_if_idle(self) -> None:
+        """The listener stops: close now if no request is on its way, else after it."""
+        self.stopping = True
+        if not self.queue:
+            self._close()
+
+    # -- timeouts -----------------------------------------------------------------------------
+
+    def _expired(self) -> None:
+        kind, self._timer, self._timer_kind = self._timer_kind, None, ""
+        if self.closing or self.lost:
+            return
+        head = self.queue[0] if self.queue else None
+        if kind == "idle" or (kind == "header" and head is None and not self.held):
+            self._close()
+        elif kind == "header" and head is not None:
+            self._refuse_late(head, f"the request's head did not arrive within "
+                                    f"{self.limits.header_timeout:g} s (header-timeout)")
+        elif kind == "body" and head is not None:
+            timeout = head.body_timeout()
+            left = self._last_body + timeout - time.monotonic()
+            if left > 0:
+                self._arm("body", left)
+                return
+            self._refuse_late(head, f"no part of the request's body came for {timeout:g} s "
+                                    f"(body-timeout)")
+        else:
+            self._close()
+
+    def _refuse_late(self, incoming: Incoming, message: str) -> None:
+        self.log.info("timeout", f"{self.remote}: {message}: closed")
+        answer = incoming.answer
+        if answer is not None and answer.started:
+            incoming.cancel(message)
+            self.abort_answer(incoming)
+            return
+        self._refuse(incoming, 408, message)

@@ -1,0 +1,199 @@
+"""A listening socket shared by one app's ``http-server`` tasks on one address.
+
+Tasks of one app that give the same ``listen`` share one server; a request goes to the task
+whose ``path`` is the longest prefix of its path. Another app cannot serve the same address:
+its task fails to start, naming the app that holds it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import socket
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from cocaine_core.errors import NodeError
+from cocaine_http.connection import HttpConnection
+from cocaine_http.keys import split_address
+from cocaine_http.ratelog import RateLimitedLog
+from cocaine_http.routing import matches
+
+if TYPE_CHECKING:
+    from cocaine_http.driver import HttpServer
+
+log = logging.getLogger("cocaine.http")
+
+#: The listeners of this process, by address (``(host, port)``; port 0: one per app).
+LISTENERS: dict[tuple[str, int, str], Listener] = {}
+
+
+@attrs.frozen
+class Limits:
+    """The keys that apply to a whole connection (before its requests are routed)."""
+
+    max_header: int
+    header_timeout: float
+    idle_timeout: float
+    max_connections: int
+
+    @classmethod
+    def of(cls, options: dict[str, Any]) -> Limits:
+        """The limits a task's options give."""
+        return cls(options["max-header"], options["header-timeout"], options["idle-timeout"],
+                   options["max-connections"])
+
+
+def _key(address: str, app: str) -> tuple[str, int, str]:
+    host, port = split_address(address)
+    return (host, port or 0, "" if port else app)
+
+
+async def attach(driver: HttpServer) -> Listener:
+    """The listener ``driver`` serves on (opened if it is the first task on its address)."""
+    key = _key(driver.listen, driver.engine.name)
+    listener = LISTENERS.get(key)
+    if listener is not None and listener.app != driver.engine.name:
+        raise NodeError(f"{driver.owner}: cannot listen on {driver.listen}: app "
+                        f"'{listener.app}' serves HTTP there; give this app another listen "
+                        f"address, or serve its paths from app '{listener.app}'")
+    if listener is None:
+        listener = Listener(driver.engine.name, driver.listen, Limits.of(driver.options))
+        LISTENERS[key] = listener
+        try:
+            await listener.open(driver.owner)
+        except BaseException:
+            LISTENERS.pop(key, None)
+            raise
+    listener.add(driver)
+    return listener
+
+
+class Listener:
+    """The server socket of an address, its connections and its routes."""
+
+    def __init__(self, app: str, address: str, limits: Limits) -> None:
+        self.app = app
+        self.address = address
+        self.limits = limits
+        self.bound = address
+        self.log = RateLimitedLog(log, f"app {app}: http {address}: ")
+        self.routes: dict[str, HttpServer] = {}
+        self.connections: set[HttpConnection] = set()
+        self.server: asyncio.Server | None = None
+        self.stopping = False
+        self.accepted = self.refused = self.bytes_in = self.bytes_out = 0
+        self.statuses: dict[str, int] = {}
+
+    async def open(self, owner: str) -> None:
+        """Bind and listen.
+
+        :raises NodeError: naming the address and what to do, if it cannot be bound.
+        """
+        host, port = split_address(self.address)
+        loop = asyncio.get_running_loop()
+        try:
+            self.server = await loop.create_server(
+                lambda: HttpConnection(self), host, port or 0, reuse_address=True,
+                backlog=min(self.limits.max_connections, socket.SOMAXCONN))
+        except socket.gaierror as exc:
+            raise NodeError(f"{owner}: cannot listen on {self.address}: the host is unknown "
+                            f"({exc.strerror}); give an IP address or a name this machine "
+                            f"resolves") from None
+        except OSError as exc:
+            raise NodeError(f"{owner}: cannot listen on {self.address}: "
+                            f"{_bind_advice(exc)}") from None
+        sockname = self.server.sockets[0].getsockname()
+        self.bound = f"[{sockname[0]}]:{sockname[1]}" if ":" in sockname[0] else \
+            f"{sockname[0]}:{sockname[1]}"
+        self.log.info("listening", f"serving HTTP on {self.bound}")
+
+    def add(self, driver: HttpServer) -> None:
+        """Route ``driver.path`` to ``driver``; its connection keys must match the others'."""
+        other = next(iter(self.routes.values()), None)
+        if other is not None and Limits.of(driver.options) != self.limits:
+            raise NodeError(f"{driver.owner}: its max-header, header-timeout, idle-timeout "
+                            f"and max-connections must be those of {other.owner}, which "
+                            f"serves {self.address} too (they apply to whole connections)")
+        holder = self.routes.get(driver.path)
+        if holder is not None:
+            raise NodeError(f"{driver.owner}: path {driver.path} on {self.address} is "
+                            f"already served by {holder.owner}; give one of them another path")
+        self.routes[driver.path] = driver
+
+    def remove(self, driver: HttpServer) -> None:
+        """Stop routing to ``driver``; the last task gone stops listening (connections with
+        an answer on its way finish it, idle ones close)."""
+        if self.routes.get(driver.path) is driver:
+            del self.routes[driver.path]
+        if self.routes or self.stopping:
+            return
+        self.stopping = True
+        LISTENERS.pop(_key(self.address, self.app), None)
+        if self.server is not None:
+            self.server.close()
+        for conn in list(self.connections):
+            conn.close_if_idle()
+
+    def close(self) -> None:
+        """Close every connection (the app has stopped)."""
+        for conn in list(self.connections):
+            if conn.transport is not None:
+                conn.transport.abort()
+
+    def route(self, path: str) -> HttpServer | None:
+        """The task whose path is the longest prefix of ``path`` (on a segment boundary)."""
+        best: HttpServer | None = None
+        for prefix, driver in self.routes.items():
+            if matches(prefix, path) and (best is None or len(prefix) > len(best.path)):
+                best = driver
+        return best
+
+    def paths(self) -> list[str]:
+        """The paths served, for a 404's message."""
+        return sorted(self.routes) or ["none"]
+
+    # -- connections --------------------------------------------------------------------------
+
+    def opened(self, conn: HttpConnection) -> bool:
+        """Count a new connection; False if it is one too many (it is closed at once)."""
+        if self.stopping or len(self.connections) >= self.limits.max_connections:
+            self.refused += 1
+            self.log.warning("too-many", f"closed a new connection from {conn.remote}: "
+                                         f"{len(self.connections)} are open "
+                                         f"(max-connections {self.limits.max_connections})")
+            return False
+        self.accepted += 1
+        self.connections.add(conn)
+        return True
+
+    def closed(self, conn: HttpConnection) -> None:
+        """A connection has closed."""
+        self.connections.discard(conn)
+
+    def count(self, status: int) -> None:
+        """An answer no task gave (no path matched, a bad request): count its status."""
+        kind = f"{status // 100}xx"
+        self.statuses[kind] = self.statuses.get(kind, 0) + 1
+
+    def info(self) -> dict[str, Any]:
+        """Connections (open, accepted, refused), bytes in and out, unrouted answers."""
+        return {"listen": self.bound, "connections": len(self.connections),
+                "accepted": self.accepted, "connections-refused": self.refused,
+                "bytes-in": self.bytes_in, "bytes-out": self.bytes_out,
+                "unrouted": dict(self.statuses)}
+
+
+def _bind_advice(exc: OSError) -> str:
+    if exc.errno == errno.EADDRINUSE:
+        return ("the address is already in use (by another program, or another node); "
+                "stop whatever listens there or choose another listen address in the manifest")
+    if exc.errno == errno.EACCES:
+        return ("permission denied: ports below 1024 need root (or CAP_NET_BIND_SERVICE); "
+                "choose a port above 1023, or put a proxy in front")
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return "no interface of this machine has that address; use one of its addresses, " \
+               "127.0.0.1, or 0.0.0.0 for all"
+    return f"{exc.strerror or exc}"
