@@ -51,7 +51,7 @@ import hashlib
 import os
 import time
 
-from cocaine_core.slave_channel import JobCancelled
+from cocaine_python import JobCancelled
 
 
 def _digest(pieces):
