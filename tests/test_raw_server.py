@@ -445,3 +445,34 @@ def test_ipv6_endpoint(cocaine_node, make_app, tmp_path):
         sock.sendall(b"\n")
         remote = json.loads(read_lines(sock, 1)[0])["remote"]
         assert remote == f"[::1]:{sock.getsockname()[1]}"
+
+
+def test_stop_writes_answers_in_flight_then_closes(cocaine_node, make_app, tmp_path):
+    """An app stopping accepts no more connections, reads no more frames, and closes each
+    connection once the answers of its frames in flight are written."""
+    import threading
+
+    tasks = raw_app(cocaine_node, make_app, tmp_path, engine={"pool-limit": 1}, held={})
+    endpoint = tasks["held"]["endpoint"]
+    record = tmp_path / "record"
+    with connect(endpoint) as sock:
+        sock.sendall(b"first\n")
+        wait_until(lambda: record.exists() and record.read_text() == "first\n")
+        stopper = threading.Thread(target=cocaine_node.remove_app, args=("raw",))
+        stopper.start()
+        try:
+            def refused() -> bool:
+                try:
+                    connect(endpoint, timeout=2).close()
+                except OSError:
+                    return True
+                return False
+            wait_until(refused, timeout=20, message="the endpoint to stop accepting")
+            sock.sendall(b"late\n")  # read by nobody: the task stopped reading
+            (tmp_path / "release").touch()
+            assert read_to_end(sock) == b"first\n"
+            sock.close()  # the node waits (up to 2 s) for its client to close too
+        finally:
+            stopper.join(60)
+    assert not stopper.is_alive()
+    assert record.read_text() == "first\n"
