@@ -45,8 +45,11 @@ from cocaine_core.client_connection import (
 from cocaine_core.client_frames import Body, decode_answer, request_frames, sent_deadline
 from cocaine_core.client_links import Endpoints, several
 from cocaine_core.client_options import check_wait, connect
+from cocaine_core.client_upload import StreamedRequest, open_request
+from cocaine_core.client_upload_async import AsyncStreamedRequest, open_async
+from cocaine_core.client_wait import wait_for_node as wait_for_node
 from cocaine_core.errors import ProtocolError, ServiceError
-from cocaine_core.protocol import CONTROL_APP, DEFAULT_ENDPOINT, Code, Status
+from cocaine_core.protocol import CONTROL_APP, DEFAULT_ENDPOINT, Code
 from cocaine_core.trust.client_keys import ClientKeys
 from cocaine_core.trust.keys import Signer
 
@@ -144,6 +147,12 @@ class Client:
             if request_id in self._open:
                 self._open.discard(request_id)
                 self._cancel(request_id)
+
+    def open(self, app: str, event: str, *, urgent: bool = False, timeout: float | None = None,
+             deadline: float | None = None, retry: bool = True) -> StreamedRequest:
+        """A request whose body is written in pieces as it comes: ``with client.open(app, event)
+        as request: request.write(piece) ... request.end(); request.read()`` (client_upload)."""
+        return open_request(self, app, event, urgent, timeout, deadline, retry)
 
     def _cancel(self, request_id: int) -> None:
         """Tell the node this client no longer waits for ``request_id`` (never blocks)."""
@@ -315,6 +324,12 @@ class AsyncClient:
             if self._queues.pop(request_id, None) is not None and not ended:
                 self._cancel(request_id)
 
+    def open(self, app: str, event: str, *, urgent: bool = False, timeout: float | None = None,
+             deadline: float | None = None, retry: bool = True) -> AsyncStreamedRequest:
+        """``Client.open``'s twin: ``async with client.open(app, event) as request: await
+        request.write(piece) ... await request.end()`` (``client_upload_async``)."""
+        return open_async(self, app, event, urgent, timeout, deadline, retry)
+
     def _cancel(self, request_id: int) -> None:
         """Tell the node this client no longer waits for ``request_id`` (never blocks; queued
         after any request still being sent, so it never overtakes its own request)."""
@@ -381,19 +396,3 @@ class AsyncClient:
     async def __aexit__(self, *exc: object) -> None:
         self.close()
 
-
-def wait_for_node(endpoint: str, timeout: float = 10.0) -> None:
-    """Block until the node at ``endpoint`` answers ``list`` (handy in scripts and tests); a
-    refusal of this client's key (401) is an answer too."""
-    deadline = time.monotonic() + timeout
-    while True:
-        with Client(endpoint, wait=0.5) as client:
-            try:
-                client.control("list")
-                return
-            except ServiceError as exc:
-                if exc.code == Status.UNAUTHORIZED:
-                    return
-                if time.monotonic() > deadline:
-                    raise
-        time.sleep(0.05)  # a refusal is reported at once: do not spin

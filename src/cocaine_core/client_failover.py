@@ -16,6 +16,10 @@ A request that had received part of its answer fails (500 naming the node: the a
 cut). Errors the node answers (400, 401, 404, 502, 503, 504, 520…) and a node that does not
 answer within ``wait`` are answers: no failover. When every endpoint failed, one error names
 each and what it said.
+
+A streamed request (``open``) goes to the node the client talks to now and never fails over:
+its body is not kept to be sent again, so a connection that fails fails it (503 if the node
+never had it, 500 if it dropped).
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from cocaine_core.client_links import (
     endpoints_of,
 )
 from cocaine_core.client_options import check_wait
+from cocaine_core.client_upload import StreamedRequest, open_on_link
 from cocaine_core.errors import ServiceError
 from cocaine_core.protocol import CONTROL_APP, Code, Status
 from cocaine_core.trust.client_keys import ClientKeys
@@ -184,6 +189,11 @@ class FailoverClient(Client):
                     raise failover.cut(failure) from None
                 index = self._active = failover.next(index, failure, self._active)
                 self.endpoint = self.endpoints[index]
+
+    def open(self, app: str, event: str, *, urgent: bool = False, timeout: float | None = None,
+             deadline: float | None = None, retry: bool = True) -> StreamedRequest:
+        """As ``Client.open``, on the node this client talks to now (no failover)."""
+        return open_on_link(self, app, event, urgent, timeout, deadline, retry)
 
     def _attempt(self, link: Link, app: str, event: str, data: Body, urgent: bool,
                  timeout: float | None, deadline: float | None,

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Annotated, Any, BinaryIO
+from typing import TYPE_CHECKING, Annotated, Any, BinaryIO
 
 import typer
 
 from cocaine_core.cli.options import KeyOption, NodeOption, ServerKeyOption, WaitOption, client
 from cocaine_core.errors import ServiceError
 from cocaine_core.protocol import CONTROL_APP, DEFAULT_ENDPOINT
+
+if TYPE_CHECKING:
+    from cocaine_core.client_upload import StreamedRequest
 
 
 def call(
@@ -19,8 +22,9 @@ def call(
     event: Annotated[str, typer.Argument(help="The event (handler) to call; for @node, the "
                                               "method: list, info, app-info…")],
     data: Annotated[str | None, typer.Argument(
-        help="The request body; '-' reads stdin. For @node, the arguments as a JSON "
-             "object.")] = None,
+        help="The request body; '-' streams stdin to the handler as it comes (in pieces, "
+             "never held whole: request.stream reads it). For @node, the arguments as a "
+             "JSON object ('-': read whole from stdin).")] = None,
     node: NodeOption = DEFAULT_ENDPOINT,
     timeout: Annotated[float | None, typer.Option(help="Most seconds the job may run.")] = None,
     deadline: Annotated[float | None, typer.Option(
@@ -40,7 +44,8 @@ def call(
 
     On a terminal the answer ends with a newline even when it has none of its own.
     """
-    body = sys.stdin.buffer.read() if data == "-" else (data or "").encode()
+    streamed = data == "-" and app_name != CONTROL_APP
+    body = sys.stdin.buffer.read() if data == "-" and not streamed else (data or "").encode()
     if app_name == CONTROL_APP:
         body = _control_arguments(body)
     if timeout is not None:
@@ -48,17 +53,79 @@ def call(
     out = _Answer(sys.stdout.buffer)
     with client(node, wait, key, server_key, control=app_name == CONTROL_APP) as node_client:
         try:
-            chunks = node_client.stream(app_name, event, body, timeout=timeout, deadline=deadline,
-                                   urgent=urgent, retry=not no_retry)
-            if app_name == CONTROL_APP:
-                out.write(_control_answer(b"".join(chunks)))
+            if streamed:
+                with node_client.open(app_name, event, timeout=timeout, deadline=deadline,
+                                      urgent=urgent, retry=not no_retry) as request:
+                    _send_stdin(request, out)
             else:
-                for chunk in chunks:
-                    out.write(chunk)
+                chunks = node_client.stream(app_name, event, body, timeout=timeout,
+                                            deadline=deadline, urgent=urgent,
+                                            retry=not no_retry)
+                if app_name == CONTROL_APP:
+                    out.write(_control_answer(b"".join(chunks)))
+                else:
+                    for chunk in chunks:
+                        out.write(chunk)
         except ServiceError:
             out.end_line()  # so that the error starts a line of its own
             raise
     out.end_line()
+
+
+#: Most bytes of stdin read at once for a streamed body (a piece the client sends).
+STDIN_PIECE = 256 * 2**10
+
+
+def _send_stdin(request: StreamedRequest, out: _Answer) -> None:
+    """Stream stdin into ``request`` as it comes, printing the answer as it comes too (a
+    handler may answer as it reads); stop reading once the answer has ended. A thread reads
+    stdin into a queue of at most ``STDIN_QUEUED`` pieces, so the answer is read while stdin
+    has nothing to give (an interactive pipe)."""
+    import queue
+    import threading
+
+    pieces: queue.Queue[bytes] = queue.Queue(maxsize=STDIN_QUEUED)
+    threading.Thread(target=_read_stdin, args=(pieces,), daemon=True,
+                     name="cocaine-call-stdin").start()
+    request.answer_to = out.write
+    while not request.done:
+        try:
+            piece = pieces.get(timeout=IDLE)
+        except queue.Empty:  # stdin gives nothing for now: send what is gathered (an
+            request.flush()  # interactive pipe), and print the answer so far
+            continue
+        if not piece:
+            break
+        request.write(piece)
+    request.end()
+    for chunk in request:
+        out.write(chunk)
+
+
+#: Pieces of stdin read ahead of the request (at most 4 x STDIN_PIECE bytes held).
+STDIN_QUEUED = 4
+#: Seconds stdin may give nothing before what is gathered is sent and the answer looked at.
+IDLE = 0.02
+
+
+def _read_stdin(pieces: Any) -> None:
+    """Read stdin in pieces of at most ``STDIN_PIECE`` bytes, as they come, into ``pieces``;
+    an empty piece at the end."""
+    import os
+
+    stdin = sys.stdin.buffer
+    try:
+        fd: int | None = stdin.fileno()
+    except (OSError, ValueError):  # not a file (a test's stand-in)
+        fd = None
+    while True:
+        try:
+            piece = stdin.read(STDIN_PIECE) if fd is None else os.read(fd, STDIN_PIECE)
+        except OSError:
+            piece = b""
+        pieces.put(piece)
+        if not piece:
+            return
 
 
 class _Answer:
