@@ -88,11 +88,13 @@ def forever(request):
 
 
 def upload(request):
-    size, digest = 0, hashlib.sha256()
+    size, digest, pieces = 0, hashlib.sha256(), 0
     for piece in request.stream:
         size += len(piece)
         digest.update(piece)
-    return json.dumps({{"size": size, "sha256": digest.hexdigest()}})
+        pieces += 1
+    return json.dumps({{"size": size, "sha256": digest.hexdigest(), "pieces": pieces,
+                       "streamed": request.stream.streamed}})
 '''
 
 

@@ -11,7 +11,9 @@ response short: the connection is closed without the final chunk.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable
+from email.utils import formatdate
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
@@ -37,7 +39,7 @@ ERROR_STATUS: dict[int, int] = {
 #: Headers the server writes itself: a handler's own are dropped (they would contradict the
 #: framing of the answer).
 OWN_HEADERS = frozenset({"content-length", "transfer-encoding", "connection", "keep-alive",
-                         "upgrade", "trailer", "te"})
+                         "upgrade", "trailer", "te", "date"})
 TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 DEFAULT_TYPE = ("Content-Type", "application/octet-stream")
@@ -53,9 +55,22 @@ def reason(status: int) -> str:
         return ""
 
 
+_date: list[tuple[int, str]] = [(0, "")]
+
+
+def http_date() -> str:
+    """The ``Date`` header's value now (made once a second)."""
+    now = int(time.time())
+    second, text = _date[0]
+    if second != now:
+        text = formatdate(now, usegmt=True)
+        _date[0] = (now, text)
+    return text
+
+
 def head_bytes(status: int, headers: list[tuple[str, str]]) -> bytes:
     """The status line and headers of a response, up to and including the empty line."""
-    lines = [f"HTTP/1.1 {status} {reason(status)}"]
+    lines = [f"HTTP/1.1 {status} {reason(status)}", f"Date: {http_date()}"]
     lines += [f"{name}: {value}" for name, value in headers]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 

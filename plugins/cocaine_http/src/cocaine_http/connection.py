@@ -135,8 +135,10 @@ class HttpConnection(Wire):
         self._grow_head(incoming, len(url))
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        """One header."""
+        """One header (trailers, after a chunked body, are dropped)."""
         incoming = self._parsing
+        if incoming.headers_done:
+            return
         incoming.headers.append([name.decode("latin-1").lower(), value.decode("latin-1")])
         self._grow_head(incoming, len(name) + len(value) + 4)
         if len(incoming.headers) > MAX_HEADERS:
@@ -177,7 +179,7 @@ class HttpConnection(Wire):
         if self.queue and incoming is self.queue[0]:
             if self._timer_kind == "body":
                 self._disarm()
-            if incoming.answer is None:
+            if incoming.job is None and not (incoming.answer and incoming.answer.done):
                 self._start(incoming)
 
     # -- reading ------------------------------------------------------------------------------
@@ -226,8 +228,9 @@ class HttpConnection(Wire):
             while not (self.closing or self.lost):
                 self._again = False
                 head = self.queue[0] if self.queue else None
-                if head is not None and head.answer is None and head.headers_done and \
-                        (head.expects_body or head.complete):
+                if head is not None and head.job is None and head.headers_done and \
+                        not (head.answer and head.answer.done) and \
+                        (head.complete or (head.expects_body and head.answer is None)):
                     self._start(head)
                 if head is not None and head.stream is not None:
                     head.give(PIECE)
@@ -271,29 +274,31 @@ class HttpConnection(Wire):
     # -- requests -----------------------------------------------------------------------------
 
     def _start(self, incoming: Incoming) -> None:
-        """Route the request, check it, and give it to its task's job."""
+        """Route the request and check it (once), then give it to its task's job: at once
+        if its body streams, once it is complete if it has none or a short one."""
         if self._timer_kind == "header":
             self._disarm()
-        incoming.answer = Answer(self, incoming)
-        refusal = admit(self.listener, incoming)
-        if refusal is not None:
-            status, message = refusal
-            self._refuse(incoming, status, message,
-                         close=status != 404 or not incoming.complete)
-            return
+        if incoming.answer is None:
+            incoming.answer = Answer(self, incoming)
+            refusal = admit(self.listener, incoming)
+            if refusal is not None:
+                status, message = refusal
+                self._refuse(incoming, status, message,
+                             close=status != 404 or not incoming.complete)
+                return
+            if incoming.expects_body and not incoming.complete and \
+                    (incoming.header("expect") or "").lower() == "100-continue":
+                self.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         driver = incoming.driver
         assert driver is not None
-        if incoming.expects_body and not incoming.complete:
-            if (incoming.header("expect") or "").lower() == "100-continue":
-                self.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-            incoming.stream = BodyStream(on_credit=self._on_credit)
-        elif len(incoming.pending) > PIECE:  # read whole already, but long: in pieces
-            incoming.stream = BodyStream(on_credit=self._on_credit)
-        else:
+        if incoming.complete and len(incoming.pending) <= PIECE:
             body, incoming.pending = bytes(incoming.pending), bytearray()
             incoming.job = driver.submit_request(body, incoming.meta(self.remote),
                                                  incoming.answer)
             return
+        if not incoming.complete and (incoming.content_length() or PIECE + 1) <= PIECE:
+            return  # a short body is given whole: this goes on once it is read
+        incoming.stream = BodyStream(on_credit=self._on_credit)
         incoming.job = driver.submit_request(b"", incoming.meta(self.remote), incoming.answer,
                                              incoming.stream)
 
