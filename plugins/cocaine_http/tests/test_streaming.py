@@ -75,6 +75,21 @@ def test_pipelined_requests_are_answered_in_order(serve, raw):
     assert bodies == [b"body-%d" % i for i in range(20)] + [b""]
 
 
+def test_a_client_that_shuts_its_side_gets_every_answer(serve):
+    """Pipelined requests, then the client's side shut (``nc -N``): every one answered, in
+    order, then the connection closes."""
+    url = serve({"echo": {}})["echo"]
+    with socket.create_connection(address(url), timeout=10) as sock:
+        sock.sendall(b"".join(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\n%d"
+                              % i for i in range(5)))
+        sock.shutdown(socket.SHUT_WR)
+        got = b""
+        while chunk := sock.recv(65536):
+            got += chunk
+    assert [part[-1:] for part in got.split(b"HTTP/1.1 200 OK")[1:]] == \
+        [b"0", b"1", b"2", b"3", b"4"]
+
+
 def test_bodies_stream_into_the_handler(serve, curl):
     """A body sent in pieces (chunked, from a generator or from curl's stdin) reaches the
     handler's request.stream whole and in order."""

@@ -58,6 +58,8 @@ class HttpConnection(Wire):
         self.held = bytearray()
         self.feeds = 0
         self.refused = self.stopping = False
+        #: The client has shut its sending side: close once what it sent is answered.
+        self._eof = False
         self._pumping = self._again = self._in_parser = self._fresh_feed = False
         self._answered_at = time.monotonic()
         #: The request the parser is reading (its callbacks' subject).
@@ -93,10 +95,11 @@ class HttpConnection(Wire):
         self._pump()
 
     def eof_received(self) -> bool | None:
-        """The client sent all it will: finish the answer on its way, if any, then close."""
+        """The client sent all it will (it may still read): answer every request it sent
+        whole, then close."""
         head = self.queue[0] if self.queue else None
         if head is not None and head.complete and not self.closing:
-            self.stopping = True  # answer this one, then close
+            self._eof = True
             return True
         self._close()
         return None
@@ -243,6 +246,9 @@ class HttpConnection(Wire):
                     break
         finally:
             self._pumping = False
+        if self._eof and not self.closing and (not self.queue or not self.queue[0].complete):
+            self._close()
+            return
         self._update_reading()
 
     def _on_credit(self, pieces: int) -> None:
