@@ -441,6 +441,38 @@ def test_async_control_call_is_never_streamed(fake_node) -> None:
         asyncio.run(main())
 
 
+def test_async_nothing_listening_fails_at_once() -> None:
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+
+    async def main() -> None:
+        async with AsyncClient(endpoint, wait=30) as client, \
+                client.open("app", "store") as request:
+            for _ in range(WINDOW + 1):
+                await request.write(b"p" * COALESCE)
+            await request.end()
+            await request.read()
+
+    started = time.monotonic()
+    with pytest.raises(ServiceError) as error:
+        asyncio.run(main())
+    assert error.value.code == 503 and "nothing listens" in error.value.message
+    assert time.monotonic() - started < 3
+
+
+def test_async_several_nodes_open_on_the_current_one(fake_node) -> None:
+    first, second = fake_node(), fake_node()
+
+    async def main() -> bytes:
+        async with AsyncClient([first.endpoint, second.endpoint], wait=30) as client, \
+                client.open("app", "store") as request:
+            await request.write(b"abc")
+            await request.end()
+            return await request.read()
+
+    assert asyncio.run(main()) == digest(b"abc")
+    assert len(first.requests) == 1 and second.requests == []
+
+
 # -- cocaine call APP EVENT - ------------------------------------------------------------------
 
 
@@ -515,7 +547,7 @@ def test_cocaine_call_prints_the_answer_as_the_body_streams(fake_node) -> None:
 def test_cocaine_call_at_node_still_reads_stdin_as_json(fake_node) -> None:
     node = fake_node()  # it answers no control call: the client gives up after --wait
     result = subprocess.run([cocaine(), "call", "@node", "list", "-", "--node", node.endpoint,
-                             "--wait", "2"], input=b'{"x": 1}', capture_output=True,
+                             "--wait", "1"], input=b'{"x": 1}', capture_output=True,
                             timeout=60)
     assert node.requests, result.stderr
     header = node.requests[0]

@@ -186,3 +186,60 @@ def test_cocaine_call_streams_a_pipe(node) -> None:
         zeros.update(bytes(MIB))
     assert out == f"{size} {zeros.hexdigest()}".encode()
     assert 0 < peak < 150 * 1024, f"cocaine call's peak RSS was {peak} KiB for 1 GiB"
+
+
+def test_over_curve_with_the_server_key_and_refused_at_once_without(node_process,
+                                                                     tmp_path: Path) -> None:
+    from cocaine_core.storages import open_storage
+    from cocaine_core.trust.curve import server_public_key
+
+    node = node_process("--curve", start=False).spawn()
+    key = ""
+
+    def answers() -> bool:
+        nonlocal key
+        assert node.process.poll() is None, node.log.read_text()
+        key = server_public_key(open_storage(node.storage_uri)) or ""
+        if not key:
+            return False
+        with Client(node.endpoint, wait=0.5, server_key=key) as client, \
+                contextlib.suppress(ServiceError):
+            return not client.control("info")["loading"]
+        return False
+
+    wait_until(answers, timeout=30, message="the Curve node to answer")
+    cocaine = str(Path(sys.executable).with_name("cocaine"))
+    subprocess.run([cocaine, "app", "deploy", str(write_app(tmp_path / "up", APP, TASKS)),
+                    "--name", "up", "--node", node.endpoint, "--server-key", key],
+                   check=True, capture_output=True, timeout=120)
+    data = os.urandom(3 * MIB)
+    with Client(node.endpoint, wait=60, server_key=key) as client, \
+            client.open("up", "store") as request:
+        request.write(data)
+        request.end()
+        assert request.read() == digest(data)
+    started = time.monotonic()
+    with Client(node.endpoint, wait=30) as plain, pytest.raises(ServiceError) as error, \
+            plain.open("up", "store") as request:
+        for _ in range(20):
+            request.write(b"x" * COALESCE)
+        request.end()
+        request.read()
+    assert error.value.code == 503 and "--server-key" in error.value.message
+    assert time.monotonic() - started < 10
+
+
+def test_cocaine_call_stops_reading_stdin_when_the_answer_ends_or_fails(node) -> None:
+    cocaine = str(Path(sys.executable).with_name("cocaine"))
+    for event, code, out_expected, err_expected in (
+            ("quick", 0, b"quick", b""), ("fail_early", 1, b"", b"502")):
+        producer = subprocess.Popen(["cat", "/dev/zero"], stdout=subprocess.PIPE)
+        try:
+            result = subprocess.run([cocaine, "call", "up", event, "-", "--node",
+                                     node.endpoint], stdin=producer.stdout,
+                                    capture_output=True, timeout=60)
+        finally:
+            producer.kill()
+            producer.wait()
+        assert result.returncode == code, result.stderr
+        assert result.stdout == out_expected and err_expected in result.stderr
