@@ -226,7 +226,7 @@ class Answer:
             headers.append(("Connection", "close"))
         elif self.incoming.version == "1.0":
             headers.append(("Connection", "keep-alive"))
-        self.conn.count_status(self.incoming, self.status)
+        (self.incoming.driver or self.conn.listener).count(self.status)
         return head_bytes(self.status, headers)
 
     def _whole(self, data: bytes) -> None:

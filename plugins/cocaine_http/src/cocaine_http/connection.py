@@ -1,17 +1,10 @@
 """One HTTP connection: an asyncio Protocol that parses requests with httptools (llhttp).
 
-Requests on a connection are answered one at a time, in order: while a request's answer is
-on its way, what the client sends next (pipelined requests) is held unparsed, up to
-``HOLD_LIMIT`` bytes (then reading pauses), and parsed once the answer is complete. So a
-pipelining client gets its answers in the order it asked, and the node holds one request's
-worth of its input at a time.
-
-A request's body streams into its job (``BodyStream``): pieces go to the job as they are read,
-reading pauses while the job's stream has no room (the handler has not read what it was
-given) and resumes on its credit, so an upload of any size crosses the node a few pieces at a
-time. The answer's chunks leave as the transport takes them; ``on_handed`` is called only
-while the transport's buffer is below its high-water mark, so a client that does not read
-holds the handler back (the engine's credit).
+Requests are answered one at a time, in order: while an answer is on its way, what the client
+sends next (pipelined requests) waits unparsed, up to ``HOLD_LIMIT`` bytes (then reading
+pauses). A request's body streams into its job (``BodyStream``): reading pauses while the
+job's stream has no room (the handler has not read what it was given) and resumes on its
+credit, so an upload of any size crosses the node a few pieces at a time.
 """
 
 from __future__ import annotations
@@ -109,7 +102,7 @@ class HttpConnection(Wire):
         if self.refused:
             return
         self.lost = True
-        self._disarm()
+        self._drop_timer()
         self.listener.closed(self)
         for incoming in self.queue:
             if incoming.answer is not None:
@@ -353,10 +346,6 @@ class HttpConnection(Wire):
         return incoming.keep_alive and not self.stopping and not self.listener.stopping and \
             (incoming.driver is None or not incoming.driver.stopping)
 
-    def count_status(self, incoming: Incoming, status: int) -> None:
-        """Count an answer's status (its task's, or the listener's if it had none)."""
-        (incoming.driver or self.listener).count(status)
-
     def answered(self, incoming: Incoming) -> None:
         """``incoming``'s answer is written whole: go on with the next request, or close."""
         if self.lost:
@@ -388,8 +377,8 @@ class HttpConnection(Wire):
 
     # -- timeouts -----------------------------------------------------------------------------
 
-    def _expired(self) -> None:
-        kind, self._timer, self._timer_kind = self._timer_kind, None, ""
+    def _expired(self, kind: str) -> None:
+        """The wait ``kind`` has run out: close, or answer 408 and close."""
         if self.closing or self.lost:
             return
         head = self.queue[0] if self.queue else None

@@ -34,11 +34,15 @@ class Wire(asyncio.Protocol):
         self._reading = True
         self._writing_paused = False
         self._unhanded: deque[OnHanded] = deque()
-        self._timer: asyncio.TimerHandle | None = None
+        #: The wait being timed ("header", "idle", "body"; "" for none) and when it ends
+        #: (the loop's clock). One timer handle serves them all: re-arming to a later time
+        #: (every request on a kept-alive connection) only moves the deadline.
         self._timer_kind = ""
+        self._deadline = 0.0
+        self._timer: asyncio.TimerHandle | None = None
 
-    def _expired(self) -> None:
-        """The timer armed last has run out (``_timer_kind`` says which)."""
+    def _expired(self, kind: str) -> None:
+        """The wait ``kind`` has run out."""
 
     def _update_reading(self) -> None:
         """Pause or resume reading as the connection's state asks."""
@@ -72,7 +76,7 @@ class Wire(asyncio.Protocol):
         if self.closing or self.lost or self.transport is None:
             return
         self.closing = True
-        self._disarm()
+        self._drop_timer()
         transport = self.transport
         if linger and transport.can_write_eof():
             transport.write_eof()
@@ -85,11 +89,35 @@ class Wire(asyncio.Protocol):
             transport.close()
 
     def _arm(self, kind: str, delay: float) -> None:
-        self._disarm()
-        self._timer_kind = kind
-        self._timer = asyncio.get_running_loop().call_later(delay, self._expired)
+        """Time the wait ``kind``: ``_expired(kind)`` in ``delay`` seconds unless disarmed or
+        armed again first."""
+        loop = asyncio.get_running_loop()
+        self._timer_kind, self._deadline = kind, loop.time() + delay
+        timer = self._timer
+        if timer is not None and timer.when() > self._deadline:
+            timer.cancel()
+            timer = None
+        if timer is None:
+            self._timer = loop.call_at(self._deadline, self._tick)
 
     def _disarm(self) -> None:
+        self._timer_kind = ""
+
+    def _drop_timer(self) -> None:
+        """No more waits to time: the connection closes."""
+        self._timer_kind = ""
         if self._timer is not None:
             self._timer.cancel()
-        self._timer, self._timer_kind = None, ""
+            self._timer = None
+
+    def _tick(self) -> None:
+        self._timer = None
+        kind = self._timer_kind
+        if not kind or self.lost:
+            return
+        loop = asyncio.get_running_loop()
+        if loop.time() < self._deadline:
+            self._timer = loop.call_at(self._deadline, self._tick)
+            return
+        self._timer_kind = ""
+        self._expired(kind)
