@@ -3,7 +3,8 @@
 A ``FakeEngine`` binds a ROUTER on ipc in a short folder of its own, starts a real worker
 process (C++, JavaScript, ...) with the variables the node gives an exec slave, and lets a test
 play the engine by hand: take the handshake, configure, invoke, read chunks and ends, grant
-credit, cancel, terminate. Heartbeats from the worker's second socket (``<id>/hb``) are counted
+credit, cancel, terminate, and send a body in pieces within the window as the worker grants
+them back (``send_body``). Heartbeats from the worker's second socket (``<id>/hb``) are counted
 apart, with the time each arrived, so a test can check they keep coming. The ``engine`` fixture
 (conftest.py) makes one per test and cleans it up.
 """
@@ -102,13 +103,13 @@ class FakeEngine:
         self.router.send_multipart(frames + ([payload] if payload is not None else []))
 
     def ready(self, handshake_pid: int | None = None, **settings: Any) -> None:
-        """Take the HANDSHAKE ``[1, id, pid, {flow: true}]`` (``pid``: ``handshake_pid``, by
-        default the started process's), send CONFIGURE (test defaults, ``settings`` over them)
-        and take the first HEARTBEAT on the main socket (ready)."""
+        """Take the HANDSHAKE ``[1, id, pid, {flow: true, stream: true}]`` (``pid``:
+        ``handshake_pid``, by default the started process's), send CONFIGURE (test defaults,
+        ``settings`` over them) and take the first HEARTBEAT on the main socket (ready)."""
         fields, _ = self.recv()
         pid = handshake_pid if handshake_pid is not None else (
             self.process.pid if self.process else None)
-        assert fields == [1, self.slave_id, pid, {"flow": True}], fields
+        assert fields == [1, self.slave_id, pid, {"flow": True, "stream": True}], fields
         self.settings = {"app": "test", "concurrency": 4, "heartbeat_interval": 0.2,
                          "credit": 8, "max_message": 256 * 2**20, **settings}
         self.send(2, self.settings)
@@ -138,6 +139,26 @@ class FakeEngine:
                 chunks.append(payload)
             return chunks, fields
 
+    def send_body(self, job_id: int, event: str, pieces: list[bytes], *, first: bytes = b"",
+                  window: int = 8, end: bool = True, timeout: float = 10.0) -> StreamedJob:
+        """Invoke a streamed job (``first`` rides on the INVOKE), send ``pieces`` within the
+        window (at most ``window`` sent and not granted back), then the end (``end``); read
+        what the worker sends meanwhile, granting answer credit for each chunk. Returns when
+        every piece is sent (the answer may still be on its way: ``finish``). Fails if the
+        worker grants more than it was sent, or stalls."""
+        job = StreamedJob(self, job_id, sent=1 if first else 0)
+        self.send(4, job_id, event, {}, {"stream": True}, payload=first)
+        for piece in pieces:
+            while job.sent - job.granted >= window and job.end is None:
+                job.take(self.recv(timeout))
+            if job.end is not None:
+                break
+            self.send(5, job_id, payload=piece)
+            job.sent += 1
+        if end and job.end is None:
+            self.send(6, job_id)
+        return job
+
     def close(self) -> None:
         """Kill the worker (by pid) and close the socket."""
         if self.process is not None and self.process.poll() is None:
@@ -145,3 +166,47 @@ class FakeEngine:
             self.process.wait(timeout=10)
         self.router.close(linger=0)
         self.context.term()
+
+
+class StreamedJob:
+    """A job whose body the fake engine sends in pieces: what the worker granted and answered."""
+
+    def __init__(self, engine: FakeEngine, job_id: int, sent: int) -> None:
+        self.engine = engine
+        self.job_id = job_id
+        self.sent = sent  # pieces sent (the INVOKE's, if not empty, included)
+        self.grants: list[int] = []  # each CREDIT's n, in order
+        self.chunks: list[bytes] = []
+        self.head: dict[str, Any] | None = None
+        self.end: list[Any] | None = None  # the CHOKE or ERROR header
+
+    @property
+    def granted(self) -> int:
+        """Pieces granted back in all."""
+        return sum(self.grants)
+
+    def take(self, message: tuple[list[Any], bytes | None]) -> None:
+        """Record one message of this job (CREDIT, HEADERS, CHUNK, CHOKE or ERROR)."""
+        fields, payload = message
+        assert fields[1] == self.job_id, fields
+        assert self.end is None, f"a message after the job's end: {fields}"
+        if fields[0] == 12:
+            self.grants.append(fields[2])
+            assert self.granted <= self.sent, f"granted {self.granted}, sent {self.sent}"
+        elif fields[0] == 13:
+            assert self.head is None and not self.chunks, fields
+            self.head = fields[2]
+        elif fields[0] == 5:
+            assert payload is not None
+            self.chunks.append(payload)
+            self.engine.send(12, self.job_id, 1)
+        else:
+            if fields[0] == 6 and payload is not None:
+                self.chunks.append(payload)
+            self.end = fields
+
+    def finish(self, timeout: float = 10.0) -> StreamedJob:
+        """Read until the job has ended; this job."""
+        while self.end is None:
+            self.take(self.engine.recv(timeout))
+        return self

@@ -2,8 +2,10 @@
 protocol: each test plays the engine itself (a ROUTER on ipc, pyzmq) and runs a real worker
 binary built with make: handshake, configure, ready, heartbeats from the second socket (also
 while a handler sleeps), answers (one CHOKE, streams in order, binary and 1 MiB bodies), errors
-with codes, flow (credit and cancel), concurrency on threads, malformed messages, terminate and
-a parent that goes away. The last test runs examples/cpp with ``cocaine run``.
+with codes, flow (credit and cancel), streamed request bodies (credit granted as the handler
+reads, cancel mid-body, on the reading thread and on handler threads), HEADERS
+(``response::head``), concurrency on threads, malformed messages, terminate and a parent that
+goes away. The last test runs examples/cpp with ``cocaine run``.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import pytest
 from cocaine_core.testing import free_port, process_gone, wait_until
 
 from .fake_engine import SLAVE_ID as ID
-from .fake_engine import FakeEngine
+from .fake_engine import FakeEngine, StreamedJob
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKER = ROOT / "workers" / "cpp"
@@ -56,8 +58,9 @@ def start(engine: FakeEngine, binary: Path = TEST_APP, **settings: Any) -> None:
 
 
 def test_handshake_configure_ready(engine: FakeEngine) -> None:
-    """HANDSHAKE [1, id, pid, {flow: true}] on the main socket, then after CONFIGURE the first
-    HEARTBEAT there (ready), then heartbeats from ``<id>/hb`` every interval."""
+    """HANDSHAKE [1, id, pid, {flow: true, stream: true}] on the main socket, then after
+    CONFIGURE the first HEARTBEAT there (ready), then heartbeats from ``<id>/hb`` every
+    interval."""
     start(engine, CONFORMANCE, heartbeat_interval=0.1)
     wait_until(lambda: engine.quiet(0.1) == [] and len(engine.beats) >= 5, timeout=10,
                message="five heartbeats from the heartbeat socket")
@@ -325,6 +328,110 @@ def test_a_job_cancelled_while_queued_never_runs(engine: FakeEngine) -> None:
     assert engine.recv() == ([6, 1], None)
     assert engine.recv() == ([6, 2], None)
     assert not (engine.folder / "closed-2").exists()
+
+# -- streamed bodies and headers ---------------------------------------------------------------
+
+
+@BOTH_MODES
+def test_a_streamed_body_is_read_whole_with_credit_granted_as_it_is_read(
+        engine: FakeEngine, concurrency: int) -> None:
+    """A streamed echo of 30 pieces: the worker grants them back 4 at a time (or fewer before
+    it waits), never more than it was sent; the answer is the whole body, in order; pieces of
+    an ended job, or of a job never sent, are dropped."""
+    start(engine, CONFORMANCE, concurrency=concurrency)
+    pieces = [os.urandom(1 + i * 997) for i in range(30)]
+    job = engine.send_body(1, "echo", pieces, first=b"first").finish()
+    assert job.end == [6, 1] and b"".join(job.chunks) == b"first" + b"".join(pieces)
+    assert all(1 <= n <= 4 for n in job.grants), job.grants
+    assert job.granted >= job.sent - 4, (job.granted, job.sent)
+    engine.send(5, 1, payload=b"late")
+    engine.send(6, 1)
+    engine.send(5, 999, payload=b"nobody's")
+    assert engine.call(2, "echo", b"still serving") == ([b"still serving"], [6, 2])
+
+
+@BOTH_MODES
+def test_sizes_grants_only_what_its_handler_read(engine: FakeEngine, concurrency: int) -> None:
+    """`sizes` writes a chunk per piece as it reads: with its answer's credit held (8), the
+    handler stops reading, and the worker grants no piece it has not read."""
+    start(engine, CONFORMANCE, credit=8, concurrency=concurrency)
+    engine.send(4, 1, "sizes", {}, {"stream": True}, payload=b"a")
+    for i in range(15):
+        engine.send(5, 1, payload=b"b" * (i + 2))
+    seen = engine.quiet(0.5)
+    chunks = [f for f in seen if f[0] == 5]
+    grants = sum(f[2] for f in seen if f[0] == 12)
+    assert len(chunks) == 8 and grants <= 9, seen
+    engine.send(12, 1, 100)
+    engine.send(6, 1)
+    job = StreamedJob(engine, 1, sent=16).finish()
+    assert job.end == [6, 1] and job.chunks == [str(n).encode() for n in range(9, 17)]
+    assert grants + job.granted <= 16
+
+
+def test_plain_bodies_read_through_read_piece_and_read_all(engine: FakeEngine) -> None:
+    """A plain body is one piece (none if empty) and read_all the whole body; a streamed
+    request says streamed(), its body arrives piece by piece, and read_all is the rest."""
+    start(engine)
+    assert engine.call(1, "kinds", b"abc") == ([b"false 3 3"], [6, 1])
+    assert engine.call(2, "kinds", b"") == ([b"false  0"], [6, 2])
+    job = engine.send_body(3, "kinds", [b"xy", b"z"], first=b"w").finish()
+    assert job.chunks == [b"true 1,2,1 0"] and job.end == [6, 3]
+
+
+@BOTH_MODES
+def test_cancel_mid_body_throws_cancelled_and_ends_with_a_choke(engine: FakeEngine,
+                                                                concurrency: int) -> None:
+    """CANCEL while the handler waits for a piece: read_all throws cocaine::cancelled, the job
+    ends with a CHOKE, and the worker serves on."""
+    start(engine, concurrency=concurrency)
+    job = engine.send_body(1, "upload", [b"two"], first=b"one", end=False)
+    while not job.grants:  # it read both and waits for more: it grants them first
+        job.take(engine.recv())
+    engine.send(11, 1)
+    job.finish()
+    assert job.end == [6, 1] and job.chunks == []
+    wait_until(lambda: (engine.folder / "upload-1").exists(), timeout=5,
+               message="the handler to see the cancel")
+    assert engine.call(2, "upload", b"plain") == ([b"plain"], [6, 2])
+
+
+@BOTH_MODES
+def test_head_sends_headers_before_the_answer(engine: FakeEngine, concurrency: int) -> None:
+    """res.head(status, headers) sends HEADERS before the first chunk."""
+    start(engine, concurrency=concurrency)
+    engine.send(4, 1, "head", {}, payload=b"")
+    assert engine.recv() == ([13, 1, {"status": 202, "headers": [["A", "1"], ["B", "2"]]}],
+                             None)
+    assert engine.answer(1) == ([b"x"], [6, 1])
+
+
+def test_bad_headers_and_a_late_head_fail_with_502(engine: FakeEngine) -> None:
+    """CR/LF in a value, 65 headers, a bad name, head twice, status 42, or head after a write:
+    ERROR 502 saying what is wrong, and no HEADERS for the bad ones."""
+    start(engine)
+    for job_id, (kind, words) in enumerate([("crlf", "line break"), ("many", "at most 64"),
+                                            ("name", "is not valid"),
+                                            ("twice", "were sent already"),
+                                            ("status", "not an HTTP status")], start=1):
+        engine.send(4, job_id, "bad-head", {}, payload=kind.encode())
+        fields, _ = engine.recv()
+        if kind == "twice":  # the first head went out
+            assert fields[0] == 13, fields
+            fields, _ = engine.recv()
+        assert fields[:3] == [7, job_id, 502] and words in fields[3], fields
+    chunks, end = engine.call(9, "late-head")
+    assert chunks == [b"a"] and end[2] == 502 and "has started" in end[3]
+
+
+def test_the_conformance_app_answers_status_with_headers(engine: FakeEngine) -> None:
+    """The conformance app's `status 201`: HEADERS then `status 201` on the CHOKE."""
+    start(engine, CONFORMANCE)
+    engine.send(4, 1, "status", {}, payload=b"201")
+    assert engine.recv() == ([13, 1, {"status": 201, "headers": [["X-Conformance", "yes"]]}],
+                             None)
+    assert engine.recv() == ([6, 1], b"status 201")
+
 
 # -- the end ------------------------------------------------------------------------------------
 

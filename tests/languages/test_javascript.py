@@ -2,7 +2,8 @@
 protocol: each test plays the engine itself (a ROUTER on ipc, pyzmq) and runs the worker as a
 real ``node`` process: handshake, configure, ready, heartbeats from the second socket (also
 while a handler awaits), answers (one CHOKE, streams in order, errors with codes), flow (credit
-and cancel), concurrency, bad messages, terminate and a parent that goes away.
+and cancel), streamed request bodies (credit granted as the handler reads, cancel mid-body),
+HEADERS (``Response``), concurrency, bad messages, terminate and a parent that goes away.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from cocaine_core.errors import ServiceError
 from cocaine_core.testing import free_port, process_gone, wait_until
 
 from .fake_engine import SLAVE_ID as ID
-from .fake_engine import FakeEngine
+from .fake_engine import FakeEngine, StreamedJob
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKER = ROOT / "workers" / "javascript"
@@ -33,7 +34,7 @@ CONFORMANCE = WORKER / "conformance.js"
 APP = """
 const fs = require('node:fs');
 const path = require('node:path');
-const { Worker } = require(WORKER_PATH);
+const { Worker, Response } = require(WORKER_PATH);
 const marks = process.env.MARKS;
 const gates = [];
 const worker = new Worker();
@@ -53,6 +54,33 @@ worker.on('gate', (req) => new Promise((resolve) => gates.push(() => resolve('op
 worker.on('release', () => {
   const n = gates.length; gates.splice(0).forEach((open) => open()); return String(n);
 });
+worker.on('upload', async (req) => {
+  try {
+    return await req.read();
+  } catch (err) {
+    fs.writeFileSync(path.join(marks, `upload-${req.id}`), err.name);
+    throw err;
+  }
+});
+worker.on('body', (req) => req.body);
+worker.on('kinds', async (req) => {
+  const pieces = [];
+  for await (const piece of req.stream) pieces.push(piece.length);
+  return `${req.streamed} ${pieces.join(',')} ${(await req.read()).length}`;
+});
+worker.on('head-gen', function* () {
+  yield new Response(null, { status: 202, headers: [['A', '1'], ['B', '2']] });
+  yield 'x';
+});
+worker.on('bad-head', (req) => {
+  const kind = req.body.toString();
+  if (kind === 'crlf') return new Response('no', { headers: { 'X-Bad': 'a\\r\\nInjected: 1' } });
+  const many = Array.from({ length: 65 }, (_, i) => [`h${i}`, 'v']);
+  if (kind === 'many') return new Response('no', { headers: many });
+  if (kind === 'name') return new Response('no', { headers: { 'bad name': 'v' } });
+  return new Response('no', { status: 42 });
+});
+worker.on('late-head', function* () { yield 'a'; yield new Response(null, { status: 201 }); });
 worker.on('block', () => {
   const end = Date.now() + 1500; while (Date.now() < end); return 'done';
 });
@@ -86,7 +114,7 @@ def test_handshake_configure_ready_and_heartbeats(engine: FakeEngine) -> None:
     main socket, then one every heartbeat_interval from the `<id>/hb` socket."""
     process = engine.start(["node", str(CONFORMANCE)])
     fields, payload = engine.recv()
-    assert fields == [1, ID, process.pid, {"flow": True}] and payload is None
+    assert fields == [1, ID, process.pid, {"flow": True, "stream": True}] and payload is None
     assert not engine.beats, "no heartbeat before CONFIGURE"
     engine.send(2, {"app": "test", "concurrency": 1, "heartbeat_interval": 0.1, "credit": 8,
                     "max_message": 2**28})
@@ -143,6 +171,103 @@ def test_errors_with_codes(engine: FakeEngine) -> None:
     assert end[2] == 502 and "bytes cut]" in end[3] and len(end[3].encode()) <= 4096
     chunks, end = engine.call(4, "echo", b"still serving")
     assert end == [6, 4] and chunks == [b"still serving"]
+
+
+def test_a_streamed_body_is_read_whole_with_credit_granted_as_it_is_read(engine: FakeEngine
+                                                                         ) -> None:
+    """A streamed echo of 30 pieces: the worker grants them back 4 at a time (or fewer before
+    it waits), never more than it was sent, so the window of 8 keeps moving; the answer is
+    the whole body, in order."""
+    start_conformance(engine)
+    pieces = [os.urandom(1 + i * 997) for i in range(30)]
+    job = engine.send_body(1, "echo", pieces, first=b"first").finish()
+    assert job.end == [6, 1] and b"".join(job.chunks) == b"first" + b"".join(pieces)
+    assert all(1 <= n <= 4 for n in job.grants), job.grants
+    assert job.granted >= job.sent - 4, (job.granted, job.sent)
+    # the pieces of a job that has ended, and of one never sent, are dropped
+    engine.send(5, 1, payload=b"late")
+    engine.send(6, 1)
+    engine.send(5, 999, payload=b"nobody's")
+    assert engine.call(2, "echo", b"still serving") == ([b"still serving"], [6, 2])
+
+
+def test_sizes_grants_only_what_its_handler_read(engine: FakeEngine) -> None:
+    """`sizes` answers a chunk per piece as it reads: with its answer's credit held (8), the
+    handler stops reading, and the worker grants no piece it has not read."""
+    start_conformance(engine, credit=8)
+    engine.send(4, 1, "sizes", {}, {"stream": True}, payload=b"a")
+    for i in range(15):
+        engine.send(5, 1, payload=b"b" * (i + 2))
+    seen = engine.quiet(0.5)
+    chunks = [f for f in seen if f[0] == 5]
+    grants = sum(f[2] for f in seen if f[0] == 12)
+    assert len(chunks) == 8 and grants <= 9, seen
+    engine.send(12, 1, 100)
+    engine.send(6, 1)
+    job = StreamedJob(engine, 1, sent=16).finish()
+    assert job.end == [6, 1] and job.chunks == [str(n).encode() for n in range(9, 17)]
+    assert grants + job.granted <= 16
+
+
+def test_plain_bodies_read_through_stream_and_read(engine: FakeEngine) -> None:
+    """A plain request's body is one piece of req.stream (none if empty), and req.read() is
+    the body; a streamed one says req.streamed."""
+    start_app(engine)
+    assert engine.call(1, "kinds", b"abc") == ([b"false 3 3"], [6, 1])
+    assert engine.call(2, "kinds", b"") == ([b"false  0"], [6, 2])
+    job = engine.send_body(3, "kinds", [b"xy", b"z"], first=b"w").finish()
+    assert job.chunks == [b"true 1,2,1 0"] and job.end == [6, 3]
+
+
+def test_req_body_of_a_streamed_request_says_how_to_read_it(engine: FakeEngine) -> None:
+    """req.body of a streamed request throws: ERROR 502 naming req.read() and req.stream."""
+    start_app(engine)
+    job = engine.send_body(1, "body", [b"x"]).finish()
+    assert job.end is not None and job.end[2] == 502
+    assert "streams in pieces" in job.end[3] and "req.read()" in job.end[3]
+
+
+def test_cancel_mid_body_throws_cancelled_and_ends_with_a_choke(engine: FakeEngine) -> None:
+    """CANCEL while the handler waits for a piece: the job ends with a CHOKE, the read throws
+    Cancelled in the handler, and the worker serves on."""
+    start_app(engine)
+    job = engine.send_body(1, "upload", [b"two"], first=b"one", end=False)
+    while not job.grants:  # it read both and waits for more: it grants them first
+        job.take(engine.recv())
+    engine.send(11, 1)
+    job.finish()
+    assert job.end == [6, 1] and job.chunks == []
+    mark = engine.folder / "marks" / "upload-1"
+    wait_until(mark.exists, timeout=5, message="the handler to see the cancel")
+    assert mark.read_text() == "Cancelled"
+    assert engine.call(2, "upload", b"plain") == ([b"plain"], [6, 2])
+
+
+def test_a_response_sends_headers_before_its_answer(engine: FakeEngine) -> None:
+    """A returned Response: HEADERS then its body on the CHOKE; a generator's first yield may
+    be a Response without body (HEADERS, then the chunks)."""
+    start_conformance(engine)
+    engine.send(4, 1, "status", {}, payload=b"201")
+    assert engine.recv() == ([13, 1, {"status": 201, "headers": [["X-Conformance", "yes"]]}],
+                             None)
+    assert engine.recv() == ([6, 1], b"status 201")
+
+
+def test_headers_from_a_generator_and_bad_headers_fail_with_502(engine: FakeEngine) -> None:
+    """A generator yields the head first; CR/LF in a value, 65 headers, a bad name, status 42,
+    or a Response after the first chunk: ERROR 502 saying what is wrong, no HEADERS sent."""
+    start_app(engine)
+    engine.send(4, 1, "head-gen", {}, payload=b"")
+    assert engine.recv() == ([13, 1, {"status": 202, "headers": [["A", "1"], ["B", "2"]]}],
+                             None)
+    assert engine.answer(1) == ([b"x"], [6, 1])
+    for job_id, (kind, words) in enumerate([("crlf", "line break"), ("many", "at most 64"),
+                                            ("name", "is not valid"),
+                                            ("status", "not an HTTP status")], start=2):
+        chunks, end = engine.call(job_id, "bad-head", kind.encode())
+        assert end[:3] == [7, job_id, 502] and words in end[3], end
+    chunks, end = engine.call(9, "late-head")
+    assert chunks == [b"a"] and end[2] == 502 and "after the answer had started" in end[3]
 
 
 def test_handler_kinds_and_bad_answers(engine: FakeEngine) -> None:

@@ -1,7 +1,10 @@
 // The conformance app: what `cocaine conformance -- workers/cpp/build/conformance` drives.
-// echo answers the body unchanged; stream answers n chunks "0".."n-1"; sleep waits n ms (its
-// thread only: heartbeats and other jobs go on) and answers "slept"; fail fails with the body
-// as its message (502). Any other event gets the library's 404.
+// echo answers the body unchanged (a streamed one whole); stream answers n chunks "0".."n-1";
+// sleep waits n ms (its thread only: heartbeats and other jobs go on) and answers "slept"; fail
+// fails with the body as its message (502); sizes answers, per piece of the body as it reads
+// it, the piece's size in decimal; status n answers with HEADERS status n and X-Conformance:
+// yes, then "status n" (n outside 100..599: the library refuses, 502). Any other event gets
+// the library's 404.
 #include <cocaine/worker.hpp>
 
 #include <chrono>
@@ -27,7 +30,19 @@ int main() {
     try {
         cocaine::worker worker;
         worker.on("echo", [](const cocaine::request& req, cocaine::response& res) {
-            res.end(req.body);  // the answer and its end in one message
+            if (req.streamed()) {
+                res.end(req.read_all());
+            } else {
+                res.end(req.body);  // the answer and its end in one message
+            }
+        });
+        worker.on("sizes", [](const cocaine::request& req, cocaine::response& res) {
+            while (auto piece = req.read_piece()) res.write(std::to_string(piece->size()));
+        });
+        worker.on("status", [](const cocaine::request& req, cocaine::response& res) {
+            const long n = parse_number(req.body, 999, "status");
+            res.head(static_cast<int>(n), {{"X-Conformance", "yes"}});
+            res.end("status " + std::to_string(n));
         });
         worker.on("stream", [](const cocaine::request& req, cocaine::response& res) {
             const long n = parse_number(req.body, 100000, "stream");

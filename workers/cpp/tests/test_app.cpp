@@ -73,6 +73,44 @@ int main() {
                 std::this_thread::sleep_for(std::chrono::milliseconds(10));
             }
         });
+        worker.on("upload", [](const cocaine::request& req, cocaine::response& res) {
+            try {
+                res.end(req.read_all());
+            } catch (const cocaine::cancelled&) {
+                mark_on_exit mark{"upload-" + std::to_string(req.id)};
+                throw;
+            }
+        });
+        worker.on("kinds", [](const cocaine::request& req, cocaine::response& res) {
+            std::string sizes;
+            while (auto piece = req.read_piece()) {
+                sizes += (sizes.empty() ? "" : ",") + std::to_string(piece->size());
+            }
+            res.end(std::string(req.streamed() ? "true " : "false ") + sizes + " " +
+                    std::to_string(req.read_all().size()));
+        });
+        worker.on("head", [](const cocaine::request&, cocaine::response& res) {
+            res.head(202, {{"A", "1"}, {"B", "2"}});
+            res.write("x");
+        });
+        worker.on("bad-head", [](const cocaine::request& req, cocaine::response& res) {
+            if (req.body == "crlf") res.head(200, {{"X-Bad", "a\r\nInjected: 1"}});
+            if (req.body == "many") {
+                std::vector<std::pair<std::string, std::string>> many;
+                for (int i = 0; i < 65; ++i) many.emplace_back("h" + std::to_string(i), "v");
+                res.head(200, many);
+            }
+            if (req.body == "name") res.head(200, {{"bad name", "v"}});
+            if (req.body == "twice") {
+                res.head(200);
+                res.head(201);
+            }
+            res.head(42);
+        });
+        worker.on("late-head", [](const cocaine::request&, cocaine::response& res) {
+            res.write("a");
+            res.head(201);
+        });
         worker.on("barrier", [](const cocaine::request& req, cocaine::response& res) {
             // Answers "met" once `body` jobs are here at the same time, "alone" after 10 s.
             const int needed = std::stoi(req.body);

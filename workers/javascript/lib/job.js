@@ -1,19 +1,27 @@
 'use strict';
 /**
- * One job: call its handler and send its answer (CHUNKs then CHOKE, or one ERROR), within the
- * job's credit (flow: a job that used its credit waits for CREDIT) and stopping when the engine
- * cancels it (a generator is closed with `return()`, so its `finally` blocks run).
+ * One job: call its handler and send its answer (HEADERS if it gave a `Response`, CHUNKs then
+ * CHOKE, or one ERROR), within the job's credit (flow: a job that used its credit waits for
+ * CREDIT) and stopping when the engine cancels it (a generator is closed with `return()`, so
+ * its `finally` blocks run; a read of the body throws `Cancelled`).
  * @module cocaine-worker/job
  */
 
 const { Code, Status, MESSAGE_LIMIT, TRACEBACK_LIMIT, HEADER_ROOM, header, cut } = require('./protocol');
+const { Response } = require('./response');
 
 /**
  * What a handler gets.
  * @typedef {object} Request
  * @property {number} id the job's id (unique among this slave's jobs in flight)
  * @property {string} event the event's name (the task)
- * @property {Buffer} body the request's body (may be empty)
+ * @property {Buffer} body the request's body (may be empty); reading it for a streamed request
+ *   throws, saying to use `read()` or `stream`
+ * @property {boolean} streamed whether the body arrives in pieces while the handler runs
+ * @property {AsyncIterable<Buffer>} stream the body's pieces as they arrive (never empty; a
+ *   plain body is one piece, none if empty)
+ * @property {() => Promise<Buffer>} read the rest of the body as one Buffer (all of it if
+ *   nothing was read yet)
  * @property {object} meta what the driver says about the request (e.g. HTTP headers)
  * @property {AbortSignal} signal aborted when nobody waits for the answer any more (CANCEL)
  */
@@ -45,8 +53,9 @@ class Job {
    * @param {import('./channel').Channel} channel where the answer goes
    * @param {{jobId: number, event: string, body: Buffer, meta: object}} invoke the INVOKE
    * @param {{credit: number|null, maxMessage: number}} limits the CONFIGURE's flow settings
+   * @param {import('./body').Body} body the request's body (its pieces, for a streamed one)
    */
-  constructor(channel, invoke, limits) {
+  constructor(channel, invoke, limits, body) {
     this.channel = channel;
     this.id = invoke.jobId;
     this.limits = limits;
@@ -55,14 +64,26 @@ class Job {
     this.cancelled = null; // the reason, once the engine has cancelled the job
     this.abort = null; // made when the handler first reads request.signal
     this.wake = null; // resolves a wait for credit
+    this.body = body;
+    this.started = false; // something of the answer (HEADERS or a chunk) went out
     let ended;
     /** Resolves once the job has ended (its CHOKE or ERROR is queued). */
     this.done = new Promise((resolve) => { ended = resolve; });
     this._ended = ended;
     const job = this;
+    const stream = { [Symbol.asyncIterator]: () => body[Symbol.asyncIterator]() };
     /** @type {Request} */
     this.request = {
-      id: invoke.jobId, event: invoke.event, body: invoke.body, meta: invoke.meta,
+      id: invoke.jobId, event: invoke.event, meta: invoke.meta, streamed: body.streamed, stream,
+      get body() {
+        if (body.streamed) {
+          throw new Error(`req.body: the body of job ${invoke.jobId} streams in pieces while the `
+            + 'handler runs: read it with `await req.read()` (all of it) or '
+            + '`for await (const piece of req.stream)` (check `req.streamed`)');
+        }
+        return invoke.body;
+      },
+      read: () => body.gather(),
       get signal() {
         if (job.abort === null) {
           job.abort = new AbortController();
@@ -87,8 +108,10 @@ class Job {
    */
   cancel() {
     if (this.ended) return;
+    const why = `job ${this.id} was cancelled: nobody waits for its answer`;
+    this.body.cancel(why);
     this._finish([header(Code.CHOKE, this.id)]);
-    this.cancelled = new Error(`job ${this.id} was cancelled: nobody waits for its answer`);
+    this.cancelled = new Error(why);
     if (this.abort !== null) this.abort.abort(this.cancelled);
     this._wakeUp();
   }
@@ -116,8 +139,10 @@ class Job {
         await this._stream(stream);
         this._finish([header(Code.CHOKE, this.id)]);
       } else if (!this.ended) {
-        const last = toBytes(result);
+        const head = result instanceof Response ? result : null;
+        const last = toBytes(head ? head.body : result);
         if (last !== null) this._checkSize(last);
+        if (head) this._head(head);
         this._finish(last === null ? [header(Code.CHOKE, this.id)] : [header(Code.CHOKE, this.id), last]);
       }
     } catch (err) {
@@ -134,6 +159,18 @@ class Job {
       }
       const step = await iterator.next();
       if (step.done) return;
+      if (step.value instanceof Response) {
+        if (this.started) {
+          throw new AnswerError('the generator yielded a Response after the answer had started: '
+            + 'yield new Response(null, {status, headers}) first, before any chunk, and only once');
+        }
+        if (step.value.body !== null) {
+          throw new AnswerError('the generator yielded a Response with a body: yield '
+            + 'new Response(null, {status, headers}) first, then the body as chunks');
+        }
+        if (!this.ended) this._head(step.value);
+        continue;
+      }
       const data = toBytes(step.value);
       if (data === null) continue;
       while (this.credit !== null && this.credit <= 0 && !this.ended) {
@@ -142,8 +179,16 @@ class Job {
       if (this.ended) continue; // closes the iterator above
       this._checkSize(data);
       if (this.credit !== null) this.credit -= 1;
+      this.started = true;
       await this._send([header(Code.CHUNK, this.id), data]);
     }
+  }
+
+  /** HEADERS: how the answer should be presented (its status and headers). */
+  _head(response) {
+    this.started = true;
+    this._send([header(Code.HEADERS, this.id, { status: response.status, headers: response.headers })])
+      .catch(() => {});
   }
 
   _checkSize(data) {
@@ -171,6 +216,7 @@ class Job {
   _finish(frames) {
     if (this.ended) return;
     this.ended = true;
+    this.body.close();
     this._ended();
     this._send(frames).catch(() => {});
   }

@@ -27,6 +27,7 @@ const Code = Object.freeze({
   LOG: 9,
   CANCEL: 11,
   CREDIT: 12,
+  HEADERS: 13,
 });
 
 /** Error codes carried by ERROR. */
@@ -63,9 +64,12 @@ const isMap = (value) => value !== null && typeof value === 'object' && !Array.i
 /**
  * Read one message from the engine: `{code, ...fields}`, or a ProtocolError saying what is
  * wrong with it. Codes this worker does not know come back as `{code}` (ignored by callers).
+ * CHUNK and CHOKE from the engine are a piece, and the end, of a streamed body: `{code, jobId,
+ * data}`; an INVOKE whose options say `stream` has `streamed: true`.
  * @param {Buffer[]} frames the message's frames (header first)
  * @returns {{code: number, jobId?: number, event?: string, meta?: object, body?: Buffer,
- *            settings?: object, n?: number, reason?: string}}
+ *            streamed?: boolean, data?: Buffer, settings?: object, n?: number,
+ *            reason?: string}}
  */
 function parse(frames) {
   if (!frames.length) throw new ProtocolError('an empty message');
@@ -84,7 +88,7 @@ function parse(frames) {
       if (!isMap(rest[0])) throw new ProtocolError('CONFIGURE without a settings map');
       return { code, settings: rest[0] };
     case Code.INVOKE: {
-      const [jobId, event, meta] = rest;
+      const [jobId, event, meta, options] = rest;
       if (!isInt(jobId)) throw new ProtocolError('INVOKE without an integer job id');
       if (typeof event !== 'string') {
         throw new ProtocolError(`INVOKE of job ${jobId} without an event name`);
@@ -95,7 +99,17 @@ function parse(frames) {
       if (frames.length > 2) {
         throw new ProtocolError(`INVOKE of job ${jobId} with ${frames.length} frames (at most 2)`);
       }
-      return { code, jobId, event, meta: meta || {}, body: frames[1] || Buffer.alloc(0) };
+      const streamed = isMap(options) && options.stream === true;
+      return { code, jobId, event, meta: meta || {}, body: frames[1] || Buffer.alloc(0), streamed };
+    }
+    case Code.CHUNK:
+    case Code.CHOKE: {
+      const name = code === Code.CHUNK ? 'CHUNK' : 'CHOKE';
+      if (!isInt(rest[0])) throw new ProtocolError(`${name} of a body without an integer job id`);
+      if (frames.length > 2) {
+        throw new ProtocolError(`${name} of job ${rest[0]} with ${frames.length} frames (at most 2)`);
+      }
+      return { code, jobId: rest[0], data: frames[1] || Buffer.alloc(0) };
     }
     case Code.CREDIT:
       if (!isInt(rest[0]) || !isInt(rest[1]) || rest[1] < 0) {

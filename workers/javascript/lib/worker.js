@@ -5,6 +5,7 @@
  * @module cocaine-worker/worker
  */
 
+const { Body } = require('./body');
 const { Channel } = require('./channel');
 const { Job } = require('./job');
 const { Code, Status, ProtocolError, header, parse } = require('./protocol');
@@ -29,8 +30,9 @@ function warn(text) {
 
 /**
  * A handler: gets the request and answers with a Buffer, a Uint8Array or a string (one chunk),
- * null/undefined (an empty answer), a Promise of one of these, or a (sync or async) generator
- * whose every yield is one chunk.
+ * null/undefined (an empty answer), a `Response` (status, headers and such a body), a Promise
+ * of one of these, or a (sync or async) generator whose every yield is one chunk (its first
+ * may be a `Response` without a body: the answer's status and headers).
  * @callback Handler
  * @param {import('./job').Request} request
  * @returns {*}
@@ -56,6 +58,8 @@ class Worker {
     /** @type {Map<string, Handler>} */
     this.handlers = new Map();
     this.jobs = new Map();
+    /** Streamed bodies of jobs not ended (running or waiting), by job id: pieces go there. */
+    this.bodies = new Map();
     this.waiting = [];
     this.settings = null;
     this.channel = null;
@@ -99,7 +103,7 @@ class Worker {
   async _serve() {
     this.channel = new Channel(this.endpoint, this.slaveId);
     this.channel.watchParent(() => this._exit(1, 'the parent process is gone', 0));
-    await this.channel.send([header(Code.HANDSHAKE, this.slaveId, process.pid, { flow: true })]);
+    await this.channel.send([header(Code.HANDSHAKE, this.slaveId, process.pid, { flow: true, stream: true })]);
     for (;;) {
       const frames = await this.channel.receive();
       if (frames === null) return;
@@ -126,6 +130,13 @@ class Worker {
         else if (this.jobs.has(message.jobId)) warn(`ignored a second INVOKE of job ${message.jobId}`);
         else if (!this.terminating) this._invoke(message);
         break;
+      case Code.CHUNK:
+      case Code.CHOKE: { // a piece, or the end, of a streamed body (dropped once its job ended)
+        const body = this.bodies.get(message.jobId);
+        if (body && message.code === Code.CHUNK) body.push(message.data);
+        else if (body) body.end();
+        break;
+      }
       case Code.CREDIT: {
         const job = this.jobs.get(message.jobId);
         if (job) job.addCredit(message.n);
@@ -137,6 +148,7 @@ class Worker {
         const at = this.waiting.findIndex((invoke) => invoke.jobId === message.jobId);
         if (at >= 0) { // not started yet: it never will be
           this.waiting.splice(at, 1);
+          this.bodies.delete(message.jobId);
           this._reply([header(Code.CHOKE, message.jobId)]);
         }
         break;
@@ -172,24 +184,30 @@ class Worker {
   }
 
   _invoke(invoke) {
+    const { jobId } = invoke;
+    invoke.reader = new Body(invoke.body, invoke.streamed,
+      (n) => this._reply([header(Code.CREDIT, jobId, n)]));
+    if (invoke.streamed) this.bodies.set(jobId, invoke.reader);
     if (this.jobs.size < this.settings.concurrency) {
       this._start(invoke);
     } else if (this.waiting.length < MAX_WAITING) {
       this.waiting.push(invoke);
     } else {
+      this.bodies.delete(jobId);
       this._reply([header(Code.ERROR, invoke.jobId, Status.UNAVAILABLE,
         `this slave already holds ${MAX_WAITING} jobs beyond its concurrency`, '')]);
     }
   }
 
   _start(invoke) {
-    const job = new Job(this.channel, invoke, this.limits);
+    const job = new Job(this.channel, invoke, this.limits, invoke.reader);
     this.jobs.set(invoke.jobId, job);
     const handler = this.handlers.get(invoke.event);
     if (handler) job.run(handler);
     else job.fail(Status.NOT_FOUND, `no handler for event '${invoke.event}'`);
     job.done.then(() => {
       this.jobs.delete(invoke.jobId);
+      this.bodies.delete(invoke.jobId);
       if (this.waiting.length && !this.terminating) this._start(this.waiting.shift());
       if (this.terminating && this.jobs.size === 0) this._exit(0);
     });
@@ -202,7 +220,7 @@ class Worker {
   _terminate(reason) {
     if (this.terminating) return;
     this.terminating = true;
-    this.waiting = [];
+    for (const invoke of this.waiting.splice(0)) this.bodies.delete(invoke.jobId);
     if (this.jobs.size === 0) {
       this._exit(0);
       return;

@@ -16,6 +16,8 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 namespace cocaine::protocol {
 
@@ -24,13 +26,14 @@ enum class code : int {
     handshake = 1,  // slave -> engine: [1, slave_id, pid, features]
     configure = 2,  // engine -> slave: [2, settings]
     heartbeat = 3,  // slave -> engine: [3, slave_id]
-    invoke = 4,     // engine -> slave: [4, job_id, event, meta] + body
-    chunk = 5,      // slave -> engine: [5, job_id] + data
-    choke = 6,      // slave -> engine: [6, job_id] (+ last chunk)
+    invoke = 4,     // engine -> slave: [4, job_id, event, meta, options] + body
+    chunk = 5,      // slave -> engine: [5, job_id] + data; engine -> slave: a body's piece
+    choke = 6,      // slave -> engine: [6, job_id] (+ last chunk); engine -> slave: body's end
     error = 7,      // slave -> engine: [7, job_id or nil, code, message, traceback]
     terminate = 8,  // engine -> slave: [8, reason]
     cancel = 11,    // engine -> slave: [11, job_id]
-    credit = 12,    // engine -> slave: [12, job_id, n]
+    credit = 12,    // engine -> slave: [12, job_id, n] (answer); slave -> engine (body)
+    headers = 13,   // slave -> engine: [13, job_id, {"status": s, "headers": [[n, v], ...]}]
 };
 
 /// Error codes carried by ERROR messages.
@@ -64,8 +67,9 @@ struct settings {
 /// One decoded message from the engine. Which fields are set depends on `kind`.
 struct incoming {
     int kind = 0;                 // a `code`, or another number (an unknown message)
-    std::uint64_t job_id = 0;     // INVOKE, CREDIT, CANCEL
+    std::uint64_t job_id = 0;     // INVOKE, CREDIT, CANCEL, CHUNK, CHOKE
     std::string event;            // INVOKE
+    bool stream = false;          // INVOKE: its options say {"stream": true} (pieces follow)
     msgpack::object meta;         // INVOKE: a map (nil when absent), lives in `zone`
     std::shared_ptr<msgpack::zone> zone;
     std::int64_t credit = 0;      // CREDIT: more chunks the job may send
@@ -224,7 +228,8 @@ inline std::string cut(std::string_view text, std::size_t limit, bool keep_end =
 
 // -- headers the slave sends ------------------------------------------------------------------
 
-/// HANDSHAKE: [1, slave_id, pid, {"flow": true}] (the features map only when `flow`).
+/// HANDSHAKE: [1, slave_id, pid, {"flow": true, "stream": true}] (the features map only when
+/// `flow`: the slave follows CREDIT and CANCEL, and reads streamed bodies).
 inline std::string handshake(const std::string& slave_id, std::int64_t pid, bool flow) {
     msgpack::sbuffer buffer;
     detail::buffer_packer pk(buffer);
@@ -233,9 +238,45 @@ inline std::string handshake(const std::string& slave_id, std::int64_t pid, bool
     pk.pack(slave_id);
     pk.pack(pid);
     if (flow) {
-        pk.pack_map(1);
+        pk.pack_map(2);
         pk.pack(std::string("flow"));
         pk.pack_true();
+        pk.pack(std::string("stream"));
+        pk.pack_true();
+    }
+    return detail::to_string(buffer);
+}
+
+/// CREDIT (slave -> engine): [12, job_id, n], the handler has read `n` more pieces of the
+/// job's streamed body.
+inline std::string credit(std::uint64_t job_id, std::int64_t n) {
+    msgpack::sbuffer buffer;
+    detail::buffer_packer pk(buffer);
+    pk.pack_array(3);
+    pk.pack(static_cast<int>(code::credit));
+    pk.pack(job_id);
+    pk.pack(n);
+    return detail::to_string(buffer);
+}
+
+/// HEADERS: [13, job_id, {"status": status, "headers": [[name, value], ...]}] (checked by
+/// the caller).
+inline std::string headers(std::uint64_t job_id, int status,
+                           const std::vector<std::pair<std::string, std::string>>& fields) {
+    msgpack::sbuffer buffer;
+    detail::buffer_packer pk(buffer);
+    pk.pack_array(3);
+    pk.pack(static_cast<int>(code::headers));
+    pk.pack(job_id);
+    pk.pack_map(2);
+    pk.pack(std::string("status"));
+    pk.pack(status);
+    pk.pack(std::string("headers"));
+    pk.pack_array(static_cast<std::uint32_t>(fields.size()));
+    for (const auto& [name, value] : fields) {
+        pk.pack_array(2);
+        pk.pack(name);
+        pk.pack(value);
     }
     return detail::to_string(buffer);
 }
@@ -313,6 +354,21 @@ inline incoming decode(const void* data, std::size_t size) {
             msg.job_id = detail::job_id(f[1], "invoke");
             msg.event = detail::as_string(f[2]);
             if (n > 3) msg.meta = f[3];
+            if (n > 4 && f[4].type == msgpack::type::MAP) {
+                for (std::uint32_t i = 0; i < f[4].via.map.size; ++i) {
+                    const auto& key = f[4].via.map.ptr[i].key;
+                    const auto& value = f[4].via.map.ptr[i].val;
+                    if (key.type == msgpack::type::STR && detail::as_string(key) == "stream" &&
+                        value.type == msgpack::type::BOOLEAN && value.via.boolean) {
+                        msg.stream = true;
+                    }
+                }
+            }
+            break;
+        case code::chunk:
+        case code::choke:
+            if (n < 2) throw protocol_error("a body's chunk or choke: expected [5 or 6, job_id]");
+            msg.job_id = detail::job_id(f[1], msg.kind == 5 ? "chunk" : "choke");
             break;
         case code::credit:
             if (n < 3 || !detail::is_integer(f[2])) {

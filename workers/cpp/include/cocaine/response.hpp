@@ -1,7 +1,8 @@
-// cocaine/response.hpp: what a handler gets: the request, and the response it answers through
-// (chunks, the end, errors with codes).
+// cocaine/response.hpp: what a handler gets: the request (its body whole, or piece by piece),
+// and the response it answers through (status and headers, chunks, the end, errors with codes).
 #pragma once
 
+#include "body.hpp"
 #include "flow.hpp"
 #include "protocol.hpp"
 
@@ -14,6 +15,8 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 namespace cocaine {
 
@@ -40,8 +43,32 @@ private:
 struct request {
     std::uint64_t id = 0;  // the job's id (unique among the jobs in flight)
     std::string event;     // the event's name, as the task names it
-    std::string body;      // the request's payload: raw bytes, binary-safe, maybe empty
+    std::string body;      // a plain request's payload: raw bytes, binary-safe, maybe empty;
+                           // empty for a streamed one (streamed()): read that with read_piece
     msgpack::object meta;  // what the task adds (a map, or nil): HTTP method, path, headers...
+
+    /// Whether the body arrives in pieces while the handler runs (read_piece, read_all).
+    bool streamed() const noexcept { return stream != nullptr; }
+
+    /// The next piece of the body (never empty), waiting for it; nothing once the body is
+    /// complete. A plain request's body is one piece (none if empty). Throws
+    /// `cocaine::cancelled` once nobody waits for the answer (let it leave the handler). Call
+    /// it from the handler's thread, before the handler returns.
+    std::optional<std::string> read_piece() const {
+        if (stream) return stream->next();
+        if (taken || body.empty()) return std::nullopt;
+        taken = true;
+        return body;
+    }
+
+    /// The rest of a streamed body as one string (all of it if no piece was read yet),
+    /// waiting for every piece; throws as read_piece does. A plain request's: its whole body.
+    std::string read_all() const {
+        if (!stream) return body;
+        std::string all;
+        while (auto piece = stream->next()) all += *piece;
+        return all;
+    }
 
     /// `meta[key]` when it is a string, else nothing.
     std::optional<std::string> meta_string(std::string_view key) const {
@@ -58,7 +85,49 @@ struct request {
     }
 
     std::shared_ptr<msgpack::zone> zone;  // keeps `meta` alive
+    std::shared_ptr<detail::body_stream> stream;  // a streamed body's pieces (library's)
+    mutable bool taken = false;                    // a plain body was read (library's)
 };
+
+namespace detail {
+
+/// Throws std::invalid_argument unless `status` is an HTTP status (100..599) and `headers`
+/// are at most 64 pairs of an HTTP token name and a UTF-8 value without CR, LF or NUL, 64 KiB
+/// in all.
+inline void check_head(int status, const std::vector<std::pair<std::string, std::string>>& headers) {
+    if (status < 100 || status > 599) {
+        throw std::invalid_argument("response::head: status " + std::to_string(status) +
+                                    " is not an HTTP status: give one in 100..599");
+    }
+    if (headers.size() > 64) {
+        throw std::invalid_argument("response::head: " + std::to_string(headers.size()) +
+                                    " headers: an answer carries at most 64");
+    }
+    std::size_t size = 0;
+    for (const auto& [name, value] : headers) {
+        const bool token = !name.empty() && name.find_first_not_of(
+            "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ") ==
+            std::string::npos;
+        if (!token) {
+            throw std::invalid_argument("response::head: header name '" +
+                                        protocol::cut(name, 100) + "' is not valid: letters, "
+                                        "digits and !#$%&'*+-.^_`|~ only (no spaces, colons or "
+                                        "line breaks)");
+        }
+        if (value.find_first_of(std::string("\r\n\0", 3)) != std::string::npos ||
+            protocol::detail::escape(value) != value) {
+            throw std::invalid_argument("response::head: header '" + name + "': its value holds "
+                                        "a line break, a NUL or bytes that are not UTF-8");
+        }
+        size += name.size() + value.size();
+    }
+    if (size > 64 * 1024) {
+        throw std::invalid_argument("response::head: the headers hold " + std::to_string(size) +
+                                    " bytes: at most 65536");
+    }
+}
+
+}  // namespace detail
 
 class worker;
 
@@ -77,7 +146,26 @@ public:
         check_open("write");
         check_size(data.size());
         flow_.take(job_id_, pump_);
+        started_ = true;
         send(protocol::code::chunk, data, true);
+    }
+
+    /// How the answer should be presented (an HTTP driver's status and headers; drivers with
+    /// no use for them, native clients, drop them): sends HEADERS. Call it once, before the
+    /// first `write` or `end` (std::logic_error otherwise); std::invalid_argument for a status
+    /// outside 100..599, more than 64 headers, a name that is not an HTTP token, or a value
+    /// with CR, LF or NUL. Either fails the job with 502 if it leaves the handler.
+    void head(int status, const std::vector<std::pair<std::string, std::string>>& headers = {}) {
+        const std::string job = "response::head: job " + std::to_string(job_id_);
+        if (headed_) throw std::logic_error(job + ": its status and headers were sent already");
+        if (started_ || ended_) {
+            throw std::logic_error(job + "'s answer has started: call head() before the first "
+                                   "write() or end()");
+        }
+        detail::check_head(status, headers);
+        headed_ = true;
+        const std::string header = protocol::headers(job_id_, status, headers);
+        out_.send(zmq::buffer(header), zmq::send_flags::none);
     }
 
     /// Send one chunk of the answer (raw bytes).
@@ -170,6 +258,8 @@ private:
     std::optional<std::int64_t> max_message_;
     detail::pump pump_;  // set when the handler runs on the thread that reads the engine
     bool ended_ = false;
+    bool started_ = false;  // a chunk went out
+    bool headed_ = false;   // HEADERS went out
 };
 
 }  // namespace cocaine

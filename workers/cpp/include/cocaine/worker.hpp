@@ -10,16 +10,20 @@
 //     }
 //
 // Header-only, C++17, on cppzmq (zmq.hpp) and msgpack-cxx (msgpack.hpp). It speaks
-// docs/protocol.md, "Engine <-> slave", with flow (CREDIT and CANCEL).
+// docs/protocol.md, "Engine <-> slave", with flow (CREDIT and CANCEL), streamed request bodies
+// (request::read_piece) and HEADERS (response::head).
 //
 // Threads: the thread that calls `run` owns the main DEALER: it reads the engine's messages
 // and forwards the answers, which handler threads (CONFIGURE's `concurrency` of them) push to
 // it over an inproc socket each; a heartbeat thread beats from a DEALER of its own. No ZeroMQ
 // socket is ever used by two threads. With concurrency 1 there is no handler thread: the
 // handler runs on the thread that calls `run` (one hand-over less per job), which reads the
-// engine's messages while the handler waits for credit.
+// engine's messages while the handler waits for credit or for a piece of its body. The pieces
+// of a streamed body are routed by job id, by the thread that reads the engine, to the job's
+// queue (body.hpp), whichever thread its handler runs on.
 #pragma once
 
+#include "body.hpp"
 #include "flow.hpp"
 #include "heartbeat.hpp"
 #include "job_queue.hpp"
@@ -211,6 +215,7 @@ private:
     /// cancelled, so that none waits for ever) and wait for them.
     void stop_handlers() {
         if (flow_) flow_->cancel_all();
+        bodies_.cancel_all();
         queue_.stop();
         for (auto& thread : threads_) thread.join();
         threads_.clear();
@@ -223,12 +228,20 @@ private:
         while (auto req = queue_.pop()) {
             run_job(*req, out);
             flow_->forget(req->id);
+            bodies_.forget(req->id);
         }
     }
 
     /// Call the job's handler and end its answer: CHOKE, or ERROR with a code. `read`: set
     /// when it runs on the thread that reads the engine (concurrency 1).
     void run_job(const request& req, zmq::socket_t& out, detail::pump read = {}) {
+        if (req.stream) req.stream->bind(&out, read);
+        struct close_body {  // however the handler leaves: its body's later pieces are dropped
+            const request& req;
+            ~close_body() {
+                if (req.stream) req.stream->close();
+            }
+        } body_guard{req};
         response res(req.id, out, *flow_, settings_.max_message, std::move(read));
         const auto found = handlers_.find(req.event);
         if (found == handlers_.end()) {
@@ -287,6 +300,17 @@ private:
                 break;
             case protocol::code::cancel:
                 flow_->cancel(msg.job_id);
+                if (auto body = bodies_.find(msg.job_id)) body->cancel();
+                break;
+            case protocol::code::chunk:  // a piece of a streamed body (dropped once it ended)
+            case protocol::code::choke:  // its end
+                if (auto body = bodies_.find(msg.job_id)) {
+                    if (msg.kind == static_cast<int>(protocol::code::choke)) {
+                        body->end();
+                    } else if (frames.size() > 1) {
+                        body->push(std::string(frames[1].data<char>(), frames[1].size()));
+                    }
+                }
                 break;
             case protocol::code::terminate:
                 terminating_ = true;
@@ -319,7 +343,12 @@ private:
         request req;
         req.id = msg.job_id;
         req.event = std::move(msg.event);
-        if (frames.size() > 1) req.body.assign(frames[1].data<char>(), frames[1].size());
+        if (msg.stream) {
+            req.stream = bodies_.add(msg.job_id, frames.size() > 1 ? frames[1].to_string()
+                                                                   : std::string());
+        } else if (frames.size() > 1) {
+            req.body.assign(frames[1].data<char>(), frames[1].size());
+        }
         req.meta = msg.meta;
         req.zone = std::move(msg.zone);
         if (one_thread_) {
@@ -342,6 +371,7 @@ private:
             return true;
         });
         flow_->forget(req.id);
+        bodies_.forget(req.id);
         --in_flight_;
     }
 
@@ -379,6 +409,7 @@ private:
     std::unordered_map<std::string, handler> handlers_;
     protocol::settings settings_;
     std::unique_ptr<detail::flow_ledger> flow_;
+    detail::body_registry bodies_;  // streamed bodies of the jobs not ended
 
     detail::job_queue queue_{queue_limit};  // from the main thread to the handler threads
     std::vector<std::thread> threads_;
