@@ -29,6 +29,8 @@ ROOT = Path(__file__).resolve().parents[2]
 WORKERS = Path(__file__).resolve().parent / "workers"
 PYTHON_APP = ROOT / "plugins/cocaine_python/src/cocaine_python/conformance_app.py"
 NAMES = [name for name, *_ in RULES]
+#: The optional rules: skipped, not failed, when they cannot run.
+OPTIONAL = {"flow", "streamed body", "headers"}
 
 
 def kit(*command: str, tmp: Path, options: tuple[str, ...] = ("--json",),
@@ -59,12 +61,12 @@ def raw(worker: str) -> list[str]:
     return [sys.executable, str(WORKERS / f"{worker}.py")]
 
 
-def test_the_python_conformance_app_passes_every_rule_flow_included(tmp_path):
+def test_the_python_conformance_app_passes_every_rule_flow_and_streams_included(tmp_path):
     result = kit(sys.executable, "-m", "cocaine_python.worker", str(PYTHON_APP), tmp=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert {name: r["status"] for name, r in verdicts(result).items()} == dict.fromkeys(
         NAMES, "ok")
-    assert "features {'flow': True}" in verdicts(result)["handshake"]["detail"]
+    assert "features {'flow': True, 'stream': True}" in verdicts(result)["handshake"]["detail"]
 
 
 def test_a_raw_worker_written_from_the_protocol_passes_and_flow_is_skipped(tmp_path):
@@ -73,7 +75,10 @@ def test_a_raw_worker_written_from_the_protocol_passes_and_flow_is_skipped(tmp_p
     found = verdicts(result)
     assert found["flow"] == {"rule": "flow", "status": "skip",
                              "detail": "the worker does not claim flow (features.flow)"}
-    assert all(r["status"] == "ok" for name, r in found.items() if name != "flow")
+    for name in ("streamed body", "headers"):
+        assert found[name] == {"rule": name, "status": "skip", "detail": "the worker does not "
+                               "claim streamed bodies (features.stream)"}
+    assert all(r["status"] == "ok" for name, r in found.items() if name not in OPTIONAL)
 
 
 def test_a_worker_that_skips_heartbeats_during_jobs_fails_that_rule_only(tmp_path):
@@ -108,7 +113,7 @@ def test_a_worker_that_never_handshakes_fails_with_its_status_and_output(tmp_pat
     assert "exited with status 3" in found["handshake"]["detail"]
     assert found["handshake"]["status"] == "fail"
     for name in NAMES[1:]:
-        assert found[name]["status"] == ("skip" if name == "flow" else "fail")
+        assert found[name]["status"] == ("skip" if name in OPTIONAL else "fail")
         assert found[name]["detail"].startswith("not reached"), found[name]
     assert "leaving before the handshake" in result.stderr  # the output's tail
 
@@ -121,6 +126,25 @@ def test_a_worker_that_ignores_terminate_fails_and_is_killed(tmp_path):
     assert "still running 5 s after TERMINATE" in detail
     pid = int(re.search(r"pid (\d+)", verdicts(result)["handshake"]["detail"]).group(1))
     assert process_gone(pid), "the kit left the worker running"
+
+
+def test_a_worker_that_grants_no_piece_before_the_body_ends_fails_as_a_stall(tmp_path):
+    result = kit(*raw("hoards_pieces"), tmp=tmp_path, options=("--json", "--timeout", "3"))
+    assert result.returncode == 1
+    assert failed(result) == {"streamed body"}
+    detail = verdicts(result)["streamed body"]["detail"]
+    assert "the body stalled: the kit sent 8 pieces, the worker granted 0" in detail, detail
+    assert verdicts(result)["headers"]["status"] == "ok"
+
+
+def test_a_worker_that_grants_pieces_as_they_arrive_fails_streamed_body(tmp_path):
+    # It grants each piece as it comes and answers `sizes` only at the body's end: CREDIT for
+    # pieces its handler has not read (answered) is caught as it arrives.
+    result = kit(*raw("grants_on_arrival"), tmp=tmp_path)
+    assert result.returncode == 1
+    assert failed(result) == {"streamed body"}
+    detail = verdicts(result)["streamed body"]["detail"]
+    assert "(sizes): CREDIT for 2 pieces in all" in detail and "had answered 0" in detail, detail
 
 
 def test_a_malformed_message_fails_the_rule_being_checked_naming_it(tmp_path):
@@ -163,7 +187,7 @@ def test_the_text_report_shows_each_rule_and_the_output_tail_on_failure(tmp_path
     assert lines[8] == "skip flow: not reached (the worker exited with status 3 during " \
                        "'handshake')"
     assert "  [stderr] never_handshakes: leaving before the handshake" in lines
-    assert lines[-1] == "the worker does not conform: 0 ok, 9 failed, 1 skipped"
+    assert lines[-1] == "the worker does not conform: 0 ok, 9 failed, 3 skipped"
 
 
 def test_ctrl_c_kills_the_worker_and_cleans_up(tmp_path):
@@ -202,7 +226,7 @@ def test_usage_errors_exit_2_saying_what_is_wrong(args, message):
 def test_the_rules_are_the_ones_the_docs_name():
     assert NAMES == ["handshake", "configure", "heartbeats", "echo", "chunks in order",
                      "errors with codes", "heartbeats during a long job", "concurrency",
-                     "flow", "terminate and exit"]
+                     "flow", "streamed body", "headers", "terminate and exit"]
     assert os.path.isfile(PYTHON_APP)
 
 

@@ -14,7 +14,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 COCAINE = str(Path(sys.executable).with_name("cocaine"))
 RULES = ["handshake", "configure", "heartbeats", "echo", "chunks in order", "errors with codes",
-         "heartbeats during a long job", "concurrency", "flow", "terminate and exit"]
+         "heartbeats during a long job", "concurrency", "flow", "streamed body", "headers",
+         "terminate and exit"]
 WORKERS = {
     "python": [sys.executable, "-m", "cocaine_python.worker",
                str(ROOT / "plugins/cocaine_python/src/cocaine_python/conformance_app.py")],

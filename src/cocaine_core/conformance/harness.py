@@ -4,8 +4,11 @@ A ``Harness`` binds a ROUTER on an ipc endpoint in a private temporary folder (m
 starts the worker command with ``COCAINE_ENDPOINT``, ``COCAINE_SLAVE_ID`` and ``COCAINE_APP``
 in a process group of its own (its output captured, the last lines kept), and reads what the
 worker sends: heartbeats are recorded with their arrival times, a job's chunks and end go to
-its ``Answer``, and anything the protocol does not allow raises ``ProtocolViolation``. Closing
-it kills the worker's process group and removes the folder.
+its ``Answer``, and anything the protocol does not allow raises ``ProtocolViolation``. A job's
+body may be sent in pieces (``invoke(..., streamed=True)``, ``feed``, ``end_body``); the
+worker's CREDIT for them is counted, and must never exceed what the kit sent (nor, for a
+handler that answers a chunk per piece, what it answered, plus the piece it holds). Closing it
+kills the worker's process group and removes the folder.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from cocaine_core.conformance.messages import (
     Answer,
     Message,
     ProtocolViolation,
+    head_problem,
     name_of,
     parse,
     short,
@@ -98,6 +102,7 @@ class Harness:
         self.features: dict[str, Any] = {}
         self.interval = 0.2
         self.flow = False
+        self.stream = False  # the handshake said it reads streamed bodies
         self.answers: dict[int, Answer] = {}
         self.abandoned: set[int] = set()
         self.late = 0  # messages of abandoned jobs, dropped
@@ -212,6 +217,8 @@ class Harness:
                                     f"shakes hands once, first")
         elif code in (Code.CHUNK, Code.CHOKE, Code.ERROR):
             return self._job_message(message)
+        elif code in (Code.CREDIT, Code.HEADERS):
+            return self._flow_message(message)
         return message
 
     def _job_message(self, message: Message) -> Message | None:
@@ -248,6 +255,49 @@ class Harness:
             answer.code, answer.message = message.fields[2], message.fields[3]
         return message
 
+    def _flow_message(self, message: Message) -> Message | None:
+        job_id = message.fields[1]
+        if job_id in self.abandoned:
+            self.late += 1
+            return None
+        answer = self.answers.get(job_id)
+        name = name_of(message.code)
+        if answer is None:
+            raise ProtocolViolation(f"a {name} for job {job_id}, a job id the kit never "
+                                    f"sent: {short(message.fields)}")
+        if message.code == Code.HEADERS:
+            if answer.head is not None or answer.chunks or answer.done:
+                raise ProtocolViolation(
+                    f"a HEADERS for job {job_id} ({answer.event}) after its "
+                    f"{'HEADERS' if answer.head is not None else 'answer had begun'}: HEADERS "
+                    f"comes at most once, before the job's first CHUNK or CHOKE")
+            problem = head_problem(message.fields[2])
+            if problem is not None:
+                raise ProtocolViolation(f"the HEADERS {short(message.fields)} of job {job_id}: "
+                                        f"{problem}")
+            answer.head = message.fields[2]
+            return message
+        n = message.fields[2]
+        if not answer.streamed or n <= 0:
+            raise ProtocolViolation(
+                f"a CREDIT {short(message.fields)} for job {job_id} ({answer.event}), "
+                + ("whose body was not streamed: a slave grants the pieces of a streamed "
+                   "body its handler read" if not answer.streamed else
+                   "granting no piece: n is at least 1"))
+        answer.granted += n
+        if answer.granted > answer.pieces:
+            raise ProtocolViolation(
+                f"job {job_id} ({answer.event}): CREDIT for {answer.granted} pieces in all, "
+                f"but the kit sent {answer.pieces}: a slave grants the pieces its handler "
+                f"has read, no more")
+        if answer.per_piece and answer.granted > len(answer.chunks) + 1:
+            raise ProtocolViolation(
+                f"job {job_id} ({answer.event}): CREDIT for {answer.granted} pieces in all "
+                f"while its handler, which answers a chunk per piece it reads, had answered "
+                f"{len(answer.chunks)}: CREDIT says what the handler has read, not what has "
+                f"arrived")
+        return message
+
     def _give_credit(self, answer: Answer) -> None:
         if not (self.flow and answer.auto_credit):
             return
@@ -258,14 +308,30 @@ class Harness:
 
     # -- jobs -----------------------------------------------------------------------------------
 
-    def invoke(self, event: str, body: bytes, *, auto_credit: bool = True) -> Answer:
-        """Send an INVOKE; return the job's ``Answer``, filled as messages are received."""
+    def invoke(self, event: str, body: bytes, *, auto_credit: bool = True,
+               streamed: bool = False) -> Answer:
+        """Send an INVOKE; return the job's ``Answer``, filled as messages are received.
+        ``streamed``: the INVOKE says ``{"stream": true}``, ``body`` is the first piece, and
+        ``feed`` and ``end_body`` send the rest."""
         job_id = self._next_job
         self._next_job += 1
-        answer = Answer(job_id, event, time.monotonic(), auto_credit=auto_credit)
+        answer = Answer(job_id, event, time.monotonic(), auto_credit=auto_credit,
+                        streamed=streamed, pieces=1 if streamed and body else 0)
         self.answers[job_id] = answer
-        self.send(Code.INVOKE, job_id, event, {}, payload=body)
+        if streamed:
+            self.send(Code.INVOKE, job_id, event, {}, {"stream": True}, payload=body)
+        else:
+            self.send(Code.INVOKE, job_id, event, {}, payload=body)
         return answer
+
+    def feed(self, answer: Answer, piece: bytes) -> None:
+        """Send the next piece (not empty) of a streamed job's body (engine CHUNK)."""
+        answer.pieces += 1
+        self.send(Code.CHUNK, answer.job_id, payload=piece)
+
+    def end_body(self, answer: Answer) -> None:
+        """Say that a streamed job's body is complete (engine CHOKE)."""
+        self.send(Code.CHOKE, answer.job_id)
 
     def wait(self, done: Callable[[], bool], deadline: float) -> bool:
         """Read messages until ``done()`` or ``deadline``; whether ``done()`` came true. An

@@ -52,6 +52,11 @@ class Answer:
     ended_at: float | None = None
     owed: int = 0  # chunks received and not yet given back as CREDIT
     size: int = 0  # bytes of chunks received
+    streamed: bool = False  # its INVOKE said {"stream": true}: the kit sends the body in pieces
+    pieces: int = 0  # pieces of its body sent (the INVOKE's, if not empty, included)
+    granted: int = 0  # pieces the worker said its handler read (CREDIT from the worker)
+    per_piece: bool = False  # the handler answers a chunk per piece it reads (``sizes``)
+    head: dict[str, Any] | None = None  # its HEADERS' map
 
     @property
     def done(self) -> bool:
@@ -108,6 +113,10 @@ _SHAPES: dict[int, tuple[str, list[tuple[str, Callable[[Any], bool]]],
     Code.ERROR: ("ERROR", [("job_id: int or nil", _is_id), ("code: int", _is_int),
                            ("message: str", _is_str)],
                  [("traceback: str", lambda v: v is None or isinstance(v, str))], 0, 0),
+    Code.CREDIT: ("CREDIT", [("job_id: int", _is_int), ("n: int", _is_int)], [], 0, 0),
+    Code.HEADERS: ("HEADERS", [("job_id: int", _is_int),
+                               ("{status, headers}: map", lambda v: isinstance(v, dict))],
+                   [], 0, 0),
     Code.LOG: ("LOG", [("slave_id: str", _is_str),
                        ("stream: 'stdout' or 'stderr'", lambda v: v in ("stdout", "stderr")),
                        ("text: str", _is_str)],
@@ -140,7 +149,7 @@ def parse(frames: list[bytes], at: float) -> Message:
     shape = _SHAPES.get(code)
     if shape is None:
         raise ProtocolViolation(f"{source} sent {short(fields)}: {name_of(code)} is not a "
-                                f"message a slave sends (1, 3, 5, 6, 7 or 9)")
+                                f"message a slave sends (1, 3, 5, 6, 7, 9, 12 or 13)")
     name, required, optional, least, most = shape
     values = fields[1:]
     if not len(required) <= len(values) <= len(required) + len(optional):
@@ -160,3 +169,19 @@ def parse(frames: list[bytes], at: float) -> Message:
         raise ProtocolViolation(f"{source} sent the {name} {short(fields)}: it carries slave "
                                 f"id {fields[1]!r}, the kit gave {SLAVE_ID!r}")
     return Message(identity, code, fields, payload[0] if payload else None, at)
+
+
+def head_problem(head: dict[str, Any]) -> str | None:
+    """What is wrong with a HEADERS map (``{"status": 100..599, "headers": [[name, value],
+    ...]}``, at most 64 pairs of str without CR or LF), or None if nothing is."""
+    status, headers = head.get("status"), head.get("headers", [])
+    if not isinstance(status, int) or isinstance(status, bool) or not 100 <= status <= 599:
+        return f"its status {short(status, 40)} is not an int in 100..599"
+    if not isinstance(headers, list) or len(headers) > 64:
+        return "its headers are not a list of at most 64 [name, value] pairs"
+    for pair in headers:
+        if (not isinstance(pair, list) or len(pair) != 2 or not all(map(_is_str, pair))
+                or any(c in text for text in pair for c in "\r\n")):
+            return (f"header {short(pair, 60)} is not a [name, value] pair of str without "
+                    f"line breaks")
+    return None

@@ -3,7 +3,8 @@
 Every rule runs even when an earlier one failed, if it still can. What it needs:
 
 - ``handshake`` fails: every later rule fails as *not reached* (nothing can be checked of a
-  worker that never introduced itself); ``flow``, being optional, is skipped instead.
+  worker that never introduced itself); the optional ones (``flow``, ``streamed body``,
+  ``headers``) are skipped instead.
 - ``configure`` fails: the job rules fail as not reached; ``terminate and exit`` still runs.
 - The worker exits during a rule: that rule fails, and every later one is not reached.
 
@@ -17,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from cocaine_core.conformance import job_rules
+from cocaine_core.conformance import job_rules, stream_rules
 from cocaine_core.conformance.harness import MAX_MESSAGE, Harness, WorkerExited, describe_status
 from cocaine_core.conformance.job_rules import Fail, Skip
 from cocaine_core.conformance.messages import APP, MAIN, SLAVE_ID, ProtocolViolation, short
@@ -74,6 +75,7 @@ def handshake(kit: Harness) -> str:
     kit.handshake = message
     kit.features = rest[0] if rest else {}
     kit.flow = kit.features.get("flow") is True
+    kit.stream = kit.features.get("stream") is True
     features = f"features {short(kit.features, 80)}" if rest else "no features"
     return (f"after {message.at - started:.2f} s: pid {pid} ({_whose(pid, kit.pid)}), "
             f"{features}")
@@ -167,6 +169,8 @@ RULES: list[tuple[str, Callable[[Harness], str], str | None, bool]] = [
      False),
     ("concurrency", job_rules.concurrency, "configure", False),
     ("flow", job_rules.flow, "configure", True),
+    ("streamed body", stream_rules.streamed_body, "configure", True),
+    ("headers", stream_rules.headers, "configure", True),
     ("terminate and exit", terminate_and_exit, "handshake", False),
 ]
 
@@ -181,7 +185,7 @@ def run_rules(kit: Harness, report: Callable[[Result], None] = lambda result: No
     for name, rule, needs, optional in RULES:
         blocked = gone or (f"{needs} failed" if needs is not None and needs not in passed
                            else None)
-        if name == "flow" and kit.handshake is not None and not kit.flow:
+        if kit.handshake is not None and not _claimed(kit, name):
             blocked = None  # the skip says why, whatever else failed
         if blocked is not None:
             result = Result(name, "skip" if optional else "fail", f"not reached ({blocked})")
@@ -195,6 +199,15 @@ def run_rules(kit: Harness, report: Callable[[Result], None] = lambda result: No
         results.append(result)
         report(result)
     return results
+
+
+def _claimed(kit: Harness, name: str) -> bool:
+    """Whether the handshake claims the feature an optional rule checks (True for others)."""
+    if name == "flow":
+        return kit.flow
+    if name in ("streamed body", "headers"):
+        return kit.stream
+    return True
 
 
 def _run(kit: Harness, name: str, rule: Callable[[Harness], str]) -> Result:

@@ -2,7 +2,10 @@
 
 Single-threaded: one poll loop serves both sockets, runs ``sleep`` jobs as timers (so they
 overlap) and sends heartbeats on the ``<id>/hb`` socket. It does not claim ``flow``. The
-``BREAK`` flags make the bad workers of the kit's tests (each a small script setting one).
+``BREAK`` flags make the bad workers of the kit's tests (each a small script setting one);
+the two about streamed bodies make it claim ``stream`` and read such bodies badly (it keeps
+a streamed body's pieces and answers once the body is complete: ``echo`` the whole body,
+``sizes`` a chunk per piece).
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ import zmq
 
 #: Which rule to break (set by the bad workers): see ``serve``.
 BREAK = {"heartbeats during jobs": False, "chunk order": False, "error codes": False,
-         "terminate": False, "garbage": False, "flood": False}
+         "terminate": False, "garbage": False, "flood": False,
+         "hoards pieces": False, "grants on arrival": False}
 
 
 def pack(*fields):
@@ -37,7 +41,9 @@ def serve() -> int:
     beat_socket.setsockopt(zmq.ROUTING_ID, f"{slave_id}/hb".encode())
     beat_socket.setsockopt(zmq.LINGER, 0)
     beat_socket.connect(endpoint)
-    main.send(pack(1, slave_id, os.getpid()))
+    streams = BREAK["hoards pieces"] or BREAK["grants on arrival"]
+    main.send(pack(1, slave_id, os.getpid(), *([{"stream": True}] if streams else [])))
+    bodies: dict[int, tuple[str, list[bytes]]] = {}  # streamed jobs: event, pieces
     if not main.poll(30_000):
         return 1
     header = msgpack.unpackb(main.recv_multipart()[0], raw=False)
@@ -70,10 +76,40 @@ def serve() -> int:
                 beat_socket.close()
                 context.term()
                 return 0
+        elif header[0] in (5, 6) and header[1] in bodies:  # a piece, or the end, of a body
+            job_id = header[1]
+            event, pieces = bodies[job_id]
+            if header[0] == 5:
+                pieces.append(frames[1])
+                if BREAK["grants on arrival"]:
+                    main.send(pack(12, job_id, 1))
+            elif event == "echo":
+                del bodies[job_id]
+                main.send_multipart([pack(6, job_id), b"".join(pieces)])
+            else:
+                del bodies[job_id]
+                for piece in pieces:
+                    main.send_multipart([pack(5, job_id), str(len(piece)).encode()])
+                main.send(pack(6, job_id))
+        elif header[0] == 11 and header[1] in bodies:
+            del bodies[header[1]]
+            main.send(pack(6, header[1]))
         elif header[0] == 4:
             job_id, event = header[1], header[2]
             body = frames[1] if len(frames) > 1 else b""
-            if event == "echo" and BREAK["garbage"]:
+            streamed = len(header) > 4 and header[4].get("stream") is True
+            if streamed and event in ("echo", "sizes"):
+                bodies[job_id] = (event, [body] if body else [])
+                if body and BREAK["grants on arrival"]:
+                    main.send(pack(12, job_id, 1))
+            elif event == "status" and streams:
+                if int(body) > 599:
+                    main.send(pack(7, job_id, 502, "not an HTTP status", ""))
+                else:
+                    main.send(pack(13, job_id, {"status": int(body),
+                                                "headers": [["X-Conformance", "yes"]]}))
+                    main.send_multipart([pack(6, job_id), b"status " + body])
+            elif event == "echo" and BREAK["garbage"]:
                 main.send_multipart([b"\xc1not msgpack", body])
             elif event == "echo" and BREAK["flood"]:
                 chunk = b"x" * 2**20

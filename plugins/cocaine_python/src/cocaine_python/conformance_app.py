@@ -16,6 +16,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 from cocaine_python.request import Request
+from cocaine_python.response import Response
 
 #: The largest ``stream`` count, and the longest ``sleep``, the app takes.
 MAX_COUNT = 100_000
@@ -23,8 +24,21 @@ MAX_SLEEP_MS = 600_000
 
 
 async def echo(request: Request) -> bytes:
-    """The request body, unchanged."""
-    return request.data
+    """The request body, unchanged (a streamed one whole, once it is complete)."""
+    return await request.stream.gather() if request.streamed else request.data
+
+
+async def sizes(request: Request) -> AsyncIterator[str]:
+    """Per piece of the body, as it is read: one chunk, the piece's size in ASCII decimal."""
+    async for piece in request.stream:
+        yield str(len(piece))
+
+
+async def status(request: Request) -> Response:
+    """Body n: HEADERS with status n and ``X-Conformance: yes``, then ``status n`` (n outside
+    100..599: ``Response`` refuses it, ERROR 502)."""
+    n = _number(request, "status", 999)
+    return Response(f"status {n}", status=n, headers={"X-Conformance": "yes"})
 
 
 async def stream(request: Request) -> AsyncIterator[str]:
