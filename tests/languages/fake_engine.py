@@ -11,8 +11,11 @@ apart, with the time each arrived, so a test can check they keep coming. The ``e
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -210,3 +213,58 @@ class StreamedJob:
         while self.end is None:
             self.take(self.engine.recv(timeout))
         return self
+
+
+def uploads_through_a_node(folder: Path, command: list[str]) -> None:
+    """Serve ``command`` (a conformance app) as the exec app ``up`` under ``cocaine run`` and
+    send it streamed requests with ``Client.open``: an 8 MiB echo comes back whole, and
+    ``sizes`` answers one size per piece as the client wrote it (pieces pass the node as they
+    are). Fails (AssertionError, with the run's log) otherwise; the run is stopped at the end."""
+    from cocaine_core.client import Client
+    from cocaine_core.errors import ServiceError
+    from cocaine_core.testing import free_port, wait_until
+
+    app = folder / "up"
+    app.mkdir()
+    (app / "manifest.json").write_text(json.dumps({
+        "type": "exec", "args": {"command": command}, "engine": {"pool-limit": 1},
+        "tasks": {"echo": {"type": "native-server"}, "sizes": {"type": "native-server"}}}))
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    cocaine = str(Path(sys.executable).with_name("cocaine"))
+    log = folder / "run.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen([cocaine, "run", str(app / "manifest.json"), "--listen",
+                                    endpoint, "--log-format", "plain"],
+                                   stdin=subprocess.DEVNULL, stdout=out,
+                                   stderr=subprocess.STDOUT, cwd=folder)
+    try:
+        def answers() -> bytes | None:
+            assert process.poll() is None, f"cocaine run exited:\n{log.read_text()}"
+            with Client(endpoint, wait=2) as client:
+                try:
+                    return client.call("up", "echo", b"ready")
+                except (ServiceError, TimeoutError):
+                    return None
+
+        assert wait_until(answers, timeout=60, message="the app to answer") == b"ready"
+        body = os.urandom(8 * 2**20)
+        with Client(endpoint, wait=30) as client:
+            with client.open("up", "echo") as request:
+                for at in range(0, len(body), 300 * 1024):
+                    request.write(body[at:at + 300 * 1024])
+                request.end()
+                assert request.read() == body, "the streamed echo came back changed"
+            with client.open("up", "sizes") as request:
+                for size in (300 * 1024, 400 * 1024, 500 * 1024):
+                    request.write(b"s" * size)
+                request.end()
+                assert list(request) == [b"307200", b"409600", b"512000"]
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\nthe run's log:\n{log.read_text()[-4000:]}") from exc
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

@@ -25,7 +25,7 @@ import pytest
 from cocaine_core.testing import free_port, process_gone, wait_until
 
 from .fake_engine import SLAVE_ID as ID
-from .fake_engine import FakeEngine, StreamedJob
+from .fake_engine import FakeEngine, StreamedJob, uploads_through_a_node
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKER = ROOT / "workers" / "cpp"
@@ -431,6 +431,12 @@ def test_the_conformance_app_answers_status_with_headers(engine: FakeEngine) -> 
     assert engine.recv() == ([13, 1, {"status": 201, "headers": [["X-Conformance", "yes"]]}],
                              None)
     assert engine.recv() == ([6, 1], b"status 201")
+
+
+def test_streamed_requests_reach_the_worker_through_a_node(tmp_path: Path) -> None:
+    """Client.open through `cocaine run`: an 8 MiB body streams to the conformance app's echo
+    and comes back whole; `sizes` sees the client's pieces as written."""
+    uploads_through_a_node(tmp_path, [str(CONFORMANCE)])
 
 
 # -- the end ------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from cocaine_core.errors import ServiceError
 from cocaine_core.testing import free_port, process_gone, wait_until
 
 from .fake_engine import SLAVE_ID as ID
-from .fake_engine import FakeEngine, StreamedJob
+from .fake_engine import FakeEngine, StreamedJob, uploads_through_a_node
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKER = ROOT / "workers" / "javascript"
@@ -268,6 +268,12 @@ def test_headers_from_a_generator_and_bad_headers_fail_with_502(engine: FakeEngi
         assert end[:3] == [7, job_id, 502] and words in end[3], end
     chunks, end = engine.call(9, "late-head")
     assert chunks == [b"a"] and end[2] == 502 and "after the answer had started" in end[3]
+
+
+def test_streamed_requests_reach_the_worker_through_a_node(tmp_path: Path) -> None:
+    """Client.open through `cocaine run`: an 8 MiB body streams to conformance.js's echo and
+    comes back whole; `sizes` sees the client's pieces as written."""
+    uploads_through_a_node(tmp_path, ["node", str(CONFORMANCE)])
 
 
 def test_handler_kinds_and_bad_answers(engine: FakeEngine) -> None:
