@@ -45,7 +45,7 @@ class Body {
   push(data) {
     if (this.complete || this.failure) return;
     if (this.pieces.length >= MAX_HELD) {
-      this._stop(new Error(`the engine sent more than ${MAX_HELD} pieces of job's body the `
+      this._stop(new Error(`the engine sent more than ${MAX_HELD} pieces of the job's body the `
         + 'handler had not read: far past its window (docs/protocol.md)'));
       return;
     }
