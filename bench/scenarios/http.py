@@ -214,9 +214,10 @@ def _profile(bench: Bench, result: ScenarioResult, server: HttpServer) -> None:
         summary["rate_while_profiled"] = round(measured.rate)
         result.details[f"{what}_profile"] = summary
         result.tables.append((
-            f"Where the cocaine {what}'s CPU goes, 100 B (py-spy, {summary['samples']} "
-            f"samples; {number(measured.rate)} req/s while sampled): innermost functions, and "
-            f"functions on the stack (the trunk left out), % of samples",
+            f"Where the cocaine {what}'s Python time goes, 100 B (py-spy --gil, "
+            f"{summary['samples']} samples; {number(measured.rate)} req/s while sampled): "
+            f"innermost functions, and functions on the stack (the trunk left out), % of "
+            f"samples",
             ["function", "self %", "function", "total %"],
             [[str(a[0]), number(float(str(a[1]))), str(b[0]), number(float(str(b[1])))]
              for a, b in zip(summary["self"][:PROFILE_ROWS], summary["total"][:PROFILE_ROWS],
