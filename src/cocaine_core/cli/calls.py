@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any, BinaryIO
 import typer
 
 from cocaine_core.cli.options import KeyOption, NodeOption, ServerKeyOption, WaitOption, client
-from cocaine_core.errors import ServiceError
+from cocaine_core.errors import CocaineError, ServiceError
 from cocaine_core.protocol import CONTROL_APP, DEFAULT_ENDPOINT
 
 if TYPE_CHECKING:
@@ -84,7 +84,7 @@ def _send_stdin(request: StreamedRequest, out: _Answer) -> None:
     import queue
     import threading
 
-    pieces: queue.Queue[bytes] = queue.Queue(maxsize=STDIN_QUEUED)
+    pieces: queue.Queue[bytes | OSError] = queue.Queue(maxsize=STDIN_QUEUED)
     threading.Thread(target=_read_stdin, args=(pieces,), daemon=True,
                      name="cocaine-call-stdin").start()
     request.answer_to = out.write
@@ -94,6 +94,9 @@ def _send_stdin(request: StreamedRequest, out: _Answer) -> None:
         except queue.Empty:  # stdin gives nothing for now: send what is gathered (an
             request.flush()  # interactive pipe), and print the answer so far
             continue
+        if isinstance(piece, OSError):  # never taken for the end: the body would be cut
+            raise CocaineError(f"cannot read stdin: {piece.strerror or piece}; the request "
+                               f"was cancelled")
         if not piece:
             break
         request.write(piece)
@@ -110,7 +113,7 @@ IDLE = 0.02
 
 def _read_stdin(pieces: Any) -> None:
     """Read stdin in pieces of at most ``STDIN_PIECE`` bytes, as they come, into ``pieces``;
-    an empty piece at the end."""
+    an empty piece at the end, or the ``OSError`` that stopped it."""
     import os
 
     stdin = sys.stdin.buffer
@@ -121,8 +124,9 @@ def _read_stdin(pieces: Any) -> None:
     while True:
         try:
             piece = stdin.read(STDIN_PIECE) if fd is None else os.read(fd, STDIN_PIECE)
-        except OSError:
-            piece = b""
+        except OSError as exc:
+            pieces.put(exc)
+            return
         pieces.put(piece)
         if not piece:
             return
