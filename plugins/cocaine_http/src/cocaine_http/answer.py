@@ -187,8 +187,7 @@ class Answer:
             return
         self.fail(ERROR_STATUS.get(code, 500), message)
 
-    def fail(self, status: int, message: str, extra: tuple[tuple[str, str], ...] = (),
-             close: bool = False) -> None:
+    def fail(self, status: int, message: str, close: bool = False) -> None:
         """Answer with ``status`` and ``message`` as text/plain (the server's own errors); an
         answer already on its way is cut short instead."""
         if self.done:
@@ -198,7 +197,7 @@ class Answer:
             self.conn.abort_answer(self.incoming)
             return
         self.started = True
-        headers = [("Content-Type", "text/plain; charset=utf-8"), *extra]
+        headers = [("Content-Type", "text/plain; charset=utf-8")]
         if status == 503:
             headers.append(("Retry-After", "1"))
         self.status, self.headers = status, headers
