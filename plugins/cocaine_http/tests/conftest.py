@@ -87,6 +87,14 @@ def forever(request):
         mark("finally")
 
 
+def partial(request):
+    try:
+        for piece in request.stream:
+            mark("reading")
+    finally:
+        mark("partial-finally")
+
+
 def upload(request):
     size, digest, pieces = 0, hashlib.sha256(), 0
     for piece in request.stream:

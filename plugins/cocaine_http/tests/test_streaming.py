@@ -44,6 +44,19 @@ def test_a_client_that_leaves_stops_the_handler(serve, folder, task_info):
     assert httpx.post(url + "/echo", content=b"on").content == b"on"
 
 
+def test_a_client_that_leaves_mid_upload_stops_the_handler(serve, folder):
+    """A client that disconnects in the middle of its body: the handler reading it is
+    stopped (its finally runs), and the server serves on."""
+    url = serve({"partial": {"path": "/partial"}, "echo": {"path": "/echo"}})["partial"]
+    with socket.create_connection(address(url), timeout=10) as sock:
+        sock.sendall(b"POST /partial HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n\r\n")
+        sock.sendall(b"x" * 1_000_000)
+        wait_until(lambda: (folder / "reading").exists(), timeout=30)
+    wait_until(lambda: (folder / "partial-finally").exists(), timeout=30,
+               message="the handler's finally to run")
+    assert httpx.post(url + "/echo", content=b"on").content == b"on"
+
+
 def test_a_client_that_does_not_read_holds_the_handler_back(serve, folder, task_info):
     """A client that reads nothing: what the server holds for it stays bounded (the
     handler waits for credit), far below what the handler would produce."""
