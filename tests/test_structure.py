@@ -73,7 +73,7 @@ def test_the_process_backend_gets_everything_in_its_constructor():
 def test_drivers_use_only_the_engine_handle():
     members = {name for name, _ in inspect.getmembers(EngineHandle)
                if not name.startswith("_")}
-    assert members == {"name", "app", "config", "submit", "has_room"}
+    assert members == {"name", "app", "config", "submit", "has_room", "cancel"}
     made = inspect.getsource(Engine.__init__)
     for name in members:
         assert hasattr(Engine, name) or f"self.{name} =" in made, (

@@ -50,6 +50,12 @@ class EngineHandle(Protocol):
         hold its input back (stop reading a socket) asks this first."""
         ...
 
+    def cancel(self, job: Job, why: str) -> None:
+        """Nobody waits for ``job`` any more (its client left, ``why``): it never starts if
+        it is queued, and its slave is told to stop it if it runs (and replaced if it has
+        not within ``termination-timeout``). Its sink hears nothing more."""
+        ...
+
 
 class Driver:
     """Base of drivers: one instance per task of a running app."""

@@ -306,6 +306,9 @@ class Engine:
         self.pool.maybe_grow()
         self.dispatch()
 
+    #: Nobody waits for a job any more: never start it, or stop it (``body.cancel``).
+    cancel = body.cancel
+
     def has_room(self) -> bool:
         """Whether ``submit`` would take a job now rather than refuse it (for drivers that
         can hold back their input instead of refusing it)."""

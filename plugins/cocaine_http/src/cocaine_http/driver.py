@@ -12,7 +12,6 @@ import logging
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from cocaine_core.drivers import Driver
-from cocaine_core.engine import body
 from cocaine_core.protocol import Status
 from cocaine_core.schema import Key
 from cocaine_http.keys import KEYS
@@ -79,13 +78,7 @@ class HttpServer(Driver):
 
     def cancel(self, job: Job, why: str) -> None:
         """Nobody waits for ``job`` any more: it never starts, or its slave is told to stop."""
-        # EngineHandle has no way to cancel a job yet: the engine's own (body.cancel), until
-        # it does.
-        cancel = getattr(self.engine, "cancel", None)
-        if cancel is not None:
-            cancel(job, why)
-        else:
-            body.cancel(self.engine, job, why)  # type: ignore[arg-type]
+        self.engine.cancel(job, why)
 
     def count(self, status: int) -> None:
         """Count an answer's status by class (``2xx``, ``4xx``...)."""
