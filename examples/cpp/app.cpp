@@ -9,7 +9,8 @@ int main() {
     try {
         cocaine::worker worker;  // the node says where to connect, in the environment
         worker.on("echo", [](const cocaine::request& req, cocaine::response& res) {
-            res.end(req.body);  // the chunk and the end in one message
+            // read_all(): the body whole, also when it streams in pieces (a large HTTP upload)
+            res.end(req.read_all());  // the chunk and the end in one message
         });
         worker.on("count", [](const cocaine::request& req, cocaine::response& res) {
             const std::string& body = req.body;

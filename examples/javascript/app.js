@@ -8,7 +8,8 @@ const { Worker } = require('cocaine-worker');
 
 const worker = new Worker();
 
-worker.on('echo', (req) => req.body);
+// req.read(): the body whole, also when it streams in pieces (a large HTTP upload, Client.open).
+worker.on('echo', (req) => req.read());
 
 worker.on('count', async function* count(req) {
   const n = req.body.length ? Number.parseInt(req.body.toString(), 10) : 3;
