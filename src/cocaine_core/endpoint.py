@@ -161,6 +161,9 @@ class NativeEndpoint:
                 return
             if fields[0] == Code.CHUNK or fields[0] == Code.CHOKE:  # a streamed body's piece
                 self.requests -= 1
+                if request_id is None:
+                    raise _bad("expected [5, request_id] + a piece of a streamed body, or "
+                               "[6, request_id] for its end, the id an integer or a string")
                 native_stream.piece(self.in_flight, envelope[0], request_id, fields[0], frames)
                 return
             other = self.handlers.get(fields[0]) if self.handlers else None

@@ -50,13 +50,15 @@ MESSAGES = st.tuples(headers(), st.lists(st.binary(max_size=64), max_size=3))
 
 
 def expects_answer(header: bytes) -> bool:
-    """Whether the node must answer this header (all but a CANCEL naming a usable id)."""
+    """Whether the node must answer this header (all but a CANCEL, or a piece or end of a
+    streamed body, naming a usable id: those are never answered)."""
     try:
         fields = unpack(header)
     except ProtocolError:
         return True
     request_id = fields[1] if len(fields) >= 2 else None
-    return not (fields[0] == Code.CANCEL and isinstance(request_id, int | str | bytes))
+    return not (fields[0] in (Code.CANCEL, Code.CHUNK, Code.CHOKE)
+                and isinstance(request_id, int | str | bytes))
 
 
 @FUZZ
