@@ -25,14 +25,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import zmq
 
 from cocaine_core.drivers.native import NativeServer
-from cocaine_core.drivers.sink_publisher import (
-    Publisher,
-    RateLimitedLog,
-    acquire,
-    publish_endpoint,
-    release,
-)
+from cocaine_core.drivers.sink_publisher import Publisher, acquire, publish_endpoint, release
 from cocaine_core.engine.job import Job, JobSink
+from cocaine_core.ratelog import RateLimitedLog
 from cocaine_core.schema import Key, int_range
 
 if TYPE_CHECKING:

@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from cocaine_core.drivers import Driver
 from cocaine_core.protocol import Status
+from cocaine_core.ratelog import RateLimitedLog
 from cocaine_core.schema import Key
 from cocaine_http.keys import KEYS
 from cocaine_http.listener import Listener, attach
-from cocaine_http.ratelog import RateLimitedLog
 
 if TYPE_CHECKING:
     from cocaine_core.drivers import EngineHandle

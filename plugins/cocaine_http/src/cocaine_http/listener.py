@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from cocaine_core.errors import NodeError
+from cocaine_core.ratelog import RateLimitedLog
 from cocaine_http.connection import HttpConnection
 from cocaine_http.keys import split_address
-from cocaine_http.ratelog import RateLimitedLog
 from cocaine_http.routing import matches
 
 if TYPE_CHECKING:

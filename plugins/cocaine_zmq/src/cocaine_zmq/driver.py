@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, ClassVar
 import zmq
 
 from cocaine_core.drivers import Driver
+from cocaine_core.ratelog import RateLimitedLog
 from cocaine_core.schema import Key, int_range
 from cocaine_zmq.endpoints import close_quietly
-from cocaine_zmq.ratelog import RateLimitedLog
 
 if TYPE_CHECKING:
     from cocaine_core.drivers import EngineHandle

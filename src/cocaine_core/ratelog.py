@@ -1,7 +1,9 @@
 """A log that says a repeated thing once in a while instead of once per message.
 
-A sink fed oversized messages, or a server whose clients keep vanishing, would otherwise write
-a line per message. The first line of each kind is always written at once.
+A sink fed oversized messages, or a server whose clients keep sending bad requests or
+vanishing, would otherwise write a line per message. The first line of each kind is always
+written at once. Drivers of every distribution use it (``from cocaine_core.ratelog import
+RateLimitedLog``).
 """
 
 from __future__ import annotations
