@@ -46,6 +46,17 @@ def boom(request):
 def big(request):
     return b"x" * 1048576
 
+def ticking(request):
+    try:
+        while True:
+            with open({record!r}, "a") as f:
+                f.write("tick\\n")
+            time.sleep(0.05)
+            yield b"."
+    finally:
+        with open({record!r}, "a") as f:
+            f.write("stopped\\n")
+
 def held(request):
     with open({record!r}, "a") as f:
         f.write(request.data.decode() + "\\n")
@@ -356,6 +367,21 @@ def test_client_gone_mid_flight(cocaine_node, make_app, tmp_path):
         sock.sendall(b"four\n")
         assert read_lines(sock, 1) == [b"four"]
     assert record.read_text() == "one\nfour\n"
+
+
+def test_a_client_gone_stops_its_running_job(cocaine_node, make_app, tmp_path):
+    """A running job whose client left is stopped on its slave (its generator's finally
+    runs), not left to run for nobody."""
+    tasks = raw_app(cocaine_node, make_app, tmp_path, engine={"pool-limit": 1},
+                    ticking={})
+    record = tmp_path / "record"
+    sock = connect(tasks["ticking"]["endpoint"])
+    sock.sendall(b"go\n")
+    wait_until(lambda: record.exists() and "tick" in record.read_text())
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+    wait_until(lambda: "stopped" in record.read_text(), timeout=10,
+               message="the generator to be stopped")
 
 
 def test_idle_connection_closed(cocaine_node, make_app, tmp_path):

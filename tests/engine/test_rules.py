@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import time
 
+from cocaine_core.engine.job import Job
 from cocaine_core.engine.restarts import INTENSITY
 from tests.engine.fake_backend import (
+    Answer,
     FakeBackend,
     backend,
     hold,
@@ -250,3 +252,35 @@ def test_a_busy_pool_keeps_a_spare_and_grows_into_it(fake_engine):
         await engine.stop()
 
     run(scenario)
+
+
+def test_has_room_says_no_when_submit_would_refuse(fake_engine):
+    """A driver asks ``has_room`` before it takes more input: it must agree with ``submit``,
+    also in the moment a slave has answered and the next queued job is not started yet (a
+    sink's callback): the queue is full then, and a submit would be refused."""
+    engine = fake_engine(pool_limit=1, queue_limit=1, termination_timeout=0.1)
+    FakeBackend.behaviour = hold
+    seen: list[tuple[bool, int | None]] = []
+
+    class Asking(Answer):
+        def choke(self) -> None:
+            room = engine.has_room()
+            seen.append((room, submit(engine).code))
+            super().choke()
+
+    async def scenario() -> None:
+        await engine.start()
+        first = Asking()
+        engine.submit(Job("echo", b"a", sink=first))
+        await until(lambda: sum(len(s.jobs) for s in backend(engine).live()) == 1)
+        queued = submit(engine, b"b")
+        assert not engine.has_room()
+        backend(engine).live()[0].answer_all()
+        await asyncio.wait_for(first.done.wait(), 5)
+        for slave in backend(engine).live():
+            slave.answer_all()
+        await asyncio.wait_for(queued.done.wait(), 5)
+        await engine.stop()
+
+    run(scenario)
+    assert seen == [(False, 503)], seen

@@ -8,8 +8,8 @@ whatever order the jobs end in. Flow control and bounds: see ``raw_connection``.
 
 A failed job (the handler raised, a timeout, a full queue) either closes the connection after
 the answers before it (``on-error: close``) or is answered ``ERROR <code> <message>``
-(``on-error: frame``). A client that goes away has its jobs abandoned: those still queued never
-run, and what running ones answer is dropped.
+(``on-error: frame``). A client that goes away has its jobs cancelled: those still queued never
+run, and running ones are stopped on their slaves (a Python generator's ``finally`` runs).
 """
 
 from __future__ import annotations

@@ -150,7 +150,8 @@ class RawConnection(asyncio.Protocol):
         self.pump()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        """Gone: abandon the jobs still running or queued for it (their answers go nowhere)."""
+        """Gone: cancel the jobs still running or queued for it (queued, they never run;
+        running, their slaves are told to stop them)."""
         self.lost = True
         for timer in (self._idle, self._linger):
             if timer is not None:
@@ -161,7 +162,7 @@ class RawConnection(asyncio.Protocol):
     def _abandon(self) -> None:
         for answer in self.answers:
             if not answer.done and answer.job is not None and not answer.job.finished:
-                answer.job.abandon()
+                self.server.engine.cancel(answer.job, "its client left")
                 self.server.abandoned += 1
         self.answers.clear()
 

@@ -312,8 +312,8 @@ class Engine:
     def has_room(self) -> bool:
         """Whether ``submit`` would take a job now rather than refuse it (for drivers that
         can hold back their input instead of refusing it)."""
-        return self.accepting() and (len(self.queue) < self.config.queue_limit
-                                     or self.pool.free_slave() is not None)
+        return self.accepting() and (len(self.queue) < self.config.queue_limit or (
+            not self.queue and self.pool.free_slave() is not None))
 
     def dispatch(self) -> None:
         """Start queued jobs on free slaves, oldest (urgent) first; expired ones are failed."""
