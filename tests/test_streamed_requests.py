@@ -43,10 +43,14 @@ def slow(request):
 def echo(request):
     return request.data
 
+def nap(request):
+    time.sleep(float(request.data or 2))
+    return b"rested"
+
 oneway = echo
 """
 TASKS: dict[str, Any] = {name: {"type": "native-server"}
-                         for name in ("digest", "fail_early", "slow", "echo")}
+                         for name in ("digest", "fail_early", "slow", "echo", "nap")}
 TASKS["oneway"] = {"type": "native-sink", "publish": "tcp://127.0.0.1:0"}
 
 
@@ -68,22 +72,21 @@ def recv(sock: zmq.Socket[bytes], timeout: float = 30.0) -> tuple[list[Any], lis
 def upload(sock: zmq.Socket[bytes], request_id: int, app: str, event: str,
            pieces: Iterable[bytes], policy: dict[str, Any] | None = None) -> tuple[Any, int]:
     """Send ``pieces`` as a streamed request, keeping to the credit; return the answer's end
-    (the header of its CHOKE or ERROR plus payload) and the most pieces ever outstanding."""
-    credit, outstanding, most = 8, 0, 0
+    (the header of its CHOKE or ERROR plus payload) and the most credit the client ever held
+    (pieces it could send ahead of the handler)."""
+    credit, most = 1, 1  # one piece while queued; the window once it runs
     source = iter(pieces)
     first = next(source)
     rest = _Peek(source)
     sock.send_multipart([protocol.pack(Code.REQUEST, request_id, app, event,
                                        {"stream": True, **(policy or {})}), first])
-    credit, outstanding = credit - 1, 1
+    credit -= 1
     answer: list[Any] = []
     ended = False
     while True:
         while rest and credit > 0:
             sock.send_multipart([protocol.pack(Code.CHUNK, request_id), rest.pop()])
             credit -= 1
-            outstanding += 1
-            most = max(most, outstanding)
         if not rest and not ended:
             sock.send_multipart([protocol.pack(Code.CHOKE, request_id)])
             ended = True
@@ -91,8 +94,7 @@ def upload(sock: zmq.Socket[bytes], request_id: int, app: str, event: str,
         assert header[1] == request_id
         if header[0] == Code.CREDIT:
             credit += header[2]
-            outstanding -= header[2]
-            assert outstanding >= 0, "the node granted more than was sent"
+            most = max(most, credit)
             continue
         if header[0] == Code.CHUNK:
             answer.append(payload[0])
@@ -121,7 +123,7 @@ class _Peek:
 @pytest.fixture
 def node(node_process: Any, tmp_path: Path) -> NodeProcess:
     process = node_process("--app-uids", "none")
-    manifest = write_app(tmp_path / "up", APP, TASKS, engine={"pool-limit": 2})
+    manifest = write_app(tmp_path / "up", APP, TASKS, engine={"pool-limit": 2, "pool-min": 2})
     process.cli("app", "deploy", str(manifest), "--name", "up")
     with process.client(wait=30) as client:
         assert client.call("up", "echo", b"warm") == b"warm"
@@ -190,6 +192,43 @@ def test_a_1_gib_body_keeps_node_and_slave_memory_flat(node: NodeProcess) -> Non
         assert grown < 64 * MiB, f"process {pid} grew by {grown >> 20} MiB for a 1 GiB body"
 
 
+def test_a_queued_streamed_request_holds_one_piece_until_its_job_starts(
+        node: NodeProcess) -> None:
+    """While its job waits in the queue, a streamed request may send one piece (as a plain
+    request holds one body); the rest of the window comes when the job starts."""
+    sock = dealer(node.endpoint)
+    try:
+        for rid in (1, 2):  # both slaves busy
+            sock.send_multipart([protocol.pack(Code.REQUEST, rid, "up", "nap", None), b"3"])
+        wait_until(lambda: _info(node)["pool"]["busy"] == 2, message="both slaves busy")
+        sock.send_multipart([protocol.pack(Code.REQUEST, 3, "up", "digest", {"stream": True}),
+                             b"a" * KiB])
+        sock.send_multipart([protocol.pack(Code.CHUNK, 3), b"too soon"])
+        sock.send_multipart([protocol.pack(Code.REQUEST, 4, "up", "digest", {"stream": True}),
+                             b"b" * KiB])
+        seen: dict[int, list[Any]] = {3: [], 4: [], 1: [], 2: []}
+        while not (seen[3] and any(h[0] == Code.CREDIT for h in seen[4])):
+            header, _ = recv(sock)
+            seen[header[1]].append(header)
+        assert seen[3][0][0] == Code.ERROR and seen[3][0][2] == 400, seen[3]
+        assert "credit" in seen[3][0][3]
+        # Request 4 got the rest of the window only once a slave took it.
+        grant = next(h for h in seen[4] if h[0] == Code.CREDIT)
+        naps_done = [h[0] for h in seen[1] + seen[2]]
+        assert grant[2] == 7 and naps_done == [Code.CHOKE], (seen[4], naps_done)
+        for _ in range(7):
+            sock.send_multipart([protocol.pack(Code.CHUNK, 4), b"b" * KiB])
+        sock.send_multipart([protocol.pack(Code.CHOKE, 4)])
+        while True:
+            header, payload = recv(sock)
+            if header[1] == 4 and header[0] != Code.CREDIT:
+                break
+        assert header[0] == Code.CHOKE, header
+        assert payload[0].split()[0] == str(8 * KiB).encode()
+    finally:
+        sock.close()
+
+
 def test_a_piece_past_the_credit_fails_the_request_with_400(node: NodeProcess) -> None:
     sock = dealer(node.endpoint)
     try:
@@ -219,6 +258,8 @@ def test_a_handler_that_fails_early_answers_before_the_body_ends(node: NodeProce
         sock.send_multipart([protocol.pack(Code.REQUEST, 3, "up", "fail_early",
                                            {"stream": True}), b"first"])
         header, _ = recv(sock)
+        while header[0] == Code.CREDIT:  # the rest of the window, as the job starts
+            header, _ = recv(sock)
         assert header[0] == Code.ERROR and header[2] == 502, header
         assert "refused before reading" in header[3]
         for _ in range(5):  # the client had not noticed: its pieces go nowhere
@@ -341,6 +382,7 @@ def test_a_stalled_body_is_failed_with_400() -> None:
         for sink, fill in ((stalled, 1), (full, 8)):
             stream = BodyStream()
             stream.bind(cancelled.append, b"")
+            stream.attach(lambda piece: None)  # running on a slave
             for _ in range(fill):
                 stream.feed(b"p")
             job = Job("e", b"", {}, sink, stream=stream)
@@ -353,3 +395,66 @@ def test_a_stalled_body_is_failed_with_400() -> None:
     stalled, full = asyncio.run(run())
     assert stalled.errors and stalled.errors[0][0] == 400 and "stalled" in stalled.errors[0][1]
     assert not full.errors
+
+
+GREEDY_WORKER = """
+import os, threading, time, msgpack, zmq
+endpoint, slave_id = os.environ["COCAINE_ENDPOINT"], os.environ["COCAINE_SLAVE_ID"]
+context = zmq.Context()
+main = context.socket(zmq.DEALER)
+main.setsockopt(zmq.ROUTING_ID, slave_id.encode())
+main.setsockopt(zmq.RCVHWM, 16)
+main.connect(endpoint)
+main.send(msgpack.packb([1, slave_id, os.getpid(), {"stream": True}]))
+main.recv_multipart()
+main.send(msgpack.packb([3, slave_id]))
+def beat():
+    hb = context.socket(zmq.DEALER)
+    hb.setsockopt(zmq.ROUTING_ID, (slave_id + "/hb").encode())
+    hb.connect(endpoint)
+    while True:
+        hb.send(msgpack.packb([3, slave_id]))
+        time.sleep(0.2)
+threading.Thread(target=beat, daemon=True).start()
+job = msgpack.unpackb(main.recv_multipart()[0])[1]
+while True:  # grants credit for pieces it never takes off its socket
+    main.send(msgpack.packb([12, job, 8]))
+    time.sleep(0.005)
+"""
+
+
+def test_a_slave_that_grants_without_reading_is_replaced_not_fed(node_process: Any,
+                                                                 tmp_path: Path) -> None:
+    folder = tmp_path / "greedy"
+    folder.mkdir()
+    (folder / "worker.py").write_text(GREEDY_WORKER)
+    (folder / "manifest.json").write_text(json.dumps({
+        "type": "exec", "args": {"command": [sys.executable, "worker.py"]},
+        "engine": {"pool-limit": 1}, "tasks": {"take": {"type": "native-server"}}}))
+    process = node_process("--app-uids", "none")
+    process.cli("app", "deploy", str(folder / "manifest.json"), "--name", "greedy")
+    before = _rss(process.process.pid)
+    sock = dealer(process.endpoint)
+    try:
+        header = None
+        credit, sent = 0, 0  # the REQUEST's piece used the first credit
+        piece = b"g" * MiB
+        sock.send_multipart([protocol.pack(Code.REQUEST, 1, "greedy", "take",
+                                           {"stream": True}), piece])
+        while sent < 2000:
+            if credit <= 0 or sock.poll(0):
+                header, _ = recv(sock)
+                if header[0] != Code.CREDIT:
+                    break
+                credit += header[2]
+                continue
+            sock.send_multipart([protocol.pack(Code.CHUNK, 1), piece])
+            credit, sent = credit - 1, sent + 1
+        grown = _rss(process.process.pid) - before
+    finally:
+        sock.close()
+    assert header is not None and header[0] == Code.ERROR and header[2] == 500, header
+    assert "does not read what the engine sends it" in header[3], header
+    assert "its body streamed" in header[3], header
+    assert sent < 500, f"the node took {sent} MiB for a slave that reads nothing"
+    assert grown < 300 * MiB, f"the node grew by {grown >> 20} MiB"

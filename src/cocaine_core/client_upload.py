@@ -7,7 +7,8 @@
         request.end()                 # the body is complete
         answer = request.read()       # or: for chunk in request: ...
 
-The node gives the body credit (docs/protocol.md): ``WINDOW`` (8) pieces at first, then one
+The node gives the body credit (docs/protocol.md): one piece while the job waits in its
+queue, the rest of its ``WINDOW`` (8) once it runs, then one
 more for each piece the handler has read (``request.stream`` in a Python app). ``write``
 sends at once while there is credit and otherwise waits for some, up to the client's
 ``wait`` (then a 500 saying the handler does not read its body): a slow handler slows the

@@ -16,8 +16,11 @@ from cocaine_core.protocol import CONTROL_APP, Code, Status
 if TYPE_CHECKING:
     from cocaine_core.client_links import LinkFailed
 
-#: Pieces of credit a streamed request starts with (the node's window: docs/protocol.md).
+#: The node's window: pieces of a body on their way to the handler (docs/protocol.md).
 WINDOW = 8
+#: Pieces of credit a streamed request starts with: the rest of the window comes as CREDIT
+#: once its job runs (a queued request holds one piece in the node, as a plain one does).
+FIRST_CREDIT = 1
 #: The largest piece sent (a larger write is split; at most the client's max_message - 4 KiB).
 PIECE = 2**20
 #: Writes smaller than this are gathered into one piece before they are sent.
@@ -59,7 +62,7 @@ class Body:
         self.endpoint = endpoint
         self.limit = limit
         self.coalesce = min(COALESCE, limit)
-        self.credit = WINDOW
+        self.credit = FIRST_CREDIT
         self.gathered = bytearray()
         self.answer: deque[bytes] = deque()
         self.answer_bytes = 0

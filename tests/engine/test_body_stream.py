@@ -13,7 +13,12 @@ def test_a_producer_may_feed_the_window_then_waits_for_credit() -> None:
     granted: list[int] = []
     stream = BodyStream(on_credit=granted.append)
     stream.bind(lambda why: None, b"first")  # the job's body counts as one piece
-    assert stream.room() == WINDOW - 1
+    assert stream.room() == 0, "a queued job holds one piece"
+    with pytest.raises(BodyOverrun, match="credit"):
+        stream.feed(b"not yet")
+    stream.attach(lambda piece: None)  # the job starts: the rest of the window
+    assert granted == [WINDOW - 1] and stream.room() == WINDOW - 1
+    granted.clear()
     for _ in range(WINDOW - 1):
         stream.feed(b"piece")
     assert stream.room() == 0
@@ -29,8 +34,8 @@ def test_pieces_wait_for_the_slave_in_order_then_flow_straight_to_it() -> None:
     sent: list[bytes | None] = []
     stream = BodyStream()
     stream.feed(b"a")
-    stream.feed(b"b")
     stream.attach(sent.append)
+    stream.feed(b"b")
     assert sent == [b"a", b"b"]
     stream.feed(b"c")
     stream.end()
@@ -73,7 +78,7 @@ def test_gathering_collects_the_body_and_grants_as_it_goes() -> None:
     stream.gather(bodies.append, lambda why: None, b"ab", lambda: released.append(True))
     stream.feed(b"cd")
     stream.end()
-    assert bodies == [b"abcd"] and sum(granted) == 2
+    assert bodies == [b"abcd"] and granted == [1, WINDOW - 1, 1]
     stream.close()
     assert not released, "a body delivered does not release the slave"
 

@@ -35,12 +35,21 @@ if TYPE_CHECKING:
     from cocaine_core.engine.pool import SlavePool
     from cocaine_core.engine.slave_handle import SlaveHandle
 
-#: Pieces of a body fed and not yet read by the handler (the producer's credit at the start).
+#: Pieces of a body fed and not yet read by the handler, once its job runs.
 WINDOW = 8
+#: Pieces a producer may feed while the job waits in its queue (its credit at the start): a
+#: queued streamed request holds no more than a plain one; the rest of the window is granted
+#: when the job starts.
+QUEUED_WINDOW = 1
 #: The largest body gathered for a slave that does not read streamed bodies.
 GATHER_LIMIT = protocol.MAX_MESSAGE
 #: The most headers a HEADERS message may carry.
 MAX_HEADERS = 64
+
+#: Why a job was not run again after its slave died: (its body streamed, it said no retry).
+NO_RETRY_WHY = ("because its body streamed (its pieces cannot be sent again)",
+                "because retry is off for it (the task's \"retry\": false or the request's "
+                "policy retry: false)")
 
 #: Sends a piece to the slave (None: the end of the body).
 Sender = Callable[[bytes | None], None]
@@ -83,8 +92,14 @@ class BodyStream:
     # -- the producer's side --------------------------------------------------------------------
 
     def room(self) -> int:
-        """How many pieces the producer may feed now (0 once the job has ended)."""
-        return 0 if self.closed or self.ended else max(0, self.window - self.unread)
+        """How many pieces the producer may feed now (0 once the job has ended): one while
+        the job waits in its queue, the window once it runs."""
+        if self.closed or self.ended:
+            return 0
+        return max(0, self._limit() - self.unread)
+
+    def _limit(self) -> int:
+        return self.window if self._sender is not None else min(self.window, QUEUED_WINDOW)
 
     def feed(self, data: bytes) -> None:
         """One more piece of the body (dropped once the job has ended; an empty piece is
@@ -93,9 +108,9 @@ class BodyStream:
             return
         if self.ended:
             raise BodyOverrun("a piece was fed after the end of the body")
-        if self.unread >= self.window:
-            raise BodyOverrun(f"more than {self.window} pieces of the body were sent ahead of "
-                              f"the handler (the sender ignored its credit)")
+        if self.unread >= self._limit():
+            raise BodyOverrun(f"more than {self._limit()} piece(s) of the body were sent ahead "
+                              f"of the handler (the sender ignored its credit)")
         self.unread += 1
         self.touched = time.monotonic()
         self._send(data)
@@ -126,10 +141,14 @@ class BodyStream:
     def attach(self, sender: Sender) -> None:
         """The job started on a slave: send what waited, and every later piece, with
         ``sender``."""
+        before = self.room()
         self._sender = sender
         pending = self._pending
         while pending and not self.closed:
             sender(pending.popleft())
+        more = self.room() - before  # the rest of the window, now that the job runs
+        if more > 0 and self.on_credit is not None:
+            self.on_credit(more)
 
     def read(self, pieces: int) -> None:
         """The handler read ``pieces`` pieces: the producer may feed as many more."""
@@ -243,10 +262,12 @@ def invoke(pool: SlavePool, slave: SlaveHandle, job: Job) -> None:
     chunk, end = protocol.pack(Code.CHUNK, job.id), protocol.pack(Code.CHOKE, job.id)
 
     def send(piece: bytes | None) -> None:
-        if piece is None:
-            channel.send([identity, end])
-        else:
-            channel.send([identity, chunk, piece])
+        frames = [identity, end] if piece is None else [identity, chunk, piece]
+        if not channel.try_send(frames) and pool.slaves.get(slave.id) is slave:
+            # It granted credit for pieces it never took off its socket (its runtime is
+            # broken): the node would hold the body for it. Replace it; the job fails.
+            pool.kill(slave, f"it does not read what the engine sends it ({channel.send_queue} "
+                             f"messages waiting), while granting credit for a streamed body")
 
     stream.attach(send)
 

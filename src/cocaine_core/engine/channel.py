@@ -26,7 +26,7 @@ from cocaine_core.engine.job import Job
 from cocaine_core.errors import ProtocolError
 from cocaine_core.errortext import printable
 from cocaine_core.protocol import Code
-from cocaine_core.zmqloop import SocketReader
+from cocaine_core.zmqloop import FULL, SocketReader
 
 log = logging.getLogger("cocaine.engine")
 
@@ -38,6 +38,10 @@ SLAVE_MAX_MESSAGE = 256 * 2**20
 SLAVE_MAX_ITEMS = 64
 #: Seconds between two notices of malformed messages dropped.
 NOTICE_INTERVAL = 10.0
+#: Messages the engine may have waiting for one slave, per job it may run at once (an INVOKE,
+#: the 8 pieces of a streamed body and its end, credit for its answer, a CANCEL), and beyond
+#: them: a slave with more waiting does not read what it is sent (``send`` says FULL).
+SEND_QUEUE_PER_JOB, SEND_QUEUE_EXTRA = 16, 64
 
 
 class SlaveListener(Protocol):
@@ -75,9 +79,11 @@ class SlaveListener(Protocol):
 class EngineChannel:
     """The ROUTER slaves connect to: decodes what they send, encodes what they are sent."""
 
-    def __init__(self, endpoint: str, listener: SlaveListener) -> None:
+    def __init__(self, endpoint: str, listener: SlaveListener, concurrency: int = 1) -> None:
         self.endpoint = endpoint
         self.listener = listener
+        #: The most messages waiting for one slave (ZMQ_SNDHWM).
+        self.send_queue = SEND_QUEUE_PER_JOB * concurrency + SEND_QUEUE_EXTRA
         self.max_message = SLAVE_MAX_MESSAGE
         self._socket: zmq.Socket[bytes] | None = None
         self._reader: SocketReader | None = None
@@ -89,8 +95,11 @@ class EngineChannel:
         """Bind the endpoint and start decoding (from the running asyncio loop)."""
         sock: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 0)
-        # Never drop a message to a slave for want of room: the queue limit bounds them.
-        sock.setsockopt(zmq.SNDHWM, 0)
+        # A message to a slave is never dropped for want of room: past ``send_queue`` waiting
+        # for one slave (which does not read them), a send fails (ROUTER_MANDATORY), and
+        # ``try_send`` says so.
+        sock.setsockopt(zmq.SNDHWM, self.send_queue)
+        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         sock.setsockopt(zmq.RCVHWM, 0)
         sock.setsockopt(zmq.MAXMSGSIZE, self.max_message)
         sock.bind(self.endpoint)
@@ -147,6 +156,11 @@ class EngineChannel:
         """Send a message (frames, the slave's identity first) to a slave."""
         if self._reader is not None:
             self._reader.send(frames)
+
+    def try_send(self, frames: list[bytes]) -> bool:
+        """``send``; False if the slave has ``send_queue`` messages waiting already (it does
+        not read them) and this one was not sent."""
+        return self._reader is None or self._reader.try_send(frames) != FULL
 
     # -- receiving --------------------------------------------------------------------------
 

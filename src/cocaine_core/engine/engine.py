@@ -72,7 +72,7 @@ class Engine:
         self.pool = SlavePool(self)
         self.loader = CodeLoader(self)
         endpoint = f"ipc://{Path(app.run_dir) / f'{self.name}.{uuid.uuid4().hex[:8]}'}"
-        self.channel = EngineChannel(endpoint, self.pool)
+        self.channel = EngineChannel(endpoint, self.pool, self.config.concurrency)
         drivers = host.registry("drivers")
         handle: EngineHandle = self  # all drivers see (the type checker holds Engine to it)
         #: One driver per task, made now (so requests can find their event while the app
@@ -349,10 +349,8 @@ class Engine:
         """A job's slave died: run it again once if it sent nothing yet and retry is on for it
         (its task's and its request's ``retry``), else fail it (500)."""
         if not job.retry and not job.sent_any and not job.finished:
-            self.stats.fail(job, Status.SERVER_ERROR,
-                            f"{reason} while running the job; the job was not run again "
-                            f"because retry is off for it (the task's \"retry\": false or the "
-                            f"request's policy retry: false)")
+            self.stats.fail(job, Status.SERVER_ERROR, f"{reason} while running the job; "
+                            f"the job was not run again " + body.NO_RETRY_WHY[job.stream is None])
             return
         if (not job.sent_any and job.attempts < 2 and not job.finished and self.accepting()):
             self.stats.retried += 1
