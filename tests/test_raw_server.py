@@ -286,6 +286,17 @@ def test_unix_socket_refusals(cocaine_node, make_app, tmp_path):
     assert stat.S_ISSOCK((folder / "stale.sock").lstat().st_mode)
 
 
+def test_a_unix_socket_in_the_nodes_folders_is_refused(cocaine_node, make_app, tmp_path):
+    """An app cannot make its socket among the node's files (where it could take the name
+    of another app's code, and break its deploy)."""
+    run_dir = cocaine_node.node.run_dir
+    target = Path(run_dir) / "code-of-another-app"
+    with pytest.raises(CocaineError) as caught:
+        raw_app(cocaine_node, make_app, tmp_path, echo={"endpoint": f"unix://{target}"})
+    assert "inside the node's folder" in str(caught.value), caught.value
+    assert not target.exists()
+
+
 def test_tcp_address_in_use(cocaine_node, make_app, tmp_path):
     """A TCP endpoint something else listens on fails the app's start, naming it."""
     with socket.socket() as taken:

@@ -77,6 +77,15 @@ def deployed_root(root: Path | str) -> bool:
         return any(inside(path, folder) for folder in _code_roots)
 
 
+def protected_folder(path: str | Path) -> Path | None:
+    """The node's storage or run folder ``path`` lies in (resolved), or None: no socket of
+    an app's may be made there (it could take a name the node is about to use)."""
+    resolved = real(path)
+    with _lock:
+        folders = list(_protected)
+    return next((folder for folder in folders if inside(resolved, folder)), None)
+
+
 def check_ipc_path(address: str, owner: str, *, protected: bool = True) -> None:
     """Refuse an ``ipc://`` path whose bind would delete a file that is not a stale socket.
 
@@ -87,15 +96,12 @@ def check_ipc_path(address: str, owner: str, *, protected: bool = True) -> None:
     if not address or address.startswith("@") or address == "*":
         return
     path = real(address)
-    if protected:
-        with _lock:
-            folders = list(_protected)
-        for folder in folders:
-            if inside(path, folder):
-                raise NodeError(f"{owner}: cannot bind ipc://{address}: {path} lies inside the "
-                                f"node's folder {folder} (its storage or run folder), where a "
-                                f"bind could delete the node's files; choose an ipc path "
-                                f"elsewhere")
+    folder = protected_folder(path) if protected else None
+    if folder is not None:
+        raise NodeError(f"{owner}: cannot bind ipc://{address}: {path} lies inside the "
+                        f"node's folder {folder} (its storage or run folder), where a "
+                        f"bind could delete the node's files; choose an ipc path "
+                        f"elsewhere")
     try:
         mode = os.lstat(path).st_mode
     except FileNotFoundError:

@@ -20,7 +20,7 @@ from typing import Any
 import attrs
 
 from cocaine_core.errors import NodeError
-from cocaine_core.paths import socket_in_use
+from cocaine_core.paths import protected_folder, socket_in_use
 from cocaine_core.schema import Invalid, show
 
 EXAMPLE = "tcp://127.0.0.1:7000, tcp://[::1]:7000 or unix://app.sock"
@@ -101,6 +101,10 @@ def check_unix_path(path: str) -> str | None:
     folder = os.path.dirname(path)
     if not os.path.isdir(folder):
         return f"the socket's folder {folder} does not exist (or is not a folder); create it"
+    node_folder = protected_folder(path)
+    if node_folder is not None:
+        return (f"{path} lies inside the node's folder {node_folder} (its storage or run "
+                f"folder), where the node makes its own files; choose a path elsewhere")
     return None
 
 
