@@ -458,3 +458,68 @@ def test_a_slave_that_grants_without_reading_is_replaced_not_fed(node_process: A
     assert "its body streamed" in header[3], header
     assert sent < 500, f"the node took {sent} MiB for a slave that reads nothing"
     assert grown < 300 * MiB, f"the node grew by {grown >> 20} MiB"
+
+
+def test_a_streamed_request_id_in_use_and_foreign_codes_are_refused(node: NodeProcess) -> None:
+    sock = dealer(node.endpoint)
+    try:
+        sock.send_multipart([protocol.pack(Code.REQUEST, 5, "up", "digest", {"stream": True}),
+                             b"one"])
+        sock.send_multipart([protocol.pack(Code.REQUEST, 5, "up", "digest", {"stream": True}),
+                             b"two"])
+        sock.send_multipart([protocol.pack(Code.CREDIT, 5, 3)])  # a node's message, not ours
+        sock.send_multipart([protocol.pack(Code.HEADERS, 5, {"status": 200})])
+        errors = []
+        while len(errors) < 3:
+            header, _ = recv(sock)
+            if header[0] == Code.ERROR:
+                errors.append(header)
+        assert errors[0][1] == 5 and errors[0][2] == 400 and "in use" in errors[0][3]
+        assert [(e[1], e[2]) for e in errors[1:]] == [(None, 400), (None, 400)], errors
+        sock.send_multipart([protocol.pack(Code.CHOKE, 5)])  # the first goes on, whole
+        while True:
+            header, payload = recv(sock)
+            if header[0] != Code.CREDIT:
+                break
+        assert header[:2] == [Code.CHOKE, 5] and payload[0].startswith(b"3 "), (header, payload)
+    finally:
+        sock.close()
+
+
+NOISY_WORKER = """
+import os, threading, time, msgpack, zmq
+endpoint, slave_id = os.environ["COCAINE_ENDPOINT"], os.environ["COCAINE_SLAVE_ID"]
+context = zmq.Context()
+main = context.socket(zmq.DEALER)
+main.setsockopt(zmq.ROUTING_ID, slave_id.encode())
+main.connect(endpoint)
+main.send(msgpack.packb([1, slave_id, os.getpid(), {"stream": True}]))
+main.recv_multipart()
+main.send(msgpack.packb([3, slave_id]))
+while True:
+    fields = msgpack.unpackb(main.recv_multipart()[0])
+    if fields[0] == 4:
+        for code in (12, 13, 5, 6, 7):  # job ids of every wrong kind
+            for bad in ([1], {"a": 1}, "x", 1.5, True):
+                for _ in range(200):
+                    main.send(msgpack.packb([code, bad, 1, "m", ""]))
+        main.send_multipart([msgpack.packb([6, fields[1]]), b"done"])
+"""
+
+
+def test_job_ids_of_the_wrong_kind_from_a_slave_are_dropped_quietly(node_process: Any,
+                                                                     tmp_path: Path) -> None:
+    folder = tmp_path / "noisy"
+    folder.mkdir()
+    (folder / "worker.py").write_text(NOISY_WORKER)
+    (folder / "manifest.json").write_text(json.dumps({
+        "type": "exec", "args": {"command": [sys.executable, "worker.py"]},
+        "engine": {"pool-limit": 1}, "tasks": {"go": {"type": "native-server"}}}))
+    process = node_process("--app-uids", "none")
+    process.cli("app", "deploy", str(folder / "manifest.json"), "--name", "noisy")
+    with process.client(wait=30) as client:
+        assert client.call("noisy", "go") == b"done"
+        assert client.call("noisy", "go") == b"done"
+    lines = (process.folder / "node.log").read_text().splitlines()
+    assert len(lines) < 30, "\n".join(lines[-10:])
+    assert any("job id is not an integer" in line for line in lines)

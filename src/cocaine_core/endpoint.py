@@ -176,7 +176,11 @@ class NativeEndpoint:
             if len(frames) > 3:
                 raise _bad(f"a request is a header frame and at most one body frame; got "
                            f"{len(frames) - 1} frames")
-            if fields[0] != Code.REQUEST or len(fields) < 4:
+            if fields[0] != Code.REQUEST:
+                request_id = None  # not a request: its "id" names nothing of this client's
+                raise _bad(f"a client sends REQUEST [10, ...], CHUNK, CHOKE and CANCEL; got a "
+                           f"message of code {fields[0]}")
+            if len(fields) < 4:
                 raise _bad("expected [10, request_id, app, event, policy] in the header frame")
             app, event = fields[2], fields[3]
             if not isinstance(app, str) or not isinstance(event, str):
@@ -238,6 +242,10 @@ class NativeEndpoint:
             if sink.request_id is None:
                 raise _bad("a streamed request needs a request_id: the pieces of its body "
                            "name it")
+            if self.in_flight.get(sink.key) is not None:
+                raise _bad(f"request_id {sink.request_id!r:.40} is in use by a request of "
+                           f"this connection still in flight: the pieces of a streamed body "
+                           f"need an id of their own")
             if not driver.accepts_streams:
                 raise _bad(f"event '{event}' of app '{app}' is served by "
                            f"{driver.task.type}, whose requests carry their body whole: send "

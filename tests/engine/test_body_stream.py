@@ -91,3 +91,28 @@ def test_a_job_ended_while_gathering_releases_its_slave() -> None:
     stream.close()
     stream.close()
     assert released == [True]
+
+
+def test_headers_reach_the_sink_once_before_the_answer() -> None:
+    from types import SimpleNamespace
+
+    from cocaine_core.engine.body import job_flow
+    from cocaine_core.protocol import Code
+
+    heads: list[dict] = []
+
+    class Sink:
+        def head(self, meta: dict) -> None:
+            heads.append(meta)
+
+        def chunk(self, data: bytes) -> None: ...
+        def choke(self) -> None: ...
+        def error(self, code: int, message: str) -> None: ...
+
+    job = Job("e", b"", sink=Sink())
+    pool = SimpleNamespace(slaves={"s": SimpleNamespace(jobs={job.id: job})})
+    job_flow(pool, "s", Code.HEADERS, [13, job.id, {"status": 201}])  # type: ignore[arg-type]
+    job_flow(pool, "s", Code.HEADERS, [13, job.id, {"status": 500}])  # type: ignore[arg-type]
+    job_flow(pool, "s", Code.HEADERS, [13, job.id + 1, {"status": 1}])  # type: ignore[arg-type]
+    job_flow(pool, "other", Code.HEADERS, [13, job.id, {"status": 2}])  # type: ignore[arg-type]
+    assert heads == [{"status": 201}]

@@ -287,5 +287,6 @@ def job_flow(pool: SlavePool, slave_id: str, code: int, fields: list[Any]) -> No
     elif code == Code.HEADERS:
         head = getattr(job.sink, "head", None)
         meta = fields[2]
-        if head is not None and not job.sent_any and isinstance(meta, dict):
+        if head is not None and not job.sent_any and not job.headed and isinstance(meta, dict):
+            job.headed = True  # at most once: a second HEADERS is dropped
             head(meta)

@@ -36,6 +36,8 @@ SLAVE_MAX_MESSAGE = 256 * 2**20
 #: fields, and a frame of millions of one-byte items would unpack to a list many times its
 #: size (a 200 MiB frame to gigabytes the node keeps).
 SLAVE_MAX_ITEMS = 64
+#: Messages that name a job: their job id must be an integer (an ERROR's may be nil).
+_JOB_CODES = frozenset({Code.CHUNK, Code.CHOKE, Code.ERROR, Code.CREDIT, Code.HEADERS})
 #: Seconds between two notices of malformed messages dropped.
 NOTICE_INTERVAL = 10.0
 #: Messages the engine may have waiting for one slave, per job it may run at once (an INVOKE,
@@ -182,6 +184,11 @@ class EngineChannel:
                 listener.slave_log(fields[1], str(fields[2]), str(fields[3]), dropped)
             return
         slave_id = frames[0].decode(errors="replace")
+        if code in _JOB_CODES and len(fields) > 1 and type(fields[1]) is not int and not (
+                code == Code.ERROR and fields[1] is None):
+            self._malformed(f"a message of code {code} whose job id is not an integer: "
+                            f"{fields[1]!r:.60}")
+            return
         if code == Code.CHUNK:
             if len(frames) > 2 and len(fields) > 1:
                 listener.job_chunk(slave_id, fields[1], frames[2])

@@ -72,6 +72,8 @@ class Job:
     abandoned: bool = False
     #: Its body arrives in pieces while it runs (``body.py``); None: ``body`` is all of it.
     stream: BodyStream | None = None
+    #: Its slave said how its answer should be presented (HEADERS: at most once).
+    headed: bool = False
 
     def expired(self, now: float) -> bool:
         """Whether the deadline passed before the job started."""
