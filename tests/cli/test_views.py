@@ -125,3 +125,11 @@ def test_crashes_show_the_back_off_and_the_last_exit():
         in text
     quiet = {**app, "crashes": {"recent": 0, "total": 0, "backoff-s": 0, "last-exit": None}}
     assert "crashes" not in "\n".join(views.app_lines("calm", quiet, 80))
+
+
+def test_a_drivers_map_figures_read_as_pairs() -> None:
+    web = app(tasks={"web": {"type": "http-server", "event": "web", "listen": "0.0.0.0:80",
+                             "statuses": {"2xx": 10, "5xx": 1}, "unrouted": {}}})
+    text = flat(views.node_lines(node(shop=web), 80))
+    assert "statuses=2xx:10 5xx:1" in text and "unrouted=-" in text
+    assert "{" not in text

@@ -130,7 +130,7 @@ def app_lines(name: str, app: dict[str, Any], columns: int) -> list[str]:
         parts.append(("crashes", f"{crashes.get('recent', 0)} recent, {crashes['total']} in "
                                  f"all{held}; last: {crashes.get('last-exit') or '-'}"))
     for n, (task_name, task) in enumerate(app.get("tasks", {}).items()):
-        figures = [f"{k}={v}" for k, v in task.items() if k not in ("type", "event")]
+        figures = [f"{k}={_figure(v)}" for k, v in task.items() if k not in ("type", "event")]
         event = "" if task.get("event") in (None, task_name) else f" → {task['event']}"
         parts.append(("" if n else "tasks", f"{task_name}{event} ({task['type']})"
                       + (f": {', '.join(figures)}" if figures else "")))
@@ -144,6 +144,13 @@ def app_lines(name: str, app: dict[str, Any], columns: int) -> list[str]:
     for label, text in parts:
         lines.extend(wrap(text, columns, f"  {label:<{_LABEL}} ", indent=_LABEL + 3))
     return lines
+
+
+def _figure(value: Any) -> str:
+    """A driver's figure for a person: a map as ``key:value`` pairs (``-`` if empty)."""
+    if isinstance(value, dict):
+        return " ".join(f"{k}:{v}" for k, v in value.items()) or "-"
+    return str(value)
 
 
 def app_list_lines(apps: dict[str, Any], columns: int) -> list[str]:
