@@ -328,7 +328,7 @@ def test_many_connections_and_max_connections(cocaine_node, make_app, tmp_path):
         with connect(tasks["meta"]["endpoint"]) as extra:
             extra.sendall(b"x\n")
             assert read_to_end(extra) == b""
-        assert cocaine_node.info("raw")["tasks"]["meta"]["refused-connections"] == 1
+        assert cocaine_node.info("raw")["tasks"]["meta"]["connections-refused"] == 1
     finally:
         for sock in kept:
             sock.close()

@@ -259,6 +259,6 @@ class RawServer(Driver):
         return {**super().info(), "endpoint": self.bound, "framing": self.framing,
                 "connections": len(self.connections), "accepted": self.accepted,
                 "frames": self.received, "answered": self.answered, "failed": self.failed,
-                "too-large": self.too_large, "refused-connections": self.refused_connections,
+                "too-large": self.too_large, "connections-refused": self.refused_connections,
                 "abandoned": self.abandoned, "idle-closed": self.idle_closed,
                 "in-flight": sum(len(c.answers) for c in self.connections)}
