@@ -54,6 +54,10 @@ def missing(request):
     return Response("nothing here", status=404, headers={{"Content-Type": "text/plain"}})
 
 
+def big(request):
+    return b"x" * int(request.meta["query"])
+
+
 def boom(request):
     raise ValueError("boom")
 

@@ -55,6 +55,9 @@ class HttpConnection(Wire):
         self._eof = False
         self._pumping = self._again = self._in_parser = self._fresh_feed = False
         self._answered_at = time.monotonic()
+        #: A request waits to start (the client does not read, or the listener's backlog is
+        #: over its budget): its header timer is off until it may go on.
+        self._waiting = False
         #: The request the parser is reading (its callbacks' subject).
         self._parsing = Incoming(0)
         self._last_body = 0.0
@@ -108,6 +111,7 @@ class HttpConnection(Wire):
             if incoming.answer is not None:
                 incoming.answer.done = True
             incoming.cancel("its client disconnected")
+            self._uncount(incoming)
         self.queue.clear()
         self.held.clear()
         self._unhanded.clear()
@@ -131,9 +135,13 @@ class HttpConnection(Wire):
         self._grow_head(incoming, len(url))
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        """One header (trailers, after a chunked body, are dropped)."""
+        """One header (trailers, after a chunked body, are counted and dropped)."""
         incoming = self._parsing
         if incoming.headers_done:
+            incoming.trailer_size += len(name) + len(value) + 4
+            if incoming.trailer_size > self.limits.max_header and not self.closing:
+                self._refuse(incoming, 431, f"the request's trailers are over "
+                                            f"{self.limits.max_header} bytes (max-header)")
             return
         incoming.headers.append([name.decode("latin-1").lower(), value.decode("latin-1")])
         self._grow_head(incoming, len(name) + len(value) + 4)
@@ -151,7 +159,8 @@ class HttpConnection(Wire):
         incoming.expects_body = incoming.header("transfer-encoding") is not None or \
             (incoming.content_length() or 0) > 0
         incoming.headers_done = True
-        if incoming.expects_body and self.queue and incoming is self.queue[0]:
+        if incoming.expects_body and self.queue and incoming is self.queue[0] and \
+                self._may_start():
             self._start(incoming)
 
     def on_body(self, body: bytes) -> None:
@@ -175,12 +184,16 @@ class HttpConnection(Wire):
         if self.queue and incoming is self.queue[0]:
             if self._timer_kind == "body":
                 self._disarm()
-            if incoming.job is None and not (incoming.answer and incoming.answer.done):
+            if incoming.job is None and not (incoming.answer and incoming.answer.done) and \
+                    (incoming.answer is not None or self._may_start()):
                 self._start(incoming)
 
     # -- reading ------------------------------------------------------------------------------
 
     def _feed(self, data: bytes) -> None:
+        last = self.queue[-1] if self.queue else None
+        body_before = last.body_size if last is not None and last.headers_done and \
+            not last.complete and last.header("transfer-encoding") is not None else -1
         self.feeds += 1
         self._fresh_feed = not self.queue or self.queue[-1].complete
         self._in_parser = True
@@ -196,6 +209,9 @@ class HttpConnection(Wire):
         finally:
             self._in_parser = False
         incoming = self.queue[-1] if self.queue else None
+        if body_before >= 0 and incoming is last and last is not None and \
+                not last.complete and not self.closing:
+            self._count_framing(last, len(data), last.body_size - body_before)
         if incoming is not None and not incoming.headers_done and not self.closing:
             # The head's bytes held inside the parser (a header not yet complete) count too.
             if incoming.started_in < self.feeds:
@@ -204,6 +220,17 @@ class HttpConnection(Wire):
                 incoming.head_size = max(incoming.head_size, len(data))
             self._grow_head(incoming, 0)
 
+    def _count_framing(self, incoming: Incoming, size: int, body: int) -> None:
+        """A feed of ``size`` bytes inside a chunked body gave ``body`` bytes of it: the rest
+        (chunk sizes, extensions, trailers; 8 bytes a body byte are free) counts against
+        max-header until body bytes come."""
+        extra = size - body - 8 * body
+        incoming.framing = max(0, extra) if body else incoming.framing + extra
+        if incoming.framing > self.limits.max_header:
+            self._refuse(incoming, 400, f"the request's chunked body sent over "
+                                        f"{self.limits.max_header} bytes of chunk sizes, "
+                                        f"extensions or trailers without data (max-header)")
+
     def _grow_head(self, incoming: Incoming, size: int) -> None:
         incoming.head_size += size
         if incoming.head_size > self.limits.max_header and not self.closing:
@@ -211,8 +238,29 @@ class HttpConnection(Wire):
                                         f"{self.limits.max_header} bytes (max-header)")
 
     def _blocked(self) -> bool:
-        """Whether input must wait unparsed: the request being answered was read whole."""
-        return bool(self.queue) and self.queue[0].complete
+        """Whether input must wait unparsed: the request being answered was read whole, or
+        new requests wait (``_held``) and no started request's body is being read."""
+        head = self.queue[0] if self.queue else None
+        if head is not None and head.complete:
+            return True
+        return self._held() and not (head is not None and head.answer is not None)
+
+    def _held(self) -> bool:
+        """Whether no new request may start: the client does not read what it was sent (the
+        transport is over its high-water mark), or the listener's backlog is over its budget."""
+        return self._writing_paused or not self.listener.may_start(self)
+
+    def _may_start(self) -> bool:
+        """Whether a request may start now (else it waits for ``go_on``)."""
+        return not self._held()
+
+    def go_on(self) -> None:
+        """What held requests back is gone: start the next, read on."""
+        if not self.lost:
+            self._pump()
+
+    def _writable(self) -> None:
+        self.go_on()
 
     def _pump(self) -> None:
         """Move on: start the next request, give its body to its job, parse what waited."""
@@ -220,13 +268,18 @@ class HttpConnection(Wire):
             self._again = True
             return
         self._pumping = True
+        if self._waiting and not self._held():
+            self._waiting = False
+            if not self.closing:
+                self._arm("header", self.limits.header_timeout)
         try:
             while not (self.closing or self.lost):
                 self._again = False
                 head = self.queue[0] if self.queue else None
                 if head is not None and head.job is None and head.headers_done and \
                         not (head.answer and head.answer.done) and \
-                        (head.complete or (head.expects_body and head.answer is None)):
+                        (head.complete or (head.expects_body and head.answer is None)) and \
+                        (head.answer is not None or self._may_start()):
                     self._start(head)
                 if head is not None and head.stream is not None:
                     head.give(PIECE)
@@ -255,7 +308,9 @@ class HttpConnection(Wire):
             return
         head = self.queue[0] if self.queue else None
         waiting = head is not None and len(head.pending) >= PIECE
-        pause = not self.closing and (len(self.held) >= HOLD_LIMIT or waiting)
+        pause = not self.closing and (len(self.held) >= HOLD_LIMIT or waiting or
+                                      (self._blocked() and self._held()))
+        waiting = waiting or (head is not None and head.answer is None and self._held())
         if pause and self._reading:
             transport.pause_reading()
             self._reading = False
@@ -263,12 +318,15 @@ class HttpConnection(Wire):
             transport.resume_reading()
             self._reading = True
         if head is not None and head.headers_done and not head.complete and not self.closing:
+            now = time.monotonic()
             if waiting:
+                head.paused(now)
                 if self._timer_kind == "body":
-                    self._disarm()  # the handler is slow, not the client
+                    self._disarm()  # the handler is slow (or held back), not the client
             elif self._timer_kind != "body":
-                self._last_body = time.monotonic()
-                self._arm("body", head.body_timeout())
+                self._last_body = now
+                head.reading(now)
+                self._arm("body", min(head.body_timeout(), head.rate_check_in(now)))
 
     # -- requests -----------------------------------------------------------------------------
 
@@ -292,14 +350,25 @@ class HttpConnection(Wire):
         assert driver is not None
         if incoming.complete and len(incoming.pending) <= PIECE:
             body, incoming.pending = bytes(incoming.pending), bytearray()
+            self._count(incoming)
             incoming.job = driver.submit_request(body, incoming.meta(self.remote),
                                                  incoming.answer)
             return
         if not incoming.complete and (incoming.content_length() or PIECE + 1) <= PIECE:
             return  # a short body is given whole: this goes on once it is read
         incoming.stream = BodyStream(on_credit=self._on_credit)
+        self._count(incoming)
         incoming.job = driver.submit_request(b"", incoming.meta(self.remote), incoming.answer,
                                              incoming.stream)
+
+    def _count(self, incoming: Incoming) -> None:
+        incoming.inflight = True
+        self.listener.started()
+
+    def _uncount(self, incoming: Incoming) -> None:
+        if incoming.inflight:
+            incoming.inflight = False
+            self.listener.finished()
 
     def _refuse(self, incoming: Incoming, status: int, message: str,
                 close: bool = True) -> None:
@@ -348,6 +417,7 @@ class HttpConnection(Wire):
 
     def answered(self, incoming: Incoming) -> None:
         """``incoming``'s answer is written whole: go on with the next request, or close."""
+        self._uncount(incoming)
         if self.lost:
             return
         incoming.cancel("its answer was already sent")
@@ -382,24 +452,33 @@ class HttpConnection(Wire):
         if self.closing or self.lost:
             return
         head = self.queue[0] if self.queue else None
+        if kind in ("header", "idle") and self._held() and (self.held or (
+                head is not None and head.answer is None)):
+            self._waiting = True  # the server holds the request back, not the client
+            return
         if kind == "idle" or (kind == "header" and head is None and not self.held):
             self._close()
         elif kind == "header" and head is not None:
             self._refuse_late(head, f"the request's head did not arrive within "
                                     f"{self.limits.header_timeout:g} s (header-timeout)")
         elif kind == "body" and head is not None:
+            now = time.monotonic()
             timeout = head.body_timeout()
-            left = self._last_body + timeout - time.monotonic()
+            left = self._last_body + timeout - now
+            slow = head.too_slow(now) if left > 0 else None
+            if slow is not None:
+                self._refuse_late(head, slow, "slow-body")
+                return
             if left > 0:
-                self._arm("body", left)
+                self._arm("body", min(left, head.rate_check_in(now)))
                 return
             self._refuse_late(head, f"no part of the request's body came for {timeout:g} s "
                                     f"(body-timeout)")
         else:
             self._close()
 
-    def _refuse_late(self, incoming: Incoming, message: str) -> None:
-        self.log.info("timeout", f"{self.remote}: {message}: closed")
+    def _refuse_late(self, incoming: Incoming, message: str, kind: str = "timeout") -> None:
+        self.log.info(kind, f"{self.remote}: {message}: closed")
         answer = incoming.answer
         if answer is not None and answer.started:
             incoming.cancel(message)

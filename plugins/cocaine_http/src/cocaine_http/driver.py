@@ -38,6 +38,7 @@ class HttpServer(Driver):
         self.path: str = self.options["path"]
         self.max_body: int = self.options["max-body"]
         self.body_timeout: float = self.options["body-timeout"]
+        self.min_body_rate: int = self.options["min-body-rate"]
         #: How messages name this task: ``task 'api' (http-server)``.
         self.owner = f"task '{task.name}' ({task.type})"
         self.log = RateLimitedLog(log, f"app {engine.name}: {self.owner}: ")

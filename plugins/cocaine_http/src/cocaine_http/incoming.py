@@ -6,6 +6,8 @@ from typing import TYPE_CHECKING, Any
 
 import httptools
 
+from cocaine_http.keys import DEFAULT_MIN_BODY_RATE
+
 if TYPE_CHECKING:
     from cocaine_core.engine.body import BodyStream
     from cocaine_core.engine.job import Job
@@ -22,17 +24,22 @@ class Incoming:
         "complete",
         "driver",
         "expects_body",
+        "framing",
         "head_size",
         "headers",
         "headers_done",
+        "inflight",
         "job",
         "keep_alive",
         "method",
         "path",
         "pending",
         "query",
+        "read_since",
+        "read_time",
         "started_in",
         "stream",
+        "trailer_size",
         "upgrade",
         "url",
         "version",
@@ -57,6 +64,13 @@ class Incoming:
         self.expects_body = False
         #: Bytes of the body read so far.
         self.body_size = 0
+        #: Seconds the server spent reading the body (paused time not counted), and since
+        #: when it reads (None: paused).
+        self.read_time = 0.0
+        self.read_since: float | None = None
+        #: Bytes of chunked framing (sizes, extensions) read with no body bytes, and bytes
+        #: of trailers: each bounded by ``max-header``.
+        self.framing = self.trailer_size = 0
         #: Body bytes read and not yet given to the job (it waits for room, or to start).
         self.pending = bytearray()
         #: The whole request has been read.
@@ -65,6 +79,8 @@ class Incoming:
         self.answer: Answer | None = None
         self.job: Job | None = None
         self.stream: BodyStream | None = None
+        #: Counted in its listener's requests in flight.
+        self.inflight = False
 
     def header(self, name: str) -> str | None:
         """The value of the first header called ``name`` (lower case), or None."""
@@ -95,6 +111,33 @@ class Incoming:
     def body_timeout(self) -> float:
         """Most seconds between two pieces of this request's body (its task's key)."""
         return self.driver.body_timeout if self.driver is not None else 30.0
+
+    def reading(self, now: float) -> None:
+        """The server reads the body (from ``now``)."""
+        if self.read_since is None:
+            self.read_since = now
+
+    def paused(self, now: float) -> None:
+        """The server stopped reading the body (the handler has not read): time not counted."""
+        if self.read_since is not None:
+            self.read_time += now - self.read_since
+            self.read_since = None
+
+    def too_slow(self, now: float) -> str | None:
+        """Why the body is failed for its rate (read for more than ``body-timeout`` seconds
+        at under ``min-body-rate`` bytes a second on average), or None."""
+        rate = self.driver.min_body_rate if self.driver is not None else DEFAULT_MIN_BODY_RATE
+        spent = self.read_time + (now - self.read_since if self.read_since is not None else 0)
+        if not rate or spent <= self.body_timeout() or self.body_size >= rate * spent:
+            return None
+        return (f"the request's body came at {self.body_size / spent:.0f} bytes/s over "
+                f"{spent:.1f} s, under min-body-rate ({rate} bytes/s)")
+
+    def rate_check_in(self, now: float) -> float:
+        """Seconds until the body's rate is to be checked (next)."""
+        spent = self.read_time + (now - self.read_since if self.read_since is not None else 0)
+        timeout = self.body_timeout()
+        return max(0.05, timeout - spent + 0.01) if spent <= timeout else timeout
 
     def give(self, piece: int) -> None:
         """Feed the job's stream as much of the body read as it has room for, in pieces of

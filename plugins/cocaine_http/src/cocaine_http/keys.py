@@ -14,6 +14,10 @@ DEFAULT_MAX_HEADER = 16 * 1024
 #: Largest request body the keys allow (1 TiB: bodies stream, the node never holds one whole).
 MAX_BODY_LIMIT = 2**40
 DEFAULT_MAX_BODY = 2**30
+#: Slowest average body rate (bytes a second) accepted once a body has been read for more
+#: than ``body-timeout`` seconds (0: any).
+DEFAULT_MIN_BODY_RATE = 1024
+MIN_BODY_RATE_LIMIT = 2**30
 
 
 def listen_address(value: Any) -> str:
@@ -74,6 +78,9 @@ KEYS = (
         "most seconds a kept-alive connection waits for its next request"),
     Key("body-timeout", seconds(0.1, 3600), 30.0,
         "most seconds between two pieces of a request body (past it: 408, closed)"),
+    Key("min-body-rate", int_range(0, MIN_BODY_RATE_LIMIT), DEFAULT_MIN_BODY_RATE,
+        "slowest average rate of a request body, in bytes per second, once it has been read "
+        "for more than body-timeout seconds (past it: 408, closed; 0: off)"),
     Key("max-connections", int_range(1, 100_000), 1024,
         "most connections open at once on this address (past it: new ones closed at once)"),
 )

@@ -26,6 +26,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("cocaine.http")
 
+#: Most bytes a listener's connections may hold written and not yet sent (the clients read
+#: slowly, or not at all): past it, no connection of the listener starts a new request, nor
+#: reads one, until the backlogs drain below it.
+BACKLOG_BUDGET = 64 * 1024 * 1024
+#: Seconds between two looks at the backlog while it is over the budget.
+BACKLOG_POLL = 0.05
+
 #: The listeners of this process, by address (``(host, port)``; port 0: one per app).
 LISTENERS: dict[tuple[str, int, str], Listener] = {}
 
@@ -86,6 +93,17 @@ class Listener:
         self.stopping = False
         self.accepted = self.refused = self.bytes_in = self.bytes_out = 0
         self.statuses: dict[str, int] = {}
+        #: Bytes written since the backlog was last measured, plus that measure: never less
+        #: than the backlog (transports only drain between two writes).
+        self._backlog_bound = 0
+        #: The backlog is over ``BACKLOG_BUDGET``: connections start no new request.
+        self.held_back = False
+        #: Connections that hold a request back for the budget, oldest first (woken as it
+        #: drains, as many at a time as the app runs jobs at once).
+        self.waiting: dict[HttpConnection, None] = {}
+        #: Requests given to the engine whose answer is not written whole yet.
+        self.inflight = 0
+        self._poll: asyncio.TimerHandle | None = None
 
     async def open(self, owner: str) -> None:
         """Bind and listen.
@@ -103,6 +121,12 @@ class Listener:
                             f"({exc.strerror}); give an IP address or a name this machine "
                             f"resolves") from None
         except OSError as exc:
+            other = _same_port(self) if exc.errno == errno.EADDRINUSE else None
+            if other is not None:
+                raise NodeError(f"{owner}: cannot listen on {self.address}: app "
+                                f"'{other.app}' serves HTTP on {other.address}, the same "
+                                f"port; give this app another port, or serve its paths from "
+                                f"app '{other.app}'") from None
             raise NodeError(f"{owner}: cannot listen on {self.address}: "
                             f"{_bind_advice(exc)}") from None
         sockname = self.server.sockets[0].getsockname()
@@ -139,6 +163,9 @@ class Listener:
 
     def close(self) -> None:
         """Close every connection (the app has stopped)."""
+        if self._poll is not None:
+            self._poll.cancel()
+            self._poll = None
         for conn in list(self.connections):
             if conn.transport is not None:
                 conn.transport.abort()
@@ -172,6 +199,74 @@ class Listener:
     def closed(self, conn: HttpConnection) -> None:
         """A connection has closed."""
         self.connections.discard(conn)
+        self.waiting.pop(conn, None)
+
+    # -- the write backlog --------------------------------------------------------------------
+
+    def backlog(self) -> int:
+        """Bytes written to the connections' transports and not yet sent."""
+        return sum(conn.transport.get_write_buffer_size() for conn in self.connections
+                   if conn.transport is not None and not conn.lost)
+
+    def wrote(self, size: int) -> None:
+        """``size`` bytes were written to a connection: past the budget, hold back."""
+        self.bytes_out += size
+        self._backlog_bound += size
+        if self._backlog_bound <= BACKLOG_BUDGET or self.held_back:
+            return
+        self._backlog_bound = self.backlog()
+        if self._backlog_bound > BACKLOG_BUDGET:
+            self.held_back = True
+            self.log.warning("backlog", f"{self._backlog_bound} bytes of answers wait for "
+                                        f"clients that do not read (over the "
+                                        f"{BACKLOG_BUDGET}-byte budget): new requests wait")
+            self._poll = asyncio.get_running_loop().call_later(BACKLOG_POLL, self._drained)
+
+    def _drained(self) -> None:
+        """Look at the backlog again; under the budget, wake the connections that wait."""
+        self._poll = None
+        self._backlog_bound = self.backlog()
+        if self._backlog_bound > BACKLOG_BUDGET and self.connections:
+            self._poll = asyncio.get_running_loop().call_later(BACKLOG_POLL, self._drained)
+            return
+        self.held_back = False
+        self._wake()
+
+    def may_start(self, conn: HttpConnection) -> bool:
+        """Whether ``conn`` may start a request now: not while the backlog is over the
+        budget, nor, while connections wait for it to drain, past as many requests in
+        flight as the app runs jobs at once (else ``conn`` waits its turn)."""
+        if self.held_back or (self.waiting and self.inflight >= self._runs()):
+            self.waiting[conn] = None
+            return False
+        self.waiting.pop(conn, None)
+        return True
+
+    def started(self) -> None:
+        """A request was given to the engine."""
+        self.inflight += 1
+
+    def finished(self) -> None:
+        """A request's answer is written whole (or its client left)."""
+        self.inflight -= 1
+        if self.waiting and not self.held_back:
+            self._wake()
+
+    def _runs(self) -> int:
+        """How many jobs the app runs at once (pool-limit times concurrency)."""
+        driver = next(iter(self.routes.values()), None)
+        if driver is None:
+            return 1
+        config = driver.engine.config
+        return max(1, config.pool_limit * config.concurrency)
+
+    def _wake(self) -> None:
+        """Let the connections that wait start, oldest first, while the app has room."""
+        while self.waiting and not self.held_back and self.inflight < self._runs():
+            conn = next(iter(self.waiting))
+            del self.waiting[conn]
+            if not conn.lost:
+                conn.go_on()
 
     def count(self, status: int) -> None:
         """An answer no task gave (no path matched, a bad request): count its status."""
@@ -183,7 +278,18 @@ class Listener:
         return {"listen": self.bound, "connections": len(self.connections),
                 "accepted": self.accepted, "connections-refused": self.refused,
                 "bytes-in": self.bytes_in, "bytes-out": self.bytes_out,
+                "backlog": self.backlog(), "held-back": self.held_back,
                 "unrouted": dict(self.statuses)}
+
+
+def _same_port(listener: Listener) -> Listener | None:
+    """Another app's listener of this node on ``listener``'s port (any host), if any."""
+    port = split_address(listener.address)[1]
+    for other in LISTENERS.values():
+        if other is not listener and other.app != listener.app and port and \
+                split_address(other.bound)[1] == port:
+            return other
+    return None
 
 
 def _bind_advice(exc: OSError) -> str:

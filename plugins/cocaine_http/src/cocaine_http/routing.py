@@ -21,8 +21,13 @@ def matches(prefix: str, path: str) -> bool:
 
 def admit(listener: Listener, incoming: Incoming) -> tuple[int, str] | None:
     """Route ``incoming`` (its ``path``, ``query`` and ``driver`` set); or the status and
-    message it is refused with: 400 (a target that is not a path), 501 (an upgrade), 404 (no
-    task serves its path), 413 (a body over the task's max-body), 503 (the app stops)."""
+    message it is refused with: 505 (a version other than 1.0 and 1.1), 501 (CONNECT, or an
+    upgrade), 400 (a target that is not a path), 404 (no task serves its path), 413 (a body
+    over the task's max-body), 503 (the app stops)."""
+    if incoming.version not in ("1.0", "1.1"):
+        return 505, (f"HTTP/{incoming.version} is not supported: send HTTP/1.1 (or 1.0)")
+    if incoming.method == "CONNECT":
+        return 501, "this server is not a proxy: CONNECT is not supported"
     try:
         incoming.split_url()
     except httptools.HttpParserInvalidURLError:

@@ -47,6 +47,9 @@ class Wire(asyncio.Protocol):
     def _update_reading(self) -> None:
         """Pause or resume reading as the connection's state asks."""
 
+    def _writable(self) -> None:
+        """The client read what waited: requests held back may start."""
+
     def pause_writing(self) -> None:
         """The transport's buffer is over its high-water mark: hold chunks' hand-offs."""
         self._writing_paused = True
@@ -58,12 +61,14 @@ class Wire(asyncio.Protocol):
             on_handed = self._unhanded.popleft()
             if on_handed is not None:
                 on_handed()
+        if not self._writing_paused and not self.lost:
+            self._writable()
 
     def write(self, data: bytes) -> None:
         """Send bytes of an answer."""
         if self.transport is not None and not self.lost and data:
             self.transport.write(data)
-            self.listener.bytes_out += len(data)
+            self.listener.wrote(len(data))
 
     def handed(self, on_handed: OnHanded) -> None:
         """A chunk was written: say it left now, or once the client has read enough."""
