@@ -23,6 +23,7 @@ from cocaine_http.routing import matches
 
 if TYPE_CHECKING:
     from cocaine_http.driver import HttpServer
+    from cocaine_http.pacing import Pacing
 
 log = logging.getLogger("cocaine.http")
 
@@ -100,7 +101,7 @@ class Listener:
         self.held_back = False
         #: Connections that hold a request back for the budget, oldest first (woken as it
         #: drains, as many at a time as the app runs jobs at once).
-        self.waiting: dict[HttpConnection, None] = {}
+        self.waiting: dict[Pacing, None] = {}
         #: Requests given to the engine whose answer is not written whole yet.
         self.inflight = 0
         self._poll: asyncio.TimerHandle | None = None
@@ -232,7 +233,7 @@ class Listener:
         self.held_back = False
         self._wake()
 
-    def may_start(self, conn: HttpConnection) -> bool:
+    def may_start(self, conn: Pacing) -> bool:
         """Whether ``conn`` may start a request now: not while the backlog is over the
         budget, nor, while connections wait for it to drain, past as many requests in
         flight as the app runs jobs at once (else ``conn`` waits its turn)."""
