@@ -277,6 +277,8 @@ def test_has_room_says_no_when_submit_would_refuse(fake_engine):
         assert not engine.has_room()
         backend(engine).live()[0].answer_all()
         await asyncio.wait_for(first.done.wait(), 5)
+        await until(lambda: sum(len(s.jobs) for s in backend(engine).live()) == 1,
+                    what="the queued job to start")
         for slave in backend(engine).live():
             slave.answer_all()
         await asyncio.wait_for(queued.done.wait(), 5)
