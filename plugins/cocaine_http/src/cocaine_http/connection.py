@@ -274,6 +274,8 @@ class HttpConnection(Pacing):
                 self.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         driver = incoming.driver
         assert driver is not None
+        if driver.handed:  # routed before a redeploy, given after: to the new version
+            driver = incoming.driver = self.listener.route(incoming.path) or driver
         if incoming.complete and len(incoming.pending) <= PIECE:
             body, incoming.pending = bytes(incoming.pending), bytearray()
             self._count(incoming)
@@ -339,7 +341,7 @@ class HttpConnection(Pacing):
     def keeps(self, incoming: Incoming) -> bool:
         """Whether the connection stays open after ``incoming``'s answer."""
         return incoming.keep_alive and not self.stopping and not self.listener.stopping and \
-            (incoming.driver is None or not incoming.driver.stopping)
+            (incoming.driver is None or not incoming.driver.stopping or incoming.driver.handed)
 
     def answered(self, incoming: Incoming) -> None:
         """``incoming``'s answer is written whole: go on with the next request, or close."""

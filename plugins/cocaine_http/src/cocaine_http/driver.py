@@ -44,6 +44,8 @@ class HttpServer(Driver):
         self.log = RateLimitedLog(log, f"app {engine.name}: {self.owner}: ")
         self.listener: Listener | None = None
         self.stopping = False
+        #: It stopped to make way for a new version of the app (which takes its listener).
+        self.handed = False
         self.requests = 0
         self.statuses: dict[str, int] = {}
 
@@ -52,14 +54,19 @@ class HttpServer(Driver):
         self.listener = await attach(self)
 
     async def stop(self) -> None:
-        """Take no new requests (503); answers on their way still go out."""
+        """Take no new requests; answers on their way still go out. The app stopping: new
+        requests get 503 and the last task closes the socket. A new version of the app
+        coming (a redeploy): the socket stays open and new requests wait for it."""
         self.stopping = True
+        self.handed = not _engine_stopping(self.engine)
         if self.listener is not None:
-            self.listener.remove(self)
+            self.listener.remove(self, hand_over=self.handed)
 
     async def close(self) -> None:
-        """Close the connections left (the app has stopped: no answer will come)."""
+        """Close the connections left (the app has stopped: no answer will come), unless a
+        new version of the app took the listener over."""
         self.stopping = True
+        self.handed = False
         if self.listener is not None:
             self.listener.remove(self)
             if not self.listener.routes:
@@ -94,3 +101,11 @@ class HttpServer(Driver):
         if self.listener is not None:
             info.update(self.listener.info())
         return info
+
+
+def _engine_stopping(engine: EngineHandle) -> bool:
+    """Whether the app itself stops (its engine drains), rather than its drivers stopping
+    for a new version (a redeploy: the engine hands over and still runs). An engine that
+    cannot say is taken to stop."""
+    stopping = getattr(engine, "stopping", None)
+    return not callable(stopping) or bool(stopping())

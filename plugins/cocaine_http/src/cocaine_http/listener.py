@@ -3,6 +3,11 @@
 Tasks of one app that give the same ``listen`` share one server; a request goes to the task
 whose ``path`` is the longest prefix of its path. Another app cannot serve the same address:
 its task fails to start, naming the app that holds it.
+
+A redeploy hands the socket over: when the running version's tasks stop to make way for a new
+version of the same app, the listener keeps its socket and keeps accepting, holds new
+requests (unread) until the new version's tasks take it (their routes replace the old ones),
+and closes only if the old version closes without a successor.
 """
 
 from __future__ import annotations
@@ -33,6 +38,11 @@ log = logging.getLogger("cocaine.http")
 BACKLOG_BUDGET = 64 * 1024 * 1024
 #: Seconds between two looks at the backlog while it is over the budget.
 BACKLOG_POLL = 0.05
+
+#: Seconds a listener handed over waits for the new version's tasks (they start within
+#: milliseconds of the old ones stopping); past it (the new version failed to start), it stops
+#: as for an app that stops: held requests get 503, the socket closes.
+HANDOVER_TIMEOUT = 10.0
 
 #: The listeners of this process, by address (``(host, port)``; port 0: one per app).
 LISTENERS: dict[tuple[str, int, str], Listener] = {}
@@ -92,6 +102,13 @@ class Listener:
         self.connections: set[HttpConnection] = set()
         self.server: asyncio.Server | None = None
         self.stopping = False
+        #: The app's version that served here stopped for a new one, which has not taken
+        #: the listener yet: new requests wait (unread), connections stay open.
+        self.handing_over = False
+        #: Connections taken while stopping (closed at once; not a max-connections refusal).
+        self.closed_stopping = 0
+        #: Times a new version of the app took this listener over (a redeploy).
+        self.handovers = 0
         self.accepted = self.refused = self.bytes_in = self.bytes_out = 0
         self.statuses: dict[str, int] = {}
         #: Bytes written since the backlog was last measured, plus that measure: never less
@@ -105,6 +122,7 @@ class Listener:
         #: Requests given to the engine whose answer is not written whole yet.
         self.inflight = 0
         self._poll: asyncio.TimerHandle | None = None
+        self._handover: asyncio.TimerHandle | None = None
 
     async def open(self, owner: str) -> None:
         """Bind and listen.
@@ -136,8 +154,12 @@ class Listener:
         self.log.info("listening", f"serving HTTP on {self.bound}")
 
     def add(self, driver: HttpServer) -> None:
-        """Route ``driver.path`` to ``driver``; its connection keys must match the others'."""
+        """Route ``driver.path`` to ``driver``; its connection keys must match the others'.
+        The first task of a new version of the app takes a listener that is handed over:
+        its keys apply to the connections from now on, and requests held wait no more."""
         other = next(iter(self.routes.values()), None)
+        if other is None and self.handing_over:
+            self.limits = Limits.of(driver.options)
         if other is not None and Limits.of(driver.options) != self.limits:
             raise NodeError(f"{driver.owner}: its max-header, header-timeout, idle-timeout "
                             f"and max-connections must be those of {other.owner}, which "
@@ -147,14 +169,52 @@ class Listener:
             raise NodeError(f"{driver.owner}: path {driver.path} on {self.address} is "
                             f"already served by {holder.owner}; give one of them another path")
         self.routes[driver.path] = driver
+        if self.handing_over:
+            self.handing_over = False
+            self._cancel_handover()
+            self.handovers += 1
+            self.log.info("handed-over", f"a new version of the app serves {self.bound} "
+                                         f"({len(self.waiting)} connection(s) held go on)")
+            asyncio.get_running_loop().call_soon(self._wake)
 
-    def remove(self, driver: HttpServer) -> None:
-        """Stop routing to ``driver``; the last task gone stops listening (connections with
-        an answer on its way finish it, idle ones close)."""
+    def remove(self, driver: HttpServer, hand_over: bool = False) -> None:
+        """Stop routing to ``driver``. The last task gone stops listening (connections with
+        an answer on its way finish it, idle ones close); with ``hand_over`` (a new version
+        of the app will take the listener) it keeps listening and holds new requests."""
         if self.routes.get(driver.path) is driver:
             del self.routes[driver.path]
         if self.routes or self.stopping:
             return
+        if hand_over:
+            self.handing_over = True
+            self._cancel_handover()
+            self._handover = asyncio.get_running_loop().call_later(HANDOVER_TIMEOUT,
+                                                                   self._abandon)
+            return
+        self._shut()
+
+    def _abandon(self) -> None:
+        """No new version took the listener in time: stop, answer held requests 503."""
+        self._handover = None
+        if not self.handing_over or self.routes:
+            return
+        self.log.warning("handover", f"no new version of the app took {self.bound} within "
+                                     f"{HANDOVER_TIMEOUT:g} s: it stops serving there")
+        self._shut()
+        waiting = list(self.waiting)
+        self.waiting.clear()
+        for conn in waiting:
+            conn.go_on()
+
+    def _cancel_handover(self) -> None:
+        if self._handover is not None:
+            self._handover.cancel()
+            self._handover = None
+
+    def _shut(self) -> None:
+        """Stop listening: connections with an answer on its way finish it, idle ones close."""
+        self.handing_over = False
+        self._cancel_handover()
         self.stopping = True
         LISTENERS.pop(_key(self.address, self.app), None)
         if self.server is not None:
@@ -164,6 +224,7 @@ class Listener:
 
     def close(self) -> None:
         """Close every connection (the app has stopped)."""
+        self._cancel_handover()
         if self._poll is not None:
             self._poll.cancel()
             self._poll = None
@@ -186,8 +247,14 @@ class Listener:
     # -- connections --------------------------------------------------------------------------
 
     def opened(self, conn: HttpConnection) -> bool:
-        """Count a new connection; False if it is one too many (it is closed at once)."""
-        if self.stopping or len(self.connections) >= self.limits.max_connections:
+        """Count a new connection; False if it is one too many, or the listener stops (it
+        is closed at once)."""
+        if self.stopping:
+            self.closed_stopping += 1
+            self.log.info("closed-stopping", f"closed a new connection from {conn.remote}: "
+                                             f"the app stops serving {self.bound}")
+            return False
+        if len(self.connections) >= self.limits.max_connections:
             self.refused += 1
             self.log.warning("too-many", f"closed a new connection from {conn.remote}: "
                                          f"{len(self.connections)} are open "
@@ -236,8 +303,9 @@ class Listener:
     def may_start(self, conn: Pacing) -> bool:
         """Whether ``conn`` may start a request now: not while the backlog is over the
         budget, nor, while connections wait for it to drain, past as many requests in
-        flight as the app runs jobs at once (else ``conn`` waits its turn)."""
-        if self.held_back or (self.waiting and self.inflight >= self._runs()):
+        flight as the app runs jobs at once (else ``conn`` waits its turn); nor while the
+        listener is handed over to a new version of the app."""
+        if self.held_back or self.handing_over or (self.waiting and self.inflight >= self._runs()):
             self.waiting[conn] = None
             return False
         self.waiting.pop(conn, None)
@@ -263,7 +331,8 @@ class Listener:
 
     def _wake(self) -> None:
         """Let the connections that wait start, oldest first, while the app has room."""
-        while self.waiting and not self.held_back and self.inflight < self._runs():
+        while self.waiting and not self.held_back and not self.handing_over and \
+                self.inflight < self._runs():
             conn = next(iter(self.waiting))
             del self.waiting[conn]
             if not conn.lost:
@@ -275,9 +344,12 @@ class Listener:
         self.statuses[kind] = self.statuses.get(kind, 0) + 1
 
     def info(self) -> dict[str, Any]:
-        """Connections (open, accepted, refused), bytes in and out, unrouted answers."""
+        """Connections (open, accepted, refused past max-connections, closed while the app
+        stopped), bytes in and out, redeploys that took the socket over, unrouted answers."""
         return {"listen": self.bound, "connections": len(self.connections),
                 "accepted": self.accepted, "connections-refused": self.refused,
+                "connections-closed-stopping": self.closed_stopping,
+                "handovers": self.handovers, "handing-over": self.handing_over,
                 "bytes-in": self.bytes_in, "bytes-out": self.bytes_out,
                 "backlog": self.backlog(), "held-back": self.held_back,
                 "unrouted": dict(self.statuses)}

@@ -35,6 +35,8 @@ def admit(listener: Listener, incoming: Incoming) -> tuple[int, str] | None:
     if incoming.upgrade:
         return 501, (f"this server does not switch protocols (Upgrade: "
                      f"{incoming.header('upgrade')}); websockets and h2c are not supported")
+    if listener.stopping:
+        return 503, f"app '{listener.app}' is stopping"
     driver = listener.route(incoming.path)
     if driver is None:
         return 404, (f"no task serves {incoming.path} here (paths served: "
@@ -44,6 +46,6 @@ def admit(listener: Listener, incoming: Incoming) -> tuple[int, str] | None:
     if length > driver.max_body:
         return 413, (f"the request's body is {length} bytes, over this path's max-body of "
                      f"{driver.max_body} bytes; send less")
-    if listener.stopping or driver.stopping:
+    if driver.stopping:
         return 503, f"app '{driver.engine.name}' is stopping"
     return None
