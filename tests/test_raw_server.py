@@ -18,7 +18,7 @@ import pytest
 
 from cocaine_core.errors import CocaineError
 from cocaine_core.manifest import load_manifest
-from cocaine_core.testing import wait_until
+from cocaine_core.testing import free_port, wait_until
 
 APP = '''
 import json, os, time
@@ -513,3 +513,34 @@ def test_stop_writes_answers_in_flight_then_closes(cocaine_node, make_app, tmp_p
             stopper.join(60)
     assert not stopper.is_alive()
     assert record.read_text() == "first\n"
+
+
+def test_a_new_version_that_cannot_listen_leaves_the_running_one_serving(
+        cocaine_node, make_app, tmp_path):
+    """A redeploy whose new version cannot start its drivers (its endpoint is taken) is
+    refused, and the running version goes on serving: its drivers start again, its slaves
+    and queued jobs stay its own."""
+    tasks = raw_app(cocaine_node, make_app, tmp_path,
+                    echo={"endpoint": f"tcp://127.0.0.1:{free_port()}"})
+    endpoint = tasks["echo"]["endpoint"]
+    with connect(endpoint) as sock:
+        sock.sendall(b"before\n")
+        assert read_lines(sock, 1) == [b"before"]
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    try:
+        port = taken.getsockname()[1]
+        v2 = {"echo": {"type": "raw-server", "endpoint": endpoint},
+              "other": {"type": "raw-server", "endpoint": f"tcp://127.0.0.1:{port}",
+                        "emit": "echo"}}
+        manifest = load_manifest(make_app(APP.format(record="r", release="x"), tasks=v2,
+                                          name="raw-v2"))
+        with pytest.raises(CocaineError, match="in use"):
+            cocaine_node.run(cocaine_node.node.run_app, "raw", manifest)
+    finally:
+        taken.close()
+    assert cocaine_node.info("raw")["state"] == "running"
+    with connect(endpoint) as sock:
+        sock.sendall(b"after\n")
+        assert read_lines(sock, 1) == [b"after"]

@@ -194,8 +194,7 @@ class Node:
             return True  # a damaged one: it was there
 
     def _authorize_owner(self) -> str | None:
-        """At the first start, authorize the key of the user running the node (see
-        ``trust.owner.authorize_owner``); the line to log, if it did."""
+        """At the first start, authorize the node user's key; the line to log, if it did."""
         try:
             return authorize_owner(self.keys, self.owner_key)
         except StorageUnavailable as exc:
@@ -298,11 +297,9 @@ class Node:
 
     async def run_app(self, name: str, manifest: Manifest, root: Path | None = None,
                       *, refuse_broken: bool = False) -> Engine:
-        """Start ``name``, or replace the running version without dropping a job.
-
-        With ``refuse_broken``, a new version whose code does not load is stopped and
-        refused (NodeError) and the running version, if any, keeps serving.
-        """
+        """Start ``name``, or replace the running version without dropping a job. A new
+        version that cannot start its drivers, or (with ``refuse_broken``) load its code, is
+        stopped and refused (NodeError), and the running version, if any, keeps serving."""
         check_app_name(name)
         old = self.apps.get(name)
         app = AppInfo(name=name, manifest=manifest, run_dir=self.run_dir, node=self.name,
@@ -334,8 +331,11 @@ class Node:
                 await run_to_end(engine.start_drivers())
             else:
                 await run_to_end(old.hand_over(engine))
-        except BaseException:
-            self.apps.pop(name, None)
+        except BaseException:  # the running version, if any, goes on serving (hand_over)
+            if old is not None and old.running():
+                self.apps[name] = old
+            else:
+                self.apps.pop(name, None)
             await engine.stop()
             raise
         log.info("app %s: %s with %d task(s)%s", name, engine.state.value,

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cocaine_core.appinfo import AppInfo
-from cocaine_core.engine import body
+from cocaine_core.engine import body, handover
 from cocaine_core.engine.channel import EngineChannel
 from cocaine_core.engine.job import Job
 from cocaine_core.engine.loader import START_ATTEMPTS, CodeLoader
@@ -73,13 +73,26 @@ class Engine:
         self.loader = CodeLoader(self)
         endpoint = f"ipc://{Path(app.run_dir) / f'{self.name}.{uuid.uuid4().hex[:8]}'}"
         self.channel = EngineChannel(endpoint, self.pool, self.config.concurrency)
-        drivers = host.registry("drivers")
-        handle: EngineHandle = self  # all drivers see (the type checker holds Engine to it)
         #: One driver per task, made now (so requests can find their event while the app
         #: starts) and started once the app's code has loaded.
-        self.drivers: list[Driver] = [drivers.get(task.type)(task, handle)
-                                      for task in app.manifest.tasks.values()]
+        self.drivers: list[Driver] = self._make_drivers()
         self._started_drivers: list[Driver] = []
+
+    def _make_drivers(self) -> list[Driver]:
+        drivers = get_host().registry("drivers")
+        handle: EngineHandle = self  # all drivers see (the type checker holds Engine to it)
+        return [drivers.get(task.type)(task, handle) for task in self.app.manifest.tasks.values()]
+
+    async def restart_drivers(self) -> None:
+        """Start the tasks anew, with drivers made anew (a stopped driver may not start
+        twice): a new version that could not take over leaves this one serving."""
+        for driver in self.drivers:
+            try:
+                await driver.close()
+            except Exception:
+                log.exception("app %s: task '%s' failed to close", self.name, driver.task.name)
+        self.drivers = self._make_drivers()
+        await self.start_drivers()
 
     @property
     def endpoint(self) -> str:
@@ -213,19 +226,8 @@ class Engine:
             await driver.start()
             self._started_drivers.append(driver)
 
-    async def hand_over(self, successor: Engine) -> None:
-        """Give way to a new version of this app without dropping a job.
-
-        The drivers stop, queued jobs move to ``successor`` (in order), the successor's
-        drivers start, and this engine drains: jobs in flight finish here, then it stops.
-        """
-        await self._stop_drivers()
-        try:
-            await successor.start_drivers()
-        finally:
-            for job in self.queue.drain():
-                successor.submit(job)
-        await self.stop()
+    #: Give way to a new version of this app without dropping a job (``handover.py``).
+    hand_over = handover.hand_over
 
     async def stop(self) -> None:
         """Drain: no new jobs, queued jobs 503, running jobs get ``termination-timeout`` to
