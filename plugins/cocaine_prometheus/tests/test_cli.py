@@ -3,6 +3,7 @@ use fails the node's start, port 0 takes a free port, and ``cocaine run`` serves
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import socket
@@ -109,3 +110,20 @@ def test_cocaine_run_serves_metrics_on_a_free_port_when_given_0(tmp_path: Path) 
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@pytest.mark.parametrize("command", ["node", "run"])
+def test_help_lists_the_option(command: str) -> None:
+    result = subprocess.run([COCAINE, command, "--help"], capture_output=True, text=True,
+                            timeout=60, env={**os.environ, "COLUMNS": "200"})
+    assert result.returncode == 0
+    assert "--metrics HOST:PORT" in result.stdout and "No authentication" in result.stdout
+
+
+def test_the_node_config_file_may_give_it(node_process, tmp_path: Path) -> None:
+    port = free_port()
+    config = tmp_path / "node.toml"
+    config.write_text(f'metrics = "127.0.0.1:{port}"\n')
+    node_process("--config", str(config))
+    response = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10, trust_env=False)
+    assert response.status_code == 200 and "cocaine_build_info" in response.text
