@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from cocaine_core.events import EventBus
 from cocaine_core.ports import PortAllocator
 
 if TYPE_CHECKING:
@@ -109,6 +110,8 @@ class AppInfo:
     slaves: SlaveBudget = attrs.field(factory=SlaveBudget)
     #: The user the app's template and slaves run as; None: the node's own (not isolated).
     user: AppUser | None = None
+    #: Where the app's lifecycle events go (the node's bus, shared by all its apps).
+    events: EventBus = attrs.field(factory=EventBus)
 
 
 @attrs.define(eq=False)

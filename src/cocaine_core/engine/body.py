@@ -267,7 +267,8 @@ def invoke(pool: SlavePool, slave: SlaveHandle, job: Job) -> None:
             # It granted credit for pieces it never took off its socket (its runtime is
             # broken): the node would hold the body for it. Replace it; the job fails.
             pool.kill(slave, f"it does not read what the engine sends it ({channel.send_queue} "
-                             f"messages waiting), while granting credit for a streamed body")
+                             f"messages waiting), while granting credit for a streamed body",
+                      kind="misbehaved")
 
     stream.attach(send)
 

@@ -93,7 +93,7 @@ def _overran(pool: SlavePool, slave: SlaveHandle, job: Job) -> None:
     log.warning("app %s: a job failed: %s; replacing the slave", pool.engine.name, reason)
     del slave.jobs[job.id]
     pool.engine.stats.fail(job, Status.SERVER_ERROR, f"the job was stopped: {reason}")
-    pool.kill(slave, reason)
+    pool.kill(slave, reason, kind="misbehaved")
 
 
 def stop(pool: SlavePool, job: Job, why: str) -> bool:
@@ -119,4 +119,4 @@ def _stopped_or_kill(pool: SlavePool, slave: SlaveHandle, job: Job, why: str) ->
     log.warning("app %s: slave %s replaced: %s", pool.engine.name, slave.label(), reason)
     del slave.jobs[job.id]
     slave.credits.pop(job.id, None)
-    pool.kill(slave, reason)
+    pool.kill(slave, reason, kind="misbehaved")

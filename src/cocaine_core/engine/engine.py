@@ -14,10 +14,10 @@ import logging
 import time
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from cocaine_core.appinfo import AppInfo
-from cocaine_core.engine import body, handover
+from cocaine_core.engine import body, handover, introspect
 from cocaine_core.engine.channel import EngineChannel
 from cocaine_core.engine.job import Job
 from cocaine_core.engine.loader import START_ATTEMPTS, CodeLoader
@@ -162,6 +162,7 @@ class Engine:
             log.info("app %s: its code loads again; it serves again", self.name)
         self.state = AppState.RUNNING
         self.broken_reason = None
+        self.app.events.emit(self.name, "started")
         self.pool.ensure_minimum()
         self.pool.maybe_grow()
         self.dispatch()
@@ -171,6 +172,7 @@ class Engine:
         code again now and then."""
         self.state = AppState.BROKEN
         self.broken_reason = reason
+        self.app.events.emit(self.name, "broken", reason=reason)
         log.error("app %s is broken: %s (fix the code and redeploy or restart it; it is also "
                   "tried again now and then)", self.name, reason)
         self.refuse_queued(self._broken_message())
@@ -188,7 +190,7 @@ class Engine:
         self.backend = None
         for slave in list(self.pool.slaves.values()):  # they died with it: no job goes to them
             if slave.state is not SlaveState.KILLED:
-                self.pool.kill(slave, "its template process died")
+                self.pool.kill(slave, "its template process died", kind="template-died")
         self.loader.keep_loading()
 
     async def restart(self) -> None:
@@ -202,7 +204,7 @@ class Engine:
         self.backend = None
         for slave in old_slaves:
             if slave.state is not SlaveState.KILLED:
-                self.pool.retire(slave, "code reloaded")
+                self.pool.retire(slave, "code reloaded", kind="reload")
         self.state = AppState.STARTING
         self.broken_reason = None
         self.loader.reset()
@@ -240,7 +242,7 @@ class Engine:
         slaves = self.pool.slaves
         for slave in list(slaves.values()):
             if not slave.busy and slave.state is not SlaveState.KILLED:
-                self.pool.terminate(slave, "app stopping")
+                self.pool.terminate(slave, "app stopping", kind="stopping")
         deadline = time.monotonic() + self.config.termination_timeout
         while slaves and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
@@ -251,9 +253,10 @@ class Engine:
                                 f"(engine.termination-timeout "
                                 f"{self.config.termination_timeout:g} s)")
             slave.jobs.clear()
-            self.pool.kill(slave, "app stopped")
+            self.pool.kill(slave, "app stopped", kind="stopping")
         await self._teardown()
         self.state = AppState.STOPPED
+        self.app.events.emit(self.name, "stopped")
 
     async def _stop_drivers(self) -> None:
         while self._started_drivers:
@@ -363,38 +366,5 @@ class Engine:
 
     # -- introspection ----------------------------------------------------------------------------
 
-    def info(self) -> dict[str, Any]:
-        """The app's state for ``cocaine info``: pool, queue, jobs, latencies, slaves."""
-        now = time.monotonic()
-        info: dict[str, Any] = {
-            "state": self.state.value,
-            "pool": _pool_info(self.pool),
-            "queue": {"depth": len(self.queue), "limit": self.config.queue_limit},
-            "jobs": self.stats.as_dict(),
-            "slaves": [slave.info(now) for slave in self.pool.slaves.values()],
-            "spawns": self.pool.spawns,
-            "crashes": self.pool.crashes.info(now),
-            "load": self.loader.info(now),
-            "uptime": round(time.time() - self.started_at, 3),
-            "tasks": {d.task.name: d.info() for d in self.drivers},
-        }
-        if self.broken_reason:
-            info["broken"] = self.broken_reason
-        if self.app.user is not None:
-            info["uid"] = self.app.user.uid  # isolated: the user the app runs as
-        for record, result in get_host().call_each("cocaine_app_info", app=self.app):
-            if isinstance(result, dict):
-                info[record.name] = result
-        return info
-
-
-def _pool_info(pool: SlavePool) -> dict[str, Any]:
-    slaves = list(pool.slaves.values())
-    serving = [s for s in slaves if not s.spare]
-    busy = sum(1 for s in serving if s.busy)
-    ready = sum(1 for s in serving if s.state is SlaveState.READY)
-    return {"total": len(serving), "busy": busy, "idle": max(0, ready - busy),
-            "starting": sum(1 for s in serving if s.state in (SlaveState.SPAWNING,
-                                                               SlaveState.CONFIGURING)),
-            "limit": pool.config.pool_limit, "min": pool.config.pool_min,
-            "now-limit": pool.limit(), "spare": len(slaves) - len(serving)}
+    #: The app's state for ``cocaine info`` (``introspect.py``).
+    info = introspect.engine_info

@@ -14,15 +14,12 @@ import time
 import uuid
 from typing import TYPE_CHECKING
 
-from cocaine_core.appinfo import SlaveInfo
-from cocaine_core.engine import body, credit
+from cocaine_core.engine import body, credit, exits
 from cocaine_core.engine.app_log import AppLog
-from cocaine_core.engine.exits import unexpected_exit
 from cocaine_core.engine.restarts import CrashBackoff, StartBackoff
 from cocaine_core.engine.slave_handle import SlaveHandle, SlaveState
 from cocaine_core.errors import CocaineError
 from cocaine_core.errortext import MESSAGE_LIMIT, cut, printable
-from cocaine_core.plugins import get_host
 
 if TYPE_CHECKING:
     from cocaine_core.engine.engine import Engine
@@ -49,6 +46,8 @@ class SlavePool:
         #: Slaves spawned into the pool so far (spares count once they join).
         self.spawns = 0
         self.crashes = CrashBackoff()
+        #: Slaves ended and replaced, by kind of reason (``exits.RESTARTS``).
+        self.restarts: dict[str, int] = {}
         self.starts = StartBackoff()
         self._next_spawn_at = 0.0
         self.next_rss_check = 0.0
@@ -150,7 +149,7 @@ class SlavePool:
             self.spawn(spare=True)  # one per tick: the next tick adds another if wanted
         for spare in spares[wanted:]:
             if spare.state is SlaveState.SPARE:
-                self.terminate(spare, "no spare needed")
+                self.terminate(spare, "no spare needed", kind="spare")
 
     def _promote_spare(self) -> bool:
         spares = self.spares()
@@ -162,10 +161,10 @@ class SlavePool:
         self.spawns += 1
         if spare.state is SlaveState.SPARE:
             spare.state = SlaveState.SPAWNING
-            self._configure_when_able(spare)
+            self.configure_when_able(spare)
         return True
 
-    def _configure_when_able(self, slave: SlaveHandle) -> None:
+    def configure_when_able(self, slave: SlaveHandle) -> None:
         """Configure a slave once it has both shaken hands and passed the spawn hooks; a
         spare waits instead, until the pool grows."""
         if not (slave.handshaken and slave.hooked) or slave.state is not SlaveState.SPAWNING:
@@ -181,26 +180,31 @@ class SlavePool:
 
     # -- ending slaves --------------------------------------------------------------------------
 
-    def terminate(self, slave: SlaveHandle, reason: str) -> None:
-        """Ask a slave to exit; SIGKILL follows after ``termination-timeout``."""
+    def terminate(self, slave: SlaveHandle, reason: str, *, kind: str = "") -> None:
+        """Ask a slave to exit; SIGKILL follows after ``termination-timeout``. ``kind``
+        classes the reason for counts (``exits.RESTARTS``); empty: the one already set."""
         slave.state = SlaveState.RETIRING
         slave.reason = reason
+        slave.kind = kind or slave.kind
         slave.kill_at = time.monotonic() + self.config.termination_timeout
         self.engine.channel.terminate(slave.id, reason)
 
-    def retire(self, slave: SlaveHandle, reason: str) -> None:
+    def retire(self, slave: SlaveHandle, reason: str, *, kind: str = "") -> None:
         """Take a slave out of service gracefully: it finishes its jobs, then terminates."""
         if slave.busy:
             slave.state = SlaveState.RETIRING
             slave.reason = reason
+            slave.kind = kind or slave.kind
         else:
-            self.terminate(slave, reason)
+            self.terminate(slave, reason, kind=kind)
 
-    def kill(self, slave: SlaveHandle, reason: str, signum: int = signal.SIGKILL) -> None:
+    def kill(self, slave: SlaveHandle, reason: str, signum: int = signal.SIGKILL, *,
+             kind: str = "") -> None:
         """Signal a slave (SIGKILL unless told); SIGKILL follows (again) in time, and a slave
         never made (its template stalled) is forgotten then."""
         slave.state = SlaveState.KILLED
         slave.reason = reason
+        slave.kind = kind or slave.kind
         slave.kill_at = time.monotonic() + self.config.termination_timeout + (
             0 if signum == signal.SIGTERM else 1)
         if self.engine.backend is not None:
@@ -208,7 +212,7 @@ class SlavePool:
 
     def failed_to_start(self, slave: SlaveHandle, reason: str) -> None:
         """Kill a slave that could not start, and back off."""
-        self.kill(slave, reason)
+        self.kill(slave, reason, kind="failed-start")
         self.start_failed(reason)
 
     def start_failed(self, reason: str) -> None:
@@ -250,6 +254,7 @@ class SlavePool:
                      self.engine.name, slave.label(), slave.served)
             slave.state = SlaveState.RETIRING
             slave.reason = f"served {slave.served} jobs (engine.max-requests)"
+            slave.kind = "max-requests"
         if not slave.jobs:
             slave.idle_since = time.monotonic()
             if self.engine.stopping() or slave.state is SlaveState.RETIRING:
@@ -281,7 +286,7 @@ class SlavePool:
             # app stopped): that message was dropped; it hears it now.
             self.engine.channel.terminate(slave.id, slave.reason or "app stopping")
             return
-        self._configure_when_able(slave)
+        self.configure_when_able(slave)
 
     def slave_heartbeat(self, slave_id: str) -> None:
         """A heartbeat; the first one after configure means the slave is ready."""
@@ -293,7 +298,7 @@ class SlavePool:
         slave.startup = slave.idle_since - slave.spawned_at
         self.starts.succeeded()
         if self.engine.stopping():
-            self.terminate(slave, "app stopping")
+            self.terminate(slave, "app stopping", kind="stopping")
             return
         self.engine.dispatch()
 
@@ -350,24 +355,7 @@ class SlavePool:
 
     def slave_spawned(self, slave_id: str, pid: int) -> None:
         """A slave process exists: confine it (the spawn hooks), then configure it."""
-        slave = self.slaves.get(slave_id)
-        if slave is None or slave.state is SlaveState.KILLED:
-            # Given up on while it was being made (a stalled template): now it can be killed.
-            if slave is not None:
-                slave.pid = pid
-            if self.engine.backend is not None:
-                self.engine.backend.signal(slave_id, signal.SIGKILL)
-            return
-        slave.pid = pid
-        try:
-            get_host().call_each("cocaine_slave_spawned", raise_errors=True,
-                                 app=self.engine.app, slave=SlaveInfo(id=slave_id, pid=pid))
-        except CocaineError as exc:
-            log.error("app %s: slave %s refused by a plugin: %s", self.engine.name, pid, exc)
-            self.failed_to_start(slave, str(exc))
-            return
-        slave.hooked = True
-        self._configure_when_able(slave)
+        exits.slave_spawned(self, slave_id, pid)
 
     def spawn_failed(self, slave_id: str, reason: str) -> None:
         """The backend could not start a slave (not the code's fault: a limit, a resource)."""
@@ -376,24 +364,7 @@ class SlavePool:
 
     def slave_exited(self, slave_id: str, status: int) -> None:
         """A slave process ended: account for it, retry or fail its jobs, replace it."""
-        slave = self.slaves.pop(slave_id, None)
-        if slave is None:
-            return
-        explanations = [str(result) for _record, result in get_host().call_each(
-            "cocaine_slave_exited", app=self.engine.app,
-            slave=SlaveInfo(id=slave_id, pid=slave.pid or 0), status=status)
-            if isinstance(result, str) and result]
-        if slave.state not in (SlaveState.KILLED, SlaveState.RETIRING):
-            unexpected_exit(self, slave, status, explanations)
-        for job in slave.jobs.values():
-            self.engine.retry_or_fail(job, slave.reason or "its slave exited")
-        slave.jobs.clear()
-        if not self.slaves:
-            self.output.say_dropped()
-        if self.engine.accepting():
-            self.ensure_minimum()
-            self.maybe_grow()
-            self.engine.dispatch()
+        exits.slave_exited(self, slave_id, status)
 
     def backend_lost(self, status: int) -> None:
         """The template died: the engine loads the code again."""

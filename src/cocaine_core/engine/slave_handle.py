@@ -54,6 +54,8 @@ class SlaveHandle:
     kill_at: float | None = None
     #: Why the engine ended this slave (for logs and for its jobs' errors).
     reason: str = ""
+    #: The kind of that reason, for counts (``exits.RESTARTS``): "idle", "hung", "memory"...
+    kind: str = ""
     served: int = 0
     #: CPU seconds the process had used when it was found silent, and when (None: not silent).
     cpu_mark: float | None = None

@@ -1,5 +1,6 @@
-"""How an app's jobs end, each counted once: counters and latency percentiles for
-``cocaine info``, and the one place a job is finished with each outcome."""
+"""How an app's jobs end, each counted once: counters, latency percentiles and, by event,
+codes and latency histograms (``event_stats.py``) for ``cocaine info``; and the one place a
+job is finished with each outcome."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import time
 
 import attrs
 
+from cocaine_core.engine.event_stats import ABANDONED, DONE, EventStats
 from cocaine_core.engine.job import Job
 from cocaine_core.protocol import Status
 
@@ -25,6 +27,7 @@ class JobStats:
     retried: int = 0
     latencies: collections.deque[float] = attrs.field(
         factory=lambda: collections.deque(maxlen=2048))
+    by_event: EventStats = attrs.field(factory=EventStats)
 
     # The ways a job ends: each finishes the job and counts it, unless it had already ended
     # (a job whose client left is counted once, as abandoned, however it ends on its slave).
@@ -33,12 +36,14 @@ class JobStats:
         """Refuse ``job`` with 503 (no capacity)."""
         if not job.finished:
             self.refused += 1
+            self.by_event.of(job.event).count(Status.UNAVAILABLE)
             job.refuse(message)
 
     def expire(self, job: Job) -> None:
         """Fail ``job`` with 520: its deadline passed before it could start."""
         if not job.finished:
             self.expired += 1
+            self.by_event.of(job.event).count(Status.DEADLINE)
             job.fail(Status.DEADLINE, "the job's deadline passed before it could start")
 
     def abandon(self, job: Job) -> None:
@@ -46,27 +51,39 @@ class JobStats:
         starts; running, it finishes on its slave and its answer goes nowhere."""
         if not job.finished:
             self.abandoned += 1
+            self.by_event.of(job.event).count(ABANDONED)
             job.abandon()
 
     def succeed(self, job: Job, last: bytes | None = None) -> None:
         """Complete ``job``; ``last`` is its final chunk, if any."""
         if not job.finished:
             self.done += 1
-            self.latencies.append(time.monotonic() - job.created)
+            seconds = time.monotonic() - job.created
+            self.latencies.append(seconds)
+            counts = self.by_event.of(job.event)
+            counts.count(DONE)
+            counts.observe(seconds)
             job.complete(last)
 
     def fail(self, job: Job, code: int, message: str) -> None:
         """Fail ``job`` with ``code``."""
         if not job.finished:
             self.failed += 1
+            self._ran(job, code)
             job.fail(code, message)
 
     def time_out(self, job: Job) -> None:
         """Fail ``job`` with 504: it ran past its timeout."""
         if not job.finished:
             self.timed_out += 1
+            self._ran(job, Status.TIMEOUT)
             job.fail(Status.TIMEOUT, f"the job ran past its timeout of {job.timeout:g} s and "
                                      f"its slave was stopped")
+
+    def _ran(self, job: Job, code: int) -> None:
+        counts = self.by_event.of(job.event)
+        counts.count(int(code))
+        counts.observe(time.monotonic() - job.created)
 
     def percentile(self, fraction: float) -> float | None:
         """The latency (seconds) below which ``fraction`` of recent jobs finished."""
@@ -91,4 +108,5 @@ class JobStats:
                 "p50": None if p50 is None else round(p50 * 1000, 3),
                 "p99": None if p99 is None else round(p99 * 1000, 3),
             },
+            "events": self.by_event.as_dict(),
         }

@@ -114,7 +114,7 @@ def murder_unresponsive(pool: SlavePool, now: float) -> None:
                 for job in slave.jobs.values():
                     pool.engine.retry_or_fail(job, f"slave {slave.label()} died")
                 slave.jobs.clear()
-                pool.kill(slave, f"slave {slave.label()} died")
+                pool.kill(slave, f"slave {slave.label()} died", kind="crashed")
                 continue
             reason = (f"slave {slave.label()} sent no heartbeat for "
                       f"{pool.config.heartbeat_timeout:g} s and was killed")
@@ -124,7 +124,7 @@ def murder_unresponsive(pool: SlavePool, now: float) -> None:
                                        f"{reason}; the job was not retried, as it may be "
                                        f"what hung the slave")
             slave.jobs.clear()
-            pool.kill(slave, reason)
+            pool.kill(slave, reason, kind="hung")
 
 
 def murder_overtime(pool: SlavePool, now: float) -> None:
@@ -139,7 +139,8 @@ def murder_overtime(pool: SlavePool, now: float) -> None:
         if late:
             log.warning("app %s: slave %s stopped: a job ran past its timeout",
                         pool.engine.name, slave.label())
-            pool.kill(slave, "another job on this slave timed out", signal.SIGTERM)
+            pool.kill(slave, "another job on this slave timed out", signal.SIGTERM,
+                      kind="timeout")
 
 
 def escalate_kills(pool: SlavePool, now: float) -> None:
@@ -163,7 +164,7 @@ def retire_idle(pool: SlavePool, now: float) -> None:
         if surplus <= 0:
             return
         if not slave.busy and now - slave.idle_since > pool.config.idle_timeout:
-            pool.terminate(slave, f"idle for {pool.config.idle_timeout:g} s")
+            pool.terminate(slave, f"idle for {pool.config.idle_timeout:g} s", kind="idle")
             surplus -= 1
 
 
@@ -180,4 +181,5 @@ def retire_large(pool: SlavePool, now: float) -> None:
                 log.info("app %s: slave %s uses %d MiB, over engine.max-rss (%d MiB): "
                          "replacing it", pool.engine.name, slave.label(), rss >> 20,
                          limit >> 20)
-                pool.retire(slave, f"its memory ({rss >> 20} MiB) passed engine.max-rss")
+                pool.retire(slave, f"its memory ({rss >> 20} MiB) passed engine.max-rss",
+                            kind="memory")
