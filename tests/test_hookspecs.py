@@ -31,6 +31,7 @@ from cocaine_core.drivers import Driver
 from cocaine_core.errors import ManifestError, Problem
 from cocaine_core.hookspecs import Registrar
 from cocaine_core.manifest import Manifest, parse_manifest
+from cocaine_core.plugin_options import PluginOption, parse_given
 from cocaine_core.plugins import KINDS, get_host
 from cocaine_core.schema import Key, positive_int
 from cocaine_core.storages import open_storage
@@ -77,11 +78,13 @@ def test_the_hookspecs_import_only_leaf_modules_even_for_type_checking() -> None
     imported |= {node.module for node in ast.walk(tree)
                  if isinstance(node, ast.ImportFrom) and node.module}
     assert {m for m in imported if m.startswith("cocaine_core")} <= {
-        "cocaine_core.appinfo", "cocaine_core.errors", "cocaine_core.manifest_model"}
+        "cocaine_core.appinfo", "cocaine_core.errors", "cocaine_core.events",
+        "cocaine_core.manifest_model", "cocaine_core.node_view"}
 
 
 def test_the_types_hooks_name_are_leaves_that_never_load_the_host() -> None:
-    script = ("import json, sys, cocaine_core.appinfo, cocaine_core.manifest_model; "
+    script = ("import json, sys, cocaine_core.appinfo, cocaine_core.manifest_model, "
+              "cocaine_core.events, cocaine_core.node_view; "
               "print(json.dumps(sorted(m for m in sys.modules if m.startswith('cocaine_core'))))")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                             timeout=60, check=True)
@@ -181,6 +184,11 @@ class Registering:
         self._note("cocaine_register_discoveries", registry)
         registry.add("test-lonely", LonelyDiscovery)
 
+    @hookimpl
+    def cocaine_register_node_options(self, registry: Registrar) -> None:
+        self._note("cocaine_register_node_options", registry)
+        registry.add("test-option", PluginOption(help="a test's option", parse=int))
+
 
 def test_each_registration_hook_is_called_once_with_a_registrar(
         inline_plugin: Callable[..., Any], tmp_path: Path) -> None:
@@ -192,7 +200,8 @@ def test_each_registration_hook_is_called_once_with_a_registrar(
         assert isinstance(registries[0], Registrar), hook
     assert record.types == {"languages": ["test-shell"], "drivers": ["test-tick"],
                             "storages": ["test-memory"], "slave_backends": ["test-thread"],
-                            "engine_keys": ["x-test-quota"], "discoveries": ["test-lonely"]}
+                            "engine_keys": ["x-test-quota"], "discoveries": ["test-lonely"],
+                            "node_options": ["test-option"]}
     for kind, names in record.types.items():
         assert get_host().registry(kind).owner(names[0]) is record
     # What they registered is what the core now uses.
@@ -206,6 +215,7 @@ def test_each_registration_hook_is_called_once_with_a_registrar(
     assert manifest.tasks["tick"].options == {"every": 1}
     discovery = open_discovery("test-lonely", node=None)
     assert isinstance(discovery, LonelyDiscovery) and discovery.peers() == {}
+    assert parse_given({"test-option": "7"}) == {"test-option": 7}
 
 
 # -- manifest -----------------------------------------------------------------------------------

@@ -359,7 +359,7 @@ def test_the_example_distribution_is_a_loaded_plugin(site: Path) -> None:
     example = record(get_host(), "example")
     assert (example.distribution, example.version, example.module) == (
         "cocaine-example-driver", "0.1.0", "cocaine_example_driver.plugin")
-    assert example.types == {"drivers": ["oneshot"]}
+    assert example.types == {"drivers": ["oneshot"], "node_options": ["example-greeting"]}
     assert example.loaded and example.errors == [] and example.traceback is None
     assert get_host().registry("drivers").owner("oneshot") is example
 
@@ -409,7 +409,8 @@ def test_cocaine_plugins_json_lists_the_example_distribution() -> None:
     records = {r["name"]: r for r in plugins_json()}
     assert records["example"] == {
         "name": "example", "distribution": "cocaine-example-driver", "version": "0.1.0",
-        "module": "cocaine_example_driver.plugin", "types": {"drivers": ["oneshot"]},
+        "module": "cocaine_example_driver.plugin",
+        "types": {"drivers": ["oneshot"], "node_options": ["example-greeting"]},
         "errors": [], "traceback": None, "loaded": True}
     assert "native-server" in records["core"]["types"]["drivers"]
     assert records["core"]["types"]["slave_backends"] == ["process"]

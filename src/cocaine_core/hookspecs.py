@@ -4,12 +4,13 @@ Every hook is called through pluggy with keyword arguments; an implementation ma
 subset of them. Hooks only ever gain arguments: none is renamed or removed once released.
 
 This module imports no other part of cocaine but the leaf modules of the types hooks receive
-(``appinfo``, ``errors``, ``manifest_model``), so the plugin host and the manifest can import
-it without a cycle.
+(``appinfo``, ``errors``, ``events``, ``manifest_model``, ``node_view``), so the plugin host
+and the manifest can import it without a cycle.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import pluggy
@@ -19,7 +20,9 @@ if TYPE_CHECKING:
 
     from cocaine_core.appinfo import AppInfo, SlaveInfo
     from cocaine_core.errors import Problem
+    from cocaine_core.events import Event
     from cocaine_core.manifest_model import Manifest
+    from cocaine_core.node_view import NodeView
 
 hookspec = pluggy.HookspecMarker("cocaine")
 
@@ -121,6 +124,20 @@ def cocaine_register_discoveries(registry: Registrar) -> None:
     """
 
 
+@hookspec
+def cocaine_register_node_options(registry: Registrar) -> None:
+    """Register options of ``cocaine node`` and ``cocaine run`` a plugin owns (``--metrics``).
+
+    Called once when plugins load. Call ``registry.add(name, option)`` with a
+    ``cocaine_core.plugin_options.PluginOption`` (help, metavar, parse); both commands then
+    accept ``--NAME VALUE``, the node's config file the key ``NAME``, and the parsed value
+    reaches the node-level hooks as ``node.options[NAME]``. A name the core uses is refused.
+
+    :param registry: a ``Registrar`` for node options.
+    :returns: nothing.
+    """
+
+
 # ---------------------------------------------------------------------------------------------
 # Manifest: called when a manifest is checked (cocaine manifest check, deploy, run).
 # ---------------------------------------------------------------------------------------------
@@ -208,6 +225,53 @@ def cocaine_app_info(app: AppInfo) -> dict[str, Any] | None:
 
     :param app: the app being described.
     :returns: a dict, or None.
+    """
+
+
+# ---------------------------------------------------------------------------------------------
+# Node: called in the node process, on its asyncio loop, around a running node.
+# ---------------------------------------------------------------------------------------------
+
+
+@hookspec
+def cocaine_node_started(node: NodeView) -> Awaitable[None] | None:
+    """Start what a plugin runs beside a node (an exporter's listener, say).
+
+    Called once the node listens, before the apps in its storage start. May return an
+    awaitable, which is awaited (at most 30 s). Raising (or an awaitable that raises) fails
+    the node's start with the plugin's message, so name what is wrong and how to fix it.
+
+    :param node: the node: ``name``, ``endpoint``, ``options``, ``run_dir``, ``curve``,
+        ``info()``.
+    :returns: None or an awaitable.
+    """
+
+
+@hookspec
+def cocaine_node_stopping(node: NodeView) -> Awaitable[None] | None:
+    """Stop what ``cocaine_node_started`` started.
+
+    Called once when the node stops, after its apps have drained (also when its start failed
+    part of the way). May return an awaitable, awaited at most 10 s; a failure is logged.
+
+    :param node: the node.
+    :returns: None or an awaitable.
+    """
+
+
+@hookspec
+def cocaine_event(event: Event) -> None:
+    """Observe a lifecycle event (an app deployed, a slave ended and why...).
+
+    The events: an app deployed, started, broken, stopped or removed; a slave spawned or
+    ended, and why; the node started or stopping.
+
+    Called in the process that emits it (the node), for every event; events are few (never
+    one per job). Must return at once: it runs on the node's loop.
+
+    :param event: ``app``, ``topic`` (``cocaine_core.events.TOPICS``), ``time``, ``node``
+        and ``data``.
+    :returns: nothing.
     """
 
 

@@ -14,13 +14,14 @@ import shutil
 import socket
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from cocaine_core import __version__, archive, paths
+from cocaine_core import __version__, archive, node_hooks, paths
 from cocaine_core.appinfo import AppInfo, SlaveBudget
 from cocaine_core.appstore import AppRecord, AppStore
-from cocaine_core.backends.orphans import kill_user
+from cocaine_core.backends.orphans import sweep_user
 from cocaine_core.clients import DEFAULT_CLIENT_BACKLOG
 from cocaine_core.cluster.cluster import Cluster, ClusterSettings, load_key
 from cocaine_core.cluster.discovery import Discovery, NodeRecord, advertised, open_discovery
@@ -28,8 +29,11 @@ from cocaine_core.control import ControlService, UploadLimits
 from cocaine_core.endpoint import DEFAULT_MAX_MESSAGE, NativeEndpoint
 from cocaine_core.engine import AppState, Engine
 from cocaine_core.errors import CocaineError, NodeError, StorageError, StorageUnavailable
+from cocaine_core.event_stream import EventStream
+from cocaine_core.events import NODE, EventBus
 from cocaine_core.manifest import Manifest, check_app_name, parse_manifest
 from cocaine_core.node_info import node_info
+from cocaine_core.node_view import NodeView
 from cocaine_core.paths import check_run_dir
 from cocaine_core.ports import PortAllocator, check_listen_port
 from cocaine_core.protocol import DEFAULT_ENDPOINT
@@ -37,9 +41,9 @@ from cocaine_core.storages import Storage, WatchedStorage
 from cocaine_core.store_follower import StoreFollower
 from cocaine_core.tasks import run_to_end
 from cocaine_core.trust.app_users import AppUsers
-from cocaine_core.trust.curve import CurveServer, announce, server_public_key
+from cocaine_core.trust.curve import CurveServer, announce
 from cocaine_core.trust.keyring import KeyRing
-from cocaine_core.trust.owner import authorize_owner
+from cocaine_core.trust.owner import authorize_at_start, held_curve_key
 from cocaine_core.trust.signatures import ControlGuard
 
 log = logging.getLogger("cocaine.node")
@@ -64,8 +68,11 @@ class Node:
                  app_users: AppUsers | None = None,
                  curve: bool = False, client_keys: Path | None = None,
                  discovery: str | None = None,
-                 cluster: ClusterSettings | None = None) -> None:
+                 cluster: ClusterSettings | None = None,
+                 options: Mapping[str, Any] | None = None, events: str | None = None) -> None:
         self.listen = listen
+        #: Plugin options given (``plugin_options``), and where events are published.
+        self.options, self.events_endpoint = dict(options or {}), events
         #: CurveZMQ on the endpoint (``--curve``), and the clients it lets in (a file).
         self.curve, self.client_keys = curve, client_keys
         if client_keys is not None and not curve:
@@ -82,6 +89,10 @@ class Node:
         #: manifest's ``startup-timeout`` bounds it (``cocaine run``).
         self.deploy_timeout = deploy_timeout
         self.name = name or socket.gethostname()
+        #: Lifecycle events (``events.py``), out on the event stream once the node listens.
+        self.events = EventBus(self.name)
+        self.event_stream: EventStream | None = None
+        self.view = NodeView(self)
         self._own_run_dir = run_dir is None
         self.run_dir = Path(run_dir or tempfile.mkdtemp(prefix="cocaine-run-"))
         self.apps: dict[str, Engine] = {}
@@ -148,7 +159,7 @@ class Node:
             except StorageUnavailable as exc:
                 log.warning("%s; orphaned code is collected at a later start", exc)
             self.loading = True  # from the first request on, apps not yet started are 503
-        authorized = await asyncio.to_thread(self._authorize_owner)
+        authorized = await asyncio.to_thread(authorize_at_start, self.keys, self.owner_key)
         if self.curve:
             self.endpoint.curve = await asyncio.to_thread(CurveServer.load, self.storage,
                                                           self.client_keys)
@@ -161,7 +172,8 @@ class Node:
             log.info("%s", authorized)
         log.info("node %s listening on %s", self.name, self.listen)
         announce(self.listen, self.endpoint.curve)
-        if not self.curve and self.storage is not None and await self._held_curve_key():
+        await node_hooks.started(self)  # the event stream, and plugins beside the node
+        if not self.curve and self.storage is not None and await held_curve_key(self.storage):
             log.warning("this node runs without --curve, yet its storage holds a Curve key "
                         "pair: a node of it ran with --curve before, and its clients now talk "
                         "to this one in plaintext; add --curve if that was not meant")
@@ -183,28 +195,10 @@ class Node:
             self.record = NodeRecord.new(self.name, advertised(self.listen), __version__)
             await self.discovery.start(self.record)
 
-    async def _held_curve_key(self) -> bool:
-        """Whether this node's storage holds a Curve key pair (a node of it ran --curve)."""
-        assert self.storage is not None
-        try:
-            return await asyncio.to_thread(server_public_key, self.storage) is not None
-        except StorageUnavailable:
-            return False  # cannot tell now: no warning on a guess
-        except CocaineError:
-            return True  # a damaged one: it was there
-
-    def _authorize_owner(self) -> str | None:
-        """At the first start, authorize the node user's key; the line to log, if it did."""
-        try:
-            return authorize_owner(self.keys, self.owner_key)
-        except StorageUnavailable as exc:
-            log.warning("%s; whether a key is authorized to control this node is checked "
-                        "again at its next start", exc)
-            return None
-
     async def stop(self) -> None:
         """Drain every app (see ``Engine.stop``), then close the endpoint."""
         self.stopping = True
+        self.events.emit(NODE, "node-stopping")
         if self.discovery is not None:  # the others stop sending work here first
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.discovery.stop(), 10)
@@ -216,6 +210,7 @@ class Node:
                              return_exceptions=True)
         if self.cluster is not None:
             await self.cluster.close()
+        await node_hooks.stopped(self)
         self.endpoint.close()
         await self.control.close()
         if self._guarded:
@@ -292,6 +287,8 @@ class Node:
         manifest = parse_manifest(record.manifest, root=root, source=f"app '{record.name}'")
         engine = await self.run_app(record.name, manifest, root)
         engine.record = record
+        self.events.emit(record.name, "deployed", version=record.version,
+                         sha256=record.sha256)
         self.store.forget_unpacked(record.name, keep=root)
         return engine
 
@@ -303,7 +300,7 @@ class Node:
         check_app_name(name)
         old = self.apps.get(name)
         app = AppInfo(name=name, manifest=manifest, run_dir=self.run_dir, node=self.name,
-                      root=root, ports=self.ports, slaves=self.slaves,
+                      root=root, ports=self.ports, slaves=self.slaves, events=self.events,
                       user=self.app_users.user_for(name) if self.app_users else None)
         engine = Engine(app)
         first = old is None and name not in self.busy
@@ -322,7 +319,7 @@ class Node:
         if refuse_broken and engine.state is AppState.BROKEN:
             reason = engine.broken_reason
             await engine.stop()
-            await self._sweep_user(engine)
+            await sweep_user(engine, self.apps)
             kept = " ; the running version keeps serving" if old else ""
             raise NodeError(f"app '{name}': its code failed to load: {reason}{kept}")
         self.apps[name] = engine
@@ -372,19 +369,10 @@ class Node:
             await engine.stop()
         finally:
             self.apps.pop(name, None)
-            await self._sweep_user(engine)
+            await sweep_user(engine, self.apps)
+        if not self.stopping:
+            self.events.emit(name, "removed")
         log.info("app %s stopped", name)
-
-    async def _sweep_user(self, engine: Engine) -> None:
-        """Once no version of an isolated app runs, end every process of its uid: one that
-        left its template's tree (and its marker) is stopped with the app all the same."""
-        user = engine.app.user
-        if user is None or engine.name in self.apps:
-            return
-        killed = await asyncio.to_thread(kill_user, user.uid)
-        if killed:
-            log.warning("app %s: killed %d process(es) of its uid %d left running after it "
-                        "stopped", engine.name, killed, user.uid)
 
     # -- introspection ------------------------------------------------------------------------
 

@@ -26,6 +26,8 @@ def node_info(node: Node) -> dict[str, Any]:
         "control": node.guard.info(),
         **(node.endpoint.curve.info() if node.endpoint.curve else {"curve-key": None}),
         "rss-bytes": _own_rss(),
+        "cpu-seconds": round(sum(os.times()[:2]), 3),
+        "events": node.event_stream.info() if node.event_stream else None,
         "slaves": node.slaves.info(),
         "busy": dict(node.busy),
         "loading": node.loading,

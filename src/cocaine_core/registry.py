@@ -18,6 +18,7 @@ KINDS: dict[str, tuple[str, str]] = {
     "slave_backends": ("cocaine_register_slave_backends", "slave backend"),
     "engine_keys": ("cocaine_register_engine_keys", "engine key"),
     "discoveries": ("cocaine_register_discoveries", "discovery"),
+    "node_options": ("cocaine_register_node_options", "node option"),
 }
 
 #: Names this project ships, by kind, and the distribution that provides each.
@@ -39,6 +40,7 @@ SHIPPED: dict[str, dict[str, str]] = {
     "slave_backends": {"process": "cocaine-core"},
     "engine_keys": {"resource-limits": "cocaine-cgroups"},
     "discoveries": {"etcd": "cocaine-etcd"},
+    "node_options": {"metrics": "cocaine-prometheus"},
 }
 
 

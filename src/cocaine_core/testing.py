@@ -171,7 +171,10 @@ class RunningNode:
         return Client(self.endpoint, wait=wait)
 
     def stop(self) -> None:
-        """Drain every app, close the node, stop the loop thread."""
+        """Drain every app, close the node, stop the loop thread (once: a second call does
+        nothing)."""
+        if self.loop.is_closed():
+            return
         try:
             if self._thread.is_alive():
                 self.run(self.node.stop, timeout=120)

@@ -133,3 +133,10 @@ def test_a_drivers_map_figures_read_as_pairs() -> None:
     text = flat(views.node_lines(node(shop=web), 80))
     assert "statuses=2xx:10 5xx:1" in text and "unrouted=-" in text
     assert "{" not in text
+
+
+def test_restarts_show_by_reason_only_once_there_are_some() -> None:
+    quiet = "\n".join(views.node_lines(node(calm=app(restarts={})), 80))
+    assert "restarts" not in quiet
+    text = "\n".join(views.node_lines(node(shaky=app(restarts={"hung": 2, "crashed": 1})), 80))
+    assert "restarts 1 crashed, 2 hung" in " ".join(text.split())

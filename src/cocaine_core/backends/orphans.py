@@ -23,12 +23,20 @@ one that runs as another user. Confining an app for real is the cgroups plugin's
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
+import logging
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from cocaine_core.engine import Engine
+
+log = logging.getLogger("cocaine.node")
 
 #: The environment variable that marks every process below one template.
 TREE_VARIABLE = "COCAINE_APP_TREE"
@@ -172,3 +180,16 @@ def _kill_until_none(find: Callable[[], list[int]], timeout: float) -> int:
                 killed += 1
         time.sleep(0.01)
     return killed
+
+
+async def sweep_user(engine: Engine, running: Mapping[str, Engine]) -> None:
+    """Once no version of an isolated app runs (``running``: the node's apps), end every
+    process of its uid: one that left its template's tree (and its marker) is stopped with
+    the app all the same."""
+    user = engine.app.user
+    if user is None or engine.name in running:
+        return
+    killed = await asyncio.to_thread(kill_user, user.uid)
+    if killed:
+        log.warning("app %s: killed %d process(es) of its uid %d left running after it "
+                    "stopped", engine.name, killed, user.uid)

@@ -15,8 +15,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from cocaine_core.appinfo import MAX_SLAVES_RANGE, default_max_slaves
+from cocaine_core.cli import plugin_flags
 from cocaine_core.errors import NodeError
+from cocaine_core.event_stream import check_events_endpoint
 from cocaine_core.paths import check_run_dir, clean_run_dir, open_run_lock, prepare_run_dir
+from cocaine_core.plugin_options import parse_given, registered
 from cocaine_core.ports import DEFAULT_PORT_RANGE, PortAllocator
 from cocaine_core.protocol import DEFAULT_ENDPOINT
 from cocaine_core.storages import Closable, Storage
@@ -33,7 +36,7 @@ SETTINGS = ("listen", "storage", "run-dir", "port-range", "log-format", "log-lev
             "max-upload", "max-unpacked", "max-archive-members", "max-uploads", "upload-space",
             "upload-idle", "deploy-timeout", "max-slaves", "max-message", "client-backlog",
             "app-uids", "curve", "client-keys", "discovery", "cluster", "cluster-key",
-            "cluster-listen", "peer")
+            "cluster-listen", "peer", "events")
 
 #: The numeric settings: kind, default, least and greatest value.
 LIMITS: dict[str, tuple[type, float, float, float]] = {
@@ -77,10 +80,11 @@ def read_config(path: Path) -> dict[str, Any]:
     except (ValueError, tomllib.TOMLDecodeError) as exc:
         raise NodeError(f"the config file {path} is not valid "
                         f"{'JSON' if path.suffix == '.json' else 'TOML'}: {exc}") from None
-    unknown = sorted(set(data) - set(SETTINGS))
+    known = [*SETTINGS, *registered()]  # and the plugins' options (--metrics)
+    unknown = sorted(set(data) - set(known))
     if unknown:
         raise NodeError(f"the config file {path} has unknown settings {', '.join(unknown)}; "
-                        f"known: {', '.join(SETTINGS)}")
+                        f"known: {', '.join(known)}")
     return data
 
 
@@ -164,6 +168,9 @@ def node(
     peer: Annotated[list[str] | None, typer.Option(
         help="A peer's link endpoint, tcp://HOST:PORT (its --listen port + 1); repeat for "
              "more; implies --discovery static.")] = None,
+    events: Annotated[str | None, typer.Option(
+        help="Publish lifecycle events (cocaine events) on this ZeroMQ endpoint, tcp://HOST:"
+             "PORT or ipc://PATH [ipc:// in the run folder].")] = None,
 ) -> None:
     """Run a node: serve the apps in storage, take deploys; SIGTERM drains, SIGHUP reloads."""
     from cocaine_core.cli.logs import setup_logging
@@ -179,7 +186,8 @@ def node(
              "max-message": max_message, "client-backlog": client_backlog,
              "app-uids": app_uids, "curve": curve, "client-keys": client_keys,
              "discovery": discovery, "cluster": cluster, "cluster-key": cluster_key,
-             "cluster-listen": cluster_listen, "peer": peer or None}
+             "cluster-listen": cluster_listen, "peer": peer or None, "events": events,
+             **plugin_flags.GIVEN}
     settings.update({k: v for k, v in given.items() if v is not None})
     limits = {key: limit(settings, key) for key in LIMITS}
     setup_logging(str(settings.get("log-level", "info")),
@@ -224,11 +232,25 @@ def _serve(settings: dict[str, Any], limits: dict[str, Any], uids: tuple[int, in
                         max_slaves=limits["max-slaves"],
                         max_message=limits["max-message"],
                         client_backlog=limits["client-backlog"], app_users=app_users,
-                        discovery=discovery, cluster=cluster, **_curve(settings))
+                        discovery=discovery, cluster=cluster, **_curve(settings),
+                        **_observers(settings))
         try:
             host(the_node, _ready, reload_on_sighup=True)
         finally:
             _clean_run_dir(run)
+
+
+def _observers(settings: dict[str, Any]) -> dict[str, Any]:
+    """The event stream's endpoint (``--events``) and the plugins' options, checked."""
+    events = settings.get("events")
+    if events is not None:
+        try:
+            events = check_events_endpoint(str(events))
+        except ValueError as exc:
+            raise NodeError(str(exc)) from None
+    return {"events": events, "options": parse_given(
+        {name: None if settings.get(name) is None else str(settings[name])
+         for name in registered()})}
 
 
 def _app_uids(settings: dict[str, Any]) -> tuple[int, int] | None:

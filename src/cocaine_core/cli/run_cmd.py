@@ -32,10 +32,12 @@ def run(
                                                         "--server-key).")] = False,
 ) -> None:
     """Host one app from MANIFEST on this machine until Ctrl-C (development)."""
+    from cocaine_core.cli import plugin_flags
     from cocaine_core.cli.hosting import host
     from cocaine_core.cli.logs import setup_logging
     from cocaine_core.manifest import app_name_for, load_manifest
     from cocaine_core.node import Node
+    from cocaine_core.plugin_options import parse_given
 
     setup_logging(log_level, log_format)
     checked = load_manifest(manifest)
@@ -54,7 +56,7 @@ def run(
         if reload:
             background(_watch(checked, engine))
 
-    host(Node(listen=listen, curve=curve), ready)
+    host(Node(listen=listen, curve=curve, options=parse_given(dict(plugin_flags.GIVEN))), ready)
 
 
 async def _watch(manifest: Manifest, engine: Engine) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 #: Keys of an app's info that the core fills; any other key is a plugin's (or a newer node's)
 #: section, printed as ``key=value`` pairs.
 CORE_APP_KEYS = {"state", "pool", "queue", "jobs", "slaves", "spawns", "uptime", "tasks",
-                 "broken", "deployed", "crashes"}
+                 "broken", "deployed", "crashes", "restarts"}
 
 _LABEL = 8  # width of the labels of an app's block ("pool", "jobs", "tasks", …)
 
@@ -129,6 +129,10 @@ def app_lines(name: str, app: dict[str, Any], columns: int) -> list[str]:
                 if crashes.get("backoff-s") else "")
         parts.append(("crashes", f"{crashes.get('recent', 0)} recent, {crashes['total']} in "
                                  f"all{held}; last: {crashes.get('last-exit') or '-'}"))
+    restarts = app.get("restarts") or {}
+    if restarts:
+        parts.append(("restarts", ", ".join(f"{n} {kind}" for kind, n in
+                                            sorted(restarts.items()))))
     for n, (task_name, task) in enumerate(app.get("tasks", {}).items()):
         figures = [f"{k}={_figure(v)}" for k, v in task.items() if k not in ("type", "event")]
         event = "" if task.get("event") in (None, task_name) else f" → {task['event']}"

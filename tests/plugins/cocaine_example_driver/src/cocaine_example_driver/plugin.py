@@ -1,18 +1,25 @@
-"""The ``oneshot`` driver: submits its event ``times`` times when the app starts."""
+"""The ``oneshot`` driver: submits its event ``times`` times when the app starts. Also a node
+option, ``--example-greeting WORD``, which the plugin logs once the node listens: a plugin
+adds options to ``cocaine node`` and ``cocaine run`` and runs beside the node."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from cocaine_core import hookimpl
 from cocaine_core.drivers import Driver
 from cocaine_core.errors import Problem
+from cocaine_core.plugin_options import PluginOption
 from cocaine_core.schema import Key, positive_int, string
 
 if TYPE_CHECKING:
     from cocaine_core.drivers import EngineHandle
     from cocaine_core.manifest import TaskConfig
+    from cocaine_core.node_view import NodeView
+
+log = logging.getLogger("cocaine.example")
 
 
 class OneShot(Driver):
@@ -49,3 +56,25 @@ class OneShot(Driver):
 def cocaine_register_drivers(registry: Any) -> None:
     """Register ``oneshot``."""
     registry.add("oneshot", OneShot)
+
+
+def _greeting(text: str) -> str:
+    if not text.isalpha() or len(text) > 32:
+        raise ValueError("a greeting is one word of 1 to 32 letters, such as hello")
+    return text
+
+
+@hookimpl
+def cocaine_register_node_options(registry: Any) -> None:
+    """Register ``--example-greeting``."""
+    registry.add("example-greeting", PluginOption(
+        help="A word the example plugin logs once the node listens.", metavar="WORD",
+        parse=_greeting))
+
+
+@hookimpl
+def cocaine_node_started(node: NodeView) -> None:
+    """Log the greeting, if one was given."""
+    greeting = node.options.get("example-greeting")
+    if greeting:
+        log.info("example plugin: %s from node %s on %s", greeting, node.name, node.endpoint)
