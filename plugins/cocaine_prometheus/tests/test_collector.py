@@ -1,5 +1,5 @@
 """The collector and the console's JSON from info dicts shaped as ``cocaine info`` makes them
-(the sections other plugins add, odd names), and the bound on what a flood of scrapes costs."""
+(the sections other plugins add, odd names)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import json
 from typing import Any
 
 from cocaine_prometheus.collector import render_metrics
-from cocaine_prometheus.site import Site
 from cocaine_prometheus.state import RecentEvents, console_state
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -74,18 +73,3 @@ def test_the_console_json_keeps_to_its_subset() -> None:
     text = json.dumps(state)
     for secret in ("/secret/store", "deploy", "4242", "a secret text", '"pid"'):
         assert secret not in text, secret
-
-
-def test_a_flood_of_scrapes_reads_the_node_info_a_bounded_number_of_times() -> None:
-    calls = []
-
-    def info() -> dict[str, Any]:
-        calls.append(1)
-        return _info()
-
-    site = Site(info, RecentEvents(), max_age=60)
-    for _ in range(200):
-        assert site.route("/metrics").status == 200
-        assert site.route("/api/state").status == 200
-    assert len(calls) == 1
-    assert site.route("/nope").status == 404

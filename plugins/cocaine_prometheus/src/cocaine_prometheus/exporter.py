@@ -51,6 +51,7 @@ class Exporter:
     async def close(self) -> None:
         """Stop listening and close every connection."""
         await self.listener.close()
+        self.site.close()
 
 
 def _bind_error(address: str, exc: OSError) -> str:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 
 import attrs
@@ -62,7 +62,7 @@ class Page:
 
 
 #: The routes: the answer to GET of a path (the query string taken off).
-Router = Callable[[str], Page]
+Router = Callable[[str], Awaitable[Page]]
 
 
 def text_page(status: int, text: str) -> Page:
@@ -104,13 +104,15 @@ class HttpListener:
         """Stop listening and close every connection."""
         if self._server is not None:
             self._server.close()
-        for writer, task in list(self._open.items()):
-            writer.transport.abort()
-            if task is not None:
-                task.cancel()
+        # Aborted, a connection's reads end and its writes fail: its task ends by itself
+        # (cancelling it instead makes asyncio log each one as an error).
         tasks = [t for t in self._open.values() if t is not None]
+        for writer in list(self._open):
+            writer.transport.abort()
         if tasks:
-            await asyncio.wait(tasks, timeout=5)
+            _, late = await asyncio.wait(tasks, timeout=5)
+            for task in late:
+                task.cancel()
         if self._server is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._server.wait_closed(), 5)
@@ -205,7 +207,7 @@ class Exchange:
             return
         path = request.target.split(b"?", 1)[0].decode("latin-1")
         try:
-            page = self.router(path)
+            page = await self.router(path)
         except Exception:
             log.exception("metrics listener: the page %s failed", path)
             page = text_page(500, "internal error (see the node's log)")

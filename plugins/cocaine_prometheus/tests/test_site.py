@@ -1,0 +1,84 @@
+"""The listener's pages under load, in this process: a flood of scrapes reads the node's info
+a bounded number of times, and a big render does not hold the loop that serves the rest."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import httpx
+from cocaine_prometheus.exporter import Exporter
+from cocaine_prometheus.site import Site
+from cocaine_prometheus.state import RecentEvents
+
+
+def _info(apps: int = 1, events: int = 1) -> dict[str, Any]:
+    histogram = {"buckets": [0.001, 0.01, 0.1, 1.0, 10.0], "counts": [1, 2, 3, 4, 5],
+                 "sum": 12.5, "count": 5}
+    return {"node": "n1", "version": "9.9", "uptime": 5.0,
+            "apps": {f"app{a}": {"state": "running", "queue": {"depth": 0, "limit": 10},
+                                 "jobs": {"events": {f"event{e}": {
+                                     "codes": {"200": 5, "502": 1}, "seconds": histogram}
+                                     for e in range(events)}}}
+                     for a in range(apps)}}
+
+
+def test_a_flood_of_scrapes_reads_the_node_info_a_bounded_number_of_times() -> None:
+    calls = []
+
+    def info() -> dict[str, Any]:
+        calls.append(1)
+        return _info()
+
+    async def flood() -> None:
+        site = Site(info, RecentEvents(), max_age=60)
+        try:
+            pages = await asyncio.gather(*(site.route(path) for _ in range(200)
+                                           for path in ("/metrics", "/api/state")))
+            assert all(page.status == 200 for page in pages)
+            assert (await site.route("/nope")).status == 404
+        finally:
+            site.close()
+
+    asyncio.run(flood())
+    assert len(calls) == 1
+
+
+def test_a_big_render_does_not_hold_the_loop() -> None:
+    big = _info(apps=16, events=256)  # ~4000 histograms: a render of most of a second
+
+    async def scenario() -> tuple[list[tuple[float, float]], tuple[float, float]]:
+        exporter = Exporter("127.0.0.1:0", lambda: big)
+        renders: list[tuple[float, float]] = []
+        render = exporter.site._render
+
+        def timed(*args: Any) -> Any:  # when the render ran, to compare with the answers
+            began = time.monotonic()
+            try:
+                return render(*args)
+            finally:
+                renders.append((began, time.monotonic()))
+
+        exporter.site._render = timed  # type: ignore[method-assign]
+        await exporter.start()
+        host, port = exporter.listener.sockname
+        try:
+            async with httpx.AsyncClient(base_url=f"http://{host}:{port}", timeout=60,
+                                         trust_env=False) as http:
+                scrape = asyncio.ensure_future(http.get("/metrics"))
+                answers = []
+                while not scrape.done():  # the loop answers meanwhile
+                    before = time.monotonic()
+                    assert (await http.get("/console.css")).status_code == 200
+                    answers.append((before, time.monotonic()))
+                response = await scrape
+                assert response.status_code == 200 and len(response.content) > 1_000_000
+                return answers, renders[0]
+        finally:
+            await exporter.close()
+
+    answers, (began, ended) = asyncio.run(scenario())
+    during = [(b, a) for b, a in answers if began <= b and a <= ended]
+    assert len(during) >= 3, (f"{len(during)} answers while /metrics rendered for "
+                              f"{ended - began:.3f} s (of {len(answers)})")
