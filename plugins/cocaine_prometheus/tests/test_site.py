@@ -4,6 +4,7 @@ a bounded number of times, and a big render does not hold the loop that serves t
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Any
 
@@ -82,3 +83,19 @@ def test_a_big_render_does_not_hold_the_loop() -> None:
     during = [(b, a) for b, a in answers if began <= b and a <= ended]
     assert len(during) >= 3, (f"{len(during)} answers while /metrics rendered for "
                               f"{ended - began:.3f} s (of {len(answers)})")
+
+
+def test_a_listener_beyond_loopback_is_warned_about(caplog) -> None:
+    async def bind(address: str) -> None:
+        exporter = Exporter(address, lambda: _info())
+        await exporter.start()  # for an instant: nothing is sent, nothing waits for clients
+        await exporter.close()
+
+    with caplog.at_level(logging.INFO, logger="cocaine.prometheus"):
+        asyncio.run(bind("127.0.0.1:0"))
+        assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+        assert "(port 0: took " in caplog.text
+        asyncio.run(bind("0.0.0.0:0"))
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert "no authentication" in warning and "127.0.0.1" in warning
+    assert "reverse proxy" in warning
