@@ -18,11 +18,14 @@ from cocaine_core.cli import (
     calls,
     cluster_cmd,
     conformance_cmd,
+    events_cmd,
     keys_cmd,
     manifest_cmd,
     node_cmd,
+    plugin_flags,
     plugins_cmd,
     run_cmd,
+    top_cmd,
 )
 from cocaine_core.errors import CocaineError, ServiceError
 
@@ -56,6 +59,8 @@ app.command("node")(node_cmd.node)
 app.add_typer(app_cmd.app_app, name="app")
 app.command("call")(calls.call)
 app.command("info")(calls.info)
+app.command("events")(events_cmd.events)
+app.command("top")(top_cmd.top)
 app.command("plugins")(plugins_cmd.plugins)
 app.add_typer(manifest_cmd.manifest_app, name="manifest")
 app.add_typer(keys_cmd.keys_app, name="keys")
@@ -73,12 +78,29 @@ def _add_plugin_commands() -> None:
         _fatal.append(exc)
 
 
+def _take_plugin_options(argv: list[str]) -> list[str]:
+    """Plugin options (``--metrics``) out of ``argv`` into ``plugin_flags.GIVEN``, and listed
+    in the ``--help`` of the commands that take them."""
+    from cocaine_core.plugin_options import registered
+
+    try:
+        options = registered()
+    except CocaineError as exc:
+        _fatal.append(exc)
+        return argv
+    for command in app.registered_commands:
+        if command.name in plugin_flags.COMMANDS:
+            command.epilog = plugin_flags.epilog(options)
+    return plugin_flags.take(argv, list(options))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; return the exit code."""
     _given["debug"] = False
     try:
         _add_plugin_commands()
-        code = app(args=argv, standalone_mode=False)
+        args = _take_plugin_options(list(sys.argv[1:] if argv is None else argv))
+        code = app(args=args, standalone_mode=False)
     except CocaineError as exc:
         if _given["debug"]:
             raise
