@@ -17,7 +17,6 @@ import typer
 from cocaine_core.appinfo import MAX_SLAVES_RANGE, default_max_slaves
 from cocaine_core.cli import plugin_flags
 from cocaine_core.errors import NodeError
-from cocaine_core.event_stream import check_events_endpoint
 from cocaine_core.paths import check_run_dir, clean_run_dir, open_run_lock, prepare_run_dir
 from cocaine_core.plugin_options import parse_given, registered
 from cocaine_core.ports import DEFAULT_PORT_RANGE, PortAllocator
@@ -242,6 +241,8 @@ def _serve(settings: dict[str, Any], limits: dict[str, Any], uids: tuple[int, in
 
 def _observers(settings: dict[str, Any]) -> dict[str, Any]:
     """The event stream's endpoint (``--events``) and the plugins' options, checked."""
+    from cocaine_core.event_stream import check_events_endpoint
+
     events = settings.get("events")
     if events is not None:
         try:
