@@ -195,6 +195,12 @@ class Terminal:
         self.stream = pyte.ByteStream(self.screen)
         self.raw = b""
 
+    def resize(self, rows: int, columns: int) -> None:
+        """Make the terminal ``rows`` x ``columns`` (the program sees it at once)."""
+        fcntl.ioctl(self.master, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
+        self.screen.resize(rows, columns)
+        self.process.send_signal(signal.SIGWINCH)  # not its controlling terminal: say it
+
     def read(self, seconds: float = 0.1) -> None:
         """Feed what the program wrote within ``seconds`` to the screen."""
         ready, _, _ = select.select([self.master], [], [], seconds)
@@ -267,6 +273,10 @@ def test_top_on_a_terminal_shows_the_apps_rate_within_80_columns_and_ctrl_c_ends
                                 "SLAVES", "b/i/s"]
     assert _row(lines, "hello")[4].replace(".", "").isdigit()  # p50: a number of ms
     assert all(len(line) <= 80 for line in lines)
+    screen.resize(30, 120)  # a wider terminal: more columns, drawn at once
+    lines = screen.wait_for(lambda ls: ls[1].split()[-4:] == ["MEM", "UP", "RESTARTS", "DONE"]
+                            and _serving(ls), "the columns of 120", timeout=2)
+    assert all(len(line) <= 120 for line in lines)
     before = termios.tcgetattr(screen.master)
     assert not before[3] & termios.ECHO  # keys read one by one, not echoed
     screen.process.send_signal(signal.SIGINT)

@@ -262,24 +262,25 @@ def _width() -> int:
 
 
 def _live(watch: Watch, interval: float, patterns: tuple[str, ...]) -> None:
-    """Draw in the alternate screen until Ctrl-C or ``q``; the terminal is restored."""
+    """Draw in the alternate screen until Ctrl-C or ``q``; the terminal is restored. Drawn
+    when an answer comes, when the terminal's size changes, and at least every interval."""
     from rich.console import Console
 
     console = Console(highlight=False)
     status = f"every {interval:g}s · q quits"
-    drawn_at, drawn = 0.0, -1
+    drawn_at, drawn, size = 0.0, -1, console.size
     interrupt = signal.getsignal(signal.SIGINT)
     try:
         with _keys() as read_key, console.screen(hide_cursor=True) as screen:
             try:
                 while True:
-                    now = time.monotonic()
-                    if watch.asked != drawn or now - drawn_at >= interval:
-                        drawn, drawn_at = watch.asked, now
+                    now, resized = time.monotonic(), console.size != size
+                    if watch.asked != drawn or now - drawn_at >= interval or resized:
+                        drawn, drawn_at, size = watch.asked, now, console.size
                         cluster, nodes = watch.nodes()
-                        width, height = console.size
-                        screen.update(top_view.render(nodes, width, height, cluster=cluster,
-                                                      patterns=patterns, status=status))
+                        screen.update(top_view.render(nodes, size.width, size.height,
+                                                      cluster=cluster, patterns=patterns,
+                                                      status=status))
                     if "q" in read_key(TICK).lower():
                         break
             except KeyboardInterrupt:
