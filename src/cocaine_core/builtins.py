@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from cocaine_core import hookimpl
 
@@ -53,8 +53,14 @@ def cocaine_register_storages(registry: Registrar) -> None:
 def cocaine_register_discoveries(registry: Registrar) -> None:
     """Register the ``mdns`` (multicast DNS on the LAN) and ``static`` (``--peer``)
     discoveries."""
-    from cocaine_core.cluster.mdns import MdnsDiscovery
     from cocaine_core.cluster.static import StaticDiscovery
 
-    registry.add("mdns", MdnsDiscovery)
+    registry.add("mdns", _mdns)  # zeroconf is imported only by a node that uses it
     registry.add("static", StaticDiscovery)
+
+
+def _mdns(node: Any) -> Any:
+    """The ``mdns`` discovery of ``node``."""
+    from cocaine_core.cluster.mdns import MdnsDiscovery
+
+    return MdnsDiscovery(node)
