@@ -25,7 +25,6 @@ import contextlib
 import gc
 import importlib
 import os
-import select
 import signal
 import socket
 import sys
@@ -33,6 +32,7 @@ import time
 import traceback
 from typing import Any
 
+from cocaine_core import fdwait
 from cocaine_core.backends.orphans import become_subreaper, kill_descendants, reap_any
 from cocaine_core.backends.pipe import FramedPipe
 from cocaine_core.backends.process_setup import die_with_parent, reset_oom_score_adj
@@ -101,8 +101,7 @@ def _receive_first(pipe: FramedPipe, timeout: float) -> list[list[Any]]:
     configure and a fork request together); empty if none came or the pipe broke."""
     deadline = time.monotonic() + timeout
     while (left := deadline - time.monotonic()) > 0:
-        with contextlib.suppress(InterruptedError):
-            select.select([pipe.fileno()], [], [], left)
+        fdwait.wait([pipe.fileno()], [], left)
         try:
             messages = pipe.receive()
         except (EOFError, OSError, ValueError):
@@ -117,7 +116,7 @@ def _fail(pipe: FramedPipe, reason: str, code_fault: bool) -> None:
         pipe.send(["failed", reason[:MAX_REASON], code_fault])
         deadline = time.monotonic() + CONFIGURE_TIMEOUT
         while not pipe.flush() and time.monotonic() < deadline:
-            select.select([], [pipe.fileno()], [], 1.0)
+            fdwait.wait([], [pipe.fileno()], 1.0)
     kill_descendants()  # what the import started
     os._exit(EXIT_LOAD_FAILED)
 
@@ -155,10 +154,7 @@ def _serve_forks(pipe: FramedPipe, config: dict[str, Any], runtime: Any, app: An
         # While the node has not taken half the outbox, take no fork request: each adds to it.
         reading = [wake_r] + ([pipe.fileno()] if pipe.pending < OUTBOX // 2 else [])
         writing = [pipe.fileno()] if pipe.pending else []
-        try:
-            ready, _, _ = select.select(reading, writing, [], 1.0)
-        except InterruptedError:
-            continue
+        ready, _ = fdwait.wait(reading, writing, 1.0)
         try:
             pipe.flush()
         except OSError:

@@ -21,10 +21,11 @@ import copy
 import io
 import logging
 import os
-import select
 import threading
 from collections.abc import Callable
 from typing import TextIO
+
+from cocaine_core import fdwait
 
 #: Turns a prepared log record into the text written (one line, or more for a traceback).
 Render = Callable[[logging.LogRecord], str]
@@ -85,7 +86,7 @@ class Sink:
             try:
                 view = view[os.write(self.fd, view):]
             except BlockingIOError:  # someone made the descriptor non-blocking: wait here
-                select.select([], [self.fd], [], 1.0)
+                fdwait.wait([], [self.fd], 1.0)
             except OSError:
                 self.broken = True
                 return
