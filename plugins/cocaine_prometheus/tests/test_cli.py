@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -57,12 +58,15 @@ def test_loopback_is_told_from_the_rest() -> None:
 def test_the_cli_refuses_a_bad_metrics_value(command: str, tmp_path: Path) -> None:
     manifest = write_app(tmp_path / "app", "def echo(request):\n    return request.data\n",
                          {"echo": {"type": "native-server"}})
+    run_dir = Path("/tmp") / f"cocaine-node-{free_port()}"
     where = ([str(manifest)] if command == "run" else
-             ["--storage", f"files://{tmp_path / 'storage'}", "--run-dir",
-              str(Path("/tmp") / f"cocaine-node-{free_port()}")])
-    result = subprocess.run(
-        [COCAINE, command, *where, "--listen", f"tcp://127.0.0.1:{free_port()}",
-         "--metrics", "127.0.0.1:99999"], capture_output=True, text=True, timeout=60)
+             ["--storage", f"files://{tmp_path / 'storage'}", "--run-dir", str(run_dir)])
+    try:
+        result = subprocess.run(
+            [COCAINE, command, *where, "--listen", f"tcp://127.0.0.1:{free_port()}",
+             "--metrics", "127.0.0.1:99999"], capture_output=True, text=True, timeout=60)
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)  # the node makes it before it checks
     assert result.returncode != 0
     out = result.stdout + result.stderr
     assert "--metrics 127.0.0.1:99999" in out and "the port must be from 0 to 65535" in out, out
