@@ -21,7 +21,7 @@ import zmq
 from cocaine_core import hookimpl
 from cocaine_core.cli import plugin_flags
 from cocaine_core.engine.event_stats import BUCKETS, MAX_EVENTS, OTHER, EventStats
-from cocaine_core.errors import ServiceError
+from cocaine_core.errors import NodeError, ServiceError
 from cocaine_core.events import Event
 from cocaine_core.node_view import NodeView
 from cocaine_core.testing import RunningNode, free_port, wait_until
@@ -246,10 +246,43 @@ def test_the_stream_is_a_pub_socket_with_app_topics(watched_node: Any,
         sub.close(linger=0)
 
 
-def test_cocaine_events_refuses_a_bad_count(node_process: Any) -> None:
+@pytest.mark.parametrize(("args", "said"), [
+    (["--count", "0"], "--count must be from 1"),
+    (["--topic", "nosuch"], "no event has the topic nosuch; the topics: deployed"),
+    (["--events", "garbage"], "--events must be tcp://HOST:PORT or ipc://PATH"),
+])
+def test_cocaine_events_refuses_bad_arguments_saying_why(args: list[str], said: str) -> None:
+    result = subprocess.run([COCAINE, "events", *args], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 1 and said in result.stderr, result.stderr
+
+
+def test_every_deploy_is_an_event(node_process: Any, make_app: Callable[..., Path]) -> None:
     node = node_process()
-    result = node.cli("events", "--count", "0", check=False)
-    assert result.returncode == 1 and b"--count must be from 1" in result.stderr
+    manifest = make_app(APP, tasks=TASKS)
+    tail = subprocess.Popen([COCAINE, "events", "fresh", "--topic", "deployed", "--json",
+                             "--count", "1",
+                             "--node", node.endpoint], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    try:
+        wait_until(lambda: tail.poll() is not None or _said(tail), timeout=30,
+                   message="cocaine events to subscribe")
+        for _ in range(10):  # a subscription takes a moment to reach the node
+            node.cli("app", "deploy", str(manifest), "--name", "fresh")
+            try:
+                out, _err = tail.communicate(timeout=3)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        else:
+            raise AssertionError("cocaine events heard no deploy")
+    finally:
+        if tail.poll() is None:
+            tail.kill()
+            tail.wait()
+    event = json.loads(out)
+    assert (event["app"], event["topic"]) == ("fresh", "deployed")
+    assert event["version"] >= 1 and len(event["sha256"]) == 64
 
 
 def test_a_bad_events_endpoint_is_refused_before_the_node_starts(tmp_path: Path) -> None:
@@ -275,8 +308,12 @@ def test_plugin_options_are_taken_out_of_the_command_line() -> None:
         "call", "app", "ev", "--metrics", "1"], "only node and run take them"
     assert plugin_flags.take(["node", "--", "--metrics", "1"], names) == [
         "node", "--", "--metrics", "1"]
-    assert plugin_flags.take(["node", "--metrics"], names) == ["node", "--metrics"], \
-        "no value: left for typer to refuse"
+    with pytest.raises(NodeError, match="--metrics needs a value"):
+        plugin_flags.take(["node", "--metrics"], names)
+    with pytest.raises(NodeError, match="--metrics needs a value"):
+        plugin_flags.take(["node", "--metrics", "--listen", "x"], names)
+    with pytest.raises(NodeError, match="--metrics is given twice"):
+        plugin_flags.take(["node", "--metrics", "a:1", "--metrics=b:2"], names)
 
 
 def test_a_plugin_adds_an_option_to_cocaine_node(node_process: Any) -> None:

@@ -70,6 +70,7 @@ async def install(node: Node, store: AppStore, name: str, manifest_data: dict[st
         await run_to_end(undo(node, store, record, previous))
         raise
     store.forget_unpacked(name, keep=root)
+    node.events.emit(name, "deployed", version=record.version, sha256=record.sha256)
     return engine, record
 
 

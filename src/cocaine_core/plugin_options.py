@@ -59,7 +59,7 @@ def registered() -> dict[str, PluginOption]:
     return options
 
 
-def parse_given(given: dict[str, str | None]) -> dict[str, Any]:
+def parse_given(given: dict[str, Any]) -> dict[str, Any]:
     """The values given (by name; None: not given), each parsed by its option; NodeError
     naming the option and what is wrong with its value."""
     options = registered()
@@ -70,8 +70,11 @@ def parse_given(given: dict[str, str | None]) -> dict[str, Any]:
         option = options.get(name)
         if option is None:
             raise NodeError(f"no installed plugin adds the option --{name}")
+        if not isinstance(text, str):
+            raise NodeError(f"'{name}' in the config file must be a text, like the value of "
+                            f"--{name} {option.metavar}; got {text!r}")
         try:
-            parsed[name] = option.parse(str(text))
+            parsed[name] = option.parse(text)
         except ValueError as exc:
-            raise NodeError(f"--{name} {text}: {exc}") from None
+            raise NodeError(f"--{name} {text or repr(text)}: {exc}") from None
     return parsed

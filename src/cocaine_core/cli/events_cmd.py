@@ -41,11 +41,22 @@ def events(
     import zmq
 
     from cocaine_core.cli.options import read_server_key
+    from cocaine_core.event_stream import check_events_endpoint
+    from cocaine_core.events import TOPICS
     from cocaine_core.trust.client_keys import ClientKeys
 
     if count is not None and not COUNT_RANGE[0] <= count <= COUNT_RANGE[1]:
         raise NodeError(f"--count must be from {COUNT_RANGE[0]} to {COUNT_RANGE[1]}, "
                         f"got {count}")
+    unknown = sorted(set(topic or []) - set(TOPICS))
+    if unknown:
+        raise NodeError(f"no event has the topic {', '.join(unknown)}; the topics: "
+                        f"{', '.join(TOPICS)}")
+    if endpoint is not None:
+        try:
+            endpoint = check_events_endpoint(endpoint)
+        except ValueError as exc:
+            raise NodeError(str(exc)) from None
     if endpoint is None:
         with client(node, wait, key, server_key) as node_client:
             endpoint = stream_endpoint(node_client.control("info"), node)

@@ -250,8 +250,7 @@ def _observers(settings: dict[str, Any]) -> dict[str, Any]:
         except ValueError as exc:
             raise NodeError(str(exc)) from None
     return {"events": events, "options": parse_given(
-        {name: None if settings.get(name) is None else str(settings[name])
-         for name in registered()})}
+        {name: settings.get(name) for name in registered()})}
 
 
 def _app_uids(settings: dict[str, Any]) -> tuple[int, int] | None:

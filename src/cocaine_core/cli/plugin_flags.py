@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from cocaine_core.errors import NodeError
+
 #: The commands that take plugin options.
 COMMANDS = ("node", "run")
 #: What the command line of this run gave, by option name (reset by every ``take``).
@@ -15,7 +17,7 @@ GIVEN: dict[str, str] = {}
 def take(argv: list[str], names: list[str]) -> list[str]:
     """``argv`` without the plugin options ``names`` given to ``cocaine node`` or ``cocaine
     run`` (``--NAME VALUE`` or ``--NAME=VALUE``, before any ``--``), which go to ``GIVEN``.
-    An option given without a value is left for typer to refuse."""
+    An option given without a value, or twice, is a ``NodeError`` saying so."""
     GIVEN.clear()
     command = next((i for i, arg in enumerate(argv) if not arg.startswith("-")), None)
     if command is None or argv[command] not in COMMANDS or not names:
@@ -29,11 +31,16 @@ def take(argv: list[str], names: list[str]) -> list[str]:
             kept.extend(rest[index:])
             break
         flag, equals, value = arg.partition("=")
-        if flag in flags and equals:
+        if flag in flags:
+            if not equals:
+                if index + 1 >= len(rest) or rest[index + 1].startswith("--"):
+                    raise NodeError(f"{flag} needs a value (see cocaine {argv[command]} "
+                                    f"--help)")
+                value = rest[index + 1]
+                index += 1
+            if flags[flag] in GIVEN:
+                raise NodeError(f"{flag} is given twice; give it once")
             GIVEN[flags[flag]] = value
-        elif arg in flags and index + 1 < len(rest):
-            GIVEN[flags[arg]] = rest[index + 1]
-            index += 1
         else:
             kept.append(arg)
         index += 1

@@ -49,7 +49,7 @@ def ended(pool: SlavePool, slave: SlaveHandle, status: int, explanations: list[s
     if any(text.startswith("out of memory") for text in explanations):
         slave.kind = "memory"
     kind = slave.kind or "crashed"
-    if kind in RESTARTS and not pool.engine.stopping():
+    if kind in RESTARTS and not slave.spare and not pool.engine.stopping():  # spares: spawns
         pool.restarts[kind] = pool.restarts.get(kind, 0) + 1
     pool.engine.app.events.emit(pool.engine.name, "slave-ended", slave=slave.id,
                                 pid=slave.pid, status=status, reason=kind,

@@ -139,8 +139,9 @@ def murder_overtime(pool: SlavePool, now: float) -> None:
         if late:
             log.warning("app %s: slave %s stopped: a job ran past its timeout",
                         pool.engine.name, slave.label())
-            pool.kill(slave, "another job on this slave timed out", signal.SIGTERM,
-                      kind="timeout")
+            jobs = "a job" if len(late) == 1 else f"{len(late)} jobs"
+            pool.kill(slave, f"{jobs} on slave {slave.label()} ran past its timeout",
+                      signal.SIGTERM, kind="timeout")
 
 
 def escalate_kills(pool: SlavePool, now: float) -> None:
