@@ -331,3 +331,5 @@ def test_a_bad_plugin_option_value_is_a_clear_error(tmp_path: Path) -> None:
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
     assert "--example-greeting two words: a greeting is one word" in result.stderr
+    assert not (tmp_path / "r").exists() and not (tmp_path / "s").exists(), \
+        "refused before any folder is made"

@@ -193,12 +193,13 @@ def node(
                   str(settings.get("log-format", "auto")))
     cluster_settings = _cluster(settings)  # checked before anything is touched
     uids = _app_uids(settings)
+    observers = _observers(settings)  # checked before a folder or a store is touched
     ports = PortAllocator.parse(str(settings["port-range"])) if "port-range" in settings \
         else PortAllocator()
     run = Path(settings.get("run-dir") or default_run_dir())
     store = open_storage(str(settings.get("storage") or default_storage()))
     try:
-        _serve(settings, limits, uids, ports, run, store, cluster_settings)
+        _serve(settings, limits, uids, ports, run, store, cluster_settings, observers)
     finally:
         if isinstance(store, Closable):
             store.close()
@@ -206,7 +207,7 @@ def node(
 
 def _serve(settings: dict[str, Any], limits: dict[str, Any], uids: tuple[int, int] | None,
            ports: PortAllocator, run: Path, store: Storage,
-           cluster: ClusterSettings | None) -> None:
+           cluster: ClusterSettings | None, observers: dict[str, Any]) -> None:
     """Run the node on ``store`` until it is told to stop."""
     from cocaine_core.archive import Limits
     from cocaine_core.cli.hosting import host
@@ -232,7 +233,7 @@ def _serve(settings: dict[str, Any], limits: dict[str, Any], uids: tuple[int, in
                         max_message=limits["max-message"],
                         client_backlog=limits["client-backlog"], app_users=app_users,
                         discovery=discovery, cluster=cluster, **_curve(settings),
-                        **_observers(settings))
+                        **observers)
         try:
             host(the_node, _ready, reload_on_sighup=True)
         finally:
