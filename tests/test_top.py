@@ -116,7 +116,8 @@ def test_every_line_fits_the_width_and_app_names_are_cut_with_an_ellipsis(width,
 def test_rows_are_bounded_by_the_screens_height_with_a_count_of_the_rest():
     lines = _frame(80, 10)
     assert len(lines) == 10
-    assert lines[-1].startswith("+25 more")  # 32 apps, 1 reason line; 7 rows shown
+    assert lines[-1].startswith("+26 more")  # 32 apps: the broken one first, with its reason
+    assert lines[2].split()[1] == "broken"  # line; 6 rows shown
 
 
 def test_an_unreachable_node_is_a_line_saying_why():
@@ -373,3 +374,14 @@ def test_cluster_top_lists_every_nodes_apps_and_a_node_that_cannot_be_reached(la
     assert done.returncode == 0, done.stderr  # the node asked is fine; its peer is not
     peer_line = next(ln for ln in done.stdout.splitlines() if b.endpoint in ln)
     assert "node unreachable" in peer_line and "only-b" not in done.stdout
+
+
+def test_apps_not_running_come_first_so_a_short_screen_never_hides_them() -> None:
+    from cocaine_core.cli.top_view import Snapshots, app_rows
+
+    def app(state: str) -> dict:
+        return {"state": state, "pool": {}, "queue": {}, "jobs": {"done": 0}, "uptime": 1.0}
+
+    snapshots = Snapshots("tcp://127.0.0.1:10053", current={"apps": {
+        "a-busy": app("running"), "zz-broken": app("broken"), "b-idle": app("running")}})
+    assert [row.name for row in app_rows(snapshots)] == ["zz-broken", "a-busy", "b-idle"]

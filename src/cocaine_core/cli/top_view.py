@@ -205,7 +205,8 @@ def matches(name: str, patterns: Sequence[str]) -> bool:
 
 
 def app_rows(snapshots: Snapshots, patterns: Sequence[str] = ()) -> list[AppRow]:
-    """The node's apps (those ``patterns`` match), busiest first, then by name."""
+    """The node's apps (those ``patterns`` match): apps not running (broken, starting,
+    stopping) first, so a short screen never hides them, then the busiest, then by name."""
     current = snapshots.current
     if current is None:
         return []
@@ -213,7 +214,7 @@ def app_rows(snapshots: Snapshots, patterns: Sequence[str] = ()) -> list[AppRow]
     before = (snapshots.previous or {}).get("apps") or {}
     rows = [app_row(name, app, before.get(name), seconds)
             for name, app in (current.get("apps") or {}).items() if matches(name, patterns)]
-    return sorted(rows, key=lambda r: (-(r.rate or 0), r.name))
+    return sorted(rows, key=lambda r: (r.state == "running", -(r.rate or 0), r.name))
 
 
 # -- lines that fit ---------------------------------------------------------------------------
