@@ -9,6 +9,11 @@ node's loop or another client:
 - a kept-alive connection waits ``idle_timeout`` for its next request, an answer is written
   within ``write_timeout``, else the connection is closed;
 - at most ``max_connections`` at once: one more is closed at once, unanswered;
+- HTTP/1.0 and 1.1 only (505 for another version, 400 for a request line without one);
+- a body is written ``CHUNK_SIZE`` bytes at a time, each once the connection holds less than
+  ``WRITE_BUFFER`` unsent: a client that does not read holds at most that much of the
+  node's memory beyond the page (which every connection shares), and requests pipelined on
+  one connection are answered one after the other;
 - every answer has ``Content-Length``, ``Cache-Control: no-store``, ``nosniff`` and a strict
   ``Content-Security-Policy`` (scripts and styles from this listener only, nothing inline).
 """
@@ -39,6 +44,12 @@ SECURITY_HEADERS = (
 )
 #: Bytes read from a socket at a time.
 READ_SIZE = 16384
+#: Bytes of an answer's body handed to a connection at a time.
+CHUNK_SIZE = 65536
+#: The most a connection holds unsent, beyond the page it answers with (bytes).
+WRITE_BUFFER = 262144
+#: The HTTP versions served (h11 parses 1.0 and 1.1; another is answered 505).
+VERSIONS = (b"1.0", b"1.1")
 
 
 @attrs.frozen
@@ -95,6 +106,11 @@ class HttpListener:
         """Connections open now."""
         return len(self._open)
 
+    @property
+    def buffered(self) -> int:
+        """Bytes the open connections hold unsent now (at most ``WRITE_BUFFER`` each)."""
+        return sum(writer.transport.get_write_buffer_size() for writer in self._open)
+
     async def start(self) -> None:
         """Bind and listen; OSError if the address cannot be had (in use, not local)."""
         self._server = await asyncio.start_server(self._accept, self.host, self.port,
@@ -126,6 +142,8 @@ class HttpListener:
             writer.transport.abort()
             return
         self._open[writer] = asyncio.current_task()
+        # Paused (drain waits) above this, so a write of one more chunk stays in WRITE_BUFFER.
+        writer.transport.set_write_buffer_limits(high=WRITE_BUFFER - CHUNK_SIZE)
         try:
             await Exchange(reader, writer, self.router, self.limits).run()
         except (OSError, TimeoutError, asyncio.IncompleteReadError):
@@ -173,6 +191,7 @@ class Exchange:
         deadline = None if kept_alive else loop.time() + self.limits.header_timeout
         taken = 0  # bytes read for this head: never more than max_head (h11 alone bounds
         # only a head still incomplete, not one that arrives whole in one read)
+        line = None if kept_alive else b""  # a new connection's request line, until seen
         while True:
             event = self.http.next_event()
             if isinstance(event, h11.Request):
@@ -192,9 +211,14 @@ class Exchange:
             if deadline is None:
                 deadline = loop.time() + self.limits.header_timeout
             taken += len(data)
+            if line is not None:
+                line = _check_request_line(line + data)
             self.http.receive_data(data)
 
     async def _answer(self, request: h11.Request) -> None:
+        if request.http_version not in VERSIONS:
+            await self._error(505, "only HTTP/1.0 and HTTP/1.1 are served here")
+            return
         if request.method not in (b"GET", b"HEAD"):
             await self._error(405, "only GET and HEAD are served here",
                               [("Allow", "GET, HEAD")])
@@ -224,15 +248,46 @@ class Exchange:
 
     async def _send(self, page: Page, head: bool,
                     extra: list[tuple[str, str]] | None = None) -> None:
+        """Write ``page`` within ``write_timeout``, its body a chunk at a time: the page's
+        bytes are shared, never copied whole per connection."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.limits.write_timeout
         headers = [("Content-Type", page.content_type),
                    ("Content-Length", str(len(page.body))), *SECURITY_HEADERS, *(extra or [])]
-        out = self.http.send(h11.Response(status_code=page.status, headers=headers,
-                                          reason=_reason(page.status)))
+        self.writer.write(self.http.send(h11.Response(
+            status_code=page.status, headers=headers, reason=_reason(page.status))) or b"")
         if not head and page.body:
-            out += self.http.send(h11.Data(data=page.body))
-        out += self.http.send(h11.EndOfMessage())
-        self.writer.write(out)
-        await asyncio.wait_for(self.writer.drain(), self.limits.write_timeout)
+            body = memoryview(page.body)
+            for start in range(0, len(body), CHUNK_SIZE):
+                # h11 passes a memoryview through as it is (its stubs say bytes).
+                chunk = h11.Data(data=body[start:start + CHUNK_SIZE])  # type: ignore[arg-type]
+                for part in self.http.send_with_data_passthrough(chunk) or ():
+                    self.writer.write(part)
+                await self._drain(deadline)
+        self.writer.write(self.http.send(h11.EndOfMessage()) or b"")
+        await self._drain(deadline)
+
+    async def _drain(self, deadline: float) -> None:
+        """Wait until the connection holds less than its bound unsent; TimeoutError past
+        ``deadline`` (the client does not take its answer)."""
+        wait = deadline - asyncio.get_running_loop().time()
+        if wait <= 0:
+            raise TimeoutError
+        await asyncio.wait_for(self.writer.drain(), wait)
+
+
+def _check_request_line(head: bytes) -> bytes | None:
+    """``head`` while its request line is incomplete, None once it is whole and has a
+    version; RemoteProtocolError (400) for a line without one: an HTTP/0.9 request ends
+    with that line, so h11 would wait for the rest of a head that never comes."""
+    stripped = head.lstrip(b"\r\n")
+    end = stripped.find(b"\n")
+    if end < 0:
+        return head
+    if len(stripped[:end].rstrip(b"\r").split(b" ")) != 3:
+        raise h11.RemoteProtocolError("the request line has no HTTP version (HTTP/0.9 is not "
+                                      "served; send HTTP/1.1)", error_status_hint=400)
+    return None
 
 
 def _announces_body(request: h11.Request) -> bool:
