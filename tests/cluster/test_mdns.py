@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -15,12 +16,15 @@ from types import SimpleNamespace
 import pytest
 
 from cocaine_core.cluster.discovery import NodeRecord
-from cocaine_core.cluster.mdns import TTL, MdnsDiscovery
+from cocaine_core.cluster.mdns import MdnsDiscovery
 from cocaine_core.errors import NodeError
 from cocaine_core.testing import wait_until
 
 HERE = Path(__file__).parent
 CLUSTER = "blue"
+#: The records' TTL in these tests' peers (mdns.TTL is 15 s): the waits for a peer to drop
+#: out are a few seconds, not twenty.
+TTL = 6
 
 
 class Peer:
@@ -31,7 +35,8 @@ class Peer:
         self.host = host
         self.process = host.popen([sys.executable, str(HERE / "mdns_peer.py"), kind, cluster,
                                    host.address, *peers], stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True)
+                                  stderr=subprocess.PIPE, text=True,
+                                  env={**os.environ, "COCAINE_TEST_MDNS_TTL": str(TTL)})
         first = json.loads(self.process.stdout.readline() or '{"error": "exited"}')
         assert "id" in first, first
         self.id: str = first["id"]
