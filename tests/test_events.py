@@ -186,36 +186,44 @@ def test_a_broken_app_is_an_event(watched_node: Any, make_app: Callable[..., Pat
 # -- the stream and cocaine events --------------------------------------------------------------
 
 
-def test_cocaine_events_tails_the_stream_of_a_node(node_process: Any, tmp_path: Path,
-                                                   make_app: Callable[..., Path]) -> None:
-    node = node_process()
-    manifest = make_app(APP, tasks=TASKS, engine={"pool-min": 1})
-    tail = subprocess.Popen([COCAINE, "events", "tailed", "--json", "--topic", "slave-ended",
-                             "--count", "1", "--node", node.endpoint],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+def tail_one(node: Any, args: list[str], trigger: Callable[[], None],
+             tries: int = 20) -> tuple[dict[str, Any], int]:
+    """Run ``cocaine events ARGS --json --count 1`` against ``node`` and call ``trigger``
+    until it has heard its one event (a subscription takes a moment to reach the node);
+    the event and the command's exit code."""
+    tail = subprocess.Popen([COCAINE, "events", *args, "--json", "--count", "1", "--node",
+                             node.endpoint], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        node.cli("app", "deploy", str(manifest), "--name", "tailed")
         wait_until(lambda: tail.poll() is not None or _said(tail), timeout=30,
                    message="cocaine events to subscribe")
-        # A subscription takes a moment to reach the node: kill slaves until one is heard.
-        for _ in range(20):
-            with node.client() as client:
-                os.kill(int(client.call("tailed", "pid")), signal.SIGKILL)
+        for _ in range(tries):
+            trigger()
             try:
                 out, _err = tail.communicate(timeout=3)
-                break
+                return json.loads(out), tail.returncode
             except subprocess.TimeoutExpired:
                 continue
-        else:
-            raise AssertionError("cocaine events heard no slave-ended")
+        raise AssertionError(f"cocaine events {' '.join(args)} heard nothing")
     finally:
         if tail.poll() is None:
             tail.kill()
             tail.wait()
-    event = json.loads(out)
+
+
+def test_cocaine_events_tails_the_stream_of_a_node(node_process: Any, tmp_path: Path,
+                                                   make_app: Callable[..., Path]) -> None:
+    node = node_process()
+    node.cli("app", "deploy", str(make_app(APP, tasks=TASKS, engine={"pool-min": 1})),
+             "--name", "tailed")
+
+    def kill_a_slave() -> None:
+        with node.client() as client:
+            os.kill(int(client.call("tailed", "pid")), signal.SIGKILL)
+
+    event, code = tail_one(node, ["tailed", "--topic", "slave-ended"], kill_a_slave)
     assert (event["app"], event["topic"], event["reason"]) == ("tailed", "slave-ended",
                                                                "crashed")
-    assert tail.returncode == 0
+    assert code == 0
 
 
 def _said(process: subprocess.Popen[bytes]) -> bool:
@@ -260,27 +268,8 @@ def test_cocaine_events_refuses_bad_arguments_saying_why(args: list[str], said: 
 def test_every_deploy_is_an_event(node_process: Any, make_app: Callable[..., Path]) -> None:
     node = node_process()
     manifest = make_app(APP, tasks=TASKS)
-    tail = subprocess.Popen([COCAINE, "events", "fresh", "--topic", "deployed", "--json",
-                             "--count", "1",
-                             "--node", node.endpoint], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
-    try:
-        wait_until(lambda: tail.poll() is not None or _said(tail), timeout=30,
-                   message="cocaine events to subscribe")
-        for _ in range(10):  # a subscription takes a moment to reach the node
-            node.cli("app", "deploy", str(manifest), "--name", "fresh")
-            try:
-                out, _err = tail.communicate(timeout=3)
-                break
-            except subprocess.TimeoutExpired:
-                continue
-        else:
-            raise AssertionError("cocaine events heard no deploy")
-    finally:
-        if tail.poll() is None:
-            tail.kill()
-            tail.wait()
-    event = json.loads(out)
+    event, _code = tail_one(node, ["fresh", "--topic", "deployed"], lambda: node.cli(
+        "app", "deploy", str(manifest), "--name", "fresh"), tries=10)
     assert (event["app"], event["topic"]) == ("fresh", "deployed")
     assert event["version"] >= 1 and len(event["sha256"]) == 64
 
