@@ -322,3 +322,23 @@ def test_a_bad_plugin_option_value_is_a_clear_error(tmp_path: Path) -> None:
     assert "--example-greeting two words: a greeting is one word" in result.stderr
     assert not (tmp_path / "r").exists() and not (tmp_path / "s").exists(), \
         "refused before any folder is made"
+
+
+def test_an_option_of_a_plugin_not_installed_says_what_to_install() -> None:
+    shipped = {"metrics": "cocaine-prometheus"}
+    with pytest.raises(NodeError, match=r"--metrics is an option of cocaine-prometheus, "
+                                        r"which is not installed .*pip install "
+                                        r"cocaine-prometheus"):
+        plugin_flags.take(["node", "--metrics", "127.0.0.1:9101"], [], shipped)
+    assert plugin_flags.take(["node", "--metrics", "h:1"], ["metrics"], shipped) == ["node"]
+    assert plugin_flags.take(["call", "a", "e", "--metrics"], [], shipped) == [
+        "call", "a", "e", "--metrics"], "only node and run take them"
+
+
+def test_cocaine_node_without_the_plugin_names_it(tmp_path: Path) -> None:
+    result = subprocess.run([COCAINE, "node", "--metrics", "127.0.0.1:9101", "--storage",
+                             f"files://{tmp_path / 's'}", "--run-dir", str(tmp_path / "r")],
+                            capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "COCAINE_DISABLE_PLUGINS": "prometheus"})
+    assert result.returncode == 1
+    assert "pip install cocaine-prometheus" in result.stderr, result.stderr

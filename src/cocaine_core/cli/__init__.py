@@ -91,7 +91,9 @@ def _take_plugin_options(argv: list[str]) -> list[str]:
     for command in app.registered_commands:
         if command.name in plugin_flags.COMMANDS:
             command.epilog = plugin_flags.epilog(options)
-    return plugin_flags.take(argv, list(options))
+    from cocaine_core.registry import SHIPPED
+
+    return plugin_flags.take(argv, list(options), SHIPPED["node_options"])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,13 +14,14 @@ COMMANDS = ("node", "run")
 GIVEN: dict[str, str] = {}
 
 
-def take(argv: list[str], names: list[str]) -> list[str]:
+def take(argv: list[str], names: list[str], shipped: dict[str, str] | None = None) -> list[str]:
     """``argv`` without the plugin options ``names`` given to ``cocaine node`` or ``cocaine
     run`` (``--NAME VALUE`` or ``--NAME=VALUE``, before any ``--``), which go to ``GIVEN``.
-    An option given without a value, or twice, is a ``NodeError`` saying so."""
+    An option given without a value, or twice, is a ``NodeError`` saying so; so is one of
+    ``shipped`` (name: the distribution that provides it) whose plugin is not installed."""
     GIVEN.clear()
     command = next((i for i, arg in enumerate(argv) if not arg.startswith("-")), None)
-    if command is None or argv[command] not in COMMANDS or not names:
+    if command is None or argv[command] not in COMMANDS or not (names or shipped):
         return argv
     kept, rest = argv[:command + 1], argv[command + 1:]
     flags = {f"--{name}": name for name in names}
@@ -31,6 +32,10 @@ def take(argv: list[str], names: list[str]) -> list[str]:
             kept.extend(rest[index:])
             break
         flag, equals, value = arg.partition("=")
+        missing = (shipped or {}).get(flag[2:]) if flag.startswith("--") else None
+        if missing and flag not in flags:
+            raise NodeError(f"{flag} is an option of {missing}, which is not installed or "
+                            f"failed to load (see cocaine plugins); pip install {missing}")
         if flag in flags:
             if not equals:
                 if index + 1 >= len(rest) or rest[index + 1].startswith("--"):
