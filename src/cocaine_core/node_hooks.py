@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from cocaine_core.errors import NodeError, PluginError
 from cocaine_core.event_stream import EventStream, default_endpoint
@@ -58,7 +58,7 @@ async def _call(node: Node, hook: str, timeout: float, *, raise_errors: bool) ->
         if not inspect.isawaitable(result):
             continue
         try:
-            await asyncio.wait_for(_awaited(result), timeout)
+            await asyncio.wait_for(result, timeout)
         except TimeoutError:
             message = f"{record.distribution} ({hook}) did not finish within {timeout:g} s"
             if raise_errors:
@@ -72,6 +72,3 @@ async def _call(node: Node, hook: str, timeout: float, *, raise_errors: bool) ->
             log.error("plugin '%s' (%s) raised in %s", record.name, record.distribution, hook,
                       exc_info=exc)
 
-
-async def _awaited(awaitable: Any) -> Any:
-    return await awaitable
