@@ -82,9 +82,10 @@ def deploy(nodes: list[tuple[Host, NodeProcess]], folder: Path, engine: dict[str
 
 
 def cluster_view(node: NodeProcess) -> dict[str, Any]:
-    """``cocaine cluster nodes --json`` of ``node``."""
-    result = node.cli("cluster", "nodes", "--json")
-    return json.loads(result.stdout)
+    """What ``cocaine cluster nodes --json`` of ``node`` prints (asked through a client, not
+    the command: a poll costs milliseconds instead of a process's start)."""
+    with Client(node.endpoint, wait=20) as client:
+        return dict(client.control("cluster-nodes"))
 
 
 def wait_peered(nodes: list[tuple[Host, NodeProcess]], app: str | None = None,
@@ -132,9 +133,20 @@ class Load:
                 except ServiceError as exc:
                     self.errors.append(f"{exc.code} {exc.message}")
 
-    def wait_for(self, predicate: Callable[[], bool], timeout: float, what: str) -> None:
-        """Wait until ``predicate`` holds while the load runs."""
-        wait_until(predicate, timeout=timeout, interval=0.1, message=what)
+    def wait_for(self, predicate: Callable[[], bool], timeout: float, what: str,
+                 explain: Callable[[], Any] | None = None) -> None:
+        """Wait until ``predicate`` holds while the load runs; on a timeout, the failure
+        also shows what was served and ``explain()`` (for example the nodes' cluster views)."""
+        try:
+            wait_until(predicate, timeout=timeout, interval=0.1, message=what)
+        except AssertionError as exc:
+            seen = {"served": dict(self.served), "errors": self.errors[:5]}
+            if explain is not None:
+                try:
+                    seen["explain"] = explain()
+                except Exception as why:  # the explanation must not hide the failure
+                    seen["explain"] = f"could not be had: {why!r}"
+            raise AssertionError(f"{exc}; {json.dumps(seen, default=str)[:20000]}") from None
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()

@@ -125,7 +125,11 @@ def test_a_node_that_joins_takes_load_within_seconds(lan, tmp_path):
                         "--peer", f"tcp://{nodes[0][0].address}:10054").start(timeout=60)
         deploy([(host_c, c)], tmp_path, {"pool-limit": 1, "queue-limit": 100})
         joined = time.monotonic()
-        load.wait_for(lambda: load.served[host_c.address] >= 3, 30, "c to take load")
+        load.wait_for(lambda: load.served[host_c.address] >= 3, 30, "c to take load",
+                      explain=lambda: {"a": cluster_view(a), "a-info": cluster_info(a),
+                                       "c": cluster_view(c), "c-info": cluster_info(c),
+                                       "a-log": a.log.read_text()[-4000:],
+                                       "c-log": c.log.read_text()[-4000:]})
         took = time.monotonic() - joined
     assert not load.errors, load.errors[:5]
     assert took < 15, f"c took {took:.1f} s to take load"

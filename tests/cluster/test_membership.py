@@ -79,8 +79,9 @@ def test_three_nodes_find_each_other_with_no_configuration(lan, tmp_path):
     wait_peered(nodes, timeout=30)
     found = time.monotonic() - started
     assert found < 20, f"the nodes took {found:.1f} s to find each other"
-    view = cluster_view(nodes[0][1])
+    view = json.loads(nodes[0][1].cli("cluster", "nodes", "--json").stdout)  # the command's
     assert sorted(n["endpoint"] for n in view["nodes"]) == sorted(n.endpoint for _, n in nodes)
+    assert view["cluster"] == cluster_view(nodes[0][1])["cluster"] == "blue"
     text = nodes[0][1].cli("cluster", "nodes").stdout.decode()
     assert "cluster blue: 3 node(s)" in text and "(this node)" in text
     assert all(node.endpoint in text for _, node in nodes)
