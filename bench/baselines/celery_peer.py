@@ -1,9 +1,11 @@
-"""Celery with a Redis broker and result backend, as a peer (only with ``--peers``).
+"""Celery with a Redis broker and result backend, as a peer (in every full run; ``--no-peers``
+skips it, and a ``--quick`` run has it only with ``--peers``).
 
 Celery and the redis client are imported from the venv if they are there; if not, the bench
 installs them into a private folder (``~/.cache/cocaine-bench/peers``, never into the venv)
-with the venv's pip, or with ``uv pip`` when the venv has no pip (as a venv made by uv). The
-Redis server must be on PATH (``apt-get install redis-server``). Whatever is missing, the
+with the venv's pip, or with ``uv pip`` when the venv has no pip (as a venv made by uv). A
+``redis-server`` missing from PATH is installed with ``apt-get`` (as root, or with ``sudo -n``;
+an ``apt-get update`` first if the package is not known yet). Whatever cannot be had, the
 Celery rows are skipped with the reason: the bench never fails for want of them.
 
 The worker runs ``--concurrency 2 --pool prefork`` (2 worker processes, like the others);
@@ -66,7 +68,10 @@ def _importable() -> bool:
 def unavailable(bench: Bench) -> str | None:
     """Why Celery cannot run here (None: it can); installs the packages if it may."""
     if shutil.which("redis-server") is None:
-        return "redis-server is not on PATH (apt-get install redis-server)"
+        bench.say("  installing redis-server (apt-get)")
+        failed = install_redis()
+        if failed:
+            return failed
     if str(PEERS) not in sys.path and PEERS.is_dir():
         sys.path.append(str(PEERS))  # after the venv's own packages, which win
     if _importable():
@@ -79,6 +84,27 @@ def unavailable(bench: Bench) -> str | None:
         sys.path.append(str(PEERS))
     importlib.invalidate_caches()
     return None if _importable() else "celery or redis still cannot be imported"
+
+
+def install_redis() -> str | None:
+    """Install Debian's ``redis-server`` with apt-get (as root, or with ``sudo -n``); None when
+    it is on PATH afterwards, else why not."""
+    apt = shutil.which("apt-get")
+    if apt is None:
+        return "redis-server is not on PATH, and there is no apt-get to install it"
+    prefix = [] if os.geteuid() == 0 else ["sudo", "-n"]
+    if prefix and shutil.which("sudo") is None:
+        return "redis-server is not on PATH (as root: apt-get install redis-server)"
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = [*prefix, apt, "install", "-y", "-q", "redis-server"]
+    try:
+        for commands in ([install], [[*prefix, apt, "update", "-q"], install]):
+            if all(subprocess.run(c, capture_output=True, timeout=600, env=env).returncode == 0
+                   for c in commands) and shutil.which("redis-server"):
+                return None
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"redis-server is not on PATH and could not be installed: {exc}"
+    return "redis-server is not on PATH and apt-get could not install it"
 
 
 def install_command(packages: Sequence[str], target: Path,

@@ -10,7 +10,11 @@ seconds as the body says. Each round:
    the pool of one idle slave. The engine grows the pool one slave per waiting job beyond the
    pool (grow-threshold 1), so pool-limit - 1 new slaves start together; for each, the time
    from the burst to its handler starting its first job is the end-to-end figure;
-4. reads ``info``: every slave's ``startup-ms`` (spawn request → ready, as the engine saw it).
+4. reads ``info``: every slave's ``startup-ms`` (spawn request → ready, as the engine saw it);
+5. **one more slave**, the pool in use: one busy slave and a spare, two jobs more;
+6. **a burst at a pool in use**: one busy slave, and the spares the engine keeps after the
+   burst of step 3 (as many as the pool grew by lately: pool-limit - 1), then pool-limit jobs
+   at once; for each new slave, the time from the burst to its first job started.
 
 The wall clock (``time.time()``) is shared by the bench and the slaves on one machine.
 """
@@ -64,6 +68,9 @@ def run(bench: Bench) -> ScenarioResult:
                                     note="median of the slaves started by each round's burst")
     spare = result.figure("one more slave, the pool in use (a spare ready): job → started",
                           "ms", note="a pool of one busy slave, 0.5 s after it came into use")
+    in_use = result.figure("a burst at a pool in use (spares kept): job → started", "ms",
+                           note="median of the slaves the burst added; spares kept after "
+                                "the round's first burst")
     every_further: list[float] = []
     every_startup: list[float] = []
     context = zmq.Context.instance()
@@ -95,6 +102,7 @@ def run(bench: Bench) -> ScenarioResult:
             further_startup.add(_median(startups))
             result.details.setdefault("further_slaves_per_round", []).append(len(firsts))
             spare.add(_one_more(sock, node))
+            in_use.add(_burst_in_use(sock, node))
     finally:
         sock.close(linger=0)
         node.stop()
@@ -105,6 +113,8 @@ def run(bench: Bench) -> ScenarioResult:
     result.target("further slave serves its first job (end to end)", further.median, "<= 5",
                   "ms")
     result.target("one more slave, a spare ready (end to end)", spare.median, "<= 5", "ms")
+    result.target("a burst at a pool in use, spares kept (end to end)", in_use.median, "<= 5",
+                  "ms")
     result.target("cold start (end to end)", cold.median, "<= 100", "ms")
     return result
 
@@ -126,6 +136,33 @@ def _one_more(sock: zmq.Socket, node: CocaineRun) -> float:
         if msgpack.unpackb(sock.recv_multipart()[0])[1] == busy_id:
             break
     return (started - sent) * 1000
+
+
+def _burst_in_use(sock: zmq.Socket, node: CocaineRun) -> float | None:
+    """At a pool of one busy slave that keeps pool-limit - 1 spares (it grew by that many a
+    moment ago), pool-limit jobs at once: the median, over the slaves they add, of the
+    milliseconds from sending them to that slave's first job starting."""
+    wait_for(lambda: node.info("growth")["pool"]["total"] == 0, 30, "the pool to empty")
+    busy_id = next(_ids)
+    sock.send_multipart([msgpack.packb([10, busy_id, "growth", "work", None]), b"1.5"])
+    busy_pid: list[int] = []
+
+    def ready() -> bool:
+        info = node.info("growth")
+        busy_pid[:] = [s["pid"] for s in info["slaves"] if s["jobs"]]
+        return info["pool"]["busy"] == 1 and info["pool"].get("spare", 0) >= POOL_LIMIT - 1
+
+    wait_for(ready, 10, "a busy slave and its spares")
+    sent = time.time()
+    firsts: dict[int, float] = {}
+    for pid, started in _call(sock, [str(HOLD).encode()] * POOL_LIMIT):
+        if pid not in busy_pid:
+            firsts[pid] = min(firsts.get(pid, started), started)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and sock.poll(100):  # the busy job's answer
+        if msgpack.unpackb(sock.recv_multipart()[0])[1] == busy_id:
+            break
+    return _median([(started - sent) * 1000 for started in firsts.values()])
 
 
 def _median(values: list[float]) -> float | None:
