@@ -65,7 +65,8 @@ def test_a_burst_past_pool_limit_grows_the_pool_to_the_limit_only(fake_engine):
 def test_after_a_burst_the_pool_keeps_as_many_spares_as_it_grew_by(fake_engine, monkeypatch,
                                                                   limit, spares):
     """A pool of one busy slave grows by three for a burst, then keeps three spares (within
-    pool-limit: pool + spares never pass it), and one again once the burst is forgotten."""
+    pool-limit: pool + spares never pass it; its first slave is no burst and not counted),
+    and one again once the burst is forgotten."""
     monkeypatch.setattr(growth, "GROWTH_MEMORY", 1.0)
     engine = fake_engine(pool_limit=limit, termination_timeout=0.1)
     FakeBackend.behaviour = hold

@@ -8,10 +8,15 @@ spares first (a configure message each), the rest forked with one request to the
 (``spawn_many``, where the backend has it: one message to the template for N forks).
 
 **Spares in proportion to the load.** While the pool is in use and below ``pool-limit``, it
-keeps as many spares as it grew by in the last ``GROWTH_MEMORY`` seconds, at least ``SPARES``
-and at most ``MAX_SPARES``: a pool that just needed three more slaves at once keeps three
-ready for the next burst, a pool that never grows keeps one. Spares count against
-``pool-limit`` (pool + spares never pass it) and against the node's ``--max-slaves``.
+keeps as many spares as it grew by in the last ``GROWTH_MEMORY`` seconds (the first slave of
+an empty pool is not counted: one job at a time is no burst), at least ``SPARES`` and at most
+``MAX_SPARES``: a pool that just needed three more slaves at once keeps three ready for the
+next burst, a pool that never grows beyond its first slave keeps one. Spares count against
+``pool-limit`` (pool + spares never pass it) and against the node's ``--max-slaves``. They are
+forked on the supervisor's tick, a moment after the pool comes into use, so that a cold
+start does not share the CPU with them (forking them with the first slave of a pool that
+emptied between bursts was tried: on 2 cores it doubled that cold start), and an empty pool
+has none.
 """
 
 from __future__ import annotations
@@ -71,7 +76,8 @@ def grow(pool: SlavePool) -> int:
     count = wanted(pool)
     if not count:
         return 0
-    pool.growth.added(count, time.monotonic())
+    empty = pool.active() == 0
+    pool.growth.added(count - 1 if empty else count, time.monotonic())  # a first: no burst
     promoted = 0
     while promoted < count and promote_spare(pool):
         promoted += 1
@@ -129,17 +135,17 @@ def spawn(pool: SlavePool, count: int, *, spare: bool = False) -> int:
                           spare=spare) for _ in range(count)]
     for slave in slaves:
         pool.slaves[slave.id] = slave
-    if not spare:
-        pool.spawns += count
+    serving = 0 if spare else count
+    pool.spawns += serving
     backend = pool.engine.backend
     asked = 0
     try:
         if backend is None:
             raise CocaineError("the app's code is being loaded again")
         many = getattr(backend, "spawn_many", None)
-        if many is not None and count > 1:
+        if many is not None and len(slaves) > 1:
             many([slave.id for slave in slaves])
-            asked = count
+            asked = len(slaves)
         else:
             for slave in slaves:
                 backend.spawn(slave.id)
@@ -147,7 +153,6 @@ def spawn(pool: SlavePool, count: int, *, spare: bool = False) -> int:
     except CocaineError as exc:
         for slave in slaves[asked:]:
             pool.slaves.pop(slave.id, None)
-        if not spare:
-            pool.spawns -= count - asked
+        pool.spawns -= max(0, serving - asked)
         pool.start_failed(str(exc))
     return asked
