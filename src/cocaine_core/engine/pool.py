@@ -101,9 +101,10 @@ class SlavePool:
         return growth.spawn(self, 1, spare=spare) == 1
 
     def ensure_minimum(self) -> None:
-        """Spawn until ``pool-min`` slaves serve or start."""
-        while self.can_spawn() and self.active() < self.config.pool_min and self.spawn():
-            pass
+        """Spawn the slaves missing to ``pool-min`` (serving or starting), in one request."""
+        missing = self.config.pool_min - self.active()
+        if missing > 0 and self.can_spawn():
+            growth.spawn(self, missing)
 
     def maybe_grow(self) -> None:
         """Grow by every slave the waiting jobs need beyond ``grow-threshold``, at once:
