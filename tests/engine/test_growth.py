@@ -86,3 +86,26 @@ def test_after_a_burst_the_pool_keeps_as_many_spares_as_it_grew_by(fake_engine, 
         await engine.stop()
 
     run(scenario)
+
+
+def test_a_node_at_its_max_slaves_forks_no_spare_and_holds_nothing_back(fake_engine):
+    """A spare is optional: at the node's cap it is not asked for, so no refusal holds the
+    pool's spawning back (as a failed start would)."""
+    engine = fake_engine(pool_limit=4, termination_timeout=0.1)
+    FakeBackend.behaviour = hold
+
+    async def scenario() -> None:
+        budget = engine.app.slaves
+        budget.used = budget.limit  # the node's other apps hold it all (the fake counts none)
+        await engine.start()
+        submit(engine)
+        await until(lambda: running(engine) == 1, what="a busy slave")
+        for _ in range(3):
+            engine.pool.keep_spare()  # the supervisor's step, as at each tick
+        assert engine.info()["pool"]["spare"] == 0
+        assert engine.pool.starts.failures == 0 and engine.pool.can_spawn()
+        budget.used = 0
+        await until(lambda: engine.info()["pool"]["spare"] == 1, what="a spare, once there is room")
+        await engine.stop()
+
+    run(scenario)
