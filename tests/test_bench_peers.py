@@ -15,7 +15,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # bench/ is not installed; run.py puts the root on sys.path too
 
-from bench.baselines.celery_peer import install, install_command  # noqa: E402
+from bench.baselines import celery_peer  # noqa: E402
+from bench.baselines.celery_peer import bundled_pip, install, install_command  # noqa: E402
 
 PACKAGES = ("celery", "redis")
 
@@ -60,9 +61,24 @@ def test_a_venv_without_pip_installs_with_uv(venv_without_pip: str, fake_uv: Pat
         *PACKAGES]
 
 
-def test_a_venv_without_pip_or_uv_says_what_to_install(venv_without_pip: str, tmp_path: Path,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_venv_without_pip_or_uv_installs_with_the_pip_wheel_of_its_ensurepip(
+        venv_without_pip: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))  # no uv
+    wheel = bundled_pip(venv_without_pip)
+    if wheel is None:
+        pytest.skip("this python has no ensurepip (Debian's python3 without python3-venv)")
+    assert install_command(PACKAGES, tmp_path, venv_without_pip) == [
+        venv_without_pip, f"{wheel}/pip", "install", "--quiet", "--target", str(tmp_path),
+        *PACKAGES]
+    found = subprocess.run([venv_without_pip, f"{wheel}/pip", "--version"], capture_output=True,
+                           timeout=120)
+    assert found.returncode == 0 and found.stdout.startswith(b"pip "), found.stderr
+
+
+def test_a_venv_without_pip_uv_or_ensurepip_says_what_to_install(
+        venv_without_pip: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no uv
+    monkeypatch.setattr(celery_peer, "bundled_pip", lambda python: None)  # no ensurepip
     reason = install(PACKAGES, tmp_path / "peers", venv_without_pip)
     assert reason == (f"cannot install celery redis: {venv_without_pip} has no pip (a venv made "
                       f"by uv or with --without-pip) and uv is not on PATH; install them into "

@@ -3,7 +3,8 @@ skips it, and a ``--quick`` run has it only with ``--peers``).
 
 Celery and the redis client are imported from the venv if they are there; if not, the bench
 installs them into a private folder (``~/.cache/cocaine-bench/peers``, never into the venv)
-with the venv's pip, or with ``uv pip`` when the venv has no pip (as a venv made by uv). A
+with the venv's pip, or with ``uv pip`` when the venv has no pip (as a venv made by uv), or
+with the pip wheel of the venv's ``ensurepip``, run from the wheel. A
 ``redis-server`` missing from PATH is installed with ``apt-get`` (as root, or with ``sudo -n``;
 an ``apt-get update`` first if the package is not known yet). Whatever cannot be had, the
 Celery rows are skipped with the reason: the bench never fails for want of them.
@@ -110,8 +111,9 @@ def install_redis() -> str | None:
 def install_command(packages: Sequence[str], target: Path,
                     python: str = sys.executable) -> list[str] | str:
     """The command that installs ``packages`` into ``target`` for ``python``: its own pip if it
-    has one, else ``uv pip`` (a venv made by uv has no pip); or, when neither is there, what
-    to install by hand."""
+    has one, else ``uv pip`` (a venv made by uv has no pip), else the pip wheel its standard
+    library carries for ``ensurepip``, run from the wheel (the venv stays without pip); or,
+    when none is there, what to install by hand."""
     try:
         has_pip = subprocess.run([python, "-c", "import pip"], capture_output=True,
                                  timeout=60).returncode == 0
@@ -123,11 +125,29 @@ def install_command(packages: Sequence[str], target: Path,
     if uv is not None:
         return [uv, "pip", "install", "--quiet", "--python", python, "--target", str(target),
                 *packages]
+    wheel = bundled_pip(python)
+    if wheel is not None:
+        return [python, f"{wheel}/pip", "install", "--quiet", "--target", str(target), *packages]
     names = " ".join(packages)
     return (f"cannot install {names}: {python} has no pip (a venv made by uv or with "
             f"--without-pip) and uv is not on PATH; install them into the venv "
             f"(uv pip install {names}, or python -m ensurepip then python -m pip install "
             f"{names})")
+
+
+def bundled_pip(python: str) -> str | None:
+    """The pip wheel in ``python``'s ``ensurepip`` (None: it has none, as Debian's python3
+    without python3-venv); pip runs from a wheel as it is (``python PIP.whl/pip install``)."""
+    script = ("import ensurepip, glob, os\n"
+              "found = glob.glob(os.path.join(os.path.dirname(ensurepip.__file__), '_bundled', "
+              "'pip-*.whl'))\n"
+              "print(sorted(found)[-1] if found else '')")
+    try:
+        done = subprocess.run([python, "-c", script], capture_output=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    wheel = done.stdout.decode(errors="replace").strip()
+    return wheel if done.returncode == 0 and wheel and os.path.isfile(wheel) else None
 
 
 def install(packages: Sequence[str], target: Path, python: str = sys.executable) -> str | None:
