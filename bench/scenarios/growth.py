@@ -4,7 +4,7 @@ The app (pool-min 0, pool-limit 4, a short idle-timeout so the pool empties betw
 answers ``work`` with its pid and the time its handler started, after sleeping as many
 seconds as the body says. Each round:
 
-1. waits until the pool is empty (every slave retired for idleness);
+1. waits until the pool is empty (every slave retired for idleness, every spare ended);
 2. **cold start**: one ``work`` (no sleep) at the empty pool, timed end to end;
 3. **further slaves**: a burst of pool-limit + 1 jobs that each sleep 0.15 s, sent at once at
    the pool of one idle slave. The engine grows the pool one slave per waiting job beyond the
@@ -80,8 +80,7 @@ def run(bench: Bench) -> ScenarioResult:
     try:
         for round_index in range(bench.settings.rounds):
             bench.say(f"  round {round_index + 1}/{bench.settings.rounds}")
-            wait_for(lambda: node.info("growth")["pool"]["total"] == 0, 30,
-                     "the pool to empty")
+            wait_for(lambda: _empty(node), 30, "the pool to empty (its spares too)")
             sent = time.time()
             [(first_pid, _)] = _call(sock, [b"0"])
             cold.add((time.time() - sent) * 1000)
@@ -123,7 +122,7 @@ def _one_more(sock: zmq.Socket, node: CocaineRun) -> float:
     """At a pool whose one slave has been busy for a while (so the engine holds a spare), two
     more jobs make the pool grow by one. Milliseconds from sending them to the first one's
     handler starting on the new slave."""
-    wait_for(lambda: node.info("growth")["pool"]["total"] == 0, 30, "the pool to empty")
+    wait_for(lambda: _empty(node), 30, "the pool to empty (its spares too)")
     busy_id = next(_ids)
     sock.send_multipart([msgpack.packb([10, busy_id, "growth", "work", None]), b"1.5"])
     wait_for(lambda: node.info("growth")["pool"].get("spare", 0) >= 1
@@ -142,7 +141,7 @@ def _burst_in_use(sock: zmq.Socket, node: CocaineRun) -> float | None:
     """At a pool of one busy slave that keeps pool-limit - 1 spares (it grew by that many a
     moment ago), pool-limit jobs at once: the median, over the slaves they add, of the
     milliseconds from sending them to that slave's first job starting."""
-    wait_for(lambda: node.info("growth")["pool"]["total"] == 0, 30, "the pool to empty")
+    wait_for(lambda: _empty(node), 30, "the pool to empty (its spares too)")
     busy_id = next(_ids)
     sock.send_multipart([msgpack.packb([10, busy_id, "growth", "work", None]), b"1.5"])
     busy_pid: list[int] = []
@@ -163,6 +162,12 @@ def _burst_in_use(sock: zmq.Socket, node: CocaineRun) -> float | None:
         if msgpack.unpackb(sock.recv_multipart()[0])[1] == busy_id:
             break
     return _median([(started - sent) * 1000 for started in firsts.values()])
+
+
+def _empty(node: CocaineRun) -> bool:
+    """No slave serves or starts, and no spare is left (one ending would share the CPU with
+    the next measure)."""
+    return not node.info("growth")["slaves"]
 
 
 def _median(values: list[float]) -> float | None:
