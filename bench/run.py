@@ -1,6 +1,7 @@
 """Run cocaine's benchmark scenarios and print a table; see bench/README.md.
 
-    .venv/bin/python bench/run.py [--quick] [--peers] [--json PATH] [--rounds N] [--only NAME]
+    .venv/bin/python bench/run.py [--quick] [--peers | --no-peers] [--json PATH] [--rounds N]
+                                  [--only NAME]
 
 Exits 0 when every scenario ran or was skipped for a stated reason, 1 when one failed. The
 targets are printed with pass or miss and never change the exit code.
@@ -53,8 +54,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         prog="bench/run.py", description="Benchmark cocaine against its baselines.")
     parser.add_argument("--quick", action="store_true",
                         help="run each scenario briefly (CI: checks the suite works)")
-    parser.add_argument("--peers", action="store_true",
-                        help="also run Celery with Redis (skipped if they cannot be had)")
+    peers = parser.add_mutually_exclusive_group()
+    peers.add_argument("--peers", action="store_true", default=None,
+                       help="run Celery with Redis, installing what is missing (the default "
+                            "of a full run; a --quick run needs this flag)")
+    peers.add_argument("--no-peers", dest="peers", action="store_false",
+                       help="skip Celery with Redis")
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON,
                         help=f"where to write the results [{DEFAULT_JSON.relative_to(ROOT)}]")
     parser.add_argument("--plot", type=Path, default=None,
@@ -81,6 +86,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                      f"{', '.join(SCENARIOS + EXTRA)}")
     args.scenarios = ([n for n in SCENARIOS + EXTRA if n in chosen] if chosen
                       else list(SCENARIOS))
+    if args.peers is None:  # Celery in every full run; the quick run (CI) does without
+        args.peers = not args.quick
     return args
 
 

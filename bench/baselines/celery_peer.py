@@ -1,9 +1,12 @@
-"""Celery with a Redis broker and result backend, as a peer (only with ``--peers``).
+"""Celery with a Redis broker and result backend, as a peer (in every full run; ``--no-peers``
+skips it, and a ``--quick`` run has it only with ``--peers``).
 
 Celery and the redis client are imported from the venv if they are there; if not, the bench
 installs them into a private folder (``~/.cache/cocaine-bench/peers``, never into the venv)
-with the venv's pip, or with ``uv pip`` when the venv has no pip (as a venv made by uv). The
-Redis server must be on PATH (``apt-get install redis-server``). Whatever is missing, the
+with the venv's pip, or with ``uv pip`` when the venv has no pip (as a venv made by uv), or
+with the pip wheel of the venv's ``ensurepip``, run from the wheel. A
+``redis-server`` missing from PATH is installed with ``apt-get`` (as root, or with ``sudo -n``;
+an ``apt-get update`` first if the package is not known yet). Whatever cannot be had, the
 Celery rows are skipped with the reason: the bench never fails for want of them.
 
 The worker runs ``--concurrency 2 --pool prefork`` (2 worker processes, like the others);
@@ -66,7 +69,10 @@ def _importable() -> bool:
 def unavailable(bench: Bench) -> str | None:
     """Why Celery cannot run here (None: it can); installs the packages if it may."""
     if shutil.which("redis-server") is None:
-        return "redis-server is not on PATH (apt-get install redis-server)"
+        bench.say("  installing redis-server (apt-get)")
+        failed = install_redis()
+        if failed:
+            return failed
     if str(PEERS) not in sys.path and PEERS.is_dir():
         sys.path.append(str(PEERS))  # after the venv's own packages, which win
     if _importable():
@@ -81,11 +87,33 @@ def unavailable(bench: Bench) -> str | None:
     return None if _importable() else "celery or redis still cannot be imported"
 
 
+def install_redis() -> str | None:
+    """Install Debian's ``redis-server`` with apt-get (as root, or with ``sudo -n``); None when
+    it is on PATH afterwards, else why not."""
+    apt = shutil.which("apt-get")
+    if apt is None:
+        return "redis-server is not on PATH, and there is no apt-get to install it"
+    prefix = [] if os.geteuid() == 0 else ["sudo", "-n"]
+    if prefix and shutil.which("sudo") is None:
+        return "redis-server is not on PATH (as root: apt-get install redis-server)"
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = [*prefix, apt, "install", "-y", "-q", "redis-server"]
+    try:
+        for commands in ([install], [[*prefix, apt, "update", "-q"], install]):
+            if all(subprocess.run(c, capture_output=True, timeout=600, env=env).returncode == 0
+                   for c in commands) and shutil.which("redis-server"):
+                return None
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"redis-server is not on PATH and could not be installed: {exc}"
+    return "redis-server is not on PATH and apt-get could not install it"
+
+
 def install_command(packages: Sequence[str], target: Path,
                     python: str = sys.executable) -> list[str] | str:
     """The command that installs ``packages`` into ``target`` for ``python``: its own pip if it
-    has one, else ``uv pip`` (a venv made by uv has no pip); or, when neither is there, what
-    to install by hand."""
+    has one, else ``uv pip`` (a venv made by uv has no pip), else the pip wheel its standard
+    library carries for ``ensurepip``, run from the wheel (the venv stays without pip); or,
+    when none is there, what to install by hand."""
     try:
         has_pip = subprocess.run([python, "-c", "import pip"], capture_output=True,
                                  timeout=60).returncode == 0
@@ -97,11 +125,29 @@ def install_command(packages: Sequence[str], target: Path,
     if uv is not None:
         return [uv, "pip", "install", "--quiet", "--python", python, "--target", str(target),
                 *packages]
+    wheel = bundled_pip(python)
+    if wheel is not None:
+        return [python, f"{wheel}/pip", "install", "--quiet", "--target", str(target), *packages]
     names = " ".join(packages)
     return (f"cannot install {names}: {python} has no pip (a venv made by uv or with "
             f"--without-pip) and uv is not on PATH; install them into the venv "
             f"(uv pip install {names}, or python -m ensurepip then python -m pip install "
             f"{names})")
+
+
+def bundled_pip(python: str) -> str | None:
+    """The pip wheel in ``python``'s ``ensurepip`` (None: it has none, as Debian's python3
+    without python3-venv); pip runs from a wheel as it is (``python PIP.whl/pip install``)."""
+    script = ("import ensurepip, glob, os\n"
+              "found = glob.glob(os.path.join(os.path.dirname(ensurepip.__file__), '_bundled', "
+              "'pip-*.whl'))\n"
+              "print(sorted(found)[-1] if found else '')")
+    try:
+        done = subprocess.run([python, "-c", script], capture_output=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    wheel = done.stdout.decode(errors="replace").strip()
+    return wheel if done.returncode == 0 and wheel and os.path.isfile(wheel) else None
 
 
 def install(packages: Sequence[str], target: Path, python: str = sys.executable) -> str | None:

@@ -4,13 +4,17 @@ The app (pool-min 0, pool-limit 4, a short idle-timeout so the pool empties betw
 answers ``work`` with its pid and the time its handler started, after sleeping as many
 seconds as the body says. Each round:
 
-1. waits until the pool is empty (every slave retired for idleness);
+1. waits until the pool is empty (every slave retired for idleness, every spare ended);
 2. **cold start**: one ``work`` (no sleep) at the empty pool, timed end to end;
 3. **further slaves**: a burst of pool-limit + 1 jobs that each sleep 0.15 s, sent at once at
    the pool of one idle slave. The engine grows the pool one slave per waiting job beyond the
    pool (grow-threshold 1), so pool-limit - 1 new slaves start together; for each, the time
    from the burst to its handler starting its first job is the end-to-end figure;
-4. reads ``info``: every slave's ``startup-ms`` (spawn request → ready, as the engine saw it).
+4. reads ``info``: every slave's ``startup-ms`` (spawn request → ready, as the engine saw it);
+5. **one more slave**, the pool in use: one busy slave and a spare, two jobs more;
+6. **a burst at a pool in use**: one busy slave, and the spares the engine keeps after the
+   burst of step 3 (as many as the pool grew by lately: pool-limit - 1), then pool-limit jobs
+   at once; for each new slave, the time from the burst to its first job started.
 
 The wall clock (``time.time()``) is shared by the bench and the slaves on one machine.
 """
@@ -64,6 +68,9 @@ def run(bench: Bench) -> ScenarioResult:
                                     note="median of the slaves started by each round's burst")
     spare = result.figure("one more slave, the pool in use (a spare ready): job → started",
                           "ms", note="a pool of one busy slave, 0.5 s after it came into use")
+    in_use = result.figure("a burst at a pool in use (spares kept): job → started", "ms",
+                           note="median of the slaves the burst added; spares kept after "
+                                "the round's first burst")
     every_further: list[float] = []
     every_startup: list[float] = []
     context = zmq.Context.instance()
@@ -73,8 +80,7 @@ def run(bench: Bench) -> ScenarioResult:
     try:
         for round_index in range(bench.settings.rounds):
             bench.say(f"  round {round_index + 1}/{bench.settings.rounds}")
-            wait_for(lambda: node.info("growth")["pool"]["total"] == 0, 30,
-                     "the pool to empty")
+            wait_for(lambda: _empty(node), 30, "the pool to empty (its spares too)")
             sent = time.time()
             [(first_pid, _)] = _call(sock, [b"0"])
             cold.add((time.time() - sent) * 1000)
@@ -95,6 +101,7 @@ def run(bench: Bench) -> ScenarioResult:
             further_startup.add(_median(startups))
             result.details.setdefault("further_slaves_per_round", []).append(len(firsts))
             spare.add(_one_more(sock, node))
+            in_use.add(_burst_in_use(sock, node))
     finally:
         sock.close(linger=0)
         node.stop()
@@ -105,6 +112,8 @@ def run(bench: Bench) -> ScenarioResult:
     result.target("further slave serves its first job (end to end)", further.median, "<= 5",
                   "ms")
     result.target("one more slave, a spare ready (end to end)", spare.median, "<= 5", "ms")
+    result.target("a burst at a pool in use, spares kept (end to end)", in_use.median, "<= 5",
+                  "ms")
     result.target("cold start (end to end)", cold.median, "<= 100", "ms")
     return result
 
@@ -113,7 +122,7 @@ def _one_more(sock: zmq.Socket, node: CocaineRun) -> float:
     """At a pool whose one slave has been busy for a while (so the engine holds a spare), two
     more jobs make the pool grow by one. Milliseconds from sending them to the first one's
     handler starting on the new slave."""
-    wait_for(lambda: node.info("growth")["pool"]["total"] == 0, 30, "the pool to empty")
+    wait_for(lambda: _empty(node), 30, "the pool to empty (its spares too)")
     busy_id = next(_ids)
     sock.send_multipart([msgpack.packb([10, busy_id, "growth", "work", None]), b"1.5"])
     wait_for(lambda: node.info("growth")["pool"].get("spare", 0) >= 1
@@ -126,6 +135,39 @@ def _one_more(sock: zmq.Socket, node: CocaineRun) -> float:
         if msgpack.unpackb(sock.recv_multipart()[0])[1] == busy_id:
             break
     return (started - sent) * 1000
+
+
+def _burst_in_use(sock: zmq.Socket, node: CocaineRun) -> float | None:
+    """At a pool of one busy slave that keeps pool-limit - 1 spares (it grew by that many a
+    moment ago), pool-limit jobs at once: the median, over the slaves they add, of the
+    milliseconds from sending them to that slave's first job starting."""
+    wait_for(lambda: _empty(node), 30, "the pool to empty (its spares too)")
+    busy_id = next(_ids)
+    sock.send_multipart([msgpack.packb([10, busy_id, "growth", "work", None]), b"1.5"])
+    busy_pid: list[int] = []
+
+    def ready() -> bool:
+        info = node.info("growth")
+        busy_pid[:] = [s["pid"] for s in info["slaves"] if s["jobs"]]
+        return info["pool"]["busy"] == 1 and info["pool"].get("spare", 0) >= POOL_LIMIT - 1
+
+    wait_for(ready, 10, "a busy slave and its spares")
+    sent = time.time()
+    firsts: dict[int, float] = {}
+    for pid, started in _call(sock, [str(HOLD).encode()] * POOL_LIMIT):
+        if pid not in busy_pid:
+            firsts[pid] = min(firsts.get(pid, started), started)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and sock.poll(100):  # the busy job's answer
+        if msgpack.unpackb(sock.recv_multipart()[0])[1] == busy_id:
+            break
+    return _median([(started - sent) * 1000 for started in firsts.values()])
+
+
+def _empty(node: CocaineRun) -> bool:
+    """No slave serves or starts, and no spare is left (one ending would share the CPU with
+    the next measure)."""
+    return not node.info("growth")["slaves"]
 
 
 def _median(values: list[float]) -> float | None:

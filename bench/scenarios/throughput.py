@@ -8,7 +8,8 @@ Systems, each measured once per round and payload, in an order rotated every rou
   cocaine's design at concurrency 1);
 - ``broker 16/worker`` and ``cocaine c16`` (``engine.concurrency`` 16): 16 jobs per worker;
 - ``ProcessPoolExecutor.submit`` and ``multiprocessing.Pool.apply_async``, 2 workers;
-- Celery with a Redis broker, with ``--peers`` (skipped otherwise).
+- Celery with a Redis broker, in a full run (``--no-peers`` skips it; ``--quick`` runs it
+  only with ``--peers``).
 
 Besides requests per second, each run charges the CPU time used to the requests answered:
 the node (or broker), the slaves (or workers), and the bench process (the load generator; for
@@ -68,7 +69,7 @@ def run(bench: Bench) -> ScenarioResult:
 
 def _start_celery(bench: Bench, result: ScenarioResult) -> Any:
     if not bench.peers:
-        result.skipped_parts["celery"] = "skipped: pass --peers to run Celery with Redis"
+        result.skipped_parts["celery"] = "skipped: --no-peers, or --quick without --peers"
         return None
     reason = celery_peer.unavailable(bench)
     if reason:

@@ -54,6 +54,10 @@ class SlaveBackend(Protocol):
         ``events.slave_spawned`` or ``events.spawn_failed``. Raise ``AppLoadError`` if the
         backend cannot spawn at all (not started, or lost)."""
 
+    # Optional: ``spawn_many(slave_ids: list[str]) -> None``, ``spawn`` for several slaves
+    # in one request (the ``process`` backend: one message to its template); the pool uses it
+    # when it grows by several at once, and ``spawn`` for each where a backend lacks it.
+
     def signal(self, slave_id: str, signum: int) -> None:
         """Send ``signum`` to a slave, if it still exists."""
 

@@ -5,12 +5,12 @@ threaded process inherits locks held by threads that do not exist in the child. 
 starts one *template* per app as a fresh interpreter (what multiprocessing calls the ``spawn``
 start method; we exec it with ``subprocess`` so the node's ``__main__`` is not imported again)
 and talks to it over a socket of msgpack frames (``pipe.py``) that the node's loop reads and
-writes without ever blocking; at most ``FORKS_IN_FLIGHT`` forks are asked for at a time, and
-every slave counts against the node's ``--max-slaves`` (``appinfo.SlaveBudget``). The
-template has no threads and no ZeroMQ context; it imports the app once, then ``fork()``s each
-slave, which starts with the app already imported (a few milliseconds instead of an
-interpreter start plus imports) and shares the template's memory pages until it writes to
-them.
+writes without ever blocking; at most ``FORKS_IN_FLIGHT`` forks are asked for at a time
+(those the pool wants together go in one message), and every slave counts against the node's
+``--max-slaves`` (``appinfo.SlaveBudget``). The template has no threads and no ZeroMQ
+context; it imports the app once, then ``fork()``s each slave, which starts with the app
+already imported (a few milliseconds instead of an interpreter start plus imports) and shares
+the template's memory pages until it writes to them.
 
 Slaves never outlive the node: each slave asks the kernel for SIGKILL when the template dies
 (``PR_SET_PDEATHSIG``), the template for SIGTERM when the node dies, on which it kills every
@@ -54,7 +54,6 @@ from cocaine_core.trust.app_users import app_environment, isolation_config
 
 log = logging.getLogger("cocaine.backend")
 
-
 #: Fork requests sent to a template and not yet answered, at most; more wait in the node.
 FORKS_IN_FLIGHT = 8
 #: What the node's side of a template's pipe may hold unsent (bytes).
@@ -93,11 +92,6 @@ class ProcessBackend:
         #: The uid an isolated app runs as (None: the node's).
         self._uid = app.user.uid if app.user is not None else None
         self._isolation: dict[str, Any] | None = None
-
-    @property
-    def pids(self) -> dict[str, int]:
-        """Live slaves' pids by slave id."""
-        return dict(self._pids)
 
     async def start(self) -> None:
         """Start the template and wait until it has imported the app (or failed to)."""
@@ -169,23 +163,29 @@ class ProcessBackend:
         }
 
     def spawn(self, slave_id: str) -> None:
-        """Ask the template to fork a slave named ``slave_id``: at once if fewer than
-        ``FORKS_IN_FLIGHT`` forks await their answer, else once one is answered. A spawn past
-        the node's ``--max-slaves`` is refused through ``events.spawn_failed``."""
+        """Ask the template to fork a slave named ``slave_id`` (see ``spawn_many``)."""
+        self.spawn_many([slave_id])
+
+    def spawn_many(self, slave_ids: list[str]) -> None:
+        """Ask the template to fork these slaves, in one message, back to back: at once while
+        fewer than ``FORKS_IN_FLIGHT`` forks await their answer, the rest as they are
+        answered. One past ``--max-slaves`` is refused through ``events.spawn_failed``."""
         if self._pipe is None or self._stopping:
             raise AppLoadError("the template process is not running")
-        if not self.app.slaves.take():
-            self.events.spawn_failed(slave_id, self.app.slaves.refusal())
-            return
-        self._counted.add(slave_id)
-        self._waiting.append(slave_id)
+        for slave_id in slave_ids:
+            if self.app.slaves.take():
+                self._counted.add(slave_id)
+                self._waiting.append(slave_id)
+            else:
+                self.events.spawn_failed(slave_id, self.app.slaves.refusal())
         self._send_forks()
 
     def _send_forks(self) -> None:
-        while self._waiting and len(self._in_flight) < FORKS_IN_FLIGHT and self._pipe:
-            slave_id = self._waiting.popleft()
-            self._in_flight.add(slave_id)
-            self._send(["fork", slave_id])
+        room = min(FORKS_IN_FLIGHT - len(self._in_flight), len(self._waiting))
+        batch = [self._waiting.popleft() for _ in range(room)] if self._pipe else []
+        if batch:
+            self._in_flight.update(batch)
+            self._send(["fork", *batch])
 
     def _send(self, message: list[Any]) -> None:
         """Send to the template without blocking; what it has not read yet is written from
@@ -334,10 +334,7 @@ class ProcessBackend:
             # died with the template while its slaves' exits are reported below.
             log.error("app %s: the template process died (status %s)", self.app.name, status)
             self.events.backend_lost(status)
-        # Forks never made or never answered: their slaves will not exist.
-        for slave_id in [*self._waiting, *self._in_flight]:
-            self._uncount(slave_id)
-        self._waiting.clear()
+        self._waiting.clear()  # forks never made or never answered: uncounted below
         self._in_flight.clear()
         # Its slaves die with it (PR_SET_PDEATHSIG); nobody will report them: we do.
         for slave_id in list(self._pids):

@@ -7,7 +7,8 @@ to the node over a socket of msgpack frames (``pipe.py``), and never blocks on i
 node has not read yet waits in a bounded buffer, and while that buffer is full the template
 takes no new fork requests (so it cannot deadlock with a node that is slow to read):
 
-node → template: ``["configure", config]``, ``["fork", slave_id]``, ``["exit"]``
+node → template: ``["configure", config]``, ``["fork", slave_id, ...]`` (one or more slaves,
+forked back to back, each reported on its own), ``["exit"]``
 template → node: ``["loaded"]`` or ``["failed", reason, code_fault]``,
 ``["forked", slave_id, pid]``, ``["fork-failed", slave_id, reason]``, ``["exited", pid, status]``
 
@@ -146,8 +147,9 @@ def _serve_forks(pipe: FramedPipe, config: dict[str, Any], runtime: Any, app: An
     while True:
         for message in messages:
             if message[0] == "fork":
-                _fork(pipe, config, runtime, app, str(message[1]), template_pid, children,
-                      (wake_r, wake_w))
+                for slave_id in message[1:]:
+                    _fork(pipe, config, runtime, app, str(slave_id), template_pid, children,
+                          (wake_r, wake_w))
             elif message[0] == "exit":
                 _end()
         messages = []

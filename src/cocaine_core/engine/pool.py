@@ -11,14 +11,12 @@ import itertools
 import logging
 import signal
 import time
-import uuid
 from typing import TYPE_CHECKING
 
-from cocaine_core.engine import body, credit, exits
+from cocaine_core.engine import body, credit, exits, growth
 from cocaine_core.engine.app_log import AppLog
 from cocaine_core.engine.restarts import CrashBackoff, StartBackoff
 from cocaine_core.engine.slave_handle import SlaveHandle, SlaveState
-from cocaine_core.errors import CocaineError
 from cocaine_core.errortext import MESSAGE_LIMIT, cut, printable
 
 if TYPE_CHECKING:
@@ -26,10 +24,6 @@ if TYPE_CHECKING:
     from cocaine_core.engine.job import Job
 
 log = logging.getLogger("cocaine.engine")
-
-#: Slaves kept forked and waiting, while the pool is in use and below pool-limit, so that it
-#: grows by a message instead of a fork (uWSGI's "spare" idea, per app).
-SPARES = 1
 
 _ACTIVE = (SlaveState.SPAWNING, SlaveState.CONFIGURING, SlaveState.READY)
 
@@ -51,7 +45,10 @@ class SlavePool:
         self.starts = StartBackoff()
         self._next_spawn_at = 0.0
         self.next_rss_check = 0.0
-        self._ids = itertools.count(1)
+        #: Numbers for the ids of the slaves it spawns.
+        self.ids = itertools.count(1)
+        #: How much the pool grew lately, for the spares it keeps (``growth.py``).
+        self.growth = growth.GrowthMemory()
         self._heartbeat_interval = max(0.05, min(5.0, self.config.heartbeat_timeout / 5))
 
     # -- looking --------------------------------------------------------------------------------
@@ -101,68 +98,24 @@ class SlavePool:
     def spawn(self, spare: bool = False) -> bool:
         """Ask the backend for a slave (a spare waits unconfigured until the pool grows);
         False if the backend cannot spawn now (spawning then waits a moment)."""
-        slave = SlaveHandle(id=f"{self.engine.name}.{next(self._ids)}.{uuid.uuid4().hex[:6]}",
-                            spare=spare)
-        self.slaves[slave.id] = slave
-        if not spare:
-            self.spawns += 1
-        try:
-            if self.engine.backend is None:
-                raise CocaineError("the app's code is being loaded again")
-            self.engine.backend.spawn(slave.id)
-        except CocaineError as exc:
-            del self.slaves[slave.id]
-            if not spare:
-                self.spawns -= 1
-            self.start_failed(str(exc))
-            return False
-        return True
+        return growth.spawn(self, 1, spare=spare) == 1
 
     def ensure_minimum(self) -> None:
-        """Spawn until ``pool-min`` slaves serve or start."""
-        while self.can_spawn() and self.active() < self.config.pool_min and self.spawn():
-            pass
+        """Spawn the slaves missing to ``pool-min`` (serving or starting), in one request."""
+        missing = self.config.pool_min - self.active()
+        if missing > 0 and self.can_spawn():
+            growth.spawn(self, missing)
 
     def maybe_grow(self) -> None:
-        """Add a slave (a spare if one waits) when jobs wait beyond ``grow-threshold``."""
-        queued = len(self.engine.queue)
-        if not queued or not self.can_spawn():
-            return
-        active = self.active()
-        if active >= self.limit():
-            return
-        wanted = active == 0 or queued > active * self.config.grow_threshold
-        if wanted and not self._promote_spare():
-            self.spawn()
+        """Grow by every slave the waiting jobs need beyond ``grow-threshold``, at once:
+        spares first, the rest forked together (``growth.grow``)."""
+        growth.grow(self)
 
     def keep_spare(self) -> None:
-        """Keep up to ``SPARES`` slaves forked, connected and waiting while the pool is in use
-        and may still grow, so growing is a configure message, not a fork and a handshake.
-
-        Run from the supervisor's tick only: a spare is forked a moment after the pool comes
-        into use, not in the middle of the first job's start."""
-        spares, active = self.spares(), self.active()
-        wanted = 0
-        if self.engine.running() and active > 0:
-            wanted = max(0, min(SPARES, self.limit() - active))
-        if len(spares) < wanted and self.can_spawn():
-            self.spawn(spare=True)  # one per tick: the next tick adds another if wanted
-        for spare in spares[wanted:]:
-            if spare.state is SlaveState.SPARE:
-                self.terminate(spare, "no spare needed", kind="spare")
-
-    def _promote_spare(self) -> bool:
-        spares = self.spares()
-        if not spares:
-            return False
-        spare = max(spares, key=lambda s: s.state is SlaveState.SPARE)
-        spare.spare = False
-        spare.spawned_at = time.monotonic()  # its start-up counts from when it was needed
-        self.spawns += 1
-        if spare.state is SlaveState.SPARE:
-            spare.state = SlaveState.SPAWNING
-            self.configure_when_able(spare)
-        return True
+        """Keep spares forked, connected and waiting while the pool is in use and may still
+        grow, as many as it grew by lately (``growth.keep_spares``), so growing is a
+        configure message, not a fork and a handshake. From the supervisor's tick only."""
+        growth.keep_spares(self)
 
     def configure_when_able(self, slave: SlaveHandle) -> None:
         """Configure a slave once it has both shaken hands and passed the spawn hooks; a

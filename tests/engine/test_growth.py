@@ -1,0 +1,111 @@
+"""Growth in a burst (issue 20): the pool adds every slave its waiting jobs need in one step,
+keeps as many spares as it grew by lately, and never passes pool-limit. Pretend slaves
+(``fake_backend``): each rule checked step by step."""
+
+from __future__ import annotations
+
+import pytest
+
+from cocaine_core.engine import growth
+from tests.engine.fake_backend import FakeBackend, backend, hold, run, submit, until
+
+
+def running(engine) -> int:
+    return sum(len(s.jobs) for s in backend(engine).live())
+
+
+def test_waiting_jobs_grow_the_pool_by_all_they_need_in_one_step(fake_engine):
+    """Jobs that waited while spawning was held (a back-off) are met by one look of the pool,
+    not one slave per supervisor tick."""
+    engine = fake_engine(pool_limit=6, pool_min=1, termination_timeout=0.1)
+    FakeBackend.behaviour = hold
+
+    async def scenario() -> None:
+        await engine.start()
+        await until(lambda: engine.info()["pool"]["idle"] == 1, what="the warm slave")
+        engine.pool.hold_spawns(60)
+        answers = [submit(engine) for _ in range(5)]  # one runs, four wait
+        assert engine.info()["pool"]["total"] == 1 and engine.info()["queue"]["depth"] == 4
+        engine.pool.reset_holds()
+        engine.pool.maybe_grow()
+        # queued > pool x grow-threshold (1) grows the pool to 4: three slaves at once.
+        assert engine.info()["pool"]["total"] == 4, "one step adds the three slaves wanted"
+        await until(lambda: running(engine) == 4, what="four jobs running")
+        while not all(answer.done.is_set() for answer in answers):
+            for slave in backend(engine).live():
+                slave.answer_all()
+            await until(lambda: running(engine) or all(a.done.is_set() for a in answers),
+                        what="the last job to start")
+        for answer in answers:
+            await until(answer.done.is_set, what="the answers")
+        await engine.stop()
+
+    run(scenario)
+
+
+def test_a_burst_past_pool_limit_grows_the_pool_to_the_limit_only(fake_engine):
+    engine = fake_engine(pool_limit=3, termination_timeout=0.1)
+    FakeBackend.behaviour = hold
+
+    async def scenario() -> None:
+        await engine.start()
+        for _ in range(10):
+            submit(engine)
+            pool = engine.info()["pool"]
+            assert pool["total"] + pool.get("spare", 0) <= 3
+        assert engine.info()["pool"]["total"] == 3
+        await until(lambda: running(engine) == 3, what="three jobs running")
+        assert len(backend(engine).spawned) == 3, "no slave forked past pool-limit"
+        await engine.stop()
+
+    run(scenario)
+
+
+@pytest.mark.parametrize(("limit", "spares"), [(8, 3), (5, 1)])
+def test_after_a_burst_the_pool_keeps_as_many_spares_as_it_grew_by(fake_engine, monkeypatch,
+                                                                  limit, spares):
+    """A pool of one busy slave grows by three for a burst, then keeps three spares (within
+    pool-limit: pool + spares never pass it; its first slave is no burst and not counted),
+    and one again once the burst is forgotten."""
+    monkeypatch.setattr(growth, "GROWTH_MEMORY", 1.0)
+    engine = fake_engine(pool_limit=limit, termination_timeout=0.1)
+    FakeBackend.behaviour = hold
+
+    async def scenario() -> None:
+        await engine.start()
+        submit(engine)
+        await until(lambda: engine.info()["pool"]["spare"] == 1, what="one spare")
+        for _ in range(4):
+            submit(engine)
+        assert engine.info()["pool"]["total"] == 4, "the burst met in one step"
+        await until(lambda: running(engine) == 4, what="the burst running")
+        await until(lambda: engine.info()["pool"]["spare"] == spares, what=f"{spares} spares")
+        pool = engine.info()["pool"]
+        assert pool["total"] + pool["spare"] <= limit
+        await until(lambda: engine.info()["pool"]["spare"] == 1, what="back to one spare")
+        await engine.stop()
+
+    run(scenario)
+
+
+def test_a_node_at_its_max_slaves_forks_no_spare_and_holds_nothing_back(fake_engine):
+    """A spare is optional: at the node's cap it is not asked for, so no refusal holds the
+    pool's spawning back (as a failed start would)."""
+    engine = fake_engine(pool_limit=4, termination_timeout=0.1)
+    FakeBackend.behaviour = hold
+
+    async def scenario() -> None:
+        budget = engine.app.slaves
+        budget.used = budget.limit  # the node's other apps hold it all (the fake counts none)
+        await engine.start()
+        submit(engine)
+        await until(lambda: running(engine) == 1, what="a busy slave")
+        for _ in range(3):
+            engine.pool.keep_spare()  # the supervisor's step, as at each tick
+        assert engine.info()["pool"]["spare"] == 0
+        assert engine.pool.starts.failures == 0 and engine.pool.can_spawn()
+        budget.used = 0
+        await until(lambda: engine.info()["pool"]["spare"] == 1, what="a spare, once there is room")
+        await engine.stop()
+
+    run(scenario)
