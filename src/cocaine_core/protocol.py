@@ -45,6 +45,13 @@ class Code(IntEnum):
     # slave → engine: [13, job_id, {"status": int, "headers": [[name, value], ...]}]: how the
     # answer should be presented (http-server uses it); before the job's first CHUNK
     HEADERS = 13
+    # engine → slave, to a slave whose handshake said "batch": [14, [[job_id, event, meta],
+    # ...]] + one body frame per job: several INVOKEs in one message
+    INVOKE_BATCH = 14
+    # slave → engine, once CONFIGURE said "batch": [15, [[job_id, with_last], ...]] + one
+    # frame per entry whose with_last is true: several CHOKEs (each maybe with its last
+    # chunk) in one message
+    CHOKE_BATCH = 15
 
 
 class Status(IntEnum):

@@ -176,7 +176,7 @@ class SlavePool:
         self.engine.channel.configure(slave.id, {
             "app": self.engine.name, "concurrency": self.config.concurrency,
             "heartbeat_interval": self._heartbeat_interval, "credit": credit.WINDOW,
-            "max_message": self.engine.channel.max_message})
+            "max_message": self.engine.channel.max_message, "batch": slave.batch})
 
     # -- ending slaves --------------------------------------------------------------------------
 
@@ -236,7 +236,7 @@ class SlavePool:
         job.attempts += 1
         slave.jobs[job.id] = job
         if job.stream is None:
-            self.engine.channel.invoke(slave.id, job)
+            self.engine.channel.invoke(slave.id, job, slave.batch)
         else:
             body.invoke(self, slave, job)
 
@@ -273,12 +273,14 @@ class SlavePool:
         return slave
 
     def slave_handshake(self, slave_id: str, pid: int | None, flow: bool = False,
-                        streams: bool = False) -> None:
-        """A slave introduced itself: configure it once the spawn hooks passed."""
+                        streams: bool = False, batch: bool = False) -> None:
+        """A slave introduced itself: configure it once the spawn hooks passed. Batches go
+        only to a slave that runs several jobs at once (``concurrency`` above 1)."""
         slave = self._heard(slave_id)
         if slave is None:
             return
         slave.handshaken, slave.flow, slave.streams = True, flow, streams
+        slave.batch = batch and self.config.concurrency > 1
         if slave.pid is None:
             slave.pid = pid
         if slave.state is SlaveState.RETIRING:
