@@ -120,7 +120,7 @@ class Answers:
                 send(protocol.pack(Code.CHOKE, job_id))
             else:
                 send(protocol.pack(Code.CHOKE, job_id), _SNDMORE)
-                send(last, copy=len(last) < _NO_COPY)
+                send(last, 0, copy=len(last) < _NO_COPY)
             return
         lasts = [last for _, last in held if last is not None]
         header = protocol.pack(Code.CHOKE_BATCH,
@@ -131,4 +131,4 @@ class Answers:
         send(header, _SNDMORE)
         for last in lasts[:-1]:
             send(last, _SNDMORE, copy=len(last) < _NO_COPY)
-        send(lasts[-1], copy=len(lasts[-1]) < _NO_COPY)
+        send(lasts[-1], 0, copy=len(lasts[-1]) < _NO_COPY)
