@@ -21,12 +21,12 @@ import zmq
 
 log = logging.getLogger("cocaine.zmq")
 
-# Plain ints: pyzmq's enum members cost an enum operation on every call.
-_EVENTS = int(zmq.EVENTS)
+# Plain ints: pyzmq's enum members cost an enum operation on every call; but getsockopt
+# looks its option up as an enum member, which is quicker from a member than from an int.
+_EVENTS = zmq.EVENTS
 _POLLIN = int(zmq.POLLIN)
 _NOBLOCK = int(zmq.NOBLOCK)
 _NOBLOCK_SNDMORE = int(zmq.NOBLOCK) | int(zmq.SNDMORE)
-_RCVMORE = int(zmq.RCVMORE)
 _SRCFD = int(zmq.SRCFD)
 
 #: What ``SocketReader.try_send`` says.
@@ -89,16 +89,17 @@ class SocketReader:
             if self._closed:
                 return
             try:
-                if sources is None:
-                    frames = [recv(_NOBLOCK)]
-                else:  # the first frame (the identity) as a zmq frame: it knows its source
+                # Frames as zmq frames: each says whether more follow (``more``: no
+                # getsockopt, which costs pyzmq an enum lookup), and the first knows the
+                # connection it came on.
+                frame = recv(_NOBLOCK, copy=False)
+                first = frame.bytes
+                if sources is not None and first not in sources.known:
+                    sources.arrived(first, frame.get(_SRCFD))
+                frames = [first]
+                while frame.more:
                     frame = recv(_NOBLOCK, copy=False)
-                    first = frame.bytes
-                    if first not in sources.known:
-                        sources.arrived(first, frame.get(_SRCFD))
-                    frames = [first]
-                while option(_RCVMORE):
-                    frames.append(recv(_NOBLOCK))
+                    frames.append(frame.bytes)
             except zmq.Again:
                 return
             except zmq.ZMQError as exc:
