@@ -79,6 +79,9 @@ class SlaveListener(Protocol):
     def job_done(self, slave_id: str, job_id: int, last: bytes | None) -> None:
         """A job's answer is complete; ``last`` is its final chunk, if sent along."""
 
+    def jobs_done(self, slave_id: str, ended: list[tuple[int, bytes | None]]) -> None:
+        """Several jobs' answers are complete (CHOKE_BATCH): (job id, final chunk or None)."""
+
     def job_error(self, slave_id: str, job_id: int, code: int, message: str,
                   traceback: str) -> None:
         """A job failed (the handler raised: usually 502)."""
@@ -289,10 +292,12 @@ class EngineChannel:
             self._malformed(f"a CHOKE_BATCH of {lasts} last chunk(s) in {len(frames) - 2} "
                             f"frame(s)")
             return
-        done, index = self.listener.job_done, 2
+        ended: list[tuple[int, bytes | None]] = []
+        index = 2
         for job_id, with_last in entries:
             if with_last:
-                done(slave_id, job_id, frames[index])
+                ended.append((job_id, frames[index]))
                 index += 1
             else:
-                done(slave_id, job_id, None)
+                ended.append((job_id, None))
+        self.listener.jobs_done(slave_id, ended)

@@ -245,9 +245,10 @@ class SlavePool:
         (``credit.stop``); False if no slave here runs it."""
         return credit.stop(self, job, why)
 
-    def job_left(self, slave: SlaveHandle) -> None:
-        """After a job left ``slave``: retire it if it is worn out or retiring, else go on."""
-        slave.served += 1
+    def job_left(self, slave: SlaveHandle, count: int = 1) -> None:
+        """After a job (``count`` jobs) left ``slave``: retire it if it is worn out or
+        retiring, else go on."""
+        slave.served += count
         max_requests = self.config.max_requests
         if max_requests and slave.served >= max_requests and slave.state is SlaveState.READY:
             log.info("app %s: slave %s served %d jobs (engine.max-requests): replacing it",
@@ -328,6 +329,23 @@ class SlavePool:
             slave.credits.pop(job_id, None)
         self.engine.stats.succeed(job, last)
         self.job_left(slave)
+
+    def jobs_done(self, slave_id: str, ended: list[tuple[int, bytes | None]]) -> None:
+        """Several jobs' answers are complete (a CHOKE_BATCH): each as ``job_done``, and the
+        slave's room is filled once, after them."""
+        slave = self._heard(slave_id)
+        if slave is None:
+            return
+        jobs, succeed, count = slave.jobs, self.engine.stats.succeed, 0
+        for job_id, last in ended:
+            job = jobs.pop(job_id, None)
+            if job is not None:
+                if slave.credits:
+                    slave.credits.pop(job_id, None)
+                succeed(job, last)
+                count += 1
+        if count:
+            self.job_left(slave, count)
 
     def job_error(self, slave_id: str, job_id: int, code: int, message: str,
                   traceback: str) -> None:
