@@ -197,6 +197,7 @@ class SlaveChannel:
         """Send one chunk of a job's answer, once the job has credit (``JobCancelled`` if
         nobody waits for it any more; ``ValueError`` for a chunk over the engine's limit)."""
         self._check_size(data)
+        self.flush()  # before it may wait for credit: held answers never wait on this job
         window = self._window
         if window is not None:
             if _readable(self.socket):
@@ -209,7 +210,6 @@ class SlaveChannel:
             if job_id in self._cancelled:
                 raise JobCancelled(f"job {job_id}: nobody waits for its answer any more")
             self._credit[job_id] = left - 1
-        self.flush()
         self.socket.send_multipart([protocol.pack(Code.CHUNK, job_id), data],
                                    copy=len(data) < 65536)
 
@@ -248,6 +248,7 @@ class SlaveChannel:
             if body.complete:
                 return None
             self._grant(job_id, body)  # before waiting: the engine may be waiting for it
+            self.flush()  # and held answers never wait on this body
             if not wait:
                 return b""
             if self.socket.poll(1000):
