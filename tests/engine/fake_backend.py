@@ -108,7 +108,7 @@ class FakeSlave:
                      ) -> None:
         """Finish jobs in one CHOKE_BATCH, each with its body as its last chunk (or
         ``data[job_id]``; None: no last chunk)."""
-        lasts = {job_id: self.jobs.pop(job_id) for job_id in job_ids}
+        lasts: dict[int, bytes | None] = {job_id: self.jobs.pop(job_id) for job_id in job_ids}
         lasts.update(data or {})
         self.served += len(job_ids)
         entries = [[job_id, lasts[job_id] is not None] for job_id in job_ids]
