@@ -10,7 +10,7 @@ runs one callback (a drain of the clients' requests, or of the slaves' answers) 
 INVOKE_BATCH, sent as soon as that callback returns (``call_soon``: nothing waits for a batch
 to fill); any other message to that slave sends them first, so what a slave receives is the
 sequence it would have received, its consecutive INVOKEs merged. A slave answers a run of
-finished jobs with one CHOKE_BATCH, decoded here into one ``job_done`` per job.
+finished jobs with one CHOKE_BATCH, decoded here into one ``jobs_done`` call.
 
 A slave runs the app's code, so it is not trusted either: a message from it larger than
 ``SLAVE_MAX_MESSAGE`` makes ZeroMQ drop its connection before the engine holds it (the
