@@ -181,6 +181,7 @@ def _conclude(result: ScenarioResult, inflight: int) -> None:
         found[f"mp {size}"] = pair("cocaine", mp_pool, size)
         found[f"celery {size}"] = pair("cocaine", celery, size)
         found[f"c16 {size}"] = pair("cocaine c16", broker16, size)
+        found[f"c16 mp {size}"] = pair("cocaine c16", mp_pool, size)  # issue 20
         pair(broker16, broker1, size)
 
     def median(key: str) -> float | None:

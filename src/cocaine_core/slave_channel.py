@@ -17,17 +17,17 @@ nobody waits for the job. Other messages that arrive meanwhile are kept, in orde
 Streamed bodies: the pieces (engine → slave CHUNKs, then a CHOKE) that follow an INVOKE
 whose fifth field says ``stream`` are kept per job for ``read_body``, which grants them back
 as CREDIT, ``GRANT_STEP`` at a time and before it waits; a job's HEADERS go with ``headers``.
+
+Batches (``slave_batch.py``): an INVOKE_BATCH is read as the INVOKEs it holds; once CONFIGURE
+said ``batch``, ``choke`` holds answers to send a run of them in one CHOKE_BATCH.
 """
 
 from __future__ import annotations
 
 import collections
-import itertools
 import os
-import re
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, cast
 
 import zmq
@@ -35,16 +35,13 @@ import zmq
 from cocaine_core import protocol
 from cocaine_core.backends.output import MAX_LINE, OutputBudget
 from cocaine_core.protocol import Code
+from cocaine_core.slave_batch import Answers, expand
+from cocaine_core.slave_headers import Headers, check_headers
 
+_SNDMORE = int(zmq.SNDMORE)
 #: Pieces of a streamed body the handler reads before they are granted back as one CREDIT
 #: (the engine holds at most 8 unread pieces per job; fewer held back never stalls it).
 GRANT_STEP = 4
-#: The most headers a HEADERS message carries, and their names and values together at most.
-MAX_HEADERS = 64
-MAX_HEADER_BYTES = 64 * 1024
-#: Headers as an app gives them: a dict, or (name, value) pairs.
-Headers = Mapping[str, str] | Iterable[Sequence[str]]
-_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP field name (RFC 9110 token)
 
 
 class JobCancelled(Exception):
@@ -94,6 +91,8 @@ class SlaveChannel:
         self._max_message: int | None = None
         #: Streamed bodies of jobs that have not ended, by job id.
         self._bodies: dict[int, _Body] = {}
+        #: Answers held to go several in one message (None: the engine did not say batch).
+        self._answers: Answers | None = None
 
     # -- start-up -------------------------------------------------------------------------------
 
@@ -104,7 +103,7 @@ class SlaveChannel:
         lives, and exits when it is told to terminate.
         """
         self.socket.send(protocol.pack(Code.HANDSHAKE, self.slave_id, os.getpid(),
-                                       {"flow": True, "stream": True}))
+                                       {"flow": True, "stream": True, "batch": True}))
         while not self.socket.poll(1000):
             if self.parent_pid is not None and os.getppid() != self.parent_pid:
                 os._exit(70)
@@ -117,6 +116,8 @@ class SlaveChannel:
         window, largest = self.settings.get("credit"), self.settings.get("max_message")
         self._window = window if isinstance(window, int) and window > 0 else None
         self._max_message = largest if isinstance(largest, int) and largest > 0 else None
+        if self.settings.get("batch") is True:
+            self._answers = Answers(self.socket)
         return self.settings
 
     def ready(self) -> None:
@@ -132,16 +133,36 @@ class SlaveChannel:
 
     def recv(self) -> tuple[list[Any], bytes | None]:
         """Wait for the next message: its header fields and payload (or None). CREDIT and
-        CANCEL are taken here, never returned."""
+        CANCEL are taken here, never returned. Answers held are sent before it waits."""
+        answers = self._answers
         while not self._kept:
-            self._take(self.socket.recv_multipart())
-        return self._kept.popleft()
+            if answers is not None and answers.held and not _readable(self.socket):
+                answers.flush()
+            self._take(_receive(self.socket))
+        message = self._kept.popleft()
+        if answers is not None:
+            answers.starting(message[0])
+        return message
 
     def recv_ready(self) -> tuple[list[Any], bytes | None] | None:
-        """The next message if one has come (never waits), else None."""
+        """The next message if one has come (never waits), else None (and answers held are
+        sent: the caller is about to wait)."""
         if not self._kept:
             self._read_ready()
-        return self._kept.popleft() if self._kept else None
+        answers = self._answers
+        if not self._kept:
+            if answers is not None:
+                answers.flush()
+            return None
+        message = self._kept.popleft()
+        if answers is not None:
+            answers.starting(message[0])
+        return message
+
+    def flush(self) -> None:
+        """Send the answers held (before any other message: the engine gets them in order)."""
+        if self._answers is not None and self._answers.held:
+            self._answers.flush()
 
     def pending(self) -> bool:
         """Whether messages read ahead (while a job waited for credit) wait for ``recv``."""
@@ -160,6 +181,8 @@ class SlaveChannel:
         elif code == Code.CREDIT and len(fields) > 2 and isinstance(fields[2], int):
             if fields[1] in self._credit:
                 self._credit[fields[1]] += fields[2]
+        elif code == Code.INVOKE_BATCH:
+            self._kept.extend(expand(fields, frames))
         elif code == Code.CANCEL and len(fields) > 1:
             self._cancelled.add(fields[1])
             if len(self._cancelled) > 10_000:  # ids of jobs long gone: never grow without end
@@ -175,6 +198,7 @@ class SlaveChannel:
         """Send one chunk of a job's answer, once the job has credit (``JobCancelled`` if
         nobody waits for it any more; ``ValueError`` for a chunk over the engine's limit)."""
         self._check_size(data)
+        self.flush()  # before it may wait for credit: held answers never wait on this job
         window = self._window
         if window is not None:
             if _readable(self.socket):
@@ -187,8 +211,8 @@ class SlaveChannel:
             if job_id in self._cancelled:
                 raise JobCancelled(f"job {job_id}: nobody waits for its answer any more")
             self._credit[job_id] = left - 1
-        self.socket.send_multipart([protocol.pack(Code.CHUNK, job_id), data],
-                                   copy=len(data) < 65536)
+        self.socket.send(protocol.pack(Code.CHUNK, job_id), _SNDMORE)
+        self.socket.send(data, 0, copy=len(data) < 65536)
 
     def may_send(self, job_id: int) -> bool:
         """Whether ``chunk`` for this job would go at once (it has credit, or it has been
@@ -225,6 +249,7 @@ class SlaveChannel:
             if body.complete:
                 return None
             self._grant(job_id, body)  # before waiting: the engine may be waiting for it
+            self.flush()  # and held answers never wait on this body
             if not wait:
                 return b""
             if self.socket.poll(1000):
@@ -233,6 +258,7 @@ class SlaveChannel:
 
     def _grant(self, job_id: int, body: _Body) -> None:
         if body.read:
+            self.flush()
             self.socket.send(protocol.pack(Code.CREDIT, job_id, body.read))
             body.read = 0
 
@@ -241,12 +267,13 @@ class SlaveChannel:
         before its first chunk; ValueError or TypeError (see ``check_headers``) if they are
         not valid."""
         pairs = check_headers(status, headers)
+        self.flush()
         self.socket.send(protocol.pack(Code.HEADERS, job_id,
                                        {"status": status, "headers": pairs}))
 
     def _read_ready(self) -> None:
         while _readable(self.socket):
-            self._take(self.socket.recv_multipart())
+            self._take(_receive(self.socket))
 
     def _check_size(self, data: bytes) -> None:
         if self._max_message is not None and len(data) > self._max_message - 1024:
@@ -265,16 +292,22 @@ class SlaveChannel:
         if last is not None:
             self._check_size(last)
         self.ended(job_id)
+        if self._answers is not None:
+            self._answers.hold(job_id, last)  # sent with the next answers, or before a wait
+            return
         if last is None:
             self.socket.send(protocol.pack(Code.CHOKE, job_id))
         else:
-            self.socket.send_multipart([protocol.pack(Code.CHOKE, job_id), last],
-                                       copy=len(last) < 65536)
+            self.socket.send(protocol.pack(Code.CHOKE, job_id), _SNDMORE)
+            self.socket.send(last, 0, copy=len(last) < 65536)
 
     def error(self, job_id: int | None, code: int, message: str, traceback: str = "") -> None:
         """Fail a job (or, with ``job_id`` None, the slave's start) with a code and message."""
         if job_id is not None:
             self.ended(job_id)
+            if self._answers is not None:
+                self._answers.forget(job_id)
+        self.flush()
         self.socket.send(protocol.pack(Code.ERROR, job_id, code, message, traceback))
 
     def log(self, stream: str, text: str) -> None:
@@ -331,6 +364,7 @@ class SlaveChannel:
 
     def close(self) -> None:
         """Stop the heartbeat thread and close the sockets, flushing what is queued."""
+        self.flush()
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=2)
@@ -338,47 +372,15 @@ class SlaveChannel:
         self.context.term()
 
 
-def check_headers(status: Any, headers: Any) -> list[list[str]]:
-    """``headers`` (a dict, or pairs of name and value) as HEADERS carries them, if they and
-    ``status`` are valid: status an int 100..599, at most ``MAX_HEADERS`` headers, names HTTP
-    tokens, values str without CR, LF or NUL, all of them at most ``MAX_HEADER_BYTES``;
-    else TypeError or ValueError saying what is wrong."""
-    if not isinstance(status, int) or isinstance(status, bool):
-        raise TypeError(f"status must be an int (an HTTP status, 100..599), not "
-                        f"{type(status).__name__}")
-    if not 100 <= status <= 599:
-        raise ValueError(f"status {status} is not an HTTP status: give one in 100..599")
-    if headers is None:
-        return []
-    if isinstance(headers, Mapping):
-        items = list(headers.items())
-    elif isinstance(headers, str | bytes) or not isinstance(headers, Iterable):
-        raise TypeError(f"headers must be a dict or a list of (name, value) pairs, not "
-                        f"{type(headers).__name__}")
-    else:
-        items = list(itertools.islice(headers, MAX_HEADERS + 1))
-    if len(items) > MAX_HEADERS:
-        raise ValueError(f"more than {MAX_HEADERS} headers: an answer carries at most "
-                         f"{MAX_HEADERS} (join the values of a repeated header with commas)")
-    pairs, size = [], 0
-    for item in items:
-        if not isinstance(item, tuple | list) or len(item) != 2:
-            raise TypeError(f"header {item!r:.80} is not a (name, value) pair")
-        name, value = item
-        if not isinstance(name, str) or not isinstance(value, str):
-            raise TypeError(f"header {name!r:.80}: its name and value must be str, not "
-                            f"{type(name).__name__} and {type(value).__name__}")
-        if not _TOKEN.fullmatch(name):
-            raise ValueError(f"header name {name!r:.80} is not valid: letters, digits and "
-                             f"!#$%&'*+-.^_`|~ only (no spaces, colons or line breaks)")
-        if "\r" in value or "\n" in value or "\0" in value:
-            raise ValueError(f"header {name!r}: its value {value!r:.80} holds a line break or "
-                             f"NUL")
-        size += len(name) + len(value)
-        pairs.append([name, value])
-    if size > MAX_HEADER_BYTES:
-        raise ValueError(f"the headers hold {size} characters: at most {MAX_HEADER_BYTES}")
-    return pairs
+def _receive(socket: zmq.Socket) -> list[bytes]:
+    """A message's frames (waits for one): as ``recv_multipart``, without its getsockopt for
+    each frame (which costs pyzmq an enum lookup) and its flags made enums."""
+    frame = socket.recv(0, copy=False)
+    frames = [frame.bytes]
+    while frame.more:
+        frame = socket.recv(0, copy=False)
+        frames.append(frame.bytes)
+    return frames
 
 
 def _readable(socket: zmq.Socket) -> bool:

@@ -21,12 +21,12 @@ import zmq
 
 log = logging.getLogger("cocaine.zmq")
 
-# Plain ints: pyzmq's enum members cost an enum operation on every call.
-_EVENTS = int(zmq.EVENTS)
+# Plain ints: pyzmq's enum members cost an enum operation on every call; but getsockopt
+# looks its option up as an enum member, which is quicker from a member than from an int.
+_EVENTS = zmq.EVENTS
 _POLLIN = int(zmq.POLLIN)
 _NOBLOCK = int(zmq.NOBLOCK)
 _NOBLOCK_SNDMORE = int(zmq.NOBLOCK) | int(zmq.SNDMORE)
-_RCVMORE = int(zmq.RCVMORE)
 _SRCFD = int(zmq.SRCFD)
 
 #: What ``SocketReader.try_send`` says.
@@ -59,6 +59,8 @@ class SocketReader:
         self.sources = sources
         self.loop = loop or asyncio.get_running_loop()
         self._scheduled = False
+        #: A drain is running: a poke from what it handles is needless (it ends with a look).
+        self._draining = False
         self._closed = False
         self._fd = int(socket.getsockopt(zmq.FD))
         self.loop.add_reader(self._fd, self._drain)
@@ -66,12 +68,25 @@ class SocketReader:
 
     def poke(self) -> None:
         """Schedule a drain (when more messages may be waiting)."""
-        if not self._scheduled and not self._closed:
+        if not self._scheduled and not self._draining and not self._closed:
             self._scheduled = True
             self.loop.call_soon(self._drain)
 
     def _drain(self) -> None:
         self._scheduled = False
+        # A send from a handler may consume the descriptor's edge, but every way out of
+        # ``_drain_some`` after a handler ran looks at the socket again (re-arming it), or
+        # pokes: pokes meanwhile are needless (a loop turn and a look saved per send).
+        self._draining = True
+        try:
+            more = self._drain_some()
+        finally:
+            self._draining = False
+        if more:
+            self.poke()  # more may be waiting; let other callbacks run first
+
+    def _drain_some(self) -> bool:
+        """Handle waiting messages, up to ``BATCH``; whether more may be waiting."""
         socket = self.socket
         recv = socket.recv
         option = socket.getsockopt
@@ -82,34 +97,35 @@ class SocketReader:
         # find one: a request, an answer); then receive until the socket says Again. Each
         # look, like the Again, re-arms the edge-triggered descriptor.
         if self._closed or not int(option(_EVENTS)) & _POLLIN:
-            return
+            return False
         for turn in range(self.BATCH):
             if turn == 1 and not int(option(_EVENTS)) & _POLLIN:
-                return
+                return False
             if self._closed:
-                return
+                return False
             try:
-                if sources is None:
-                    frames = [recv(_NOBLOCK)]
-                else:  # the first frame (the identity) as a zmq frame: it knows its source
+                # Frames as zmq frames: each says whether more follow (``more``: no
+                # getsockopt, which costs pyzmq an enum lookup), and the first knows the
+                # connection it came on.
+                frame = recv(_NOBLOCK, copy=False)
+                first = frame.bytes
+                if sources is not None and first not in sources.known:
+                    sources.arrived(first, frame.get(_SRCFD))
+                frames = [first]
+                while frame.more:
                     frame = recv(_NOBLOCK, copy=False)
-                    first = frame.bytes
-                    if first not in sources.known:
-                        sources.arrived(first, frame.get(_SRCFD))
-                    frames = [first]
-                while option(_RCVMORE):
-                    frames.append(recv(_NOBLOCK))
+                    frames.append(frame.bytes)
             except zmq.Again:
-                return
+                return False
             except zmq.ZMQError as exc:
                 if not self._closed:
                     log.error("receive failed: %s", exc)
-                return
+                return False
             try:
                 handle(frames)
             except Exception:
                 log.exception("error while handling a message")
-        self.poke()  # more may be waiting; let other callbacks run first
+        return True
 
     def send(self, frames: list[bytes]) -> bool:
         """Send without blocking; False if the peer's queue is full or it is gone."""

@@ -66,7 +66,8 @@ def test_the_python_conformance_app_passes_every_rule_flow_and_streams_included(
     assert result.returncode == 0, result.stdout + result.stderr
     assert {name: r["status"] for name, r in verdicts(result).items()} == dict.fromkeys(
         NAMES, "ok")
-    assert "features {'flow': True, 'stream': True}" in verdicts(result)["handshake"]["detail"]
+    detail = verdicts(result)["handshake"]["detail"]
+    assert "features {'flow': True, 'stream': True, 'batch': True}" in detail
 
 
 def test_a_raw_worker_written_from_the_protocol_passes_and_flow_is_skipped(tmp_path):

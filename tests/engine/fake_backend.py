@@ -46,7 +46,13 @@ class FakeSlave:
         self.socket.connect(backend.endpoint)
         self.reader = SocketReader(self.socket, self._on_message)
         self._beat: asyncio.Task[None] | None = None
-        self._send(protocol.pack(Code.HANDSHAKE, slave_id, pid))
+        #: The number of jobs in each INVOKE or INVOKE_BATCH received, in order.
+        self.invokes: list[int] = []
+        #: What CONFIGURE said; the jobs the engine sent CANCEL for.
+        self.settings: dict[str, Any] = {}
+        self.cancelled: list[int] = []
+        features = {"flow": True, "batch": True} if FakeBackend.batch else {}
+        self._send(protocol.pack(Code.HANDSHAKE, slave_id, pid, features))
 
     def _send(self, *frames: bytes) -> None:
         if self.alive:
@@ -60,12 +66,22 @@ class FakeSlave:
                 self.exit(-9)
                 return
             self.configured = True
+            self.settings = fields[1]
             self._send(protocol.pack(Code.HEARTBEAT, self.id))
             self._beat = asyncio.get_running_loop().create_task(self._heartbeats())
         elif fields[0] == Code.INVOKE:
             job_id = fields[1]
+            self.invokes.append(1)
             self.jobs[job_id] = frames[1] if len(frames) > 1 else b""
             self.backend.on_invoke(self, job_id)
+        elif fields[0] == Code.INVOKE_BATCH:
+            self.invokes.append(len(fields[1]))
+            for (job_id, *_), body in zip(fields[1], frames[1:], strict=True):
+                self.jobs[job_id] = body
+            for job_id, *_ in fields[1]:
+                self.backend.on_invoke(self, job_id)
+        elif fields[0] == Code.CANCEL:
+            self.cancelled.append(fields[1])
         elif fields[0] == Code.TERMINATE:
             self.exit(0)
 
@@ -87,6 +103,17 @@ class FakeSlave:
         """Finish every job this slave holds."""
         for job_id in list(self.jobs):
             self.answer(job_id)
+
+    def answer_batch(self, job_ids: list[int], data: dict[int, bytes | None] | None = None,
+                     ) -> None:
+        """Finish jobs in one CHOKE_BATCH, each with its body as its last chunk (or
+        ``data[job_id]``; None: no last chunk)."""
+        lasts: dict[int, bytes | None] = {job_id: self.jobs.pop(job_id) for job_id in job_ids}
+        lasts.update(data or {})
+        self.served += len(job_ids)
+        entries = [[job_id, lasts[job_id] is not None] for job_id in job_ids]
+        frames = [last for last in lasts.values() if last is not None]
+        self._send(protocol.pack(Code.CHOKE_BATCH, entries), *frames)
 
     def chunk(self, job_id: int, data: bytes) -> None:
         """Send one chunk of a job's answer (the job goes on)."""
@@ -126,6 +153,8 @@ class FakeBackend:
     fail_starts = 0
     #: Set by a test: the pid every slave reports (default: a made-up one per slave).
     pid: int | None = None
+    #: Set by a test: slaves say ``batch`` (and ``flow``) in their handshake.
+    batch = False
 
     def __init__(self, app: Any, endpoint: str, runtime: str, events: Any, *,
                  startup_timeout: float) -> None:
@@ -227,6 +256,7 @@ def reset_fakes() -> None:
     FakeBackend.behaviour = FakeBackend.load_error = FakeBackend.pid = None
     FakeBackend.load_failures, FakeBackend.load_fault_of_code = None, True
     FakeBackend.fail_starts = 0
+    FakeBackend.batch = False
 
 
 def run(scenario: Callable[[], Awaitable[None]]) -> None:

@@ -33,10 +33,12 @@ WAIT = 30.0
 #: The slave process: load the app as a template would, then serve as a forked slave would.
 SLAVE = """
 import json, sys
+from cocaine_core import slave_batch
 from cocaine_core.slave_channel import SlaveChannel
 from cocaine_python.runtime import load, serve
 
 config = json.loads(sys.argv[1])
+slave_batch.HOLD = config.get("hold", slave_batch.HOLD)  # a busy machine: never time-bound
 app = load(config)
 sys.exit(serve(app, SlaveChannel(config["endpoint"], config["slave_id"])))
 """
@@ -146,9 +148,12 @@ class Answer:
 class FakeEngine:
     """The engine's side of one slave: a ROUTER, the slave process, and what it sent."""
 
-    def __init__(self, folder: Path, concurrency: int) -> None:
+    def __init__(self, folder: Path, concurrency: int, batch: bool = False) -> None:
         self.folder = folder
         self.concurrency = concurrency
+        self.batch = batch
+        #: The number of answers in each CHOKE or CHOKE_BATCH received, in order.
+        self.chokes: list[int] = []
         self.context = zmq.Context()
         self.socket = self.context.socket(zmq.ROUTER)
         self.socket.setsockopt(zmq.LINGER, 0)
@@ -169,14 +174,15 @@ class FakeEngine:
         """Start the slave; handshake, configure, wait until ready."""
         (self.folder / "app.py").write_text(textwrap.dedent(code))
         config = {"args": {"source": "app.py"}, "root": str(self.folder), "events": EVENTS,
-                  "endpoint": self.endpoint, "slave_id": self.slave_id}
+                  "endpoint": self.endpoint, "slave_id": self.slave_id, "hold": 60.0}
         self.process = subprocess.Popen([sys.executable, "-c", SLAVE, json.dumps(config)],
                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         identity, fields, _ = self.receive()
         assert identity == self.identity and fields[0] == Code.HANDSHAKE, fields
         self.handshake = {"slave_id": fields[1], "pid": fields[2]}
-        self.send(Code.CONFIGURE, {"app": "test", "concurrency": self.concurrency,
-                                   "heartbeat_interval": 0.1})
+        self.features = fields[3]
+        settings = {"app": "test", "concurrency": self.concurrency, "heartbeat_interval": 0.1}
+        self.send(Code.CONFIGURE, {**settings, "batch": True} if self.batch else settings)
         identity, fields, _ = self.receive()
         assert identity == self.identity and fields == [Code.HEARTBEAT, self.slave_id], fields
 
@@ -226,7 +232,14 @@ class FakeEngine:
             raise AssertionError(f"no message from the slave within {timeout:g} s (its exit "
                                  f"code: {self.process.poll()})")
         identity, header, *rest = self.socket.recv_multipart()
-        return identity, protocol.unpack(header), (rest[0] if rest else None)
+        fields = protocol.unpack(header)
+        if fields[0] == Code.CHOKE_BATCH:  # several CHOKEs: filed one by one
+            self.chokes.append(len(fields[1]))
+            lasts = iter(rest)
+            for job_id, with_last in fields[1]:
+                self.take([Code.CHOKE, job_id, "batched"], next(lasts) if with_last else None)
+            return identity, [Code.HEARTBEAT, self.slave_id], None  # filed: nothing more
+        return identity, fields, (rest[0] if rest else None)
 
     def pump(self, timeout: float) -> None:
         """Take in every message that arrives within ``timeout``: answers, logs, beats."""
@@ -246,6 +259,8 @@ class FakeEngine:
         elif code == Code.CHUNK:
             self.answers[fields[1]].chunks.append(payload or b"")
         elif code == Code.CHOKE:
+            if len(fields) < 3:
+                self.chokes.append(1)
             answer = self.answers[fields[1]]
             if payload is not None:
                 answer.chunks.append(payload)
@@ -273,6 +288,17 @@ class FakeEngine:
             self.pump(min(left, 0.1))
         return answer
 
+    def invoke_batch(self, jobs: list[tuple[str, bytes]]) -> list[int]:
+        """Send several jobs (event, body) in one INVOKE_BATCH; their ids."""
+        ids = list(range(self._next_job, self._next_job + len(jobs)))
+        self._next_job += len(jobs)
+        for job_id in ids:
+            self.answers[job_id] = Answer()
+        header = protocol.pack(Code.INVOKE_BATCH, [[job_id, event, {}] for job_id, (event, _)
+                                                   in zip(ids, jobs, strict=True)])
+        self.socket.send_multipart([self.identity, header, *[body for _, body in jobs]])
+        return ids
+
     def call(self, event: str, body: bytes = b"", meta: dict[str, Any] | None = None) -> Answer:
         """Invoke and wait for the answer."""
         return self.answer(self.invoke(event, body, meta))
@@ -283,8 +309,8 @@ def engine_for(tmp_path: Path) -> Iterator[Any]:
     """``engine_for(concurrency=1)``: a started slave and the fake engine that drives it."""
     engines: list[FakeEngine] = []
 
-    def start(concurrency: int = 1, code: str = APP) -> FakeEngine:
-        engine = FakeEngine(tmp_path, concurrency)
+    def start(concurrency: int = 1, code: str = APP, batch: bool = False) -> FakeEngine:
+        engine = FakeEngine(tmp_path, concurrency, batch)
         engines.append(engine)
         engine.start(code)
         return engine
@@ -428,3 +454,35 @@ def test_terminate_between_jobs_exits_0(engine_for):
     assert engine.terminate() == 0
     out, err = engine.output()
     assert (out, err) == (b"", b"")
+
+
+@LOOPS
+def test_a_batch_of_jobs_is_answered_in_one_message(engine_for, concurrency):
+    """An INVOKE_BATCH runs as the INVOKEs it holds; once CONFIGURE said batch, the answers
+    of the jobs that came together go back in one CHOKE_BATCH (an error alone, in order)."""
+    engine = engine_for(concurrency, batch=True)
+    assert engine.features["batch"] is True
+    assert engine.call("echo", b"warm") == Answer([b"warm"], done=True)  # echo known quick
+    assert engine.call("nothing") == Answer([], done=True)
+    ids = engine.invoke_batch([("echo", str(i).encode()) for i in range(5)] + [("nothing", b"")])
+    answers = [engine.answer(job_id) for job_id in ids]
+    assert answers == [Answer([str(i).encode()], done=True) for i in range(5)] + [Answer(
+        [], done=True)]
+    assert engine.chokes == [1, 1, 6], "the warm-ups alone, then the batch in one message"
+    ids = engine.invoke_batch([("echo", b"a"), ("boom", b"b"), ("echo", b"c")])
+    assert engine.answer(ids[1]).error is not None and engine.answer(ids[1]).error[0] == 502
+    assert engine.answer(ids[0]) == Answer([b"a"], done=True)
+    assert engine.answer(ids[2]) == Answer([b"c"], done=True)
+    assert engine.terminate() == 0
+
+
+@LOOPS
+def test_without_batch_in_configure_every_answer_is_its_own_choke(engine_for, concurrency):
+    """An engine that did not say batch (an older one) gets one CHOKE per job."""
+    engine = engine_for(concurrency)
+    for i in range(3):
+        engine.invoke("echo", str(i).encode())
+    assert [engine.answer(job_id) for job_id in (1, 2, 3)] == [
+        Answer([str(i).encode()], done=True) for i in range(3)]
+    assert engine.chokes == [1, 1, 1]
+    assert engine.terminate() == 0

@@ -380,7 +380,7 @@ def test_a_sync_handler_reads_a_long_stream_as_credit_flows_back(engine_for, con
     """200 pieces through a window of 8: the engine sends only as the slave grants, so the
     body arrives whole only if the slave grants what its handler read (never more)."""
     engine = engine_for(concurrency)
-    assert engine.features == {"flow": True, "stream": True}
+    assert engine.features == {"flow": True, "stream": True, "batch": True}
     pieces = body(200)
     job_id = engine.invoke("total", pieces[1:], first=pieces[0])
     assert engine.value(job_id) == {"streamed": True, "pieces": 200, "size": 200_000,

@@ -5,6 +5,13 @@ app's ``ipc://`` endpoint, decodes every message from a slave into one call on i
 ``SlaveListener`` (the pool and the engine), and encodes what the engine sends: configure,
 invoke, credit, cancel, terminate. Frames are documented in docs/protocol.md.
 
+Batching: to a slave whose handshake said ``batch``, the jobs handed to it while the loop
+runs one callback (a drain of the clients' requests, or of the slaves' answers) go in one
+INVOKE_BATCH, sent as soon as that callback returns (``call_soon``: nothing waits for a batch
+to fill); any other message to that slave sends them first, so what a slave receives is the
+sequence it would have received, its consecutive INVOKEs merged. A slave answers a run of
+finished jobs with one CHOKE_BATCH, decoded here into one ``jobs_done`` call.
+
 A slave runs the app's code, so it is not trusted either: a message from it larger than
 ``SLAVE_MAX_MESSAGE`` makes ZeroMQ drop its connection before the engine holds it (the
 runtime is told the limit in CONFIGURE, and cocaine-python refuses such a chunk itself with
@@ -13,6 +20,7 @@ a clear error).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -36,6 +44,9 @@ SLAVE_MAX_MESSAGE = 256 * 2**20
 #: fields, and a frame of millions of one-byte items would unpack to a list many times its
 #: size (a 200 MiB frame to gigabytes the node keeps).
 SLAVE_MAX_ITEMS = 64
+#: The most jobs in one INVOKE_BATCH, and answers in one CHOKE_BATCH (the slave's header
+#: arrays are bounded by ``SLAVE_MAX_ITEMS``).
+BATCH_MAX = 64
 #: Messages that name a job: their job id must be an integer (an ERROR's may be nil).
 _JOB_CODES = frozenset({Code.CHUNK, Code.CHOKE, Code.ERROR, Code.CREDIT, Code.HEADERS})
 #: Seconds between two notices of malformed messages dropped.
@@ -50,9 +61,10 @@ class SlaveListener(Protocol):
     """What the channel calls for each message a slave sends, by slave id."""
 
     def slave_handshake(self, slave_id: str, pid: int | None, flow: bool = False,
-                        streams: bool = False) -> None:
+                        streams: bool = False, batch: bool = False) -> None:
         """The slave introduced itself (its pid, if it said; ``flow``: it follows CREDIT
-        and CANCEL; ``streams``: it reads streamed bodies)."""
+        and CANCEL; ``streams``: it reads streamed bodies; ``batch``: it takes INVOKE_BATCH
+        and may send CHOKE_BATCH)."""
 
     def slave_heartbeat(self, slave_id: str) -> None:
         """The slave is alive (its first heartbeat after configure means ready)."""
@@ -66,6 +78,9 @@ class SlaveListener(Protocol):
 
     def job_done(self, slave_id: str, job_id: int, last: bytes | None) -> None:
         """A job's answer is complete; ``last`` is its final chunk, if sent along."""
+
+    def jobs_done(self, slave_id: str, ended: list[tuple[int, bytes | None]]) -> None:
+        """Several jobs' answers are complete (CHOKE_BATCH): (job id, final chunk or None)."""
 
     def job_error(self, slave_id: str, job_id: int, code: int, message: str,
                   traceback: str) -> None:
@@ -92,6 +107,10 @@ class EngineChannel:
         #: Malformed messages dropped since the last notice, and when it was said.
         self._dropped = 0
         self._said_at = -NOTICE_INTERVAL
+        #: Jobs handed to batching slaves in this turn of the loop, by slave identity, not
+        #: yet sent (``flush`` sends them once the running callback returns).
+        self._outgoing: dict[bytes, list[Job]] = {}
+        self._flush_scheduled = False
 
     def bind(self) -> None:
         """Bind the endpoint and start decoding (from the running asyncio loop)."""
@@ -110,6 +129,7 @@ class EngineChannel:
 
     def close(self) -> None:
         """Stop decoding, close the socket and remove the ``ipc://`` file."""
+        self._outgoing.clear()
         if self._reader is not None:
             self._reader.close()
             self._reader = None
@@ -137,10 +157,45 @@ class EngineChannel:
         """Tell a slave that shook hands to get ready, with its settings."""
         self.send([slave_id.encode(), protocol.pack(Code.CONFIGURE, settings)])
 
-    def invoke(self, slave_id: str, job: Job) -> None:
-        """Hand a job to a slave."""
-        self.send([slave_id.encode(), protocol.pack(Code.INVOKE, job.id, job.event, job.meta),
-                    job.body])
+    def invoke(self, slave_id: str, job: Job, batch: bool = False) -> None:
+        """Hand a job to a slave; with ``batch`` (the slave takes INVOKE_BATCH), once the
+        running callback returns, together with the other jobs handed to it meanwhile."""
+        identity = slave_id.encode()
+        if not batch:
+            self.send([identity, protocol.pack(Code.INVOKE, job.id, job.event, job.meta),
+                       job.body])
+            return
+        waiting = self._outgoing.get(identity)
+        if waiting is None:
+            self._outgoing[identity] = [job]
+            if not self._flush_scheduled and self._reader is not None:
+                self._flush_scheduled = True
+                asyncio.get_running_loop().call_soon(self.flush)
+        else:
+            waiting.append(job)
+            if len(waiting) >= BATCH_MAX:
+                self._send_jobs(identity, self._outgoing.pop(identity))
+
+    def flush(self) -> None:
+        """Send the jobs handed to batching slaves and not sent yet: one INVOKE_BATCH for each
+        slave (a plain INVOKE for a slave given one job)."""
+        self._flush_scheduled = False
+        if self._outgoing:
+            outgoing, self._outgoing = self._outgoing, {}
+            for identity, jobs in outgoing.items():
+                self._send_jobs(identity, jobs)
+
+    def _send_jobs(self, identity: bytes, jobs: list[Job]) -> None:
+        reader = self._reader
+        if reader is None:
+            return
+        if len(jobs) == 1:
+            job = jobs[0]
+            reader.send([identity, protocol.pack(Code.INVOKE, job.id, job.event, job.meta),
+                         job.body])
+            return
+        header = protocol.pack(Code.INVOKE_BATCH, [[job.id, job.event, job.meta] for job in jobs])
+        reader.send([identity, header, *[job.body for job in jobs]])
 
     def credit(self, slave_id: str, job_id: int, chunks: int) -> None:
         """Let a slave send ``chunks`` more chunks of a job's answer."""
@@ -155,13 +210,18 @@ class EngineChannel:
         self.send([slave_id.encode(), protocol.pack(Code.TERMINATE, reason)])
 
     def send(self, frames: list[bytes]) -> None:
-        """Send a message (frames, the slave's identity first) to a slave."""
+        """Send a message (frames, the slave's identity first) to a slave, after the jobs
+        handed to it and not sent yet."""
+        if self._outgoing and frames[0] in self._outgoing:
+            self._send_jobs(frames[0], self._outgoing.pop(frames[0]))
         if self._reader is not None:
             self._reader.send(frames)
 
     def try_send(self, frames: list[bytes]) -> bool:
         """``send``; False if the slave has ``send_queue`` messages waiting already (it does
         not read them) and this one was not sent."""
+        if self._outgoing and frames[0] in self._outgoing:
+            self._send_jobs(frames[0], self._outgoing.pop(frames[0]))
         return self._reader is None or self._reader.try_send(frames) != FULL
 
     # -- receiving --------------------------------------------------------------------------
@@ -202,10 +262,42 @@ class EngineChannel:
             else:
                 listener.job_error(slave_id, job_id, status if isinstance(status, int) else 500,
                                    str(message), str(traceback or ""))
+        elif code == Code.CHOKE_BATCH:
+            self._chokes(slave_id, fields, frames)
         elif code == Code.HANDSHAKE:
             pid = fields[2] if len(fields) > 2 and isinstance(fields[2], int) else None
             features = fields[3] if len(fields) > 3 and isinstance(fields[3], dict) else {}
             listener.slave_handshake(slave_id, pid, features.get("flow") is True,
-                                     features.get("stream") is True)
+                                     features.get("stream") is True,
+                                     features.get("batch") is True)
         elif code == Code.CREDIT or code == Code.HEADERS:
             listener.job_flow(slave_id, code, fields)
+
+    def _chokes(self, slave_id: str, fields: list[Any], frames: list[bytes]) -> None:
+        """A CHOKE_BATCH: ``[15, [[job_id, with_last], ...]]`` + the last chunks, in order;
+        checked whole before any job is ended (a malformed one is dropped whole)."""
+        entries = fields[1] if len(fields) > 1 else None
+        if not isinstance(entries, list):
+            self._malformed("a CHOKE_BATCH without its list of [job_id, with_last]")
+            return
+        lasts = 0
+        for entry in entries:
+            if not isinstance(entry, list) or len(entry) != 2 or type(entry[0]) is not int:
+                self._malformed(f"a CHOKE_BATCH entry that is not [job_id, with_last]: "
+                                f"{entry!r:.60}")
+                return
+            if entry[1]:
+                lasts += 1
+        if len(frames) != 2 + lasts:
+            self._malformed(f"a CHOKE_BATCH of {lasts} last chunk(s) in {len(frames) - 2} "
+                            f"frame(s)")
+            return
+        ended: list[tuple[int, bytes | None]] = []
+        index = 2
+        for job_id, with_last in entries:
+            if with_last:
+                ended.append((job_id, frames[index]))
+                index += 1
+            else:
+                ended.append((job_id, None))
+        self.listener.jobs_done(slave_id, ended)

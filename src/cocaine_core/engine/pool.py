@@ -129,7 +129,7 @@ class SlavePool:
         self.engine.channel.configure(slave.id, {
             "app": self.engine.name, "concurrency": self.config.concurrency,
             "heartbeat_interval": self._heartbeat_interval, "credit": credit.WINDOW,
-            "max_message": self.engine.channel.max_message})
+            "max_message": self.engine.channel.max_message, "batch": slave.batch})
 
     # -- ending slaves --------------------------------------------------------------------------
 
@@ -189,7 +189,7 @@ class SlavePool:
         job.attempts += 1
         slave.jobs[job.id] = job
         if job.stream is None:
-            self.engine.channel.invoke(slave.id, job)
+            self.engine.channel.invoke(slave.id, job, slave.batch)
         else:
             body.invoke(self, slave, job)
 
@@ -198,9 +198,10 @@ class SlavePool:
         (``credit.stop``); False if no slave here runs it."""
         return credit.stop(self, job, why)
 
-    def job_left(self, slave: SlaveHandle) -> None:
-        """After a job left ``slave``: retire it if it is worn out or retiring, else go on."""
-        slave.served += 1
+    def job_left(self, slave: SlaveHandle, count: int = 1) -> None:
+        """After a job (``count`` jobs) left ``slave``: retire it if it is worn out or
+        retiring, else go on."""
+        slave.served += count
         max_requests = self.config.max_requests
         if max_requests and slave.served >= max_requests and slave.state is SlaveState.READY:
             log.info("app %s: slave %s served %d jobs (engine.max-requests): replacing it",
@@ -226,12 +227,14 @@ class SlavePool:
         return slave
 
     def slave_handshake(self, slave_id: str, pid: int | None, flow: bool = False,
-                        streams: bool = False) -> None:
-        """A slave introduced itself: configure it once the spawn hooks passed."""
+                        streams: bool = False, batch: bool = False) -> None:
+        """A slave introduced itself: configure it once the spawn hooks passed. Batches go
+        only to a slave that runs several jobs at once (``concurrency`` above 1)."""
         slave = self._heard(slave_id)
         if slave is None:
             return
         slave.handshaken, slave.flow, slave.streams = True, flow, streams
+        slave.batch = batch and self.config.concurrency > 1
         if slave.pid is None:
             slave.pid = pid
         if slave.state is SlaveState.RETIRING:
@@ -279,6 +282,23 @@ class SlavePool:
             slave.credits.pop(job_id, None)
         self.engine.stats.succeed(job, last)
         self.job_left(slave)
+
+    def jobs_done(self, slave_id: str, ended: list[tuple[int, bytes | None]]) -> None:
+        """Several jobs' answers are complete (a CHOKE_BATCH): each as ``job_done``, and the
+        slave's room is filled once, after them."""
+        slave = self._heard(slave_id)
+        if slave is None:
+            return
+        jobs, succeed, count = slave.jobs, self.engine.stats.succeed, 0
+        for job_id, last in ended:
+            job = jobs.pop(job_id, None)
+            if job is not None:
+                if slave.credits:
+                    slave.credits.pop(job_id, None)
+                succeed(job, last)
+                count += 1
+        if count:
+            self.job_left(slave, count)
 
     def job_error(self, slave_id: str, job_id: int, code: int, message: str,
                   traceback: str) -> None:

@@ -42,6 +42,9 @@ class SlaveHandle:
     flow: bool = False
     #: It reads streamed request bodies (its handshake said ``stream``).
     streams: bool = False
+    #: It takes several jobs in one message and answers several in one (its handshake said
+    #: ``batch``, and it runs more than one job at once): docs/protocol.md, Batches.
+    batch: bool = False
     #: The flow accounting of its jobs that have sent chunks, by job id.
     credits: dict[int, Credit] = attrs.field(factory=dict)
     #: Forked ahead of need: joins the pool (is configured) only when the pool grows.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cocaine_core.slave_channel import MAX_HEADERS, Headers, check_headers
+from cocaine_core.slave_headers import MAX_HEADERS, Headers, check_headers
 
 
 class Response:
