@@ -7,6 +7,11 @@ sending on a watched socket call ``poke()``: it schedules one more drain.
 A reader may also be told where each message came from (``sources``): the file descriptor of
 the connection that brought it, for the first message of each routing identity it has not
 seen, so that a ROUTER's owner can tell which identities a dropped connection took with it.
+
+And it may be told when the socket can send again (``on_writable``): each drain first asks
+the socket's events, and when they include ``POLLOUT`` (on a ROUTER with ``ROUTER_MANDATORY``:
+some peer's queue has room) it calls ``on_writable`` before receiving, so answers held back
+for a full peer leave as soon as ZeroMQ's I/O thread has made room, ahead of new requests.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ log = logging.getLogger("cocaine.zmq")
 # Plain ints: pyzmq's enum members cost an enum operation on every call.
 _EVENTS = int(zmq.EVENTS)
 _POLLIN = int(zmq.POLLIN)
+_POLLOUT = int(zmq.POLLOUT)
 _NOBLOCK = int(zmq.NOBLOCK)
 _NOBLOCK_SNDMORE = int(zmq.NOBLOCK) | int(zmq.SNDMORE)
 _RCVMORE = int(zmq.RCVMORE)
@@ -50,6 +56,9 @@ class SocketReader:
 
     #: Most messages handled in one go before yielding to the loop (fairness between apps).
     BATCH = 256
+    #: Messages handled between two looks at whether the socket can send (``on_writable``):
+    #: the answers to a batch's requests leave while it is read, not only after it.
+    WRITABLE_EVERY = 32
 
     def __init__(self, socket: zmq.Socket, on_message: Callable[[list[bytes]], None],
                  loop: asyncio.AbstractEventLoop | None = None, *,
@@ -57,6 +66,8 @@ class SocketReader:
         self.socket = socket
         self.on_message = on_message
         self.sources = sources
+        #: Called at a drain when the socket says it can send (see the module's doc).
+        self.on_writable: Callable[[], None] | None = None
         self.loop = loop or asyncio.get_running_loop()
         self._scheduled = False
         self._closed = False
@@ -81,11 +92,19 @@ class SocketReader:
         # receive costs an exception: 10 us); one more after the first message (most drains
         # find one: a request, an answer); then receive until the socket says Again. Each
         # look, like the Again, re-arms the edge-triggered descriptor.
-        if self._closed or not int(option(_EVENTS)) & _POLLIN:
+        if self._closed:
             return
+        events = int(option(_EVENTS))
+        if events & _POLLOUT and self.on_writable is not None:
+            self._writable(self.on_writable, events)
+        if not events & _POLLIN:
+            return
+        writable = self.on_writable
         for turn in range(self.BATCH):
             if turn == 1 and not int(option(_EVENTS)) & _POLLIN:
                 return
+            if writable is not None and turn and not turn % self.WRITABLE_EVERY:
+                self._writable(writable)
             if self._closed:
                 return
             try:
@@ -110,6 +129,17 @@ class SocketReader:
             except Exception:
                 log.exception("error while handling a message")
         self.poke()  # more may be waiting; let other callbacks run first
+
+    def _writable(self, callback: Callable[[], None], events: int = -1) -> None:
+        try:
+            if events < 0:
+                events = int(self.socket.getsockopt(_EVENTS))
+            if events & _POLLOUT:
+                callback()
+        except zmq.ZMQError:
+            pass  # closed meanwhile
+        except Exception:
+            log.exception("error while sending what waited")
 
     def send(self, frames: list[bytes]) -> bool:
         """Send without blocking; False if the peer's queue is full or it is gone."""
