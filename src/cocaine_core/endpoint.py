@@ -34,6 +34,7 @@ from cocaine_core.errors import CocaineError, NodeError, ProtocolError, ServiceE
 from cocaine_core.native_sink import InFlight, NativeSink
 from cocaine_core.policy import Policy
 from cocaine_core.protocol import CONTROL_APP, Code, Status
+from cocaine_core.refusals import Refuser
 from cocaine_core.zmqloop import SocketReader
 
 if TYPE_CHECKING:
@@ -73,6 +74,7 @@ class NativeEndpoint:
         self._reader: SocketReader | None = None
         self._peers: PeerWatch | None = None
         self._outbox: Outbox | None = None
+        self._refuser: Refuser | None = None
         #: CurveZMQ on the socket (``cocaine node --curve``; the cluster's key on a link
         #: endpoint), set before ``bind``; None: plain.
         self.curve: CurveServer | None = None
@@ -122,6 +124,7 @@ class NativeEndpoint:
                                 on_event=self.monitor_event)
         self._reader = SocketReader(sock, self._on_request, sources=self._peers)
         self._outbox = Outbox(self._reader, self.client_gone, self.client_backlog)
+        self._refuser = Refuser(self.node.apps, self._outbox, self._may_forward)
         return self.listen
 
     def close(self) -> None:
@@ -155,6 +158,12 @@ class NativeEndpoint:
                 raise _bad(str(exc)) from None
             if len(fields) >= 2:
                 request_id = _safe_id(fields[1])
+                # Under a flood most requests are refused: at once, without a job, when the
+                # engine would refuse them anyway (refusals.py).
+                if fields[0] == Code.REQUEST and (request_id is not None or fields[1] is None) \
+                        and self._refuser is not None \
+                        and self._refuser.refuse(frames, fields, request_id):
+                    return
             if fields[0] == Code.CANCEL:
                 self.requests -= 1
                 self.cancel(envelope[0], request_id)
@@ -217,6 +226,10 @@ class NativeEndpoint:
                     cluster.forwarder.forward(sink, app, event, policy, body):
                 return
         self.run_here(sink, app, event, policy, body)
+
+    def _may_forward(self) -> bool:
+        cluster = self.node.cluster
+        return cluster is not None and cluster.peered and self.forwarder() is not None
 
     def monitor_event(self, event: int) -> None:
         """One of ``monitor_events`` happened on the socket (none by default)."""
