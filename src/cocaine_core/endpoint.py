@@ -55,6 +55,10 @@ DEFAULT_MAX_MESSAGE = protocol.MAX_MESSAGE
 #: which its connection is dropped: a client whose process is stopped, or whose machine
 #: vanished without closing its TCP connection, is then seen as gone (its jobs abandoned).
 CLIENT_HEARTBEAT, CLIENT_HEARTBEAT_TIMEOUT = 10.0, 30.0
+#: Most client messages handled in one go before the loop runs other callbacks: under a flood
+#: of requests, the slaves' answers (another socket) are read between batches, so a batch
+#: short enough keeps the slaves busy (``SocketReader.BATCH`` is for one socket of many).
+READ_BATCH = 64
 class NativeEndpoint:
     """The node's ROUTER: receives requests, routes them, sends answers back."""
 
@@ -123,6 +127,7 @@ class NativeEndpoint:
         self._peers = PeerWatch(sock, self._connection_dropped, more=self.monitor_events,
                                 on_event=self.monitor_event)
         self._reader = SocketReader(sock, self._on_request, sources=self._peers)
+        self._reader.BATCH = READ_BATCH
         self._outbox = Outbox(self._reader, self.client_gone, self.client_backlog)
         self._refuser = Refuser(self.node.apps, self._outbox, self._may_forward)
         return self.listen
