@@ -7,10 +7,12 @@ a client whose queue is full makes a send fail at once, instead of ZeroMQ droppi
 or queueing without end. What cannot be sent waits in that client's backlog, in order, and is
 tried again as soon as the socket says it can send (``SocketReader.on_writable``: ZeroMQ's I/O
 thread has taken messages from some client's queue), and from a timer that backs off per
-client while nothing moves (a client that does not read costs a failed try now and then, not
-one per wake-up); a backlog past ``limit`` bytes means the client does not read its answers,
-and it is treated as gone. A chunk's ``on_handed`` callback runs when the chunk
-leaves for the client's socket: the engine grants its slave credit then (``engine/credit.py``).
+client while nothing moves. A client is tried at every such wake-up until ``WAKE_TRIES`` tries
+in a row moved nothing; then only by its timer (a client that does not read costs a failed
+try now and then, not one per wake-up of the node). A backlog past ``limit`` bytes means the
+client does not read its answers, and it is treated as gone. A chunk's ``on_handed`` callback
+runs when the chunk leaves for the client's socket: the engine grants its slave credit then
+(``engine/credit.py``).
 
 ``PeerWatch`` tells when a client's connection drops: ZeroMQ's socket monitor reports each
 disconnected connection by its file descriptor, and the reader (``SocketReader`` with
@@ -46,6 +48,8 @@ DEFAULT_CLIENT_BACKLOG = 64 * 2**20
 #: Seconds between tries to send a client's backlog when nothing moved: the first (doubled at
 #: each try that moves nothing), and the most.
 RETRY_FIRST, RETRY_MOST = 0.0002, 0.05
+#: Tries in a row that moved nothing after which a client is tried by its timer only.
+WAKE_TRIES = 8
 
 _DISCONNECTED = int(zmq.EVENT_DISCONNECTED)
 _NOBLOCK = int(zmq.NOBLOCK)
@@ -57,7 +61,7 @@ OnHanded = Callable[[], None] | None
 class Backlog:
     """Messages for one client that ZeroMQ could not take yet, oldest first."""
 
-    __slots__ = ("delay", "items", "retry_at", "size")
+    __slots__ = ("delay", "failures", "items", "retry_at", "size")
 
     def __init__(self) -> None:
         self.items: collections.deque[tuple[list[bytes], int, OnHanded]] = collections.deque()
@@ -66,6 +70,8 @@ class Backlog:
         #: set it (doubled while tries move nothing).
         self.retry_at = 0.0
         self.delay = 0.0
+        #: Tries in a row that moved nothing.
+        self.failures = 0
 
 
 class Outbox:
@@ -132,7 +138,7 @@ class Outbox:
     def writable(self) -> None:
         """ZeroMQ can send to some client again: send what waits for those whose turn it is."""
         if self._backlogs:
-            self._flush()
+            self._flush(wake=True)
 
     def _arm(self, delay: float) -> None:
         loop = self.reader.loop
@@ -147,14 +153,14 @@ class Outbox:
         self._timer = None
         self._flush()
 
-    def _flush(self) -> None:
+    def _flush(self, wake: bool = False) -> None:
         now = time.monotonic()
         soonest = RETRY_MOST
         for client in list(self._backlogs):
             backlog = self._backlogs.get(client)
             if backlog is None:
                 continue
-            if backlog.retry_at > now:
+            if backlog.retry_at > now and (not wake or backlog.failures >= WAKE_TRIES):
                 soonest = min(soonest, backlog.retry_at - now)
                 continue
             items, moved = backlog.items, False
@@ -179,6 +185,7 @@ class Outbox:
                 continue
             # Full again: if it moved, its reader keeps up (try at the next chance); if not,
             # back off (a client that does not read is not tried at every wake-up).
+            backlog.failures = 0 if moved else backlog.failures + 1
             backlog.delay = 0.0 if moved else min(RETRY_MOST, max(RETRY_FIRST,
                                                                   backlog.delay * 2))
             backlog.retry_at = now + backlog.delay
