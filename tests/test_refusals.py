@@ -54,7 +54,7 @@ class Client:
 
     def __init__(self, endpoint: str) -> None:
         self.socket: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.DEALER)
-        self.socket.linger = 0
+        self.socket.setsockopt(zmq.LINGER, 0)
         self.socket.connect(endpoint)
 
     def request(self, request_id: Any, event: str, body: bytes = b"",
@@ -173,7 +173,7 @@ async def _held_answers_leave_when_the_client_reads(monkeypatch: pytest.MonkeyPa
     # No timer can bring them: only the socket saying it can send again.
     monkeypatch.setattr(clients, "RETRY_FIRST", 60.0)
     monkeypatch.setattr(clients, "RETRY_MOST", 60.0)
-    context = zmq.Context.instance()
+    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
     router: zmq.Socket[bytes] = context.socket(zmq.ROUTER)
     router.setsockopt(zmq.ROUTER_MANDATORY, 1)
     router.setsockopt(zmq.SNDHWM, 4)
@@ -202,7 +202,7 @@ async def _held_answers_leave_when_the_client_reads(monkeypatch: pytest.MonkeyPa
         for index in range(sent, total):
             outbox.send([b"slow", b"%d" % index, body])
         assert outbox.waiting(b"slow") > 0
-        got = []
+        got: list[int] = []
         deadline = time.monotonic() + 20
         while len(got) < total:
             assert time.monotonic() < deadline, f"only {len(got)} of {total} arrived"
