@@ -59,6 +59,9 @@ CLIENT_HEARTBEAT, CLIENT_HEARTBEAT_TIMEOUT = 10.0, 30.0
 #: of requests, the slaves' answers (another socket) are read between batches, so a batch
 #: short enough keeps the slaves busy (``SocketReader.BATCH`` is for one socket of many).
 READ_BATCH = 64
+#: Most client messages read ahead of their handling (``SocketReader.read_ahead``): under a
+#: flood, requests wait in the node as received bytes, not in ZeroMQ's 8 KiB buffers.
+READ_AHEAD = 4096
 class NativeEndpoint:
     """The node's ROUTER: receives requests, routes them, sends answers back."""
 
@@ -128,6 +131,7 @@ class NativeEndpoint:
                                 on_event=self.monitor_event)
         self._reader = SocketReader(sock, self._on_request, sources=self._peers)
         self._reader.BATCH = READ_BATCH
+        self._reader.read_ahead = READ_AHEAD
         self._outbox = Outbox(self._reader, self.client_gone, self.client_backlog)
         self._refuser = Refuser(self.node.apps, self._outbox, self._may_forward)
         return self.listen

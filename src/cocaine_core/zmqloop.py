@@ -12,11 +12,18 @@ And it may be told when the socket can send again (``on_writable``): each drain 
 the socket's events, and when they include ``POLLOUT`` (on a ROUTER with ``ROUTER_MANDATORY``:
 some peer's queue has room) it calls ``on_writable`` before receiving, so answers held back
 for a full peer leave as soon as ZeroMQ's I/O thread has made room, ahead of new requests.
+
+And it may read ahead (``read_ahead``: most messages, ``READ_AHEAD_BYTES`` their most bytes):
+receive every message waiting, up to those bounds, into its own queue, then handle a batch of
+them. A small message waiting in ZeroMQ keeps the whole 8 KiB buffer it was decoded from
+(ZeroMQ's zero-copy receive): a flood of small requests read one by one as they are handled
+held about 8 KiB each in the node (1,000 waiting: 8 MB), where received they hold their size.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 from collections.abc import Callable, Container
@@ -59,6 +66,8 @@ class SocketReader:
     #: Messages handled between two looks at whether the socket can send (``on_writable``):
     #: the answers to a batch's requests leave while it is read, not only after it.
     WRITABLE_EVERY = 32
+    #: Most bytes read ahead (see the module's doc); a larger message is read ahead alone.
+    READ_AHEAD_BYTES = 1 << 20
 
     def __init__(self, socket: zmq.Socket, on_message: Callable[[list[bytes]], None],
                  loop: asyncio.AbstractEventLoop | None = None, *,
@@ -68,6 +77,10 @@ class SocketReader:
         self.sources = sources
         #: Called at a drain when the socket says it can send (see the module's doc).
         self.on_writable: Callable[[], None] | None = None
+        #: Most messages read ahead (see the module's doc); 0: none, each read as handled.
+        self.read_ahead = 0
+        self._ahead: collections.deque[list[bytes]] = collections.deque()
+        self._ahead_bytes = 0
         self.loop = loop or asyncio.get_running_loop()
         self._scheduled = False
         self._closed = False
@@ -97,6 +110,9 @@ class SocketReader:
         events = int(option(_EVENTS))
         if events & _POLLOUT and self.on_writable is not None:
             self._writable(self.on_writable, events)
+        if self.read_ahead:
+            self._drain_ahead(events)
+            return
         if not events & _POLLIN:
             return
         writable = self.on_writable
@@ -129,6 +145,55 @@ class SocketReader:
             except Exception:
                 log.exception("error while handling a message")
         self.poke()  # more may be waiting; let other callbacks run first
+
+    def _drain_ahead(self, events: int) -> None:
+        ahead = self._ahead
+        more = bool(events & _POLLIN) and self._read_ahead()
+        handle, writable = self.on_message, self.on_writable
+        for turn in range(min(self.BATCH, len(ahead))):
+            if writable is not None and turn and not turn % self.WRITABLE_EVERY:
+                self._writable(writable)
+            if self._closed:
+                return
+            frames = ahead.popleft()
+            self._ahead_bytes -= sum(len(frame) for frame in frames)
+            try:
+                handle(frames)
+            except Exception:
+                log.exception("error while handling a message")
+        if ahead or more:
+            self.poke()  # more to handle, or to read: let other callbacks run first
+
+    def _read_ahead(self) -> bool:
+        """Receive what waits, within the bounds; True if the bounds stopped it (the
+        descriptor's edge is then not re-armed: the caller drains again soon)."""
+        socket, sources, ahead = self.socket, self.sources, self._ahead
+        recv, option = socket.recv, socket.getsockopt
+        limit, byte_limit = self.read_ahead, self.READ_AHEAD_BYTES
+        size = self._ahead_bytes
+        try:
+            while len(ahead) < limit and size < byte_limit:
+                if sources is None:
+                    frames = [recv(_NOBLOCK)]
+                else:  # the first frame (the identity) as a zmq frame: it knows its source
+                    frame = recv(_NOBLOCK, copy=False)
+                    first = frame.bytes
+                    if first not in sources.known:
+                        sources.arrived(first, frame.get(_SRCFD))
+                    frames = [first]
+                while option(_RCVMORE):
+                    frames.append(recv(_NOBLOCK))
+                ahead.append(frames)
+                size += sum(len(frame) for frame in frames)
+            return True
+        except zmq.Again:
+            return False
+        except zmq.ZMQError as exc:
+            if not self._closed:
+                log.error("receive failed: %s", exc)
+            return False
+        finally:
+            self._ahead_bytes = size
 
     def _writable(self, callback: Callable[[], None], events: int = -1) -> None:
         try:
