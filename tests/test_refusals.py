@@ -222,3 +222,48 @@ async def _held_answers_leave_when_the_client_reads(monkeypatch: pytest.MonkeyPa
 def test_held_answers_leave_when_the_socket_can_send_not_on_a_timer(
         monkeypatch: pytest.MonkeyPatch) -> None:
     asyncio.run(asyncio.wait_for(_held_answers_leave_when_the_client_reads(monkeypatch), 60))
+
+
+# -- reading ahead ------------------------------------------------------------------------------
+
+
+async def _read_ahead_handles_each_message_once_in_order(count: int) -> list[int]:
+    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
+    router: zmq.Socket[bytes] = context.socket(zmq.ROUTER)
+    router.linger = 0
+    port = router.bind_to_random_port("tcp://127.0.0.1")
+    dealer: zmq.Socket[bytes] = context.socket(zmq.DEALER)
+    dealer.linger = 0
+    dealer.connect(f"tcp://127.0.0.1:{port}")
+    handled: list[int] = []
+    most = [0, 0]
+
+    def handle(frames: list[bytes]) -> None:
+        handled.append(int(frames[1]))
+        most[0] = max(most[0], len(reader._ahead))
+        most[1] = max(most[1], reader._ahead_bytes)
+
+    reader = SocketReader(router, handle)
+    reader.read_ahead, reader.BATCH, reader.READ_AHEAD_BYTES = 50, 7, 300
+    try:
+        for index in range(count):
+            dealer.send(b"%d" % index + b" " * (index % 40))
+        deadline = time.monotonic() + 20
+        while len(handled) < count:
+            assert time.monotonic() < deadline, f"only {len(handled)} of {count} handled"
+            await asyncio.sleep(0.005)
+        await asyncio.sleep(0.05)  # nothing more comes
+        # Bounded: at most 50 messages, and 300 bytes but for the last message read.
+        assert most[0] <= 50 and most[1] < 300 + 5 + 40 + 64, most
+        return handled
+    finally:
+        reader.close()
+        dealer.close()
+        router.close()
+
+
+def test_reading_ahead_handles_each_message_once_in_order_within_its_bounds() -> None:
+    count = 3000
+    handled = asyncio.run(asyncio.wait_for(
+        _read_ahead_handles_each_message_once_in_order(count), 60))
+    assert handled == list(range(count))
