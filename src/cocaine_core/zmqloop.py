@@ -171,8 +171,10 @@ class SocketReader:
         recv, option = socket.recv, socket.getsockopt
         limit, byte_limit = self.read_ahead, self.READ_AHEAD_BYTES
         size = self._ahead_bytes
+        reads = 4 * self.BATCH  # a drain's reading, like its handling, is bounded
         try:
-            while len(ahead) < limit and size < byte_limit:
+            while len(ahead) < limit and size < byte_limit and reads:
+                reads -= 1
                 if sources is None:
                     frames = [recv(_NOBLOCK)]
                 else:  # the first frame (the identity) as a zmq frame: it knows its source
