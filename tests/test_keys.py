@@ -12,7 +12,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from cocaine_core.errors import ServiceError, TrustError
+from cocaine_core.errors import ServiceError, StorageUnavailable, TrustError
 from cocaine_core.storages.files import FileStorage
 from cocaine_core.trust import signatures
 from cocaine_core.trust.keyring import KeyRing
@@ -257,3 +257,50 @@ def test_a_caching_ring_past_its_bound_still_finds_every_key(tmp_path, monkeypat
     for i in range(10):
         ring.forget(f"{i:064x}")
     assert all(ring.find(key.fingerprint) is not None for key in keys)
+
+
+class _OutOfReach(FileStorage):
+    """A files storage that can be made unreachable, as etcd in an outage (one class's
+    unit test: the etcd tests cover the real outage)."""
+
+    down = False
+
+    def keys(self, namespace: str) -> list[str]:
+        if self.down:
+            raise StorageUnavailable("the app store is unavailable (test)")
+        return super().keys(namespace)
+
+    def get(self, namespace: str, key: str) -> bytes | None:
+        if self.down:
+            raise StorageUnavailable("the app store is unavailable (test)")
+        return super().get(namespace, key)
+
+
+def test_a_caching_ring_answers_from_the_keys_last_read_while_the_storage_is_out_of_reach(
+        tmp_path: Path) -> None:
+    storage = _OutOfReach(f"files://{tmp_path / 'store'}")
+    ring = KeyRing(storage, cache=True)
+    kept, revoked = (generate(tmp_path / name / "id", comment=name).public
+                     for name in ("kept", "revoked"))
+    ring.authorize(kept)
+    ring.authorize(revoked)
+    assert ring.find(kept.fingerprint) is not None  # the mirror is read
+    storage.down = True
+    ring.forget()  # a watch that lost the store says anything may have changed
+    ring.forget(revoked.digest.hex())  # and this one did, before the store went away
+    entry = ring.find(kept.fingerprint)
+    assert entry is not None and entry.active  # control goes on through an outage
+    with pytest.raises(StorageUnavailable):  # what changed is not guessed
+        ring.find(revoked.fingerprint)
+    storage.down = False
+    assert ring.find(revoked.fingerprint) is not None  # read again once it is back
+
+
+def test_a_caching_ring_that_never_read_its_keys_says_the_storage_is_out_of_reach(
+        tmp_path: Path) -> None:
+    storage = _OutOfReach(f"files://{tmp_path / 'store'}")
+    KeyRing(storage).authorize(generate(tmp_path / "k" / "id", comment="k").public)
+    ring = KeyRing(storage, cache=True)
+    storage.down = True
+    with pytest.raises(StorageUnavailable):
+        ring.find(generate(tmp_path / "other" / "id", comment="o").public.fingerprint)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from cocaine_core.errors import TrustError
+from cocaine_core.errors import StorageUnavailable, TrustError
 from cocaine_core.trust.keys import PublicKey, digest_of_fingerprint, parse_public
 
 if TYPE_CHECKING:
@@ -67,6 +67,9 @@ class KeyRing:
         self._complete = True
         #: Counts ``forget(None)``: a mirror read while it changed is not kept.
         self._generation = 0
+        #: The mirror ``forget(None)`` let go (less what was marked stale), answered from
+        #: while the storage cannot be read: an outage does not lock every key out.
+        self._previous: dict[str, KeyEntry | None] | None = None
         self._lock = threading.Lock()
 
     def forget(self, name: str | None = None) -> None:
@@ -75,6 +78,8 @@ class KeyRing:
         reading the keys)."""
         if name is None or len(self._stale) >= MAX_KEYS:  # a churn: read it all again
             self._generation += 1
+            if self._mirror is not None and self._complete:
+                self._previous = {n: e for n, e in self._mirror.items() if n not in self._stale}
             self._mirror = None
             self._stale = set()
         else:
@@ -112,12 +117,19 @@ class KeyRing:
             mirror = self._mirror
             if mirror is None:
                 generation = self._generation
-                names = self._names()
+                try:
+                    names = self._names()
+                    mirror = {n: self.get(n) for n in names[:MAX_KEYS]}
+                except StorageUnavailable:
+                    if self._previous is None or name in self._stale:
+                        raise
+                    # The keys as last read: a change the storage makes while out of
+                    # reach cannot be known before it is back anyway.
+                    return self._previous.get(name)
                 self._stale.difference_update(names[:MAX_KEYS])
-                mirror = {n: self.get(n) for n in names[:MAX_KEYS]}
                 self._complete = len(names) <= MAX_KEYS
                 if generation == self._generation:
-                    self._mirror = mirror
+                    self._mirror, self._previous = mirror, None
             if name in self._stale:
                 self._stale.discard(name)
                 mirror[name] = self.get(name)
