@@ -5,14 +5,9 @@ gone.
 ``ROUTER_MANDATORY`` set and a small per-client high-water mark (``PEER_SEND_HWM`` messages):
 a client whose queue is full makes a send fail at once, instead of ZeroMQ dropping the message
 or queueing without end. What cannot be sent waits in that client's backlog, in order, and is
-tried again as soon as the socket says it can send (``SocketReader.on_writable``: ZeroMQ's I/O
-thread has taken messages from some client's queue), and from a timer that backs off per
-client while nothing moves. A client is tried at every such wake-up until ``WAKE_TRIES`` tries
-in a row moved nothing; then only by its timer (a client that does not read costs a failed
-try now and then, not one per wake-up of the node). A backlog past ``limit`` bytes means the
-client does not read its answers, and it is treated as gone. A chunk's ``on_handed`` callback
-runs when the chunk leaves for the client's socket: the engine grants its slave credit then
-(``engine/credit.py``).
+tried again from the loop; a backlog past ``limit`` bytes means the client does not read its
+answers, and it is treated as gone. A chunk's ``on_handed`` callback runs when the chunk
+leaves for the client's socket: the engine grants its slave credit then (``engine/credit.py``).
 
 ``PeerWatch`` tells when a client's connection drops: ZeroMQ's socket monitor reports each
 disconnected connection by its file descriptor, and the reader (``SocketReader`` with
@@ -29,7 +24,6 @@ import contextlib
 import itertools
 import logging
 import struct
-import time
 from collections.abc import Callable
 
 import zmq
@@ -45,11 +39,8 @@ log = logging.getLogger("cocaine.endpoint")
 PEER_SEND_HWM = 64
 #: Bytes waiting in one client's backlog beyond which it is judged not to read its answers.
 DEFAULT_CLIENT_BACKLOG = 64 * 2**20
-#: Seconds between tries to send a client's backlog when nothing moved: the first (doubled at
-#: each try that moves nothing), and the most.
-RETRY_FIRST, RETRY_MOST = 0.0002, 0.05
-#: Tries in a row that moved nothing after which a client is tried by its timer only.
-WAKE_TRIES = 8
+#: Seconds between tries to send a backlog: the first, and the most when nothing moves.
+RETRY_FIRST, RETRY_MOST = 0.001, 0.05
 
 _DISCONNECTED = int(zmq.EVENT_DISCONNECTED)
 _NOBLOCK = int(zmq.NOBLOCK)
@@ -61,17 +52,11 @@ OnHanded = Callable[[], None] | None
 class Backlog:
     """Messages for one client that ZeroMQ could not take yet, oldest first."""
 
-    __slots__ = ("delay", "failures", "items", "retry_at", "size")
+    __slots__ = ("items", "size")
 
     def __init__(self) -> None:
         self.items: collections.deque[tuple[list[bytes], int, OnHanded]] = collections.deque()
         self.size = 0
-        #: When to try again (monotonic seconds; 0: at the next chance), and the wait that
-        #: set it (doubled while tries move nothing).
-        self.retry_at = 0.0
-        self.delay = 0.0
-        #: Tries in a row that moved nothing.
-        self.failures = 0
 
 
 class Outbox:
@@ -84,7 +69,7 @@ class Outbox:
         self.limit = limit
         self._backlogs: dict[bytes, Backlog] = {}
         self._timer: asyncio.TimerHandle | None = None
-        reader.on_writable = self.writable
+        self._delay = RETRY_FIRST
         #: Clients cut off because their backlog passed ``limit``.
         self.cut_off = 0
         #: Messages that had to wait in a backlog (ZeroMQ's queue for their client was full).
@@ -135,35 +120,17 @@ class Outbox:
             self._timer = None
         self._backlogs.clear()
 
-    def writable(self) -> None:
-        """ZeroMQ can send to some client again: send what waits for those whose turn it is."""
-        if self._backlogs:
-            self._flush(wake=True)
-
     def _arm(self, delay: float) -> None:
-        loop = self.reader.loop
-        timer = self._timer
-        if timer is not None:
-            if timer.when() <= loop.time() + delay:
-                return
-            timer.cancel()
-        self._timer = loop.call_later(delay, self._on_timer)
+        if self._timer is None:
+            self._delay = delay
+            self._timer = self.reader.loop.call_later(delay, self._flush)
 
-    def _on_timer(self) -> None:
+    def _flush(self) -> None:
         self._timer = None
-        self._flush()
-
-    def _flush(self, wake: bool = False) -> None:
-        now = time.monotonic()
-        soonest = RETRY_MOST
+        moved = False
         for client in list(self._backlogs):
             backlog = self._backlogs.get(client)
-            if backlog is None:
-                continue
-            if backlog.retry_at > now and (not wake or backlog.failures >= WAKE_TRIES):
-                soonest = min(soonest, backlog.retry_at - now)
-                continue
-            items, moved = backlog.items, False
+            items = backlog.items if backlog is not None else None
             while items:
                 frames, size, on_handed = items[0]
                 status = self.reader.try_send(frames)
@@ -174,24 +141,15 @@ class Outbox:
                     self.gone(client, "its connection is gone")
                     break
                 items.popleft()
+                assert backlog is not None
                 backlog.size -= size
                 moved = True
                 if on_handed is not None:
                     on_handed()
-            if self._backlogs.get(client) is not backlog:
-                continue
-            if not items:
+            if backlog is not None and not items and self._backlogs.get(client) is backlog:
                 del self._backlogs[client]
-                continue
-            # Full again: if it moved, its reader keeps up (try at the next chance); if not,
-            # back off (a client that does not read is not tried at every wake-up).
-            backlog.failures = 0 if moved else backlog.failures + 1
-            backlog.delay = 0.0 if moved else min(RETRY_MOST, max(RETRY_FIRST,
-                                                                  backlog.delay * 2))
-            backlog.retry_at = now + backlog.delay
-            soonest = min(soonest, backlog.delay)
         if self._backlogs:
-            self._arm(soonest)
+            self._arm(0.0 if moved else min(RETRY_MOST, max(RETRY_FIRST, self._delay * 2)))
 
 
 class PeerWatch:

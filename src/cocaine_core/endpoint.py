@@ -34,7 +34,6 @@ from cocaine_core.errors import CocaineError, NodeError, ProtocolError, ServiceE
 from cocaine_core.native_sink import InFlight, NativeSink
 from cocaine_core.policy import Policy
 from cocaine_core.protocol import CONTROL_APP, Code, Status
-from cocaine_core.refusals import Refuser
 from cocaine_core.zmqloop import SocketReader
 
 if TYPE_CHECKING:
@@ -55,13 +54,6 @@ DEFAULT_MAX_MESSAGE = protocol.MAX_MESSAGE
 #: which its connection is dropped: a client whose process is stopped, or whose machine
 #: vanished without closing its TCP connection, is then seen as gone (its jobs abandoned).
 CLIENT_HEARTBEAT, CLIENT_HEARTBEAT_TIMEOUT = 10.0, 30.0
-#: Most client messages handled in one go before the loop runs other callbacks: under a flood
-#: of requests, the slaves' answers (another socket) are read between batches, so a batch
-#: short enough keeps the slaves busy (``SocketReader.BATCH`` is for one socket of many).
-READ_BATCH = 64
-#: Most client messages read ahead of their handling (``SocketReader.read_ahead``): under a
-#: flood, requests wait in the node as received bytes, not in ZeroMQ's 8 KiB buffers.
-READ_AHEAD = 4096
 class NativeEndpoint:
     """The node's ROUTER: receives requests, routes them, sends answers back."""
 
@@ -81,7 +73,6 @@ class NativeEndpoint:
         self._reader: SocketReader | None = None
         self._peers: PeerWatch | None = None
         self._outbox: Outbox | None = None
-        self._refuser: Refuser | None = None
         #: CurveZMQ on the socket (``cocaine node --curve``; the cluster's key on a link
         #: endpoint), set before ``bind``; None: plain.
         self.curve: CurveServer | None = None
@@ -130,10 +121,7 @@ class NativeEndpoint:
         self._peers = PeerWatch(sock, self._connection_dropped, more=self.monitor_events,
                                 on_event=self.monitor_event)
         self._reader = SocketReader(sock, self._on_request, sources=self._peers)
-        self._reader.BATCH = READ_BATCH
-        self._reader.read_ahead = READ_AHEAD
         self._outbox = Outbox(self._reader, self.client_gone, self.client_backlog)
-        self._refuser = Refuser(self.node.apps, self._outbox, self._may_forward)
         return self.listen
 
     def close(self) -> None:
@@ -167,12 +155,6 @@ class NativeEndpoint:
                 raise _bad(str(exc)) from None
             if len(fields) >= 2:
                 request_id = _safe_id(fields[1])
-                # Under a flood most requests are refused: at once, without a job, when the
-                # engine would refuse them anyway (refusals.py).
-                if fields[0] == Code.REQUEST and (request_id is not None or fields[1] is None) \
-                        and self._refuser is not None \
-                        and self._refuser.refuse(frames, fields, request_id):
-                    return
             if fields[0] == Code.CANCEL:
                 self.requests -= 1
                 self.cancel(envelope[0], request_id)
@@ -235,10 +217,6 @@ class NativeEndpoint:
                     cluster.forwarder.forward(sink, app, event, policy, body):
                 return
         self.run_here(sink, app, event, policy, body)
-
-    def _may_forward(self) -> bool:
-        cluster = self.node.cluster
-        return cluster is not None and cluster.peered and self.forwarder() is not None
 
     def monitor_event(self, event: int) -> None:
         """One of ``monitor_events`` happened on the socket (none by default)."""

@@ -292,7 +292,8 @@ class Engine:
         if job.stream is not None:
             body.taken(self, job)
         if not self.accepting():
-            self.stats.refuse(job, self._not_accepting_message())
+            self.stats.refuse(job, self._broken_message() if self.state is AppState.BROKEN
+                        else f"app '{self.name}' is {self.state.value}")
             return
         if job.deadline is not None and job.expired(time.monotonic()):
             self.stats.expire(job)
@@ -302,38 +303,13 @@ class Engine:
             self.pool.invoke(slave, job)
             return
         if len(self.queue) >= self.config.queue_limit:
-            self.stats.refuse(job, self._full_message())
+            self.stats.refuse(job, f"queue is full: app '{self.name}' already has "
+                             f"{self.config.queue_limit} jobs waiting (engine.queue-limit); "
+                             f"retry later, or raise queue-limit or pool-limit")
             return
         self.queue.push(job)
         self.pool.maybe_grow()
         self.dispatch()
-
-    def refusal(self) -> str | None:
-        """The message ``submit`` would refuse a new job with now (503), or None if it might
-        take it (a job with a streamed body or a deadline aside): the endpoint then refuses
-        a request without making its job (``refusals.py``)."""
-        if not self.accepting():
-            return self._not_accepting_message()
-        queue = self.queue
-        if len(queue) < self.config.queue_limit or (
-                not queue and self.pool.free_slave() is not None):
-            return None
-        return self._full_message()
-
-    def refused(self, event: str) -> None:
-        """Count a job of ``event`` refused (503) without having been made (``refusal``),
-        as ``submit`` counts one it refuses."""
-        stats = self.stats
-        stats.refused += 1
-        stats.by_event.of(event).count(Status.UNAVAILABLE)
-
-    def _not_accepting_message(self) -> str:
-        return (self._broken_message() if self.state is AppState.BROKEN
-                else f"app '{self.name}' is {self.state.value}")
-
-    def _full_message(self) -> str:
-        return (f"queue is full: app '{self.name}' already has {self.config.queue_limit} jobs "
-                f"waiting (engine.queue-limit); retry later, or raise queue-limit or pool-limit")
 
     #: Nobody waits for a job any more: never start it, or stop it (``body.cancel``).
     cancel = body.cancel
