@@ -153,3 +153,32 @@ def cpu_seconds(pids: list[int]) -> float:
             continue
         total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
     return total
+
+
+def thread_cpu_seconds(pid: int) -> dict[str, float]:
+    """CPU seconds used so far by ``pid``'s threads, in three parts: ``main user`` and ``main
+    system`` (its main thread: Python and the system calls it makes) and ``ZeroMQ I/O`` (the
+    threads libzmq starts, which move every message between the sockets and the kernel); any
+    other thread counts under ``other``. Empty if the process is gone."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    parts: dict[str, float] = {}
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return parts
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/stat", "rb") as f:
+                head, _, rest = f.read().rpartition(b")")
+        except OSError:
+            continue
+        fields = rest.split()
+        user, system = int(fields[11]) / ticks, int(fields[12]) / ticks
+        name = head.partition(b"(")[2]
+        if int(task) == pid:
+            parts["main user"] = parts.get("main user", 0.0) + user
+            parts["main system"] = parts.get("main system", 0.0) + system
+        else:
+            key = "ZeroMQ I/O" if name.startswith(b"ZMQbg") else "other"
+            parts[key] = parts.get(key, 0.0) + user + system
+    return parts

@@ -25,7 +25,7 @@ from typing import Any
 from bench import systems
 from bench.baselines import celery_peer
 from bench.baselines.pools import ExecutorBaseline, MultiprocessingBaseline
-from bench.processes import cpu_seconds
+from bench.processes import cpu_seconds, thread_cpu_seconds
 from bench.report import number
 from bench.results import Figure, ScenarioResult, interleave, percentile
 from bench.session import Bench
@@ -33,6 +33,8 @@ from bench.session import Bench
 NAME = "throughput"
 TITLE = "Throughput: echo, 100 requests in flight, 2 workers"
 PAYLOADS = {"100 B": 100, "64 KiB": 65536}
+#: The node's (broker's) CPU by thread: Python and its system calls, and ZeroMQ's I/O threads.
+THREADS = ("main user", "main system", "ZeroMQ I/O")
 
 
 def run(bench: Bench) -> ScenarioResult:
@@ -103,6 +105,10 @@ def _measure(bench: Bench, result: ScenarioResult, targets: dict[str, Any]) -> F
         (key, size): {part: Figure(f"{label(key, targets)}, {size}: {part}", "us")
                       for part in ("front", "back", "client")}
         for size in PAYLOADS for key in targets}
+    threads: dict[tuple[str, str], dict[str, Figure]] = {
+        (key, size): {part: Figure(f"{label(key, targets)}, {size}: front {part}", "us")
+                      for part in THREADS}
+        for size in PAYLOADS for key in targets if key.startswith(("cocaine", "broker"))}
     latency: dict[str, dict[str, Any]] = {}
     problems: list[str] = []
     for round_index in range(settings.rounds):
@@ -114,11 +120,17 @@ def _measure(bench: Bench, result: ScenarioResult, targets: dict[str, Any]) -> F
                 pids = system.cpu_pids()
                 native = key.startswith(("cocaine", "broker"))
                 front_pids, back_pids = (pids[:1], pids[1:]) if native else ([], pids)
+                split = thread_cpu_seconds(front_pids[0]) if native else {}
                 before = (cpu_seconds(front_pids), cpu_seconds(back_pids), time.process_time())
                 measured = system.run(payload, settings.inflight, settings.throughput_seconds,
                                       settings.warmup_seconds)
                 after = (cpu_seconds(front_pids), cpu_seconds(back_pids), time.process_time())
                 rates[key, size].add(measured.rate)
+                if native and measured.answered:
+                    now = thread_cpu_seconds(front_pids[0])
+                    for part in THREADS:
+                        threads[key, size][part].add(
+                            (now.get(part, 0.0) - split.get(part, 0.0)) / measured.answered * 1e6)
                 if measured.answered:
                     for part, b, a in zip(("front", "back", "client"), before, after,
                                           strict=True):
@@ -146,6 +158,15 @@ def _measure(bench: Bench, result: ScenarioResult, targets: dict[str, Any]) -> F
         "CPU time per request, us (median of rounds): where the time goes",
         ["system", "node/broker", "slaves/workers", "bench process", "total",
          "2 cores' worth, req/s"], rows))
+    result.details["node_cpu_us_per_request_by_thread"] = {
+        f"{label(key, targets)}, {size}": {part: f.as_dict() for part, f in parts.items()}
+        for (key, size), parts in threads.items()}
+    result.tables.append((
+        "The node's (broker's) CPU per request by thread, us (median of rounds): its Python "
+        "and the system calls it makes, and ZeroMQ's I/O threads",
+        ["system", *THREADS],
+        [[f"{label(key, targets)}, {size}", *(number(parts[p].median) for p in THREADS)]
+         for (key, size), parts in threads.items()]))
     if problems:
         result.details["problems"] = problems
     return cpu["cocaine", "100 B"]["front"]
