@@ -301,6 +301,11 @@ def test_a_pax_header_of_digits_does_not_stall_other_threads():
     pytest.param(app_member("s.py", tarfile.GNUTYPE_SPARSE), "sparse file", id="a GNU sparse file"),
     pytest.param(pax_header(record(b"size", b"-1024")) + app_member(), "negative size",
                  id="a negative size"),
+    pytest.param(pax_header(record(b"path", b"a\0b.py")) + app_member(),
+                 "has a path with a NUL byte", id="a PAX path with a NUL byte (found by fuzzing)"),
+    pytest.param(pax_header(record(b"linkpath", b"app\0.py")) + app_member(
+        "l.py", tarfile.SYMTYPE), "has a link target with a NUL byte",
+                 id="a PAX link target with a NUL byte"),
 ])
 def test_hostile_headers_are_refused(stream, message, tmp_path):
     code = gzip.compress(stream + b"\0" * 1024)

@@ -216,7 +216,10 @@ def _check_member(member: tarfile.TarInfo) -> str:
 
 
 def _check_path(path: str, shown: str, what: str) -> None:
-    """Refuse a path (or link target) too long, too deep, or with a name too long."""
+    """Refuse a path (or link target) with a NUL byte (a PAX header can carry one; no file
+    system takes it), too long, too deep, or with a name too long."""
+    if "\0" in path:
+        raise NodeError(f"the archive member {shown} has a {what} with a NUL byte; refused")
     size = len(path) if path.isascii() else len(path.encode("utf-8", "surrogatepass"))
     if size > MAX_PATH_BYTES:
         raise NodeError(f"the archive member {shown} has a {what} of {size} bytes, more than "
