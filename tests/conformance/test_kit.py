@@ -30,7 +30,7 @@ WORKERS = Path(__file__).resolve().parent / "workers"
 PYTHON_APP = ROOT / "plugins/cocaine_python/src/cocaine_python/conformance_app.py"
 NAMES = [name for name, *_ in RULES]
 #: The optional rules: skipped, not failed, when they cannot run.
-OPTIONAL = {"flow", "streamed body", "headers"}
+OPTIONAL = {"flow", "streamed body", "headers", "batch"}
 
 
 def kit(*command: str, tmp: Path, options: tuple[str, ...] = ("--json",),
@@ -68,6 +68,10 @@ def test_the_python_conformance_app_passes_every_rule_flow_and_streams_included(
         NAMES, "ok")
     detail = verdicts(result)["handshake"]["detail"]
     assert "features {'flow': True, 'stream': True, 'batch': True}" in detail
+    assert "credit 8, batch)" in verdicts(result)["configure"]["detail"]
+    detail = verdicts(result)["batch"]["detail"]
+    assert "an INVOKE_BATCH of 4 `echo` jobs" in detail, detail
+    assert "each answered once, with its own body" in detail, detail
 
 
 def test_a_raw_worker_written_from_the_protocol_passes_and_flow_is_skipped(tmp_path):
@@ -79,7 +83,55 @@ def test_a_raw_worker_written_from_the_protocol_passes_and_flow_is_skipped(tmp_p
     for name in ("streamed body", "headers"):
         assert found[name] == {"rule": name, "status": "skip", "detail": "the worker does not "
                                "claim streamed bodies (features.stream)"}
+    assert found["batch"] == {"rule": "batch", "status": "skip",
+                              "detail": "the worker does not claim batch (features.batch)"}
+    assert "batch" not in found["configure"]["detail"]  # nor does CONFIGURE say it
     assert all(r["status"] == "ok" for name, r in found.items() if name not in OPTIONAL)
+
+
+def test_a_raw_worker_that_claims_batch_passes_answering_with_choke_batches(tmp_path):
+    # It answers the INVOKE_BATCH with one CHOKE_BATCH, and the `concurrency` rule's four
+    # sleeps too: a CHOKE_BATCH counts as the CHOKEs it stands for in every rule.
+    result = kit(*raw("batches"), tmp=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    found = verdicts(result)
+    assert "credit 8, batch)" in found["configure"]["detail"]
+    assert found["concurrency"]["status"] == "ok", found["concurrency"]
+    assert found["batch"]["status"] == "ok", found["batch"]
+    assert found["batch"]["detail"].endswith("4 as entries of a CHOKE_BATCH, 0 by CHOKE")
+    assert all(r["status"] == "ok" for name, r in found.items() if name not in OPTIONAL)
+
+
+@pytest.mark.parametrize(("worker", "expected"), [
+    ("answers_a_batch_job_twice", ["in the CHOKE_BATCH [15, [[{0}, True], [{1}, False], "
+                                   "[{2}, True], [{3}, True], [{0}, True]]]: a CHOKE for job "
+                                   "{0} (echo) after it had ended"]),
+    ("mixes_up_batch_answers", ["job {0} (entry 0 of the INVOKE_BATCH, 11 B) was answered "
+                                "with the body of job {3}, not its own"]),
+    ("sends_a_bad_choke_batch", ["a malformed CHOKE_BATCH", "entry 1 [{1}] is not [job_id: "
+                                 "int, with_last: bool]"]),
+    ("drops_a_batch_job", ["within 2 s for job(s) {3} (1 of 4)"]),
+])
+def test_a_worker_that_claims_batch_and_answers_a_batch_wrongly_fails_batch(
+        tmp_path, worker, expected):
+    result = kit(*raw(worker), tmp=tmp_path, options=("--json", "--timeout", "2"))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert failed(result) == {"batch"}
+    detail = verdicts(result)["batch"]["detail"]
+    jobs = re.match(r"an INVOKE_BATCH of 4 `echo` jobs \((\d+), (\d+), (\d+), (\d+); ",
+                    detail)
+    assert jobs is not None, detail
+    for text in expected:
+        assert text.format(*jobs.groups()) in detail, detail
+
+
+def test_a_choke_batch_from_a_worker_not_told_batch_fails_the_rule_being_checked(tmp_path):
+    result = kit(*raw("batches_unasked"), tmp=tmp_path)
+    assert result.returncode == 1
+    assert failed(result) == {"concurrency"}
+    detail = verdicts(result)["concurrency"]["detail"]
+    assert "a CHOKE_BATCH [15, [[" in detail and "but CONFIGURE did not say batch" in detail
+    assert verdicts(result)["batch"]["status"] == "skip"
 
 
 def test_a_worker_that_skips_heartbeats_during_jobs_fails_that_rule_only(tmp_path):
@@ -188,7 +240,7 @@ def test_the_text_report_shows_each_rule_and_the_output_tail_on_failure(tmp_path
     assert lines[8] == "skip flow: not reached (the worker exited with status 3 during " \
                        "'handshake')"
     assert "  [stderr] never_handshakes: leaving before the handshake" in lines
-    assert lines[-1] == "the worker does not conform: 0 ok, 9 failed, 3 skipped"
+    assert lines[-1] == "the worker does not conform: 0 ok, 9 failed, 4 skipped"
 
 
 def test_ctrl_c_kills_the_worker_and_cleans_up(tmp_path):
@@ -227,7 +279,7 @@ def test_usage_errors_exit_2_saying_what_is_wrong(args, message):
 def test_the_rules_are_the_ones_the_docs_name():
     assert NAMES == ["handshake", "configure", "heartbeats", "echo", "chunks in order",
                      "errors with codes", "heartbeats during a long job", "concurrency",
-                     "flow", "streamed body", "headers", "terminate and exit"]
+                     "flow", "streamed body", "headers", "batch", "terminate and exit"]
     assert os.path.isfile(PYTHON_APP)
 
 

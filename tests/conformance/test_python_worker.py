@@ -114,5 +114,5 @@ def test_the_kit_fails_configure_quoting_the_error_of_an_app_that_does_not_load(
     assert lines[1] == ("FAIL configure: the worker could not start: ERROR 500: importing "
                         "app.py raised RuntimeError: no database here at "
                         f"{tmp_path / 'app.py'}:1; it then exited with status 3")
-    assert lines[11] == ("FAIL terminate and exit: not reached (the worker exited with "
+    assert lines[12] == ("FAIL terminate and exit: not reached (the worker exited with "
                         "status 3 during 'configure')")

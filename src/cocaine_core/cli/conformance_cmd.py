@@ -27,8 +27,8 @@ def conformance(
 ) -> None:
     """Run a worker as the engine would and report each rule of the protocol it keeps or
     breaks (handshake, configure, heartbeats, echo, chunks in order, errors with codes,
-    heartbeats during a long job, concurrency, flow, terminate and exit). Exit 0 if none
-    failed, 1 if one did, 2 for a usage error."""
+    heartbeats during a long job, concurrency, flow, streamed body, headers, batch, terminate
+    and exit). Exit 0 if none failed, 1 if one did, 2 for a usage error."""
     from cocaine_core.conformance import check, report
 
     if not command:

@@ -7,8 +7,10 @@ worker sends: heartbeats are recorded with their arrival times, a job's chunks a
 its ``Answer``, and anything the protocol does not allow raises ``ProtocolViolation``. A job's
 body may be sent in pieces (``invoke(..., streamed=True)``, ``feed``, ``end_body``); the
 worker's CREDIT for them is counted, and must never exceed what the kit sent (nor, for a
-handler that answers a chunk per piece, what it answered, plus the piece it holds). Closing it
-kills the worker's process group and removes the folder.
+handler that answers a chunk per piece, what it answered, plus the piece it holds). Once
+CONFIGURE said ``batch``, ``invoke_batch`` sends several jobs in one INVOKE_BATCH, and a
+CHOKE_BATCH from the worker is taken as the CHOKEs it stands for. Closing it kills the worker's
+process group and removes the folder.
 """
 
 from __future__ import annotations
@@ -21,10 +23,9 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import IO, Any
+from typing import Any
 
 import zmq
 
@@ -37,19 +38,17 @@ from cocaine_core.conformance.messages import (
     Answer,
     Message,
     ProtocolViolation,
+    chokes,
     head_problem,
     name_of,
     parse,
     short,
 )
+from cocaine_core.conformance.output import OutputTail
 from cocaine_core.protocol import Code
 
 #: The largest message the kit's ROUTER takes from the worker, as the engine's.
 MAX_MESSAGE = 256 * 2**20
-#: Lines of the worker's output (and LOG messages) kept for a failure's report.
-TAIL_LINES = 200
-#: Longest line kept, in characters.
-LINE_LIMIT = 500
 #: Heartbeat arrival times kept (a worker that floods cannot grow the kit without end).
 BEATS_KEPT = 100_000
 #: Chunks a flow job is given back as CREDIT at a time (as the engine does).
@@ -94,15 +93,15 @@ class Harness:
         self.router.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE)
         self.router.bind(self.endpoint)
         self.process: subprocess.Popen[bytes] | None = None
-        self.output: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
-        self._output_lock = threading.Lock()
-        self._readers: list[threading.Thread] = []
+        self.output = OutputTail()
         self.beats: collections.deque[float] = collections.deque(maxlen=BEATS_KEPT)
         self.handshake: Message | None = None
         self.features: dict[str, Any] = {}
         self.interval = 0.2
         self.flow = False
         self.stream = False  # the handshake said it reads streamed bodies
+        self.batch = False  # the handshake said it takes INVOKE_BATCH
+        self.settings: dict[str, Any] = {}  # what the kit's CONFIGURE said
         self.answers: dict[int, Answer] = {}
         self.abandoned: set[int] = set()
         self.late = 0  # messages of abandoned jobs, dropped
@@ -119,26 +118,11 @@ class Harness:
                                         cwd=self.cwd, start_new_session=True)
         for name, pipe in (("stdout", self.process.stdout), ("stderr", self.process.stderr)):
             assert pipe is not None
-            reader = threading.Thread(target=self._read_output, args=(name, pipe),
-                                      name=f"conformance-{name}", daemon=True)
-            reader.start()
-            self._readers.append(reader)
-
-    def _read_output(self, name: str, pipe: IO[bytes]) -> None:
-        with contextlib.suppress(OSError, ValueError):
-            while line := pipe.readline(64 * 1024):  # bounded: a line without end is cut
-                self._keep(name, line.decode("utf-8", "backslashreplace").rstrip("\n"))
-
-    def _keep(self, name: str, text: str) -> None:
-        if len(text) > LINE_LIMIT:
-            text = text[:LINE_LIMIT] + f"… [{len(text) - LINE_LIMIT} more characters]"
-        with self._output_lock:
-            self.output.append(f"[{name}] {text}")
+            self.output.follow(name, pipe)
 
     def tail(self, lines: int = 30) -> list[str]:
         """The last ``lines`` lines the worker printed (or sent as LOG)."""
-        with self._output_lock:
-            return list(self.output)[-lines:]
+        return self.output.last(lines)
 
     @property
     def pid(self) -> int:
@@ -160,9 +144,7 @@ class Harness:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.process.wait(timeout=5)
             kill_marked(self.tree)  # what left the group (setsid) but kept the marker
-            for reader in self._readers:
-                reader.join(timeout=1)
-            if not any(reader.is_alive() for reader in self._readers):
+            if self.output.join(timeout=1):
                 # (A process that left the group may still hold a pipe: closing it under a
                 # reader blocked in readline would block here too; the daemon threads go
                 # with the kit instead.)
@@ -210,13 +192,15 @@ class Harness:
                                         f"{short(message.fields)}")
             self.beats.append(message.at)
         elif code == Code.LOG:
-            self._keep(f"log {message.fields[2]}", message.fields[3])
+            self.output.keep(f"log {message.fields[2]}", message.fields[3])
             return None
         elif code == Code.HANDSHAKE and self.handshake is not None:
             raise ProtocolViolation(f"a second HANDSHAKE: {short(message.fields)}; a slave "
                                     f"shakes hands once, first")
         elif code in (Code.CHUNK, Code.CHOKE, Code.ERROR):
             return self._job_message(message)
+        elif code == Code.CHOKE_BATCH:
+            return self._chokes(message)
         elif code in (Code.CREDIT, Code.HEADERS):
             return self._flow_message(message)
         return message
@@ -253,6 +237,21 @@ class Harness:
         else:
             answer.end, answer.ended_at = "error", message.at
             answer.code, answer.message = message.fields[2], message.fields[3]
+        return message
+
+    def _chokes(self, message: Message) -> Message:
+        """A CHOKE_BATCH (``parse`` checked its shape): each entry is taken, in order, as the
+        CHOKE it stands for; only from a worker whose CONFIGURE said ``batch``."""
+        if self.settings.get("batch") is not True:
+            raise ProtocolViolation(f"a CHOKE_BATCH {short(message.fields)}, but CONFIGURE did "
+                                    f"not say batch: such a slave answers one job per message")
+        for choke in chokes(message):
+            try:
+                self._job_message(choke)
+            except ProtocolViolation as exc:
+                raise ProtocolViolation(f"in the CHOKE_BATCH {short(message.fields)}: "
+                                        f"{exc}") from None
+            self.answers[choke.fields[1]].batched = True
         return message
 
     def _flow_message(self, message: Message) -> Message | None:
@@ -313,15 +312,26 @@ class Harness:
         """Send an INVOKE; return the job's ``Answer``, filled as messages are received.
         ``streamed``: the INVOKE says ``{"stream": true}``, ``body`` is the first piece, and
         ``feed`` and ``end_body`` send the rest."""
-        job_id = self._next_job
-        self._next_job += 1
-        answer = Answer(job_id, event, time.monotonic(), auto_credit=auto_credit,
-                        streamed=streamed, pieces=1 if streamed and body else 0)
-        self.answers[job_id] = answer
+        answer = self._new_job(event, auto_credit=auto_credit, streamed=streamed,
+                               pieces=1 if streamed and body else 0)
         if streamed:
-            self.send(Code.INVOKE, job_id, event, {}, {"stream": True}, payload=body)
+            self.send(Code.INVOKE, answer.job_id, event, {}, {"stream": True}, payload=body)
         else:
-            self.send(Code.INVOKE, job_id, event, {}, payload=body)
+            self.send(Code.INVOKE, answer.job_id, event, {}, payload=body)
+        return answer
+
+    def invoke_batch(self, jobs: Sequence[tuple[str, bytes]]) -> list[Answer]:
+        """Send the jobs ``(event, body)`` as one INVOKE_BATCH [14, [[job_id, event, meta],
+        ...]] + a body frame per job; return their ``Answer``s, in order."""
+        answers = [self._new_job(event) for event, _ in jobs]
+        header = protocol.pack(Code.INVOKE_BATCH, [[a.job_id, a.event, {}] for a in answers])
+        self.router.send_multipart([MAIN, header, *(body for _, body in jobs)])
+        return answers
+
+    def _new_job(self, event: str, **options: Any) -> Answer:
+        answer = Answer(self._next_job, event, time.monotonic(), **options)
+        self.answers[answer.job_id] = answer
+        self._next_job += 1
         return answer
 
     def feed(self, answer: Answer, piece: bytes) -> None:

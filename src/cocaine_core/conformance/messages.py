@@ -1,7 +1,8 @@
 """What a slave may send the engine, checked field by field (docs/protocol.md, "Engine ↔ slave").
 
 ``parse`` turns the frames a ROUTER received into a ``Message`` or raises ``ProtocolViolation``
-naming the message and what the protocol says instead. ``Answer`` gathers one job's answer.
+naming the message and what the protocol says instead (a CHOKE_BATCH's entries and frames
+included: ``batch_problem``). ``Answer`` gathers one job's answer.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ SLAVE_ID = "conformance-1"
 MAIN = SLAVE_ID.encode()
 #: The app name the kit gives the worker (``COCAINE_APP``).
 APP = "conformance"
+#: The most entries in a CHOKE_BATCH (docs/protocol.md, Batches).
+BATCH_MAX = 64
 
 
 class ProtocolViolation(Exception):
@@ -35,6 +38,8 @@ class Message:
     fields: list[Any]
     payload: bytes | None
     at: float
+    #: Every payload frame (``payload`` is the first): a CHOKE_BATCH has one per last chunk.
+    frames: tuple[bytes, ...] = ()
 
 
 @dataclass
@@ -57,6 +62,7 @@ class Answer:
     granted: int = 0  # pieces the worker said its handler read (CREDIT from the worker)
     per_piece: bool = False  # the handler answers a chunk per piece it reads (``sizes``)
     head: dict[str, Any] | None = None  # its HEADERS' map
+    batched: bool = False  # its CHOKE came as an entry of a CHOKE_BATCH
 
     @property
     def done(self) -> bool:
@@ -117,6 +123,8 @@ _SHAPES: dict[int, tuple[str, list[tuple[str, Callable[[Any], bool]]],
     Code.HEADERS: ("HEADERS", [("job_id: int", _is_int),
                                ("{status, headers}: map", lambda v: isinstance(v, dict))],
                    [], 0, 0),
+    Code.CHOKE_BATCH: ("CHOKE_BATCH", [("[[job_id, with_last], ...]: array",
+                                        lambda v: isinstance(v, list))], [], 0, BATCH_MAX),
     Code.LOG: ("LOG", [("slave_id: str", _is_str),
                        ("stream: 'stdout' or 'stderr'", lambda v: v in ("stdout", "stderr")),
                        ("text: str", _is_str)],
@@ -149,7 +157,7 @@ def parse(frames: list[bytes], at: float) -> Message:
     shape = _SHAPES.get(code)
     if shape is None:
         raise ProtocolViolation(f"{source} sent {short(fields)}: {name_of(code)} is not a "
-                                f"message a slave sends (1, 3, 5, 6, 7, 9, 12 or 13)")
+                                f"message a slave sends (1, 3, 5, 6, 7, 9, 12, 13 or 15)")
     name, required, optional, least, most = shape
     values = fields[1:]
     if not len(required) <= len(values) <= len(required) + len(optional):
@@ -168,7 +176,29 @@ def parse(frames: list[bytes], at: float) -> Message:
     if code in (Code.HEARTBEAT, Code.LOG) and fields[1] != SLAVE_ID:
         raise ProtocolViolation(f"{source} sent the {name} {short(fields)}: it carries slave "
                                 f"id {fields[1]!r}, the kit gave {SLAVE_ID!r}")
-    return Message(identity, code, fields, payload[0] if payload else None, at)
+    problem = batch_problem(fields[1], len(payload)) if code == Code.CHOKE_BATCH else None
+    if problem is not None:
+        raise ProtocolViolation(f"{source} sent a malformed CHOKE_BATCH {short(fields)}: "
+                                f"{problem}")
+    return Message(identity, code, fields, payload[0] if payload else None, at, tuple(payload))
+
+
+def batch_problem(entries: list[Any], frames: int) -> str | None:
+    """What is wrong with a CHOKE_BATCH's entries (1 to 64 ``[job_id: int, with_last: bool]``)
+    and its ``frames`` payload frames (one per entry whose ``with_last`` is true), or None."""
+    if not 1 <= len(entries) <= BATCH_MAX:
+        return f"it has {len(entries)} entries; a CHOKE_BATCH stands for 1 to {BATCH_MAX} CHOKEs"
+    for index, entry in enumerate(entries):
+        if (not isinstance(entry, list) or len(entry) != 2 or not _is_int(entry[0])
+                or not isinstance(entry[1], bool)):
+            return (f"entry {index} {short(entry, 60)} is not [job_id: int, with_last: bool] "
+                    f"(each entry is exactly the CHOKE [6, job_id] it stands for)")
+    lasts = sum(1 for _, with_last in entries if with_last)
+    if lasts != frames:
+        return (f"{lasts} of its entries say with_last, but {frames} payload frame(s) "
+                f"follow; one frame per entry whose with_last is true, in order: that job's "
+                f"last chunk")
+    return None
 
 
 def head_problem(head: dict[str, Any]) -> str | None:
@@ -185,3 +215,12 @@ def head_problem(head: dict[str, Any]) -> str | None:
             return (f"header {short(pair, 60)} is not a [name, value] pair of str without "
                     f"line breaks")
     return None
+
+
+def chokes(message: Message) -> list[Message]:
+    """The CHOKEs a CHOKE_BATCH (checked by ``parse``) stands for, in order, each with its
+    last chunk if its entry says ``with_last``."""
+    lasts = iter(message.frames)
+    return [Message(message.identity, Code.CHOKE, [Code.CHOKE, job_id],
+                    next(lasts) if with_last else None, message.at)
+            for job_id, with_last in message.fields[1]]

@@ -4,7 +4,7 @@ Every rule runs even when an earlier one failed, if it still can. What it needs:
 
 - ``handshake`` fails: every later rule fails as *not reached* (nothing can be checked of a
   worker that never introduced itself); the optional ones (``flow``, ``streamed body``,
-  ``headers``) are skipped instead.
+  ``headers``, ``batch``) are skipped instead.
 - ``configure`` fails: the job rules fail as not reached; ``terminate and exit`` still runs.
 - The worker exits during a rule: that rule fails, and every later one is not reached.
 
@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from cocaine_core.conformance import job_rules, stream_rules
+from cocaine_core.conformance import batch_rules, job_rules, stream_rules
 from cocaine_core.conformance.harness import MAX_MESSAGE, Harness, WorkerExited, describe_status
 from cocaine_core.conformance.job_rules import Fail, Skip
 from cocaine_core.conformance.messages import APP, MAIN, SLAVE_ID, ProtocolViolation, short
@@ -26,7 +26,8 @@ from cocaine_core.protocol import Code
 
 #: Seconds between heartbeats the kit's CONFIGURE asks for.
 HEARTBEAT_INTERVAL = 0.2
-#: What the kit's CONFIGURE says.
+#: What the kit's CONFIGURE says (to a worker whose handshake says ``batch``, ``batch: true``
+#: too: its concurrency is above 1).
 SETTINGS: dict[str, object] = {
     "app": APP, "concurrency": job_rules.PARALLEL_JOBS, "heartbeat_interval": HEARTBEAT_INTERVAL,
     "credit": job_rules.WINDOW, "max_message": MAX_MESSAGE}
@@ -76,6 +77,7 @@ def handshake(kit: Harness) -> str:
     kit.features = rest[0] if rest else {}
     kit.flow = kit.features.get("flow") is True
     kit.stream = kit.features.get("stream") is True
+    kit.batch = kit.features.get("batch") is True
     features = f"features {short(kit.features, 80)}" if rest else "no features"
     return (f"after {message.at - started:.2f} s: pid {pid} ({_whose(pid, kit.pid)}), "
             f"{features}")
@@ -100,7 +102,8 @@ def configure(kit: Harness) -> str:
     """After CONFIGURE, the first HEARTBEAT (ready) comes within the timeout; an ERROR with a
     nil job id fails."""
     kit.interval = HEARTBEAT_INTERVAL
-    kit.send(Code.CONFIGURE, SETTINGS)
+    kit.settings = {**SETTINGS, "batch": True} if kit.batch else dict(SETTINGS)
+    kit.send(Code.CONFIGURE, kit.settings)
     sent = time.monotonic()
     deadline = sent + kit.timeout
     while not kit.beats:
@@ -120,7 +123,7 @@ def configure(kit: Harness) -> str:
                        f"{short(message.fields[3], 300)}{after}")
     return (f"ready (first HEARTBEAT) {kit.beats[0] - sent:.2f} s after CONFIGURE (concurrency "
             f"{SETTINGS['concurrency']}, heartbeat_interval {kit.interval:g} s, credit "
-            f"{SETTINGS['credit']})")
+            f"{SETTINGS['credit']}{', batch' if kit.batch else ''})")
 
 
 def heartbeats(kit: Harness) -> str:
@@ -171,6 +174,7 @@ RULES: list[tuple[str, Callable[[Harness], str], str | None, bool]] = [
     ("flow", job_rules.flow, "configure", True),
     ("streamed body", stream_rules.streamed_body, "configure", True),
     ("headers", stream_rules.headers, "configure", True),
+    ("batch", batch_rules.batch, "configure", True),
     ("terminate and exit", terminate_and_exit, "handshake", False),
 ]
 
@@ -207,6 +211,8 @@ def _claimed(kit: Harness, name: str) -> bool:
         return kit.flow
     if name in ("streamed body", "headers"):
         return kit.stream
+    if name == "batch":
+        return kit.batch
     return True
 
 
