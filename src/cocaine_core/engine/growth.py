@@ -61,9 +61,13 @@ def wanted(pool: SlavePool) -> int:
     (at least one for an empty pool with jobs waiting), never past the pool's limit; 0 while
     nothing waits or a back-off holds spawning."""
     queued = len(pool.engine.queue)
-    if not queued or not pool.can_spawn():
+    if not queued:
         return 0
     active = pool.active()
+    # A full pool (the common case under load: every submit asks) needs no look at back-offs
+    # or the crash cap, which only ever lower pool-limit.
+    if active >= pool.config.pool_limit or not pool.can_spawn():
+        return 0
     room = pool.limit() - active
     if room <= 0:
         return 0
