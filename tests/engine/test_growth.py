@@ -109,3 +109,50 @@ def test_a_node_at_its_max_slaves_forks_no_spare_and_holds_nothing_back(fake_eng
         await engine.stop()
 
     run(scenario)
+
+
+def test_a_pool_with_slaves_asks_for_none_past_max_slaves(fake_engine):
+    """At the node's cap, a pool that has slaves lets its waiting jobs wait for them: a spawn
+    asked for would be refused, and a refusal counts as a failed start (a back-off, and the
+    queued jobs refused while no slave is ready)."""
+    engine = fake_engine(pool_limit=4, termination_timeout=0.1)
+    FakeBackend.behaviour = hold
+
+    async def scenario() -> None:
+        await engine.start()
+        submit(engine)
+        await until(lambda: running(engine) == 1, what="a busy slave")
+        budget = engine.app.slaves
+        budget.used = budget.limit  # the cap reached (the fake counts none of its own)
+        answers = [submit(engine) for _ in range(3)]
+        engine.pool.maybe_grow()
+        assert engine.info()["pool"]["total"] == 1, "nothing asked for past the cap"
+        assert engine.pool.starts.failures == 0 and engine.pool.can_spawn()
+        assert not any(answer.done.is_set() for answer in answers), "the jobs wait"
+        budget.used = 0
+        engine.pool.maybe_grow()
+        assert engine.info()["pool"]["total"] == 3, "grown as the waiting jobs need"
+        await until(lambda: running(engine) == 3, what="the new slaves running jobs")
+        await engine.stop()
+
+    run(scenario)
+
+
+def test_a_failed_start_refuses_no_job_while_another_slave_is_starting(fake_engine):
+    """Queued jobs are refused when the app has no slave ready *and none starting*: a slave
+    still starting will take them (its startup-timeout bounds the wait)."""
+    engine = fake_engine(pool_limit=2, termination_timeout=0.1)
+
+    async def scenario() -> None:
+        await engine.start()
+        answer = submit(engine)  # the first slave is asked for: starting, not ready
+        assert engine.info()["pool"]["starting"] == 1
+        engine.pool.start_failed("another fork failed")  # e.g. a second slave's spawn
+        assert not answer.done.is_set(), "refused while a slave was starting"
+        engine.pool.reset_holds()
+        await until(answer.done.is_set, what="the answer")
+        assert answer.code is None and answer.chunks == [b"x"]
+        await engine.stop()
+
+    run(scenario)
+
