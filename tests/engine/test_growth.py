@@ -156,3 +156,28 @@ def test_a_failed_start_refuses_no_job_while_another_slave_is_starting(fake_engi
 
     run(scenario)
 
+
+def test_slaves_forked_together_that_never_start_are_one_failed_start(fake_engine,
+                                                                       monkeypatch):
+    """A template that stalls during a burst leaves every slave of the request unstarted:
+    they pass startup-timeout together and count as one failed start (the next spawn waits
+    0.5 s), not as one per slave (4 slaves: 4 s; 8: the 10 s ceiling)."""
+    engine = fake_engine(pool_limit=4, startup_timeout=0.3, termination_timeout=0.1)
+    FakeBackend.behaviour = hold
+    monkeypatch.setattr(FakeBackend, "spawn", lambda self, slave_id: None)  # stalled
+
+    async def scenario() -> None:
+        await engine.start()
+        engine.pool.hold_spawns(60)
+        answers = [submit(engine) for _ in range(4)]
+        engine.pool.reset_holds()
+        engine.pool.maybe_grow()
+        assert engine.info()["pool"]["starting"] == 4, "one request for four slaves"
+        await until(lambda: engine.pool.starts.failures, what="the start-up timeout")
+        assert engine.pool.starts.failures == 1
+        for answer in answers:  # no slave ready or starting: refused, saying why
+            await until(answer.done.is_set, what="the refusals")
+            assert answer.code == 503 and "startup-timeout" in answer.message
+        await engine.stop()
+
+    run(scenario)
