@@ -165,3 +165,23 @@ def test_a_burst_past_max_slaves_waits_for_the_slaves_starting_instead_of_a_503(
         os.kill(template, signal.SIGCONT)
     assert all(isinstance(answer, bytes) for answer in answers), answers
     assert cocaine_node.info("capped")["pool"]["total"] <= 2
+
+
+def test_a_spare_never_takes_the_last_slave_another_app_needs(cocaine_node, make_app):
+    """A spare is optional: it does not take the node's last free slave under --max-slaves.
+    Before, a busy app's spare took it, and an app with no slave yet refused its first job
+    with 503 ('the node runs its maximum of 3 slaves')."""
+    cocaine_node.call_soon(lambda: setattr(cocaine_node.node.slaves, "limit", 3))
+    cocaine_node.add_app("busy", make_app(APP, TASKS, engine={"pool-limit": 4}))
+    cocaine_node.add_app("idle", make_app(APP, TASKS, engine={"pool-limit": 2}))
+    with ThreadPoolExecutor(2) as pool:
+        load = [pool.submit(call, cocaine_node.endpoint, "busy", "slow", b"3")
+                for _ in range(2)]
+        wait_until(lambda: cocaine_node.info("busy")["pool"]["busy"] == 2,
+                   message="two busy slaves")
+        busy = cocaine_node.engine("busy")
+        cocaine_node.call_soon(busy.pool.keep_spare)  # the supervisor's step, at once
+        first = call(cocaine_node.endpoint, "idle", "slow", b"0")
+        assert isinstance(first, bytes), first
+        assert cocaine_node.info("busy")["pool"]["spare"] == 0, "no spare in the last slave"
+        assert all(isinstance(future.result(timeout=30), bytes) for future in load)

@@ -17,7 +17,8 @@ forked on the supervisor's tick, a moment after the pool comes into use, so that
 start does not share the CPU with them (forking them with the first slave of a pool that
 emptied between bursts was tried: on 2 cores it made that cold start 1.3 to 2.5 times
 slower), and an empty pool has none. A node at its ``--max-slaves`` forks no spare (a spare
-refused would hold the pool's spawning back as a failed start does).
+refused would hold the pool's spawning back as a failed start does), nor one into its last
+free slave, which stays for an app that has none (another app's first job would be refused).
 """
 
 from __future__ import annotations
@@ -110,7 +111,9 @@ def keep_spares(pool: SlavePool) -> None:
     spares = pool.spares()
     target = spare_target(pool, time.monotonic())
     budget = pool.engine.app.slaves
-    missing = min(target - len(spares), budget.limit - budget.used)
+    # The node's last free slave is never a spare's: an app with no slave needs it (refused,
+    # it would refuse its jobs with 503), and nothing would take it back from the spare.
+    missing = min(target - len(spares), budget.limit - budget.used - 1)
     if missing > 0 and pool.can_spawn():
         spawn(pool, missing, spare=True)
     for spare in spares[target:]:
