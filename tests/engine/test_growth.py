@@ -181,3 +181,27 @@ def test_slaves_forked_together_that_never_start_are_one_failed_start(fake_engin
         await engine.stop()
 
     run(scenario)
+
+
+def test_a_pool_at_max_slaves_still_grows_into_its_spare(fake_engine):
+    """A spare is counted against --max-slaves already: at the cap, the pool still takes it
+    in for waiting jobs (a configure message, no fork)."""
+    engine = fake_engine(pool_limit=4, termination_timeout=0.1)
+    FakeBackend.behaviour = hold
+
+    async def scenario() -> None:
+        await engine.start()
+        submit(engine)
+        await until(lambda: engine.info()["pool"]["spare"] == 1, what="one spare")
+        spare = engine.pool.spares()[0]
+        await until(lambda: spare.state.value == "spare", what="the spare connected")
+        budget = engine.app.slaves
+        budget.used = budget.limit  # the cap reached (the fake counts none of its own)
+        submit(engine)
+        submit(engine)  # two waiting for one slave: grow by one
+        assert engine.info()["pool"]["total"] == 2, "the spare taken in"
+        await until(lambda: running(engine) == 2, what="the spare running the job")
+        assert len(backend(engine).spawned) == 2, "no fork"
+        await engine.stop()
+
+    run(scenario)

@@ -60,19 +60,22 @@ class GrowthMemory:
 def wanted(pool: SlavePool) -> int:
     """Slaves to add now for the waiting jobs: enough that ``queued ≤ pool * grow-threshold``
     (at least one for an empty pool with jobs waiting), never past the pool's limit; 0 while
-    nothing waits, a back-off holds spawning, or the node is at its ``--max-slaves`` and the
-    pool has slaves."""
+    nothing waits or a back-off holds spawning; at the node's ``--max-slaves``, no more than
+    the pool's spares if it has slaves."""
     queued = len(pool.engine.queue)
     if not queued or not pool.can_spawn():
         return 0
     active = pool.active()
     room = pool.limit() - active
     budget = pool.engine.app.slaves
-    if room <= 0 or (active and budget.used >= budget.limit):
-        # At the node's --max-slaves, a pool that has slaves waits for them: asking for one
-        # more would only be refused, and a refusal is a failed start (a back-off, and while
-        # none is ready yet, the queued jobs refused). An empty pool still asks: its refusal
-        # says why the app has no slave.
+    if active and budget.used >= budget.limit:
+        # At the node's --max-slaves, a pool that has slaves grows only into its spares
+        # (counted already), and else waits for its slaves: asking for one more would only be
+        # refused, and a refusal is a failed start (a back-off, and while none is ready yet,
+        # the queued jobs refused). An empty pool still asks: its refusal says why the app
+        # has no slave.
+        room = min(room, len(pool.spares()))
+    if room <= 0:
         return 0
     threshold = max(1, pool.config.grow_threshold)
     need = -(-queued // threshold) - active  # ceil(queued / threshold) - active
