@@ -172,8 +172,9 @@ def test_a_spare_never_takes_the_last_slave_another_app_needs(cocaine_node, make
     Before, a busy app's spare took it, and an app with no slave yet refused its first job
     with 503 ('the node runs its maximum of 3 slaves')."""
     cocaine_node.call_soon(lambda: setattr(cocaine_node.node.slaves, "limit", 3))
-    cocaine_node.add_app("busy", make_app(APP, TASKS, engine={"pool-limit": 4}))
+    cocaine_node.add_app("busy", make_app(APP, TASKS, engine={"pool-limit": 4, "pool-min": 2}))
     cocaine_node.add_app("idle", make_app(APP, TASKS, engine={"pool-limit": 2}))
+    wait_until(lambda: cocaine_node.info("busy")["pool"]["idle"] == 2, message="two slaves")
     with ThreadPoolExecutor(2) as pool:
         load = [pool.submit(call, cocaine_node.endpoint, "busy", "slow", b"3")
                 for _ in range(2)]
