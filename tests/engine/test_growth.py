@@ -109,3 +109,99 @@ def test_a_node_at_its_max_slaves_forks_no_spare_and_holds_nothing_back(fake_eng
         await engine.stop()
 
     run(scenario)
+
+
+def test_a_pool_with_slaves_asks_for_none_past_max_slaves(fake_engine):
+    """At the node's cap, a pool that has slaves lets its waiting jobs wait for them: a spawn
+    asked for would be refused, and a refusal counts as a failed start (a back-off, and the
+    queued jobs refused while no slave is ready)."""
+    engine = fake_engine(pool_limit=4, termination_timeout=0.1)
+    FakeBackend.behaviour = hold
+
+    async def scenario() -> None:
+        await engine.start()
+        submit(engine)
+        await until(lambda: running(engine) == 1, what="a busy slave")
+        budget = engine.app.slaves
+        budget.used = budget.limit  # the cap reached (the fake counts none of its own)
+        answers = [submit(engine) for _ in range(3)]
+        engine.pool.maybe_grow()
+        assert engine.info()["pool"]["total"] == 1, "nothing asked for past the cap"
+        assert engine.pool.starts.failures == 0 and engine.pool.can_spawn()
+        assert not any(answer.done.is_set() for answer in answers), "the jobs wait"
+        budget.used = 0
+        engine.pool.maybe_grow()
+        assert engine.info()["pool"]["total"] == 3, "grown as the waiting jobs need"
+        await until(lambda: running(engine) == 3, what="the new slaves running jobs")
+        await engine.stop()
+
+    run(scenario)
+
+
+def test_a_failed_start_refuses_no_job_while_another_slave_is_starting(fake_engine):
+    """Queued jobs are refused when the app has no slave ready *and none starting*: a slave
+    still starting will take them (its startup-timeout bounds the wait)."""
+    engine = fake_engine(pool_limit=2, termination_timeout=0.1)
+
+    async def scenario() -> None:
+        await engine.start()
+        answer = submit(engine)  # the first slave is asked for: starting, not ready
+        assert engine.info()["pool"]["starting"] == 1
+        engine.pool.start_failed("another fork failed")  # e.g. a second slave's spawn
+        assert not answer.done.is_set(), "refused while a slave was starting"
+        engine.pool.reset_holds()
+        await until(answer.done.is_set, what="the answer")
+        assert answer.code is None and answer.chunks == [b"x"]
+        await engine.stop()
+
+    run(scenario)
+
+
+def test_slaves_forked_together_that_never_start_are_one_failed_start(fake_engine,
+                                                                       monkeypatch):
+    """A template that stalls during a burst leaves every slave of the request unstarted:
+    they pass startup-timeout together and count as one failed start (the next spawn waits
+    0.5 s), not as one per slave (4 slaves: 4 s; 8: the 10 s ceiling)."""
+    engine = fake_engine(pool_limit=4, startup_timeout=0.3, termination_timeout=0.1)
+    FakeBackend.behaviour = hold
+    monkeypatch.setattr(FakeBackend, "spawn", lambda self, slave_id: None)  # stalled
+
+    async def scenario() -> None:
+        await engine.start()
+        engine.pool.hold_spawns(60)
+        answers = [submit(engine) for _ in range(4)]
+        engine.pool.reset_holds()
+        engine.pool.maybe_grow()
+        assert engine.info()["pool"]["starting"] == 4, "one request for four slaves"
+        await until(lambda: engine.pool.starts.failures, what="the start-up timeout")
+        assert engine.pool.starts.failures == 1
+        for answer in answers:  # no slave ready or starting: refused, saying why
+            await until(answer.done.is_set, what="the refusals")
+            assert answer.code == 503 and "startup-timeout" in answer.message
+        await engine.stop()
+
+    run(scenario)
+
+
+def test_a_pool_at_max_slaves_still_grows_into_its_spare(fake_engine):
+    """A spare is counted against --max-slaves already: at the cap, the pool still takes it
+    in for waiting jobs (a configure message, no fork)."""
+    engine = fake_engine(pool_limit=4, termination_timeout=0.1)
+    FakeBackend.behaviour = hold
+
+    async def scenario() -> None:
+        await engine.start()
+        submit(engine)
+        await until(lambda: engine.info()["pool"]["spare"] == 1, what="one spare")
+        spare = engine.pool.spares()[0]
+        await until(lambda: spare.state.value == "spare", what="the spare connected")
+        budget = engine.app.slaves
+        budget.used = budget.limit  # the cap reached (the fake counts none of its own)
+        submit(engine)
+        submit(engine)  # two waiting for one slave: grow by one
+        assert engine.info()["pool"]["total"] == 2, "the spare taken in"
+        await until(lambda: running(engine) == 2, what="the spare running the job")
+        assert len(backend(engine).spawned) == 2, "no fork"
+        await engine.stop()
+
+    run(scenario)

@@ -139,3 +139,50 @@ def test_the_app_serves_the_next_burst_after_its_template_died_in_one(cocaine_no
         assert pool_info["total"] + pool_info["spare"] <= 4
         answers = [future.result(timeout=30) for future in second]
     assert all(isinstance(answer, bytes) for answer in answers), answers
+
+
+def test_a_burst_past_max_slaves_waits_for_the_slaves_starting_instead_of_a_503(cocaine_node,
+                                                                               make_app):
+    """A burst at an idle app whose pool-limit is above the node's --max-slaves: the pool
+    forks what the cap allows, and the jobs wait for those slaves. Before, the next look of
+    the pool asked for one more, was refused at the cap, and, no slave being ready yet, every
+    queued job was refused with 503 (saying the app 'could not start' a slave)."""
+    cocaine_node.call_soon(lambda: setattr(cocaine_node.node.slaves, "limit", 2))
+    manifest = make_app(APP, TASKS, engine={"pool-limit": 8, "pool-min": 0})
+    cocaine_node.add_app("capped", manifest)
+    template = cocaine_node.engine("capped").backend.template.pid
+    os.kill(template, signal.SIGSTOP)  # the slaves asked for start only once it goes on
+    try:
+        with ThreadPoolExecutor(6) as pool:
+            burst = [pool.submit(call, cocaine_node.endpoint, "capped", "slow", b"0.2")
+                     for _ in range(6)]
+            wait_until(lambda: cocaine_node.info("capped")["queue"]["depth"]
+                       + sum(future.done() for future in burst) == 6,
+                       message="every job of the burst queued or answered")
+            os.kill(template, signal.SIGCONT)
+            answers = [future.result(timeout=30) for future in burst]
+    finally:
+        os.kill(template, signal.SIGCONT)
+    assert all(isinstance(answer, bytes) for answer in answers), answers
+    assert cocaine_node.info("capped")["pool"]["total"] <= 2
+
+
+def test_a_spare_never_takes_the_last_slave_another_app_needs(cocaine_node, make_app):
+    """A spare is optional: it does not take the node's last free slave under --max-slaves.
+    Before, a busy app's spare took it, and an app with no slave yet refused its first job
+    with 503 ('the node runs its maximum of 3 slaves')."""
+    cocaine_node.call_soon(lambda: setattr(cocaine_node.node.slaves, "limit", 3))
+    cocaine_node.add_app("busy", make_app(APP, TASKS, engine={"pool-limit": 4, "pool-min": 2}))
+    cocaine_node.add_app("idle", make_app(APP, TASKS, engine={"pool-limit": 2}))
+    wait_until(lambda: cocaine_node.info("busy")["pool"]["idle"] == 2, message="two slaves")
+    with ThreadPoolExecutor(2) as pool:
+        load = [pool.submit(call, cocaine_node.endpoint, "busy", "slow", b"3")
+                for _ in range(2)]
+        wait_until(lambda: cocaine_node.info("busy")["pool"]["busy"] == 2,
+                   message="two busy slaves")
+        busy = cocaine_node.engine("busy")
+        cocaine_node.call_soon(busy.pool.keep_spare)  # the supervisor's step, at once
+        first = call(cocaine_node.endpoint, "idle", "slow", b"0")
+        assert isinstance(first, bytes), first
+        assert cocaine_node.info("busy")["pool"]["spare"] == 0, "no spare in the last slave"
+        assert all(isinstance(future.result(timeout=30), bytes) for future in load)

@@ -310,6 +310,9 @@ def test_malformed_and_oversized_slave_messages_are_dropped_and_said_once(cocain
     # 2,002 messages dropped: one line said it (the next comes 10 s later, with the count).
     assert len(notices) == 1, notices
     assert "not msgpack" in notices[0]
+    # Which slave sent it: an operator finds it in `cocaine app info` (and its pid there).
+    slaves = [s["id"] for s in cocaine_node.info("noisy")["slaves"]]
+    assert any(f"from slave {slave}" in notices[0] for slave in slaves), (notices, slaves)
 
 
 def test_a_slave_header_of_too_many_items_is_refused_before_it_is_built():

@@ -142,14 +142,16 @@ class EngineChannel:
 
     # -- sending ----------------------------------------------------------------------------
 
-    def _malformed(self, why: str) -> None:
+    def _malformed(self, why: str, sender: bytes) -> None:
         """Count a message dropped as malformed; say so at most every ``NOTICE_INTERVAL``
-        (a slave that sends nothing else must not flood the node's log)."""
+        (a slave that sends nothing else must not flood the node's log), naming the slave
+        that sent the latest (its id, as ``cocaine app info`` lists it)."""
         self._dropped += 1
         now = time.monotonic()
         if now - self._said_at >= NOTICE_INTERVAL:
             log.warning("%s: dropped %d malformed slave message(s) in the last %g s; the "
-                        "latest: %s", self.endpoint, self._dropped, NOTICE_INTERVAL,
+                        "latest, from slave %s: %s", self.endpoint, self._dropped,
+                        NOTICE_INTERVAL, printable(sender.decode(errors="replace"))[:100],
                         printable(why)[:500])
             self._dropped, self._said_at = 0, now
 
@@ -230,7 +232,7 @@ class EngineChannel:
         try:
             fields = protocol.unpack(frames[1], max_items=SLAVE_MAX_ITEMS)
         except (ProtocolError, IndexError) as exc:
-            self._malformed(str(exc))
+            self._malformed(str(exc), frames[0])
             return
         code, listener = fields[0], self.listener
         # Heartbeats and logs come from the slave's second socket: they name the slave.
@@ -247,7 +249,7 @@ class EngineChannel:
         if code in _JOB_CODES and len(fields) > 1 and type(fields[1]) is not int and not (
                 code == Code.ERROR and fields[1] is None):
             self._malformed(f"a message of code {code} whose job id is not an integer: "
-                            f"{fields[1]!r:.60}")
+                            f"{fields[1]!r:.60}", frames[0])
             return
         if code == Code.CHUNK:
             if len(frames) > 2 and len(fields) > 1:
@@ -278,19 +280,19 @@ class EngineChannel:
         checked whole before any job is ended (a malformed one is dropped whole)."""
         entries = fields[1] if len(fields) > 1 else None
         if not isinstance(entries, list):
-            self._malformed("a CHOKE_BATCH without its list of [job_id, with_last]")
+            self._malformed("a CHOKE_BATCH without its list of [job_id, with_last]", frames[0])
             return
         lasts = 0
         for entry in entries:
             if not isinstance(entry, list) or len(entry) != 2 or type(entry[0]) is not int:
                 self._malformed(f"a CHOKE_BATCH entry that is not [job_id, with_last]: "
-                                f"{entry!r:.60}")
+                                f"{entry!r:.60}", frames[0])
                 return
             if entry[1]:
                 lasts += 1
         if len(frames) != 2 + lasts:
             self._malformed(f"a CHOKE_BATCH of {lasts} last chunk(s) in {len(frames) - 2} "
-                            f"frame(s)")
+                            f"frame(s)", frames[0])
             return
         ended: list[tuple[int, bytes | None]] = []
         index = 2

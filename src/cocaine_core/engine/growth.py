@@ -17,7 +17,8 @@ forked on the supervisor's tick, a moment after the pool comes into use, so that
 start does not share the CPU with them (forking them with the first slave of a pool that
 emptied between bursts was tried: on 2 cores it made that cold start 1.3 to 2.5 times
 slower), and an empty pool has none. A node at its ``--max-slaves`` forks no spare (a spare
-refused would hold the pool's spawning back as a failed start does).
+refused would hold the pool's spawning back as a failed start does), nor one into its last
+free slave, which stays for an app that has none (another app's first job would be refused).
 """
 
 from __future__ import annotations
@@ -59,7 +60,8 @@ class GrowthMemory:
 def wanted(pool: SlavePool) -> int:
     """Slaves to add now for the waiting jobs: enough that ``queued ≤ pool * grow-threshold``
     (at least one for an empty pool with jobs waiting), never past the pool's limit; 0 while
-    nothing waits or a back-off holds spawning."""
+    nothing waits or a back-off holds spawning; at the node's ``--max-slaves``, no more than
+    the pool's spares if it has slaves."""
     queued = len(pool.engine.queue)
     if not queued:
         return 0
@@ -69,6 +71,14 @@ def wanted(pool: SlavePool) -> int:
     if active >= pool.config.pool_limit or not pool.can_spawn():
         return 0
     room = pool.limit() - active
+    budget = pool.engine.app.slaves
+    if active and budget.used >= budget.limit:
+        # At the node's --max-slaves, a pool that has slaves grows only into its spares
+        # (counted already), and else waits for its slaves: asking for one more would only be
+        # refused, and a refusal is a failed start (a back-off, and while none is ready yet,
+        # the queued jobs refused). An empty pool still asks: its refusal says why the app
+        # has no slave.
+        room = min(room, len(pool.spares()))
     if room <= 0:
         return 0
     threshold = max(1, pool.config.grow_threshold)
@@ -108,7 +118,9 @@ def keep_spares(pool: SlavePool) -> None:
     spares = pool.spares()
     target = spare_target(pool, time.monotonic())
     budget = pool.engine.app.slaves
-    missing = min(target - len(spares), budget.limit - budget.used)
+    # The node's last free slave is never a spare's: an app with no slave needs it (refused,
+    # it would refuse its jobs with 503), and nothing would take it back from the spare.
+    missing = min(target - len(spares), budget.limit - budget.used - 1)
     if missing > 0 and pool.can_spawn():
         spawn(pool, missing, spare=True)
     for spare in spares[target:]:

@@ -25,7 +25,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("cocaine.engine")
 
-_ACTIVE = (SlaveState.SPAWNING, SlaveState.CONFIGURING, SlaveState.READY)
+_STARTING = (SlaveState.SPAWNING, SlaveState.CONFIGURING)
+_ACTIVE = (*_STARTING, SlaveState.READY)
 
 
 class SlavePool:
@@ -170,14 +171,16 @@ class SlavePool:
 
     def start_failed(self, reason: str) -> None:
         """A slave could not be started (the moment's fault: a limit, a stall, a killer):
-        spawning waits, longer at each failure in a row. Without a ready slave, queued jobs
-        are refused with the reason rather than left waiting on it."""
+        spawning waits, longer at each failure in a row. Without a slave ready or starting
+        (whose start-up-timeout bounds the wait), queued jobs are refused with the reason
+        rather than left waiting on it."""
         wait = self.starts.failed(reason)
         self.hold_spawns(wait)
         if self.starts.failures & (self.starts.failures - 1) == 0:  # 1st, 2nd, 4th…
             log.error("app %s: %s (%d in a row); the next slave in %g s", self.engine.name,
                       reason, self.starts.failures, wait)
-        if not any(s.state is SlaveState.READY for s in self.slaves.values()):
+        if not any(s.state is SlaveState.READY or (not s.spare and s.state in _STARTING)
+                   for s in self.slaves.values()):
             self.engine.refuse_queued(f"app '{self.engine.name}' has no slave ready and "
                                       f"could not start one: {reason}; retrying")
 

@@ -99,14 +99,21 @@ def busy_though_silent(slave: SlaveHandle, now: float) -> bool:
 
 def murder_unresponsive(pool: SlavePool, now: float) -> None:
     """Kill slaves that did not start in time, and ready ones silent for too long."""
+    late = [slave for slave in pool.slaves.values() if slave.state in _STARTING
+            and now - slave.spawned_at > pool.config.startup_timeout]
+    if late:
+        # One failed start, however many slaves it made: slaves forked together (a burst, one
+        # request to the template) time out together, and a template that stalled is one
+        # fault, not a back-off doubled for each of its slaves.
+        reason = (f"a new slave was not ready within {pool.config.startup_timeout:g} s "
+                  f"(engine.startup-timeout)")
+        log.error("app %s: %s; killed %s", pool.engine.name, reason,
+                  "it" if len(late) == 1 else f"{len(late)} of them")
+        for slave in late:
+            pool.kill(slave, reason, kind="failed-start")
+        pool.start_failed(reason)
     for slave in list(pool.slaves.values()):
-        if slave.state in _STARTING:
-            if now - slave.spawned_at > pool.config.startup_timeout:
-                reason = (f"a new slave was not ready within "
-                          f"{pool.config.startup_timeout:g} s (engine.startup-timeout)")
-                log.error("app %s: %s; killed it", pool.engine.name, reason)
-                pool.failed_to_start(slave, reason)
-        elif slave.state is SlaveState.READY and \
+        if slave.state is SlaveState.READY and \
                 now - slave.last_seen > pool.config.heartbeat_timeout:
             if busy_though_silent(slave, now):
                 continue
