@@ -1,9 +1,9 @@
 """The slave's side of the engine ↔ slave protocol, for slave runtimes written in Python.
 
 A ``SlaveChannel`` connects a DEALER to the engine's ROUTER, shakes hands, and runs a
-heartbeat thread with a DEALER of its own (ZeroMQ sockets are not shared between threads), so
-the engine hears from the slave however long a handler runs. The same thread forwards what the
-app prints, from a bounded buffer: printing never blocks a handler. Lines are cut past
+heartbeat thread (``slave_heartbeat.py``) with a DEALER of its own, so the engine hears from
+the slave however long a handler runs. The same thread forwards what the app prints, from a
+bounded buffer: printing never blocks a handler. Lines are cut past
 ``MAX_LINE`` bytes before they are buffered, and each stream has the budget the engine applies
 (``backends/output.py``); past the budget or the buffer, lines are dropped and counted, and the
 count goes to the engine (LOG's ``dropped`` field), which says it in its drop notice.
@@ -19,7 +19,10 @@ whose fifth field says ``stream`` are kept per job for ``read_body``, which gran
 as CREDIT, ``GRANT_STEP`` at a time and before it waits; a job's HEADERS go with ``headers``.
 
 Batches (``slave_batch.py``): an INVOKE_BATCH is read as the INVOKEs it holds; once CONFIGURE
-said ``batch``, ``choke`` holds answers to send a run of them in one CHOKE_BATCH.
+said ``batch``, ``choke`` holds answers to send a run of them in one CHOKE_BATCH, and the
+heartbeat thread sends those held too long. The main socket is then used by two threads: each
+method that uses it holds the channel's lock while it does (a whole message at a time), and
+the heartbeat thread takes the lock only when it is free.
 """
 
 from __future__ import annotations
@@ -27,13 +30,12 @@ from __future__ import annotations
 import collections
 import os
 import threading
-import time
+from collections.abc import Callable
 from typing import Any, cast
 
 import zmq
 
-from cocaine_core import protocol
-from cocaine_core.backends.output import MAX_LINE, OutputBudget
+from cocaine_core import protocol, slave_heartbeat
 from cocaine_core.protocol import Code
 from cocaine_core.slave_batch import Answers, expand
 from cocaine_core.slave_headers import Headers, check_headers
@@ -76,11 +78,16 @@ class SlaveChannel:
         self.socket.setsockopt(zmq.LINGER, 2000)
         self.socket.connect(endpoint)
         self.settings: dict[str, Any] = {}
-        self._logs: collections.deque[tuple[str, str]] = collections.deque()
-        self._budgets = {"stdout": OutputBudget(), "stderr": OutputBudget()}
-        self._dropped = {"stdout": 0, "stderr": 0}
-        self._log_lock = threading.Lock()
-        self._stop = threading.Event()
+        #: What the app printed, until the heartbeat thread sends it.
+        self.output = slave_heartbeat.OutputBuffer(self.LOG_BUFFER_LINES)
+        #: Held by whoever uses ``socket`` (the main thread, or the heartbeat thread sending
+        #: answers held too long), for a whole message at a time.
+        self._lock = threading.RLock()
+        #: Set when the channel closes: the heartbeat thread ends.
+        self.stopping = threading.Event()
+        #: Called after the heartbeat thread sent held answers (a runtime waiting on the
+        #: socket's descriptor must look at the socket again: a send may take its edge).
+        self.on_flushed: Callable[[], object] = lambda: None
         self._thread: threading.Thread | None = None
         #: Messages read while waiting for credit, kept for ``recv``.
         self._kept: collections.deque[tuple[list[Any], bytes | None]] = collections.deque()
@@ -125,8 +132,8 @@ class SlaveChannel:
         heartbeat thread (after: so the ready message does not wait for it)."""
         self.socket.send(protocol.pack(Code.HEARTBEAT, self.slave_id))
         if self._thread is None:
-            self._thread = threading.Thread(target=self._beat, name="cocaine-heartbeat",
-                                            daemon=True)
+            self._thread = threading.Thread(target=slave_heartbeat.beat, args=(self,),
+                                            name="cocaine-heartbeat", daemon=True)
             self._thread.start()
 
     # -- messages -------------------------------------------------------------------------------
@@ -135,34 +142,66 @@ class SlaveChannel:
         """Wait for the next message: its header fields and payload (or None). CREDIT and
         CANCEL are taken here, never returned. Answers held are sent before it waits."""
         answers = self._answers
-        while not self._kept:
-            if answers is not None and answers.held and not _readable(self.socket):
-                answers.flush()
-            self._take(_receive(self.socket))
-        message = self._kept.popleft()
-        if answers is not None:
-            answers.starting(message[0])
-        return message
+        with self._lock:
+            while not self._kept:
+                if answers is not None and answers.held and not _readable(self.socket):
+                    answers.flush()
+                self._take(_receive(self.socket))
+            message = self._kept.popleft()
+            if answers is not None:
+                answers.starting(message[0])
+            return message
 
     def recv_ready(self) -> tuple[list[Any], bytes | None] | None:
         """The next message if one has come (never waits), else None (and answers held are
         sent: the caller is about to wait)."""
-        if not self._kept:
-            self._read_ready()
         answers = self._answers
-        if not self._kept:
+        with self._lock:
+            if not self._kept:
+                self._read_ready()
+            if not self._kept:
+                if answers is not None:
+                    answers.flush()
+                return None
+            message = self._kept.popleft()
             if answers is not None:
-                answers.flush()
-            return None
-        message = self._kept.popleft()
-        if answers is not None:
-            answers.starting(message[0])
-        return message
+                answers.starting(message[0])
+            return message
 
     def flush(self) -> None:
         """Send the answers held (before any other message: the engine gets them in order)."""
         if self._answers is not None and self._answers.held:
+            with self._lock:
+                self._answers.flush()
+
+    @property
+    def answers(self) -> Answers | None:
+        """The answers held for a CHOKE_BATCH (None: the engine did not say ``batch``)."""
+        return self._answers
+
+    def flush_overdue(self) -> None:
+        """From the heartbeat thread: send the answers held, if the main thread is not using
+        the socket (it sends them itself before it waits on it)."""
+        if self._answers is None or not self._lock.acquire(blocking=False):
+            return
+        try:
+            if not self._answers.held:
+                return
             self._answers.flush()
+        finally:
+            self._lock.release()
+        self.on_flushed()
+
+    def readable(self) -> bool:
+        """Whether a message waits on the main socket (its descriptor only signals edges)."""
+        with self._lock:
+            return _readable(self.socket)
+
+    def descriptor(self) -> int:
+        """The main socket's file descriptor, to wait on in an event loop (edge-triggered:
+        look with ``readable`` or ``recv_ready`` after each wake)."""
+        with self._lock:
+            return cast(int, self.socket.getsockopt(zmq.FD))
 
     def pending(self) -> bool:
         """Whether messages read ahead (while a job waited for credit) wait for ``recv``."""
@@ -197,22 +236,23 @@ class SlaveChannel:
     def chunk(self, job_id: int, data: bytes) -> None:
         """Send one chunk of a job's answer, once the job has credit (``JobCancelled`` if
         nobody waits for it any more; ``ValueError`` for a chunk over the engine's limit)."""
-        self._check_size(data)
-        self.flush()  # before it may wait for credit: held answers never wait on this job
-        window = self._window
-        if window is not None:
-            if _readable(self.socket):
-                self._read_ready()
-            left = self._credit.setdefault(job_id, window)
-            while left <= 0 and job_id not in self._cancelled:
-                if self.socket.poll(1000):
+        with self._lock:
+            self._check_size(data)
+            self.flush()  # before it may wait for credit: held answers never wait on this job
+            window = self._window
+            if window is not None:
+                if _readable(self.socket):
                     self._read_ready()
-                left = self._credit[job_id]
-            if job_id in self._cancelled:
-                raise JobCancelled(f"job {job_id}: nobody waits for its answer any more")
-            self._credit[job_id] = left - 1
-        self.socket.send(protocol.pack(Code.CHUNK, job_id), _SNDMORE)
-        self.socket.send(data, 0, copy=len(data) < 65536)
+                left = self._credit.setdefault(job_id, window)
+                while left <= 0 and job_id not in self._cancelled:
+                    if self.socket.poll(1000):
+                        self._read_ready()
+                    left = self._credit[job_id]
+                if job_id in self._cancelled:
+                    raise JobCancelled(f"job {job_id}: nobody waits for its answer any more")
+                self._credit[job_id] = left - 1
+            self.socket.send(protocol.pack(Code.CHUNK, job_id), _SNDMORE)
+            self.socket.send(data, 0, copy=len(data) < 65536)
 
     def may_send(self, job_id: int) -> bool:
         """Whether ``chunk`` for this job would go at once (it has credit, or it has been
@@ -233,28 +273,29 @@ class SlaveChannel:
         ``b""`` when no piece has come yet (what was read is granted first, so the engine
         sends more). The wait lasts until a piece, the end or a CANCEL comes: the engine
         bounds it (the job's timeout, the driver's timeout between pieces)."""
-        body = self._bodies.get(job_id)
-        if body is None:
-            raise RuntimeError(f"job {job_id} has no streamed body to read: it has ended (read "
-                               f"the body in the handler, before it returns), or its request "
-                               f"was not streamed")
-        if _readable(self.socket):
-            self._read_ready()
-        while job_id not in self._cancelled:
-            if body.pieces:
-                body.read += 1
-                if body.read >= GRANT_STEP:
-                    self._grant(job_id, body)
-                return body.pieces.popleft()
-            if body.complete:
-                return None
-            self._grant(job_id, body)  # before waiting: the engine may be waiting for it
-            self.flush()  # and held answers never wait on this body
-            if not wait:
-                return b""
-            if self.socket.poll(1000):
+        with self._lock:
+            body = self._bodies.get(job_id)
+            if body is None:
+                raise RuntimeError(f"job {job_id} has no streamed body to read: it has ended (read "
+                                   f"the body in the handler, before it returns), or its request "
+                                   f"was not streamed")
+            if _readable(self.socket):
                 self._read_ready()
-        raise JobCancelled(f"job {job_id}: nobody waits for its answer any more")
+            while job_id not in self._cancelled:
+                if body.pieces:
+                    body.read += 1
+                    if body.read >= GRANT_STEP:
+                        self._grant(job_id, body)
+                    return body.pieces.popleft()
+                if body.complete:
+                    return None
+                self._grant(job_id, body)  # before waiting: the engine may be waiting for it
+                self.flush()  # and held answers never wait on this body
+                if not wait:
+                    return b""
+                if self.socket.poll(1000):
+                    self._read_ready()
+            raise JobCancelled(f"job {job_id}: nobody waits for its answer any more")
 
     def _grant(self, job_id: int, body: _Body) -> None:
         if body.read:
@@ -266,10 +307,11 @@ class SlaveChannel:
         """Send how a job's answer should be presented (HEADERS: its status and headers),
         before its first chunk; ValueError or TypeError (see ``check_headers``) if they are
         not valid."""
-        pairs = check_headers(status, headers)
-        self.flush()
-        self.socket.send(protocol.pack(Code.HEADERS, job_id,
-                                       {"status": status, "headers": pairs}))
+        with self._lock:
+            pairs = check_headers(status, headers)
+            self.flush()
+            self.socket.send(protocol.pack(Code.HEADERS, job_id,
+                                           {"status": status, "headers": pairs}))
 
     def _read_ready(self) -> None:
         while _readable(self.socket):
@@ -289,83 +331,39 @@ class SlaveChannel:
 
     def choke(self, job_id: int, last: bytes | None = None) -> None:
         """Say a job's answer is complete; ``last`` is its final chunk, sent along."""
-        if last is not None:
-            self._check_size(last)
-        self.ended(job_id)
-        if self._answers is not None:
-            self._answers.hold(job_id, last)  # sent with the next answers, or before a wait
-            return
-        if last is None:
-            self.socket.send(protocol.pack(Code.CHOKE, job_id))
-        else:
-            self.socket.send(protocol.pack(Code.CHOKE, job_id), _SNDMORE)
-            self.socket.send(last, 0, copy=len(last) < 65536)
+        with self._lock:
+            if last is not None:
+                self._check_size(last)
+            self.ended(job_id)
+            if self._answers is not None:
+                self._answers.hold(job_id, last)  # sent with the next answers, or before a wait
+                return
+            if last is None:
+                self.socket.send(protocol.pack(Code.CHOKE, job_id))
+            else:
+                self.socket.send(protocol.pack(Code.CHOKE, job_id), _SNDMORE)
+                self.socket.send(last, 0, copy=len(last) < 65536)
 
     def error(self, job_id: int | None, code: int, message: str, traceback: str = "") -> None:
         """Fail a job (or, with ``job_id`` None, the slave's start) with a code and message."""
-        if job_id is not None:
-            self.ended(job_id)
-            if self._answers is not None:
-                self._answers.forget(job_id)
-        self.flush()
-        self.socket.send(protocol.pack(Code.ERROR, job_id, code, message, traceback))
+        with self._lock:
+            if job_id is not None:
+                self.ended(job_id)
+                if self._answers is not None:
+                    self._answers.forget(job_id)
+            self.flush()
+            self.socket.send(protocol.pack(Code.ERROR, job_id, code, message, traceback))
 
     def log(self, stream: str, text: str) -> None:
         """Queue a line of output (``stdout`` or ``stderr``) for the node's log; never blocks.
         A line longer than ``MAX_LINE`` is cut (the engine says so); past the stream's budget
         or the buffer, lines are dropped and counted."""
-        stream = "stdout" if stream == "stdout" else "stderr"
-        if len(text) > MAX_LINE:
-            text = text[:MAX_LINE + 1]  # longer than MAX_LINE bytes: the engine marks it cut
-        with self._log_lock:
-            if (len(self._logs) >= self.LOG_BUFFER_LINES
-                    or not self._budgets[stream].allows(min(len(text), MAX_LINE))):
-                self._dropped[stream] += 1
-            else:
-                self._logs.append((stream, text))
-
-    # -- the heartbeat thread ------------------------------------------------------------------
-
-    def _beat(self) -> None:
-        interval = float(self.settings.get("heartbeat_interval", 1.0))
-        socket = self.context.socket(zmq.DEALER)
-        socket.setsockopt(zmq.ROUTING_ID, f"{self.slave_id}/hb".encode())
-        socket.setsockopt(zmq.LINGER, 500)
-        socket.setsockopt(zmq.SNDHWM, 1000)
-        socket.connect(self.endpoint)
-        beat = protocol.pack(Code.HEARTBEAT, self.slave_id)
-        next_beat = 0.0
-        try:
-            while not self._stop.wait(0.05):
-                if self.parent_pid is not None and os.getppid() != self.parent_pid:
-                    os._exit(70)  # the process that made us is gone: never outlive the node
-                now = time.monotonic()
-                if now >= next_beat:
-                    _send(socket, [beat])
-                    next_beat = now + interval
-                self._flush_logs(socket)
-            self._flush_logs(socket)
-        finally:
-            socket.close(linger=500)
-
-    def _flush_logs(self, socket: zmq.Socket) -> None:
-        with self._log_lock:
-            lines, self._logs = self._logs, collections.deque()
-            dropped, self._dropped = self._dropped, {"stdout": 0, "stderr": 0}
-        for stream, text in lines:
-            if not _send(socket, [protocol.pack(Code.LOG, self.slave_id, stream, text)]):
-                dropped[stream] += 1  # the engine's queue for us is full: counted, sent below
-        for stream, count in dropped.items():
-            # The count only (empty text): the engine adds it to its notice of dropped lines.
-            if count and not _send(socket, [protocol.pack(Code.LOG, self.slave_id, stream, "",
-                                                          count)]):
-                with self._log_lock:  # send it next time
-                    self._dropped[stream] += count
+        self.output.add(stream, text)
 
     def close(self) -> None:
         """Stop the heartbeat thread and close the sockets, flushing what is queued."""
         self.flush()
-        self._stop.set()
+        self.stopping.set()
         if self._thread is not None:
             self._thread.join(timeout=2)
         self.socket.close(linger=2000)
@@ -386,12 +384,3 @@ def _receive(socket: zmq.Socket) -> list[bytes]:
 def _readable(socket: zmq.Socket) -> bool:
     return bool(cast(int, socket.getsockopt(zmq.EVENTS)) & zmq.POLLIN)
 
-
-def _send(socket: zmq.Socket, frames: list[bytes]) -> bool:
-    # If the engine is not reading, a lost heartbeat or log line is the right loss; False
-    # says so, so that lost lines are counted.
-    try:
-        socket.send_multipart(frames, zmq.NOBLOCK)
-    except zmq.Again:
-        return False
-    return True

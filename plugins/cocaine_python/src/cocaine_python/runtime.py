@@ -18,9 +18,7 @@ import inspect
 import sys
 import traceback
 from collections.abc import Callable
-from typing import Any, cast
-
-import zmq
+from typing import Any
 
 from cocaine_core.errortext import MESSAGE_LIMIT, TRACEBACK_LIMIT, cut
 from cocaine_core.protocol import Code, Status, encode_value
@@ -52,11 +50,6 @@ def serve(app: LoadedApp, channel: SlaveChannel) -> int:
         sys.stderr.flush()
         channel.close()
     return 0
-
-
-def _readable(socket: zmq.Socket) -> bool:
-    """Whether a message waits on ``socket`` (its FD only signals edges, so ask ZMQ_EVENTS)."""
-    return bool(cast(int, socket.getsockopt(zmq.EVENTS)) & zmq.POLLIN)
 
 
 def _is_async(handler: Any) -> bool:
@@ -131,12 +124,13 @@ class Runner:
     async def serve_async(self) -> None:
         """Handle messages as they come; async handlers run concurrently."""
         loop = asyncio.get_running_loop()
-        socket = self.channel.socket
-        fd = cast(int, socket.getsockopt(zmq.FD))
+        fd = self.channel.descriptor()
         wake = asyncio.Event()
         self.after_send = wake.set
         self.credit = asyncio.Event()
         loop.add_reader(fd, wake.set)
+        # Held answers the heartbeat thread sent: that send may take the descriptor's edge.
+        self.channel.on_flushed = lambda: loop.call_soon_threadsafe(wake.set)
         tasks: set[asyncio.Task[None]] = set()
         try:
             while True:
@@ -157,9 +151,10 @@ class Runner:
                         self.run_sync(fields, body or b"")
                 self.credit.set()
                 wake.clear()
-                if not self.channel.pending() and not _readable(socket):
+                if not self.channel.pending() and not self.channel.readable():
                     await wake.wait()
         finally:
+            self.channel.on_flushed = lambda: None
             loop.remove_reader(fd)
 
     async def run_async(self, fields: list[Any], body: bytes) -> None:
