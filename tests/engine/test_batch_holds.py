@@ -9,6 +9,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
+
 from cocaine_core.testing import call_or_error as call_in_thread
 from cocaine_core.testing import wait_until
 
@@ -31,12 +33,18 @@ def work(request):
     return request.data
 '''
 
+#: The same, async: a handler that blocks the event loop (a sync sleep in an async handler)
+#: holds up every job of its slave, and must not hold up answers already made.
+ASYNC_APP = APP.replace("def gate(", "async def gate(").replace("def work(", "async def work(")
+
 TASKS = {"gate": {"type": "native-server"}, "work": {"type": "native-server"}}
 
 
+@pytest.mark.parametrize("code", [APP, ASYNC_APP], ids=["sync", "async"])
 def test_a_quick_answer_does_not_wait_for_a_slow_job_of_the_same_event(cocaine_node, make_app,
-                                                                       tmp_path: Path):
-    manifest = make_app(APP, TASKS, engine={"concurrency": 4, "pool-limit": 1, "pool-min": 1})
+                                                                       tmp_path: Path,
+                                                                       code: str):
+    manifest = make_app(code, TASKS, engine={"concurrency": 4, "pool-limit": 1, "pool-min": 1})
     cocaine_node.add_app("holds", manifest)
     flag = tmp_path / "open"
 
