@@ -11,7 +11,9 @@ An answer is held only while that is cheap for its client: never while the slave
 message (``SlaveChannel.recv`` sends what is held before it waits), never past ``HOLD``
 seconds after the first held answer ended, never beyond ``BATCH_MAX`` answers or
 ``BATCH_BYTES`` bytes, and never while a job runs whose event's last run took ``HOLD`` or
-longer (or that has not run yet): a slow handler does not make quick answers wait. Any other
+longer (or that has not run yet): a slow handler does not make quick answers wait. ``HOLD``
+is checked when an answer is held; while a job runs (one of a quick event may be slow this
+time) the heartbeat thread sends answers held ``slave_heartbeat.OVERDUE`` seconds. Any other
 message the slave sends (a chunk, headers, an error, credit) sends what is held first, so the
 engine receives the messages in the order they were made, consecutive CHOKEs merged.
 """

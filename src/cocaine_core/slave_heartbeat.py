@@ -9,11 +9,12 @@ Held answers (``slave_batch.Answers``): a slave holds a finished job's answer wh
 a job whose event was quick last time, to send several in one CHOKE_BATCH. That job may be
 slow this time (its duration may depend on its body): then this thread sends what is held
 once it has waited ``OVERDUE`` seconds, so a quick answer waits for a slow job by about
-``BUSY_TICK`` at most, not for the whole job (nor past its own timeout, nor into a second run
-after the slow job's slave is stopped). It takes the channel's lock only if it is free: the
-main thread holds it while it uses the main socket (ZeroMQ sockets are not shared between
-threads without it), and before the main thread waits on that socket it sends what is held
-itself.
+``BUSY_TICK`` at most (``IDLE_TICK`` when no answer was held in the last ``BUSY_FOR``: the
+thread is not woken when one is), not for the whole job (nor past its own timeout, nor into a
+second run after the slow job's slave is stopped). It takes the channel's lock only if it is
+free: the main thread holds it while it uses the main socket (ZeroMQ sockets are not shared
+between threads without it), and before the main thread waits on that socket it sends what is
+held itself.
 """
 
 from __future__ import annotations
