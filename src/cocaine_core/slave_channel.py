@@ -28,6 +28,7 @@ the heartbeat thread takes the lock only when it is free.
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import threading
 from collections.abc import Callable
@@ -188,9 +189,13 @@ class SlaveChannel:
             if not self._answers.held:
                 return
             self._answers.flush()
+        except zmq.ZMQError:
+            return  # the socket is closing: the slave is ending
         finally:
             self._lock.release()
-        self.on_flushed()
+        # The runtime's event loop may have closed meanwhile: nobody waits to be woken.
+        with contextlib.suppress(RuntimeError):
+            self.on_flushed()
 
     def readable(self) -> bool:
         """Whether a message waits on the main socket (its descriptor only signals edges)."""
