@@ -127,3 +127,4 @@ def browser() -> Iterator[Any]:
     finally:
         started.kill()
         shutil.rmtree(profile, ignore_errors=True)
+        profile.with_name(f"{profile.name}.log").unlink(missing_ok=True)  # Chromium's output
