@@ -54,7 +54,10 @@ class Browser:
         log = open(self.profile.parent / f"{self.profile.name}.log", "wb")  # noqa: SIM115
         self.process = subprocess.Popen(
             [self.binary, *FLAGS, f"--user-data-dir={self.profile}", "about:blank"],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            # Its temporary files (a singleton socket's folder) go with the profile: killed,
+            # it removes none of them.
+            env={**os.environ, "TMPDIR": str(self.profile)})
         log.close()
         port_file = self.profile / "DevToolsActivePort"
         deadline = time.monotonic() + timeout
