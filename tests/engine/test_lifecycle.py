@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -119,17 +121,34 @@ def test_handler_printing_10_mb_never_blocks(cocaine_node, make_app):
 
 
 def run_node(manifest: Path, endpoint: str) -> subprocess.Popen[bytes]:
+    """``cocaine run`` of ``manifest``, once it serves (killed if it never does)."""
     process = subprocess.Popen([COCAINE, "run", str(manifest), "--listen", endpoint],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    with Client(endpoint, wait=1) as client:
-        def up() -> bool:
-            try:
+
+    def up() -> bool:
+        # A client per look: it signs with the run's key, which the node makes as it starts
+        # when the run has none yet (a client made before would stay unsigned).
+        try:
+            with Client(endpoint, wait=1) as client:
                 return manifest.parent.name in client.control("list")
-            except ServiceError:
-                assert process.poll() is None, process.stdout.read().decode()
-                return False
+        except ServiceError:
+            assert process.poll() is None, process.stdout.read().decode()
+            return False
+    try:
         wait_until(up, timeout=30, message="cocaine run to serve")
+    except BaseException:
+        process.kill()
+        process.wait()
+        raise
     return process
+
+
+def remove_run_dir(output: bytes) -> None:
+    """Remove the run folder a killed ``cocaine run`` made (it logged its events socket there)
+    and could not remove itself."""
+    found = re.search(rb"ipc://(/tmp/cocaine-run-[A-Za-z0-9_]+)/events", output)
+    if found:
+        shutil.rmtree(found.group(1).decode(), ignore_errors=True)
 
 
 def slave_pids(endpoint: str, app: str) -> list[int]:
@@ -179,6 +198,7 @@ def test_killed_node_leaves_no_slave_behind(make_app):
         if process.poll() is None:
             process.kill()
             process.wait()
+        remove_run_dir(process.stdout.read())
 
 
 @pytest.mark.parametrize("pool_min", [0, 1])
